@@ -1,0 +1,15 @@
+"""vecconv: convolutional networks in vec/unvec matrix form.
+
+The forward pass and the kernel gradient are matrix products with the patch matrix
+(im2col, the seed's eq. 12); the error travels back to the previous layer by a product
+followed by col2im (eq. 16-18). The loops are compiled Cython, the products BLAS GEMMs.
+"""
+
+from .conv import (col2im, conv1d, conv1d_backward, conv2d, conv2d_backward, get_workspace,
+                   im2col, openmp_threads, set_workspace)
+from .matrix import patch_matrix, unvec, vec
+
+__version__ = "0.1.0"
+
+__all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv2d", "conv2d_backward",
+           "conv1d", "conv1d_backward", "set_workspace", "get_workspace", "openmp_threads"]

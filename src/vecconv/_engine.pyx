@@ -1,0 +1,356 @@
+# cython: language_level=3
+"""Private compiled kernels of vecconv: im2col, col2im and the GEMM-based convolution.
+
+Everything here assumes clean input: C-contiguous float32/float64 arrays of consistent
+shapes, geometry already checked, every BLAS dimension below 2**31. The public layer
+(``vecconv.conv``) owns validation and the error messages.
+
+Layout of the column (patch) buffer, one tile at a time::
+
+    cols[(c*kh + p)*kw + q, b*Lt + (oh - r0)*Wo + ow] = xpad[b0 + b, c, oh*sh + p*dh, ow*sw + q*dw]
+
+i.e. rows are kernel taps (channel-major, the seed's vec of each kernel read row by row),
+columns are output positions of the tile (nb images x rows r0..r1 of each). A tile is
+either several whole images or a band of output rows of one image; its size comes from
+the workspace budget, so the buffer never grows with the batch or the image.
+
+With this layout each GEMM reads or writes an NCHW array directly through its leading
+dimension: no transposes, no copies of the output.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memset, memcpy
+from libc.stdlib cimport malloc, free
+from cpython.exc cimport PyErr_CheckSignals
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int vc_openmp_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int vc_openmp_threads(void) { return 0; }
+    #endif
+    """
+    int vc_openmp_threads() noexcept nogil
+
+
+ctypedef struct Geom:
+    Py_ssize_t C, H, W          # input maps
+    Py_ssize_t kh, kw           # kernel
+    Py_ssize_t sh, sw           # stride
+    Py_ssize_t dh, dw           # dilation
+    Py_ssize_t ph, pw           # padding before (top, left); after is implied by Ho, Wo
+    Py_ssize_t Ho, Wo           # output size
+
+
+def openmp_threads():
+    """Threads the im2col/col2im loops may use; 0 when built without OpenMP."""
+    return vc_openmp_threads()
+
+
+cdef Geom make_geom(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, tuple geometry) except *:
+    cdef Geom g
+    g.C, g.H, g.W = C, H, W
+    g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw, g.Ho, g.Wo = geometry
+    return g
+
+
+cdef inline bint is_pointwise(const Geom *g) noexcept nogil:
+    # A 1x1 kernel at stride 1 without padding: the column matrix of an image is the image
+    # itself, (C, H*W), so no im2col is needed at all.
+    return (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0 and g.pw == 0
+            and g.Ho == g.H and g.Wo == g.W)
+
+
+# ----------------------------------------------------------------------------- BLAS
+cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      floating alpha, const floating *a, Py_ssize_t lda,
+                      const floating *b, Py_ssize_t ldb,
+                      floating beta, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """Row-major C(m x n) = alpha op(A) op(B) + beta C.
+
+    BLAS is column-major; a row-major matrix is the transpose of a column-major one, so
+    C^T = op(B)^T op(A)^T is the column-major call with the operands swapped.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef int im = <int>m, in_ = <int>n, ik = <int>k
+    cdef int ilda = <int>lda, ildb = <int>ldb, ildc = <int>ldc
+    if m == 0 or n == 0:
+        return
+    if floating is float:
+        sgemm(&tb, &ta, &in_, &im, &ik, &alpha, <float *>b, &ildb, <float *>a, &ilda,
+              &beta, c, &ildc)
+    else:
+        dgemm(&tb, &ta, &in_, &im, &ik, &alpha, <double *>b, &ildb, <double *>a, &ilda,
+              &beta, c, &ildc)
+
+
+def gemm_into(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
+              bint trans_a=False, bint trans_b=False):
+    """c = op(a) @ op(b) through the same BLAS call the engine makes (tests, roofline)."""
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    with nogil:
+        gemm(trans_a, trans_b, m, n, k, <floating>1, &a[0, 0], a.shape[1],
+             &b[0, 0], b.shape[1], <floating>0, &c[0, 0], c.shape[1])
+
+
+# ----------------------------------------------------------------------------- im2col
+cdef inline Py_ssize_t span_lo(const Geom *g, Py_ssize_t iw0) noexcept nogil:
+    """First output column ow whose tap iw = ow*sw + iw0 lies inside the row (iw >= 0)."""
+    cdef Py_ssize_t lo = 0 if iw0 >= 0 else (-iw0 + g.sw - 1) // g.sw
+    return lo if lo < g.Wo else g.Wo
+
+
+cdef inline Py_ssize_t span_hi(const Geom *g, Py_ssize_t iw0, Py_ssize_t lo) noexcept nogil:
+    """One past the last output column whose tap lies inside the row (iw < W), >= lo."""
+    cdef Py_ssize_t hi = 0 if g.W - 1 - iw0 < 0 else (g.W - 1 - iw0) // g.sw + 1
+    if hi > g.Wo:
+        hi = g.Wo
+    return hi if hi > lo else lo
+
+
+cdef void im2col_tile(const floating[:, :, :, ::1] x, floating *cols, const Geom *g,
+                      Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Fill cols (C*kh*kw, nb*Lt) for images b0..b0+nb, output rows r0..r1.
+
+    Parallel over rows of cols (image, channel, tap): each writes its own row segment.
+    """
+    cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt
+    cdef Py_ssize_t taps = g.kh * g.kw
+    cdef Py_ssize_t idx, b, c, t, p, q, oh, ow, ih, lo, hi, iw0
+    cdef floating *dst
+    cdef const floating *src
+    for idx in prange(nb * g.C * taps, schedule='static'):
+        b = idx // (g.C * taps)
+        c = (idx // taps) % g.C
+        t = idx % taps
+        p = t // g.kw
+        q = t - p * g.kw
+        # Assigned directly, not through pointers, so that prange makes them thread-private.
+        iw0 = q * g.dw - g.pw
+        lo = span_lo(g, iw0)
+        hi = span_hi(g, iw0, lo)
+        for oh in range(r0, r1):
+            # (a pointer advanced with += would be taken by prange for a reduction)
+            dst = cols + (c * taps + t) * ld + b * Lt + (oh - r0) * g.Wo
+            ih = oh * g.sh - g.ph + p * g.dh
+            if ih < 0 or ih >= g.H:
+                memset(dst, 0, g.Wo * sizeof(floating))
+            else:
+                src = &x[b0 + b, c, ih, 0]
+                if lo > 0:
+                    memset(dst, 0, lo * sizeof(floating))
+                if g.sw == 1:
+                    memcpy(dst + lo, src + lo + iw0, (hi - lo) * sizeof(floating))
+                else:
+                    for ow in range(lo, hi):
+                        dst[ow] = src[ow * g.sw + iw0]
+                if hi < g.Wo:
+                    memset(dst + hi, 0, (g.Wo - hi) * sizeof(floating))
+
+
+cdef void col2im_tile(floating[:, :, :, ::1] dx, const floating *cols, const Geom *g,
+                      Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """dx[b0+b, c] += the taps of cols that read it (the adjoint of im2col_tile).
+
+    Parallel over (image, channel) only, never over taps: every thread owns whole maps of
+    dx, so no element is written by two threads.
+    """
+    cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt
+    cdef Py_ssize_t taps = g.kh * g.kw
+    cdef Py_ssize_t idx, b, c, t, p, q, oh, ow, ih, lo, hi, iw0
+    cdef const floating *src
+    cdef floating *dst
+    for idx in prange(nb * g.C, schedule='static'):
+        b = idx // g.C
+        c = idx % g.C
+        for t in range(taps):
+            p = t // g.kw
+            q = t - p * g.kw
+            iw0 = q * g.dw - g.pw
+            lo = span_lo(g, iw0)
+            hi = span_hi(g, iw0, lo)
+            for oh in range(r0, r1):
+                ih = oh * g.sh - g.ph + p * g.dh
+                src = cols + (c * taps + t) * ld + b * Lt + (oh - r0) * g.Wo
+                if ih >= 0 and ih < g.H:
+                    dst = &dx[b0 + b, c, ih, 0]
+                    if g.sw == 1:
+                        for ow in range(lo, hi):
+                            dst[ow + iw0] += src[ow]
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow * g.sw + iw0] += src[ow]
+
+
+def im2col_full(const floating[:, :, :, ::1] x, floating[:, ::1] cols, tuple geometry):
+    """cols (C*kh*kw, N*Ho*Wo) = the patch matrix of the whole batch, in one tile."""
+    cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
+    cdef Py_ssize_t n = x.shape[0]
+    if n == 0 or cols.shape[0] == 0 or cols.shape[1] == 0:
+        return
+    with nogil:
+        im2col_tile(x, &cols[0, 0], &g, 0, n, 0, g.Ho)
+
+
+def col2im_full(const floating[:, ::1] cols, floating[:, :, :, ::1] dx, tuple geometry):
+    """dx (zeroed by the caller) += col2im(cols) for the whole batch, in one tile."""
+    cdef Geom g = make_geom(dx.shape[1], dx.shape[2], dx.shape[3], geometry)
+    cdef Py_ssize_t n = dx.shape[0]
+    if n == 0 or cols.shape[0] == 0 or cols.shape[1] == 0:
+        return
+    with nogil:
+        col2im_tile(dx, &cols[0, 0], &g, 0, n, 0, g.Ho)
+
+
+# ----------------------------------------------------------------------------- convolution
+cdef floating *alloc_workspace(const Geom *g, Py_ssize_t tile_images, Py_ssize_t tile_rows,
+                               floating dummy) except? NULL:
+    """The column buffer for the largest tile, or NULL when the convolution needs none."""
+    cdef Py_ssize_t n
+    cdef floating *buf
+    if is_pointwise(g):
+        return NULL
+    n = g.C * g.kh * g.kw * tile_images * tile_rows * g.Wo
+    buf = <floating *>malloc(n * sizeof(floating) if n > 0 else 1)
+    if buf == NULL:
+        raise MemoryError(f"vecconv: cannot allocate a {n * sizeof(floating)}-byte workspace")
+    return buf
+
+
+cdef void forward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                       const floating *bias, floating[:, :, :, ::1] y, floating *cols,
+                       const Geom *g, Py_ssize_t groups,
+                       Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    # eq. 1 / eq. 12 in matrix form: vec(z_j) = [c] vec(k_j), for all j at once:
+    # Y (Cout x L) = W (Cout x C*kh*kw) . cols (C*kh*kw x L), per image and group.
+    cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt, L = g.Ho * g.Wo
+    cdef Py_ssize_t cout = y.shape[1], cog = cout // groups, cig = g.C // groups
+    cdef Py_ssize_t kg = cig * g.kh * g.kw
+    cdef Py_ssize_t b, gi, j, i, ldb
+    cdef const floating *bp
+    cdef floating *yp
+    cdef floating beta = 0
+    cdef bint pw = is_pointwise(g)
+    if not pw:
+        im2col_tile(x, cols, g, b0, nb, r0, r1)
+    for b in range(nb):
+        if bias != NULL:
+            # bias folded into the GEMM: Y starts as b_j and the product adds with beta=1
+            beta = 1
+            for j in range(cout):
+                yp = &y[b0 + b, j, r0, 0]
+                for i in range(Lt):
+                    yp[i] = bias[j]
+        for gi in range(groups):
+            if pw:
+                bp = &x[b0 + b, gi * cig, r0, 0]
+                ldb = g.H * g.W
+            else:
+                bp = cols + gi * kg * ld + b * Lt
+                ldb = ld
+            gemm(False, False, cog, Lt, kg, <floating>1, &w2[gi * cog, 0], kg, bp, ldb,
+                 beta, &y[b0 + b, gi * cog, r0, 0], L)
+
+
+cdef void backward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                        const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                        floating[:, ::1] dw2, floating *cols, const Geom *g, Py_ssize_t groups,
+                        bint need_dx, bint need_dw,
+                        Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt, L = g.Ho * g.Wo
+    cdef Py_ssize_t cout = dy.shape[1], cog = cout // groups, cig = g.C // groups
+    cdef Py_ssize_t kg = cig * g.kh * g.kw
+    cdef Py_ssize_t b, gi, ldb
+    cdef const floating *dyp
+    cdef floating *bp
+    cdef bint pw = is_pointwise(g)
+    if need_dw and not pw:
+        im2col_tile(x, cols, g, b0, nb, r0, r1)
+    for b in range(nb):
+        for gi in range(groups):
+            dyp = &dy[b0 + b, gi * cog, r0, 0]
+            if pw:
+                bp = <floating *>&x[b0 + b, gi * cig, r0, 0]
+                ldb = g.H * g.W
+            else:
+                bp = cols + gi * kg * ld + b * Lt
+                ldb = ld
+            if need_dw:
+                # eq. 12: dE/dk = unvec((vec delta)^T [c]) for every kernel at once:
+                # dW (Cout x C*kh*kw) += dY (Cout x L) . cols^T
+                gemm(False, True, cog, kg, Lt, <floating>1, dyp, L, bp, ldb,
+                     <floating>1, &dw2[gi * cog, 0], kg)
+            if need_dx:
+                # eq. 16-18: the full convolution with the flipped kernels is, in matrix
+                # form, dcols = W^T . dY followed by col2im. The patch columns of this
+                # image were consumed just above, so dcols overwrites them in place.
+                if pw:
+                    gemm(True, False, kg, Lt, cog, <floating>1, &w2[gi * cog, 0], kg, dyp, L,
+                         <floating>0, &dx[b0 + b, gi * cig, r0, 0], g.H * g.W)
+                else:
+                    gemm(True, False, kg, Lt, cog, <floating>1, &w2[gi * cog, 0], kg, dyp, L,
+                         <floating>0, bp, ldb)
+    if need_dx and not pw:
+        col2im_tile(dx, cols, g, b0, nb, r0, r1)
+
+
+def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                 const floating[::1] bias, floating[:, :, :, ::1] y, tuple geometry,
+                 Py_ssize_t groups, Py_ssize_t tile_images, Py_ssize_t tile_rows):
+    """y = conv(x, w2) + bias, tile by tile; Ctrl-C is honoured between tiles.
+
+    An empty ``bias`` means none (a fused signature cannot take None reliably).
+    """
+    cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
+    cdef Py_ssize_t n = x.shape[0], b0, nb, r0, r1
+    cdef const floating *bp = NULL
+    cdef floating *cols
+    if n == 0 or y.shape[1] == 0 or g.Ho == 0 or g.Wo == 0:
+        return
+    if bias.shape[0] > 0:
+        bp = &bias[0]
+    cols = alloc_workspace(&g, tile_images, tile_rows, <floating>0)
+    try:
+        for b0 in range(0, n, tile_images):
+            nb = min(tile_images, n - b0)
+            for r0 in range(0, g.Ho, tile_rows):
+                r1 = min(r0 + tile_rows, g.Ho)
+                with nogil:
+                    forward_tile(x, w2, bp, y, cols, &g, groups, b0, nb, r0, r1)
+                PyErr_CheckSignals()
+    finally:
+        free(cols)
+
+
+def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                  const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                  floating[:, ::1] dw2, tuple geometry, Py_ssize_t groups,
+                  Py_ssize_t tile_images, Py_ssize_t tile_rows, bint need_dx, bint need_dw):
+    """dx (zeroed) += delta to the previous layer; dw2 (zeroed) += kernel gradient.
+
+    need_dx/need_dw False skips that GEMM (a first layer needs no dx); the array passed
+    for a skipped output is not touched.
+    """
+    cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
+    cdef Py_ssize_t n = x.shape[0], b0, nb, r0, r1
+    cdef floating *cols
+    if n == 0 or dy.shape[1] == 0 or g.Ho == 0 or g.Wo == 0 or not (need_dx or need_dw):
+        return
+    cols = alloc_workspace(&g, tile_images, tile_rows, <floating>0)
+    try:
+        for b0 in range(0, n, tile_images):
+            nb = min(tile_images, n - b0)
+            for r0 in range(0, g.Ho, tile_rows):
+                r1 = min(r0 + tile_rows, g.Ho)
+                with nogil:
+                    backward_tile(x, w2, dy, dx, dw2, cols, &g, groups, need_dx, need_dw,
+                                  b0, nb, r0, r1)
+                PyErr_CheckSignals()
+    finally:
+        free(cols)

@@ -1,0 +1,77 @@
+"""The seed's matrix algebra, literally: vec, unvec and the patch matrix of eq. 12.
+
+This is the teaching form — small, pure NumPy, one map and one kernel at a time — so that
+the algebra of the derivation can be checked line by line. The fast batched form of the
+same matrix is ``vecconv.im2col`` (whose columns are ordered row-major per kernel, as the
+GEMMs want, where ``patch_matrix`` follows vec's column-major order).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._args import as_array, check_ndim, int_tuple, integer
+
+__all__ = ["vec", "unvec", "patch_matrix"]
+
+
+def vec(a):
+    """Stack the columns of a matrix into one vector (Magnus & Neudecker's vec).
+
+    >>> vec([[1, 2], [3, 4]])
+    array([1, 3, 2, 4])
+    """
+    a = as_array("a", a)
+    if a.ndim < 1:
+        raise ValueError(f"a must have at least one dimension, got shape {a.shape}")
+    return a.ravel(order="F").copy()
+
+
+def unvec(v, shape):
+    """The inverse of ``vec``: refill a matrix of ``shape`` column by column.
+
+    >>> unvec([1, 3, 2, 4], (2, 2))
+    array([[1, 2],
+           [3, 4]])
+    """
+    v = as_array("v", v)
+    if v.ndim != 1 and not (v.ndim == 2 and 1 in v.shape):
+        raise ValueError(f"v must be a vector (1-D, or a single row or column), got shape {v.shape}")
+    if not isinstance(shape, (tuple, list)) or len(shape) < 1:
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}")
+    shape = tuple(integer("shape", s, 0) for s in shape)
+    if math.prod(shape) != v.size:
+        raise ValueError(f"shape {shape} holds {math.prod(shape)} elements but v has {v.size}")
+    return v.reshape(-1).reshape(shape, order="F").copy()
+
+
+def patch_matrix(x, kernel_shape):
+    """The matrix of eq. 12: [vec([c]_{1,1}) ... vec([c]_{K1,1}) vec([c]_{1,2}) ... vec([c]_{K1,K2})].
+
+    [c]_{p,q} is the (M1-K1+1) x (M2-K2+1) block of ``x`` that meets kernel element (p, q)
+    in a valid correlation. With C = patch_matrix(x, k.shape)::
+
+        unvec(C @ vec(k), out_shape)     == scipy.signal.correlate2d(x, k, 'valid')
+        unvec(vec(delta) @ C, k.shape)   == dE/dk for dE/dz = delta        (eq. 12, 13)
+
+    Parameters
+    ----------
+    x : array_like, shape (M1, M2)
+    kernel_shape : int or (K1, K2)
+
+    Returns
+    -------
+    C : ndarray, shape ((M1-K1+1)*(M2-K2+1), K1*K2)
+    """
+    x = as_array("x", x)
+    check_ndim("x", x.shape, 2, "(M1, M2)")
+    k1, k2 = int_tuple("kernel_shape", kernel_shape, 2, 1)
+    m1, m2 = x.shape
+    if k1 > m1 or k2 > m2:
+        raise ValueError(f"kernel_shape {(k1, k2)} is larger than x {x.shape}")
+    ho, wo = m1 - k1 + 1, m2 - k2 + 1
+    blocks = np.lib.stride_tricks.sliding_window_view(x, (ho, wo))   # blocks[p, q] = [c]_{p,q}
+    # column p + q*K1 is vec([c]_{p,q}); vec is column-major, hence the transposes
+    return np.ascontiguousarray(blocks.transpose(1, 0, 3, 2).reshape(k1 * k2, ho * wo).T)
