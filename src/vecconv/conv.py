@@ -191,9 +191,15 @@ def weight_gradient(dw2, plan, shape):
     return np.ascontiguousarray(dw).reshape(shape)
 
 
+def _copy_bytes(a, dtype):
+    """Bytes np.ascontiguousarray(a, dtype) would allocate (0 when a is already clean)."""
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return 0
+    return a.size * np.dtype(dtype).itemsize
+
+
 def forward(x, w2, bias, plan):
     """The engine's forward pass on clean arrays (x, w2 contiguous in plan.dtype)."""
-    check_fits(nbytes_of(plan.out_shape, plan.dtype), "the output")
     y = np.empty(plan.out_shape, dtype=plan.dtype)
     b = bias if bias is not None else np.empty(0, dtype=plan.dtype)
     _engine.conv_forward(x.reshape(plan.x_shape), w2, b, y, plan.geometry, plan.groups,
@@ -204,8 +210,6 @@ def forward(x, w2, bias, plan):
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The engine's backward pass: (dx in the engine's 4-D layout or None, dw2 or None)."""
     dt = plan.dtype
-    if need_dx:
-        check_fits(nbytes_of(plan.x_shape, dt), "the input gradient dx")
     dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else np.empty((0, 0, 0, 0), dtype=dt)
     dw2 = (np.zeros((plan.w_shape[0], math.prod(plan.w_shape[1:])), dtype=dt) if need_dw
            else np.empty((0, 0), dtype=dt))
@@ -222,6 +226,8 @@ def _inputs(spatial, x, w, bias, opts):
     dtype = float_dtype(x=x, w=w, bias=bias)
     plan, out_shape = make_plan(x.shape, w.shape, None if bias is None else bias.shape,
                                 dtype=dtype, spatial=spatial, **opts)
+    # before any conversion copies x: the output and the copy must both fit
+    check_fits(nbytes_of(plan.out_shape, dtype) + _copy_bytes(x, dtype), "conv (output and input copy)")
     x = floats(plan.dtype, x)
     bias = None if bias is None else floats(plan.dtype, bias)
     return x, w, bias, plan, out_shape
@@ -302,6 +308,8 @@ def _backward(spatial, dy, x, w, opts):
     if dy.shape != out_shape:
         raise ValueError(f"dy must have the output shape {out_shape} of this convolution, "
                          f"got {dy.shape}")
+    check_fits(nbytes_of(plan.x_shape, dtype) + _copy_bytes(x, dtype) + _copy_bytes(dy, dtype),
+               "conv backward (dx and input copies)")
     x = floats(dtype, x)
     dy = floats(dtype, dy)
     dx, dw2 = backward(dy, x, effective_weight(w, plan), plan)
@@ -379,12 +387,12 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
     x = as_array("x", x)
     dtype = float_dtype(x=x)
     plan = _unfold_plan(x.shape, kernel_size, stride, padding, dilation)
-    x = floats(dtype, x)
     n, c = x.shape[:2]
     kh, kw = plan.w_shape[2:]
     ho, wo = plan.geometry[8:]
     shape = (c * kh * kw, n * ho * wo)
-    check_fits(nbytes_of(shape, dtype), "the column matrix")
+    check_fits(nbytes_of(shape, dtype) + _copy_bytes(x, dtype), "the column matrix")
+    x = floats(dtype, x)
     cols = np.empty(shape, dtype=dtype)
     _engine.im2col_full(x, cols, plan.geometry)
     return cols.T

@@ -1,0 +1,128 @@
+"""The independent reference the tests compare with: scipy.signal, looped.
+
+The reference never calls vecconv. String padding modes are handed to scipy as they are
+(so the tests check vecconv's reading of 'same' against scipy's own), integer padding by
+np.pad, dilation by a kernel with zeros inserted, stride by subsampling the stride-1
+result, groups and connection tables by which (i, j) pairs are summed.
+"""
+
+import numpy as np
+import scipy.signal as ss
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def tol(dtype):
+    return TOL[np.dtype(dtype).type]
+
+
+def dilate_kernel(k, dh, dw):
+    kh, kw = k.shape
+    out = np.zeros((dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=k.dtype)
+    out[::dh, ::dw] = k
+    return out
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def ref_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, connections=None,
+               flip=False):
+    """The seed's eq. 1 by scipy.signal.correlate2d/convolve2d, one map pair at a time."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    n, c = x.shape[:2]
+    cout, cig = w.shape[:2]
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    f = ss.convolve2d if flip else ss.correlate2d
+    if isinstance(padding, str):
+        mode, xp = padding, x
+    else:
+        if isinstance(padding, (tuple, list)) and isinstance(padding[0], (tuple, list)):
+            (pt, pb), (pl, pr) = padding
+        else:
+            ph, pw = pair(padding)
+            pt, pb, pl, pr = ph, ph, pw, pw
+        mode = "valid"
+        xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    cog = cout // groups
+    out = None
+    for j in range(cout):
+        g = j // cog
+        for ii in range(cig):
+            i = g * cig + ii
+            if connections is not None and not connections[i, j]:
+                continue
+            k = dilate_kernel(w[j, ii], dh, dw)
+            for m in range(n):
+                r = f(xp[m, i], k, mode)[::sh, ::sw]
+                if out is None:
+                    out = np.zeros((n, cout) + r.shape)
+                out[m, j] += r
+    if out is None:   # nothing connected at all
+        raise AssertionError("reference needs at least one connection")
+    if b is not None:
+        out += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return out
+
+
+def ref_conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, flip=False):
+    """The first seed's x_i = sum_a w_a y_{a+i} by scipy.signal.correlate/convolve."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    n, c, _ = x.shape
+    cout, cig, _ = w.shape
+    f = ss.convolve if flip else ss.correlate
+    if isinstance(padding, str):
+        mode, xp = padding, x
+    else:
+        mode, xp = "valid", np.pad(x, ((0, 0), (0, 0), (padding, padding)))
+    cog = cout // groups
+    rows = []
+    for m in range(n):
+        row = []
+        for j in range(cout):
+            g = j // cog
+            acc = 0
+            for ii in range(cig):
+                k = np.zeros(dilation * (w.shape[2] - 1) + 1)
+                k[::dilation] = w[j, ii]
+                acc = acc + f(xp[m, g * cig + ii], k, mode, method="direct")[::stride]
+            row.append(acc + (0 if b is None else b[j]))
+        rows.append(row)
+    return np.array(rows)
+
+
+def numeric_grad(f, a, eps=1e-6):
+    """Central differences of the scalar f with respect to every element of a (float64)."""
+    a = np.array(a, dtype=np.float64)
+    g = np.zeros_like(a)
+    it = np.nditer(a, flags=["multi_index"])
+    for _ in it:
+        idx = it.multi_index
+        old = a[idx]
+        a[idx] = old + eps
+        fp = f(a)
+        a[idx] = old - eps
+        fm = f(a)
+        a[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
+
+
+# LeCun et al. 1998, Table I: the input maps of S2 read by each of C3's 16 maps.
+LENET_C3_INPUTS = [
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+]
+
+
