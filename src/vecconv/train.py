@@ -47,7 +47,7 @@ def evaluate(net, x, y, loss_fn, batch_size=500):
     return losses / len(x), correct / len(x)
 
 
-def train(*, epochs=12, batch_size=32, lr=0.05, momentum=0.9, seed=0, dtype="float32",
+def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="float32",
           max_shift=2, train_size=None, out=None, json_path=None, progress=True, log=print):
     """Train LeNet-5 and return its metrics (a dict); see ``vecconv train --help``."""
     dtype = np.dtype(dtype)
