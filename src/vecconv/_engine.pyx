@@ -37,6 +37,16 @@ cdef extern from *:
     int vc_openmp_threads() noexcept nogil
 
 
+cdef enum:
+    # tiles with fewer output positions per image than this go through one staged GEMM;
+    # vecconv.conv._tile uses the same number to count the staging rows in the budget
+    STAGE_BELOW = 64
+
+
+def stage_below():
+    return STAGE_BELOW
+
+
 ctypedef struct Geom:
     Py_ssize_t C, H, W          # input maps
     Py_ssize_t kh, kw           # kernel
@@ -209,18 +219,53 @@ def col2im_full(const floating[:, ::1] cols, floating[:, :, :, ::1] dx, tuple ge
 
 
 # ----------------------------------------------------------------------------- convolution
-cdef floating *alloc_workspace(const Geom *g, Py_ssize_t tile_images, Py_ssize_t tile_rows,
-                               floating dummy) except? NULL:
-    """The column buffer for the largest tile, or NULL when the convolution needs none."""
-    cdef Py_ssize_t n
+cdef inline bint is_staged(const Geom *g, Py_ssize_t nb, Py_ssize_t Lt) noexcept nogil:
+    # Few output positions per image (LeNet-5's C5 has one): one GEMM per image would be a
+    # matrix-vector product. Such tiles stage dY/Y as (Cout, nb*Lt) and make one GEMM.
+    return nb > 1 and Lt < STAGE_BELOW and not is_pointwise(g)
+
+
+cdef floating *alloc_workspace(const Geom *g, Py_ssize_t cout, Py_ssize_t tile_images,
+                               Py_ssize_t tile_rows, floating dummy) except? NULL:
+    """Column buffer (+ staging rows) for the largest tile, or NULL when none is needed."""
+    cdef Py_ssize_t n, rows = g.C * g.kh * g.kw
     cdef floating *buf
     if is_pointwise(g):
         return NULL
-    n = g.C * g.kh * g.kw * tile_images * tile_rows * g.Wo
+    if is_staged(g, tile_images, tile_rows * g.Wo):
+        rows += cout
+    n = rows * tile_images * tile_rows * g.Wo
     buf = <floating *>malloc(n * sizeof(floating) if n > 0 else 1)
     if buf == NULL:
         raise MemoryError(f"vecconv: cannot allocate a {n * sizeof(floating)}-byte workspace")
     return buf
+
+
+cdef void unstage(const floating *stage, floating[:, :, :, ::1] y, const floating *bias,
+                  Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t Lt,
+                  Py_ssize_t L) noexcept nogil:
+    """y[b0+b, j, tile] = stage[j, b*Lt:(b+1)*Lt] + bias[j]."""
+    cdef Py_ssize_t cout = y.shape[1], ld = nb * Lt, b, j, i
+    cdef floating *dst
+    cdef const floating *src
+    cdef floating bj
+    for b in range(nb):
+        for j in range(cout):
+            dst = &y[b0 + b, j, 0, 0] + r0 * y.shape[3]
+            src = stage + j * ld + b * Lt
+            bj = bias[j] if bias != NULL else 0
+            for i in range(Lt):
+                dst[i] = src[i] + bj
+
+
+cdef void restage(const floating[:, :, :, ::1] dy, floating *stage, Py_ssize_t b0,
+                  Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t Lt, Py_ssize_t L) noexcept nogil:
+    """stage[j, b*Lt:(b+1)*Lt] = dy[b0+b, j, tile]."""
+    cdef Py_ssize_t cout = dy.shape[1], ld = nb * Lt, b, j
+    for b in range(nb):
+        for j in range(cout):
+            memcpy(stage + j * ld + b * Lt, &dy[b0 + b, j, 0, 0] + r0 * dy.shape[3],
+                   Lt * sizeof(floating))
 
 
 cdef void forward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
@@ -237,8 +282,16 @@ cdef void forward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w2
     cdef floating *yp
     cdef floating beta = 0
     cdef bint pw = is_pointwise(g)
+    cdef floating *stage
     if not pw:
         im2col_tile(x, cols, g, b0, nb, r0, r1)
+    if is_staged(g, nb, Lt):
+        stage = cols + g.C * g.kh * g.kw * ld
+        for gi in range(groups):
+            gemm(False, False, cog, ld, kg, <floating>1, &w2[gi * cog, 0], kg,
+                 cols + gi * kg * ld, ld, <floating>0, stage + gi * cog * ld, ld)
+        unstage(stage, y, bias, b0, nb, r0, Lt, L)
+        return
     for b in range(nb):
         if bias != NULL:
             # bias folded into the GEMM: Y starts as b_j and the product adds with beta=1
@@ -270,8 +323,22 @@ cdef void backward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w
     cdef const floating *dyp
     cdef floating *bp
     cdef bint pw = is_pointwise(g)
+    cdef floating *stage
     if need_dw and not pw:
         im2col_tile(x, cols, g, b0, nb, r0, r1)
+    if is_staged(g, nb, Lt):
+        stage = cols + g.C * g.kh * g.kw * ld
+        restage(dy, stage, b0, nb, r0, Lt, L)
+        for gi in range(groups):
+            if need_dw:     # eq. 12 for the whole tile in one product
+                gemm(False, True, cog, kg, ld, <floating>1, stage + gi * cog * ld, ld,
+                     cols + gi * kg * ld, ld, <floating>1, &dw2[gi * cog, 0], kg)
+            if need_dx:     # eq. 16-18: dcols = W^T dY, then col2im
+                gemm(True, False, kg, ld, cog, <floating>1, &w2[gi * cog, 0], kg,
+                     stage + gi * cog * ld, ld, <floating>0, cols + gi * kg * ld, ld)
+        if need_dx:
+            col2im_tile(dx, cols, g, b0, nb, r0, r1)
+        return
     for b in range(nb):
         for gi in range(groups):
             dyp = &dy[b0 + b, gi * cog, r0, 0]
@@ -315,7 +382,7 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
         return
     if bias.shape[0] > 0:
         bp = &bias[0]
-    cols = alloc_workspace(&g, tile_images, tile_rows, <floating>0)
+    cols = alloc_workspace(&g, y.shape[1], tile_images, tile_rows, <floating>0)
     try:
         for b0 in range(0, n, tile_images):
             nb = min(tile_images, n - b0)
@@ -342,7 +409,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
     cdef floating *cols
     if n == 0 or dy.shape[1] == 0 or g.Ho == 0 or g.Wo == 0 or not (need_dx or need_dw):
         return
-    cols = alloc_workspace(&g, tile_images, tile_rows, <floating>0)
+    cols = alloc_workspace(&g, dy.shape[1], tile_images, tile_rows, <floating>0)
     try:
         for b0 in range(0, n, tile_images):
             nb = min(tile_images, n - b0)

@@ -87,12 +87,21 @@ def _connection_mask(connections, cin, cout, groups, dtype):
     return np.ascontiguousarray(table.astype(bool).T, dtype=dtype)   # (Cout, Cin)
 
 
+import os as _os
+
+# The column buffer of one tile is written by im2col and read back by the GEMM right
+# after: sized to stay in cache between the two, within the workspace budget.
+_TILE_TARGET = int(_os.environ.get("VECCONV_TILE_BYTES", 4 * 2**20))
+
+
 def _tile(plan_dims, itemsize, workspace):
     """(images, output rows) per tile so that the column buffer stays within budget."""
-    n, k_rows, ho, wo, pointwise = plan_dims
+    n, k_rows, cout, ho, wo, pointwise = plan_dims
     if pointwise or n == 0 or ho == 0 or wo == 0:
         return (1, max(ho, 1))
-    budget = max(workspace // itemsize, 1)       # elements
+    if ho * wo < _engine.stage_below():
+        k_rows += cout          # a staged tile also holds (Cout, positions) of dY or Y
+    budget = max(min(workspace, _TILE_TARGET) // itemsize, 1)       # elements
     per_row = k_rows * wo
     per_image = per_row * ho
     limit = INT32_MAX // max(ho * wo, 1)          # the buffer's leading dimension is an int
@@ -162,7 +171,7 @@ def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation,
     mask = _connection_mask(connections, c, cout, groups, dtype)
     pointwise = (geometry[:4] == (1, 1, 1, 1) and geometry[6:8] == (0, 0)
                  and (ho, wo) == x4[2:])
-    tile = _tile((n, k_rows, ho, wo, pointwise), dtype.itemsize, workspace)
+    tile = _tile((n, k_rows, cout, ho, wo, pointwise), dtype.itemsize, workspace)
     out_shape = (n, cout) + out_sp
     return Plan(dtype, x4, w4, (n, cout, ho, wo), geometry, groups, flip, mask, tile), out_shape
 

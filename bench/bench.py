@@ -1,0 +1,645 @@
+"""vecconv side by side with direct convolution, plain-numpy im2col, PyTorch and the GEMM
+roofline, all measured in one run on this machine.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench.py [--quick] \
+        [--json PATH] [--plot PATH] [--cases NAME,...] [--dtypes float32,float64]
+
+Every method's output is compared with vecconv's before it is timed, so the table never
+shows the speed of a wrong answer. Times are the median of at least 7 repeats after a
+warm-up; ratios are taken within this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy
+import scipy.signal as ss
+
+import vecconv as vc
+import vecconv.nn as vnn
+from vecconv import _engine
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:          # the benchmark runs without torch, minus its columns
+    torch = None
+
+# name: (N, Cin, H, W, Cout, k, stride, padding, table)
+CASES = {
+    "lenet-c1": (64, 1, 32, 32, 6, 5, 1, 0, False),
+    "lenet-c3": (64, 6, 14, 14, 16, 5, 1, 0, False),
+    "lenet-c3-table": (64, 6, 14, 14, 16, 5, 1, 0, True),
+    "mnist-like": (256, 1, 28, 28, 32, 3, 1, 1, False),
+    "mid": (32, 64, 56, 56, 64, 3, 1, 1, False),
+    "pointwise": (32, 256, 28, 28, 64, 1, 1, 0, False),
+    "strided": (32, 64, 56, 56, 128, 3, 2, 1, False),
+    "large-image": (1, 3, 224, 224, 64, 7, 2, 3, False),
+}
+QUICK_CASES = ["lenet-c1", "lenet-c3-table", "mnist-like", "pointwise", "strided"]
+
+
+# ----------------------------------------------------------------------------- measuring
+def timeit(fn, repeats, warmup=1, budget=None):
+    for _ in range(warmup):
+        fn()
+    times = []
+    t_start = time.perf_counter()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if budget is not None and time.perf_counter() - t_start > budget and len(times) >= 3:
+            break
+    return dict(median=statistics.median(times), min=min(times), max=max(times), n=len(times))
+
+
+def _status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _malloc_trim():
+    """Hand freed heap memory back to the OS, so that reuse of it shows up in the RSS."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_extra_memory(fn):
+    """Peak RSS above the starting RSS during one call (kernel high-water mark, reset first).
+
+    Counts every allocation: NumPy's, the engine's malloc'd workspace, torch's. Freed
+    memory is trimmed first: otherwise a method that reuses memory it freed earlier would
+    look free of cost.
+    """
+    _malloc_trim()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    before = _status("VmRSS")
+    fn()
+    peak = _status("VmHWM")
+    return None if before is None or peak is None else max(peak - before, 0)
+
+
+# ----------------------------------------------------------------------------- methods
+def geometry(case):
+    n, c, h, w, cout, k, s, p, _ = case
+    ho = (h + 2 * p - k) // s + 1
+    wo = (w + 2 * p - k) // s + 1
+    return ho, wo
+
+
+def flops(case):
+    n, c, h, w, cout, k, s, p, _ = case
+    ho, wo = geometry(case)
+    return 2.0 * n * cout * ho * wo * c * k * k
+
+
+def make_inputs(case, dtype, seed=0):
+    n, c, h, w, cout, k, s, p, table = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = (rng.standard_normal((cout, c, k, k)) / math.sqrt(c * k * k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    ho, wo = geometry(case)
+    dy = rng.standard_normal((n, cout, ho, wo)).astype(dtype)
+    conn = vnn.lenet5_c3_table() if table else None
+    if conn is not None:
+        wt = wt * conn.T[:, :, None, None]
+    return x, wt, b, dy, conn
+
+
+class VecConv:
+    name = "vecconv"
+
+    def __init__(self, case, x, w, b, dy, conn):
+        _, _, _, _, _, k, s, p, _ = case
+        self.opts = dict(stride=s, padding=p, connections=conn)
+        self.x, self.w, self.b, self.dy = x, w, b, dy
+
+    def forward(self):
+        return vc.conv2d(self.x, self.w, self.b, **self.opts)
+
+    def forward_backward(self):
+        y = vc.conv2d(self.x, self.w, self.b, **self.opts)
+        return (y,) + vc.conv2d_backward(self.dy, self.x, self.w, **self.opts)
+
+
+class NumpyIm2col:
+    """What vecconv would be without its compiled core: sliding_window_view + copy + @."""
+    name = "numpy-im2col"
+
+    def __init__(self, case, x, w, b, dy, conn):
+        n, c, h, wd, cout, k, s, p, _ = case
+        self.k, self.s, self.p = k, s, p
+        self.x, self.b, self.dy = x, b, dy
+        self.w2 = (w * conn.T[:, :, None, None] if conn is not None else w).reshape(cout, -1)
+        self.shape = x.shape
+        self.conn = conn
+
+    def _cols(self):
+        k, s, p = self.k, self.s, self.p
+        xp = np.pad(self.x, ((0, 0), (0, 0), (p, p), (p, p))) if p else self.x
+        win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+        n, c, ho, wo = win.shape[:4]
+        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k)   # the copy
+        return cols, (n, ho, wo)
+
+    def forward(self):
+        cols, (n, ho, wo) = self._cols()
+        y = cols @ self.w2.T + self.b
+        return np.ascontiguousarray(y.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2))
+
+    def forward_backward(self):
+        k, s, p = self.k, self.s, self.p
+        cols, (n, ho, wo) = self._cols()
+        y = np.ascontiguousarray((cols @ self.w2.T + self.b).reshape(n, ho, wo, -1).transpose(0, 3, 1, 2))
+        dy2 = self.dy.transpose(0, 2, 3, 1).reshape(n * ho * wo, -1)
+        dw = (dy2.T @ cols).reshape(-1, self.shape[1], k, k)
+        if self.conn is not None:
+            dw = dw * self.conn.T[:, :, None, None]
+        dcols = (dy2 @ self.w2).reshape(n, ho, wo, self.shape[1], k, k)
+        N, C, H, W = self.shape
+        dxp = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=self.x.dtype)
+        for a in range(k):
+            for q in range(k):
+                dxp[:, :, a:a + s * ho:s, q:q + s * wo:s] += dcols[..., a, q].transpose(0, 3, 1, 2)
+        dx = dxp[:, :, p:p + H, p:p + W] if p else dxp
+        return y, dx, dw, self.dy.sum(axis=(0, 2, 3))
+
+
+class Direct:
+    """scipy.signal.correlate2d / convolve2d looped over batch x Cout x Cin (the reference).
+
+    Far too slow to run whole: each call runs a prefix of the (image, output map) pairs
+    for a time budget, and the time is extrapolated linearly to all pairs.
+    """
+    name = "direct-scipy"
+
+    def __init__(self, case, x, w, b, dy, conn):
+        n, c, h, wd, cout, k, s, p, _ = case
+        self.case = case
+        self.xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+        self.w, self.b, self.dy, self.s, self.p = w, b, dy, s, p
+        self.pairs = [(m, j) for m in range(n) for j in range(cout)]
+        self.inputs = [[i for i in range(c) if conn is None or conn[i, j]] for j in range(cout)]
+        self.limit = len(self.pairs)
+        self.ho, self.wo = geometry(case)
+
+    def _forward_pairs(self, count):
+        y = np.zeros(self.dy.shape, dtype=self.dy.dtype)
+        for m, j in self.pairs[:count]:
+            acc = sum(ss.correlate2d(self.xp[m, i], self.w[j, i], "valid") for i in self.inputs[j])
+            y[m, j] = acc[::self.s, ::self.s] + self.b[j]
+        return y
+
+    def _backward_pairs(self, count):
+        n, c, h, wd, cout, k, s, p, _ = self.case
+        dxp = np.zeros(self.xp.shape, dtype=self.dy.dtype)
+        dw = np.zeros(self.w.shape, dtype=self.dy.dtype)
+        hf, wf = self.xp.shape[2] - k + 1, self.xp.shape[3] - k + 1
+        for m, j in self.pairs[:count]:
+            up = np.zeros((hf, wf), dtype=self.dy.dtype)
+            up[::s, ::s] = self.dy[m, j]
+            for i in self.inputs[j]:
+                dw[j, i] += ss.correlate2d(self.xp[m, i], up, "valid")          # eq. 13
+                dxp[m, i] += ss.convolve2d(up, self.w[j, i], "full")            # eq. 16-18
+        dx = dxp[:, :, p:p + h, p:p + wd] if p else dxp
+        return dx, dw
+
+    def forward(self, count=None):
+        return self._forward_pairs(self.limit if count is None else count)
+
+    def forward_backward(self, count=None):
+        count = self.limit if count is None else count
+        return (self._forward_pairs(count),) + self._backward_pairs(count) + (self.dy.sum(axis=(0, 2, 3)),)
+
+    def timed(self, what, budget):
+        """(seconds for all pairs, extrapolated?) from running prefixes within the budget."""
+        fn = self.forward if what == "forward" else self.forward_backward
+        count = 1
+        while True:
+            t0 = time.perf_counter()
+            fn(count)
+            dt = time.perf_counter() - t0
+            if count >= self.limit or dt > budget / 4:
+                break
+            count = min(self.limit, count * 4)
+        return dt * self.limit / count, count < self.limit, count
+
+
+class Torch:
+    name = "torch"
+
+    def __init__(self, case, x, w, b, dy, conn):
+        n, c, h, wd, cout, k, s, p, _ = case
+        self.s, self.p = s, p
+        self.x = torch.from_numpy(x.copy())
+        self.w = torch.from_numpy(w.copy())
+        self.b = torch.from_numpy(b.copy())
+        self.dy = torch.from_numpy(dy.copy())
+        # a connection table in torch: the mask multiplies the weight inside the graph
+        self.mask = None if conn is None else torch.from_numpy(conn.T[:, :, None, None].astype(x.dtype))
+
+    def _weight(self, w):
+        return w if self.mask is None else w * self.mask
+
+    def forward(self):
+        with torch.no_grad():
+            return F.conv2d(self.x, self._weight(self.w), self.b, stride=self.s, padding=self.p).numpy()
+
+    def forward_backward(self):
+        x = self.x.detach().requires_grad_(True)
+        w = self.w.detach().requires_grad_(True)
+        b = self.b.detach().requires_grad_(True)
+        y = F.conv2d(x, self._weight(w), b, stride=self.s, padding=self.p)
+        y.backward(self.dy)
+        return y.detach().numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()
+
+
+class Roofline:
+    """The same matrix products as the engine, alone: one GEMM each through SciPy's BLAS."""
+    name = "gemm-roofline"
+
+    def __init__(self, case, x, w, b, dy, conn):
+        n, c, h, wd, cout, k, s, p, _ = case
+        ho, wo = geometry(case)
+        kk, L = c * k * k, n * ho * wo
+        dt = x.dtype
+        rng = np.random.default_rng(1)
+        self.w2 = rng.standard_normal((cout, kk)).astype(dt)
+        self.cols = rng.standard_normal((kk, L)).astype(dt)
+        self.dy2 = rng.standard_normal((cout, L)).astype(dt)
+        self.y = np.empty((cout, L), dt)
+        self.dw = np.empty((cout, kk), dt)
+        self.dcols = np.empty((kk, L), dt)
+
+    def forward(self):
+        _engine.gemm_into(self.w2, self.cols, self.y)                       # Y = W cols
+
+    def forward_backward(self):
+        _engine.gemm_into(self.w2, self.cols, self.y)
+        _engine.gemm_into(self.dy2, self.cols, self.dw, False, True)        # dW = dY cols^T
+        _engine.gemm_into(self.w2, self.dy2, self.dcols, True, False)       # dcols = W^T dY
+
+
+def max_rel_diff(got, ref):
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+# ----------------------------------------------------------------------------- machine
+def machine_facts():
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    facts = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
+                 numpy=np.__version__, scipy=scipy.__version__, vecconv=vc.__version__,
+                 openmp_threads=vc.openmp_threads(),
+                 torch=None if torch is None else torch.__version__,
+                 OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE"),
+                 OPENBLAS_L2_SIZE=os.environ.get("OPENBLAS_L2_SIZE"))
+    try:
+        import threadpoolctl
+        facts["blas"] = [dict(internal_api=i.get("internal_api"), prefix=i.get("prefix"),
+                              version=i.get("version"), architecture=i.get("architecture"),
+                              threads=i.get("num_threads"), filepath=i.get("filepath"))
+                         for i in threadpoolctl.threadpool_info()]
+    except ImportError:
+        facts["blas"] = "threadpoolctl not installed"
+    if torch is not None:
+        facts["torch_threads"] = torch.get_num_threads()
+        facts["torch_backends"] = dict(
+            float32="oneDNN (mkldnn)" if torch.backends.mkldnn.is_available() else "native",
+            float64="slow_conv2d (im2col + GEMM)")
+    return facts
+
+
+def peak_gemm(dtype, size=2048, repeats=5):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    c = np.empty((size, size), dtype)
+    t = timeit(lambda: _engine.gemm_into(a, b, c), repeats)
+    return 2 * size**3 / t["median"] / 1e9
+
+
+# ----------------------------------------------------------------------------- LeNet-5 step
+def lenet_step_vecconv(dtype, batch=64):
+    net = vnn.lenet5(dtype=dtype, seed=0)
+    opt = vnn.SGD(net, lr=0.01, momentum=0.9)
+    loss_fn = vnn.SoftmaxCrossEntropy()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 1, 32, 32)).astype(dtype)
+    labels = rng.integers(0, 10, batch)
+
+    def step():
+        loss, d = loss_fn(net.forward(x), labels)
+        net.backward(d)
+        opt.step()
+        return loss
+    return step
+
+
+def lenet_step_torch(dtype, batch=64):
+    tdt = torch.float32 if dtype == np.float32 else torch.float64
+    table = torch.tensor(vnn.lenet5_c3_table().T, dtype=tdt)[:, :, None, None]
+
+    class AvgPoolBeta(torch.nn.Module):
+        def __init__(self, ch):
+            super().__init__()
+            self.beta = torch.nn.Parameter(torch.full((ch,), 0.25, dtype=tdt))
+            self.b = torch.nn.Parameter(torch.zeros(ch, dtype=tdt))
+
+        def forward(self, h):
+            s = F.avg_pool2d(h, 2) * 4
+            return act(self.beta[None, :, None, None] * s + self.b[None, :, None, None])
+
+    def act(z):
+        return 1.7159 * torch.tanh(z * (2 / 3))
+
+    class LeNet5(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(1, 6, 5, dtype=tdt)
+            self.s2 = AvgPoolBeta(6)
+            self.c3 = torch.nn.Conv2d(6, 16, 5, dtype=tdt)
+            self.s4 = AvgPoolBeta(16)
+            self.c5 = torch.nn.Conv2d(16, 120, 5, dtype=tdt)
+            self.f6 = torch.nn.Linear(120, 84, dtype=tdt)
+            self.out = torch.nn.Linear(84, 10, dtype=tdt)
+
+        def forward(self, x):
+            h = self.s2(act(self.c1(x)))
+            h = self.s4(act(F.conv2d(h, self.c3.weight * table, self.c3.bias)))
+            h = act(self.c5(h)).flatten(1)
+            return self.out(act(self.f6(h)))
+
+    net = LeNet5()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch, 1, 32, 32)).astype(dtype))
+    labels = torch.from_numpy(rng.integers(0, 10, batch))
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), labels)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+# ----------------------------------------------------------------------------- 2 threads
+def thread_scaling(dtype, calls=64):
+    """Throughput of conv2d + backward from 2 Python threads vs 1, BLAS at 1 thread/call."""
+    import threadpoolctl
+    case = (8, 16, 28, 28, 32, 3, 1, 1, False)
+    x, w, b, dy, _ = make_inputs(case, dtype)
+
+    def one(_):
+        y = vc.conv2d(x, w, b, padding=1)
+        vc.conv2d_backward(dy, x, w, padding=1)
+        return y.shape
+    out = {}
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        one(0)
+        for threads in (1, 2):
+            with ThreadPoolExecutor(threads) as pool:
+                t0 = time.perf_counter()
+                list(pool.map(one, range(calls)))
+                out[threads] = calls / (time.perf_counter() - t0)
+    return dict(calls_per_s_1_thread=out[1], calls_per_s_2_threads=out[2], speedup=out[2] / out[1])
+
+
+# ----------------------------------------------------------------------------- main
+def run(args):
+    facts = machine_facts()
+    if facts["OPENBLAS_CORETYPE"] or facts["OPENBLAS_L2_SIZE"]:
+        print(f"WARNING: OPENBLAS_CORETYPE={facts['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE="
+              f"{facts['OPENBLAS_L2_SIZE']} force an older BLAS kernel (about half speed on "
+              "AVX-512). For the machine's real speed run:\n  env -u OPENBLAS_CORETYPE -u "
+              "OPENBLAS_L2_SIZE python bench/bench.py\n", file=sys.stderr)
+    threads = max(vc.openmp_threads(), 1)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    print(f"CPU: {facts['cpu']}; {facts['cores']} cores; vecconv OpenMP threads {threads}")
+    if isinstance(facts["blas"], list):
+        for lib in facts["blas"]:
+            print(f"BLAS: {lib['internal_api']} {lib['version']} kernel={lib['architecture']} "
+                  f"threads={lib['threads']} ({os.path.basename(lib['filepath'] or '')})")
+    print(f"numpy {facts['numpy']}, scipy {facts['scipy']}, torch {facts['torch']}")
+    repeats = args.repeats
+    dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
+    cases = args.cases.split(",") if args.cases else (QUICK_CASES if args.quick else list(CASES))
+    results = dict(machine=facts, peak_gemm_gflops={}, cases=[], lenet5_step=[], threads={})
+    for dt in dtypes:
+        results["peak_gemm_gflops"][dt.name] = peak_gemm(dt, 1024 if args.quick else 2048)
+        print(f"peak GEMM {dt.name}: {results['peak_gemm_gflops'][dt.name]:.0f} GFLOP/s "
+              f"({'1024' if args.quick else '2048'}^3, SciPy's BLAS)")
+    methods = [VecConv, NumpyIm2col] + ([Torch] if torch is not None else []) + [Roofline]
+    for name in cases:
+        case = CASES[name]
+        for dt in dtypes:
+            inputs = make_inputs(case, dt)
+            ref_impl = VecConv(case, *inputs)
+            ref = {"forward": ref_impl.forward(), "forward+backward": ref_impl.forward_backward()}
+            for what in ("forward", "forward+backward"):
+                gflop = flops(case) * (1 if what == "forward" else 3) / 1e9
+                row = dict(case=name, shape=case, dtype=dt.name, pass_=what, gflop=gflop, methods={})
+                for cls in methods:
+                    impl = cls(case, *inputs)
+                    fn = impl.forward if what == "forward" else impl.forward_backward
+                    if cls is not Roofline:
+                        got = fn()
+                        want = ref[what]
+                        if what == "forward":
+                            got, want = (got,), (want,)
+                        err = max(max_rel_diff(g, r) for g, r in zip(got, want))
+                        limit = 1e-4 if dt == np.float32 else 1e-10
+                        if not err < limit:
+                            raise SystemExit(f"{cls.name} disagrees with vecconv on {name} "
+                                             f"{dt.name} {what}: max rel diff {err:.2e}")
+                    else:
+                        err = None
+                    t = timeit(fn, repeats, budget=args.budget)
+                    mem = peak_extra_memory(fn)
+                    row["methods"][cls.name] = dict(t, gflops=gflop / t["median"], max_rel_diff=err,
+                                                    peak_extra_bytes=mem)
+                d = Direct(case, *inputs)
+                got = d.forward(1) if what == "forward" else d.forward_backward(1)
+                m, j = d.pairs[0]
+                if what == "forward":
+                    err = max_rel_diff(got[m, j], ref[what][m, j])
+                else:
+                    # the first pair's forward and its dw contribution are complete after one pair
+                    err = max_rel_diff(got[0][m, j], ref[what][0][m, j])
+                if not err < (1e-4 if dt == np.float32 else 1e-10):
+                    raise SystemExit(f"direct disagrees with vecconv on {name}: {err:.2e}")
+                secs, extrap, count = d.timed(what, args.direct_budget)
+                row["methods"]["direct-scipy"] = dict(median=secs, min=secs, max=secs, n=1,
+                                                      gflops=gflop / secs, extrapolated=extrap,
+                                                      pairs_run=count, pairs=d.limit,
+                                                      max_rel_diff=err, peak_extra_bytes=None)
+                v = row["methods"]["vecconv"]["median"]
+                for mname, r in row["methods"].items():
+                    r["ratio_to_vecconv"] = r["median"] / v
+                row["roofline_fraction"] = row["methods"]["gemm-roofline"]["median"] / v
+                results["cases"].append(row)
+                print_row(row)
+    if not args.skip_lenet:
+        for dt in dtypes:
+            entry = dict(dtype=dt.name)
+            entry["vecconv"] = timeit(lenet_step_vecconv(dt), max(repeats, 10))
+            if torch is not None:
+                entry["torch"] = timeit(lenet_step_torch(dt), max(repeats, 10))
+                entry["torch_over_vecconv"] = entry["torch"]["median"] / entry["vecconv"]["median"]
+            results["lenet5_step"].append(entry)
+            print(f"LeNet-5 training step, batch 64, {dt.name}: vecconv "
+                  f"{entry['vecconv']['median'] * 1e3:.2f} ms" +
+                  (f", torch {entry['torch']['median'] * 1e3:.2f} ms "
+                   f"(torch/vecconv {entry['torch_over_vecconv']:.2f})" if torch is not None else ""))
+    try:
+        for dt in dtypes:
+            results["threads"][dt.name] = thread_scaling(dt)
+            r = results["threads"][dt.name]
+            print(f"2 Python threads vs 1 (BLAS 1 thread/call), {dt.name}: "
+                  f"{r['calls_per_s_2_threads']:.0f} vs {r['calls_per_s_1_thread']:.0f} calls/s "
+                  f"= {r['speedup']:.2f}x")
+    except ImportError:
+        pass
+    print()
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    return results
+
+
+def fmt_t(s):
+    return f"{s * 1e3:9.2f} ms" if s < 10 else f"{s:9.1f} s "
+
+
+def print_row(row):
+    m = row["methods"]
+    print(f"{row['case']:<15} {row['dtype']:<8} {row['pass_']:<17} vecconv {fmt_t(m['vecconv']['median'])}"
+          f"  roofline {row['roofline_fraction']:.2f}" +
+          (f"  torch x{m['torch']['ratio_to_vecconv']:.2f}" if "torch" in m else "") +
+          f"  numpy x{m['numpy-im2col']['ratio_to_vecconv']:.2f}"
+          f"  direct x{m['direct-scipy']['ratio_to_vecconv']:.0f}", flush=True)
+
+
+def table(results):
+    """The console/README table: times in ms (median), ratios = method time / vecconv time."""
+    lines = ["| case | dtype | pass | vecconv ms | GFLOP/s | of roofline | torch × "
+             "| numpy-im2col × | direct × | vecconv peak MiB | torch peak MiB |",
+             "|" + "---|" * 11]
+
+    def ratio(m, name, fmt="{:.2f}"):
+        return fmt.format(m[name]["ratio_to_vecconv"]) if name in m else "–"
+
+    def mib(m, name):
+        b = m.get(name, {}).get("peak_extra_bytes")
+        return "–" if b is None else f"{b / 2**20:.0f}"
+
+    for r in results["cases"]:
+        m = r["methods"]
+        d = m["direct-scipy"]
+        cells = [r["case"], r["dtype"], r["pass_"], f"{m['vecconv']['median'] * 1e3:.2f}",
+                 f"{m['vecconv']['gflops']:.0f}", f"{r['roofline_fraction']:.2f}",
+                 ratio(m, "torch"), ratio(m, "numpy-im2col"),
+                 ("~" if d["extrapolated"] else "") + f"{d['ratio_to_vecconv']:.0f}",
+                 mib(m, "vecconv"), mib(m, "torch")]
+        lines.append("| " + " | ".join(cells) + " |")
+    for e in results["lenet5_step"]:
+        t = e.get("torch_over_vecconv")
+        cells = ["LeNet-5 train step (batch 64)", e["dtype"], "fwd+bwd+SGD",
+                 f"{e['vecconv']['median'] * 1e3:.2f}", "", "", "–" if t is None else f"{t:.2f}",
+                 "", "", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("× = that method's median time / vecconv's (above 1: vecconv is faster); "
+                 "'of roofline' = GEMM-alone time / vecconv time; ~ = extrapolated from a "
+                 "prefix of the (image, map) pairs.")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in results["cases"] if r["pass_"] == "forward+backward"]
+    dts = sorted({r["dtype"] for r in rows})
+    fig, axes = plt.subplots(1, len(dts), figsize=(7 * len(dts), 5), squeeze=False)
+    names = ["vecconv", "gemm-roofline", "torch", "numpy-im2col", "direct-scipy"]
+    for ax, dt in zip(axes[0], dts):
+        sub = [r for r in rows if r["dtype"] == dt]
+        xs = np.arange(len(sub))
+        width = 0.16
+        for i, nm in enumerate(names):
+            vals = [r["methods"][nm]["median"] if nm in r["methods"] else np.nan for r in sub]
+            ax.bar(xs + (i - 2) * width, vals, width, label=nm)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([r["case"] for r in sub], rotation=30, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds (median), forward + backward")
+        ax.set_title(f"{dt}")
+        ax.legend(fontsize=8)
+    fig.suptitle("vecconv vs peers vs GEMM roofline (" + results["machine"]["cpu"] + ")")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer cases and repeats (< 2 minutes)")
+    p.add_argument("--cases", default=None, help="comma-separated: " + ",".join(CASES))
+    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--budget", type=float, default=None, help="seconds per timing, at least 3 repeats")
+    p.add_argument("--direct-budget", type=float, default=None, help="seconds for direct conv timing")
+    p.add_argument("--skip-lenet", action="store_true")
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None)
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 7
+    if args.budget is None:
+        args.budget = 1.5 if args.quick else 6.0
+    if args.direct_budget is None:
+        args.direct_budget = 0.5 if args.quick else 2.0
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
