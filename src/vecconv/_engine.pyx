@@ -168,34 +168,48 @@ cdef void col2im_tile(floating[:, :, :, ::1] dx, const floating *cols, const Geo
                       Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """dx[b0+b, c] += the taps of cols that read it (the adjoint of im2col_tile).
 
-    Parallel over (image, channel) only, never over taps: every thread owns whole maps of
-    dx, so no element is written by two threads.
+    Parallel over input rows (image, channel, row): each thread gathers every tap that
+    lands on the rows it owns, so no element of dx is written by two threads, and even a
+    single one-channel image (one (image, channel) pair) keeps both cores busy.
     """
     cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt
     cdef Py_ssize_t taps = g.kh * g.kw
-    cdef Py_ssize_t idx, b, c, t, p, q, oh, ow, ih, lo, hi, iw0
+    # input rows that output rows r0..r1 can reach
+    cdef Py_ssize_t ih_lo = r0 * g.sh - g.ph, ih_hi = (r1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1
+    cdef Py_ssize_t nrows, idx, b, c, ih, p, q, t, oh, ow, lo, hi, iw0
     cdef const floating *src
     cdef floating *dst
-    for idx in prange(nb * g.C, schedule='static'):
-        b = idx // g.C
-        c = idx % g.C
-        for t in range(taps):
-            p = t // g.kw
-            q = t - p * g.kw
-            iw0 = q * g.dw - g.pw
-            lo = span_lo(g, iw0)
-            hi = span_hi(g, iw0, lo)
-            for oh in range(r0, r1):
-                ih = oh * g.sh - g.ph + p * g.dh
-                src = cols + (c * taps + t) * ld + b * Lt + (oh - r0) * g.Wo
-                if ih >= 0 and ih < g.H:
-                    dst = &dx[b0 + b, c, ih, 0]
-                    if g.sw == 1:
-                        for ow in range(lo, hi):
-                            dst[ow + iw0] += src[ow]
-                    else:
-                        for ow in range(lo, hi):
-                            dst[ow * g.sw + iw0] += src[ow]
+    if ih_lo < 0:
+        ih_lo = 0
+    if ih_hi > g.H:
+        ih_hi = g.H
+    nrows = ih_hi - ih_lo
+    if nrows <= 0:
+        return
+    for idx in prange(nb * g.C * nrows, schedule='static'):
+        b = idx // (g.C * nrows)
+        c = (idx // nrows) % g.C
+        ih = ih_lo + idx % nrows
+        dst = &dx[b0 + b, c, ih, 0]
+        for p in range(g.kh):
+            # output row oh reads input row ih through kernel row p when oh*sh = ih + ph - p*dh
+            t = ih + g.ph - p * g.dh
+            if t < 0 or t % g.sh != 0:
+                continue
+            oh = t // g.sh
+            if oh < r0 or oh >= r1:
+                continue
+            for q in range(g.kw):
+                iw0 = q * g.dw - g.pw
+                lo = span_lo(g, iw0)
+                hi = span_hi(g, iw0, lo)
+                src = cols + (c * taps + p * g.kw + q) * ld + b * Lt + (oh - r0) * g.Wo
+                if g.sw == 1:
+                    for ow in range(lo, hi):
+                        dst[ow + iw0] += src[ow]
+                else:
+                    for ow in range(lo, hi):
+                        dst[ow * g.sw + iw0] += src[ow]
 
 
 def im2col_full(const floating[:, :, :, ::1] x, floating[:, ::1] cols, tuple geometry):
