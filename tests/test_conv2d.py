@@ -259,3 +259,33 @@ def test_every_output_position_is_written(rng):
         y = vc.conv2d(x, w, stride=(3, 2), padding=(2, 1), workspace=budget)
         np.testing.assert_allclose(y, ref_conv2d(x, w, stride=(3, 2), padding=(2, 1)),
                                    rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("budget", [2**16, 2**20, 2**22])
+def test_peak_memory_stays_within_the_workspace_budget(rng, budget):
+    """Peak traced memory of a call <= budget + the arrays it returns + the weight copy.
+
+    The engine reports its workspace to tracemalloc, as NumPy does its arrays."""
+    import tracemalloc
+    x = rng.standard_normal((4, 8, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((4, 16, 60, 60)).astype(np.float32)
+    full_cols = 8 * 25 * 4 * 60 * 60 * 4                       # 11.5 MB unbounded
+    slack = 64 * 1024                                          # small Python objects
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        y = vc.conv2d(x, w, workspace=budget)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        assert peak <= budget + y.nbytes + w.nbytes + slack, (peak, budget)
+        del y
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        dx, dw, db = vc.conv2d_backward(dy, x, w, workspace=budget)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        returned = dx.nbytes + 2 * dw.nbytes + db.nbytes       # dw and its reshaped copy
+        assert peak <= budget + returned + w.nbytes + slack, (peak, budget)
+        assert peak < full_cols
+    finally:
+        tracemalloc.stop()

@@ -25,6 +25,15 @@ from libc.stdlib cimport malloc, free
 from cpython.exc cimport PyErr_CheckSignals
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+cdef extern from "Python.h":
+    # the workspace is reported to tracemalloc (as NumPy reports its arrays), so that
+    # tests and the benchmark can see the engine's peak memory
+    int PyTraceMalloc_Track(unsigned int domain, size_t ptr, size_t size)
+    int PyTraceMalloc_Untrack(unsigned int domain, size_t ptr)
+
+cdef enum:
+    TRACE_DOMAIN = 0x76656363     # 'vecc'
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -252,7 +261,14 @@ cdef floating *alloc_workspace(const Geom *g, Py_ssize_t cout, Py_ssize_t tile_i
     buf = <floating *>malloc(n * sizeof(floating) if n > 0 else 1)
     if buf == NULL:
         raise MemoryError(f"vecconv: cannot allocate a {n * sizeof(floating)}-byte workspace")
+    PyTraceMalloc_Track(TRACE_DOMAIN, <size_t>buf, n * sizeof(floating))
     return buf
+
+
+cdef void free_workspace(void *buf) noexcept:
+    if buf != NULL:
+        PyTraceMalloc_Untrack(TRACE_DOMAIN, <size_t>buf)
+        free(buf)
 
 
 cdef void unstage(const floating *stage, floating[:, :, :, ::1] y, const floating *bias,
@@ -406,7 +422,7 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
                     forward_tile(x, w2, bp, y, cols, &g, groups, b0, nb, r0, r1)
                 PyErr_CheckSignals()
     finally:
-        free(cols)
+        free_workspace(cols)
 
 
 def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
@@ -434,4 +450,4 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
                                   b0, nb, r0, r1)
                 PyErr_CheckSignals()
     finally:
-        free(cols)
+        free_workspace(cols)
