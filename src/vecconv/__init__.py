@@ -18,8 +18,9 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .conv import (col2im, conv1d, conv1d_backward, conv2d, conv2d_backward, get_workspace,
                    im2col, openmp_threads, set_workspace)
 from .matrix import patch_matrix, unvec, vec
+from . import nn  # noqa: E402  (the layers and LeNet-5, on the same engine)
 
 __version__ = "0.1.0"
 
 __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv2d", "conv2d_backward",
-           "conv1d", "conv1d_backward", "set_workspace", "get_workspace", "openmp_threads"]
+           "conv1d", "conv1d_backward", "set_workspace", "get_workspace", "openmp_threads", "nn"]
