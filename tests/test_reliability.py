@@ -166,3 +166,47 @@ def test_column_matrix_past_two_to_the_31():
     for p, q in [(0, 0), (22, 22), (11, 5)]:
         assert dw[0, 0, p, q] == pytest.approx(x[0, 0, p:p + ho, q:q + ho].astype(np.float64).sum(),
                                                rel=1e-3, abs=5.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_parallel_mode_equals_tile_mode(rng, dtype):
+    """The two engine modes (images split across threads, or tiles split across threads)
+    give the same numbers; the choice is the engine's, the answer is not."""
+    from vecconv import conv
+    x = rng.standard_normal((5, 3, 19, 17)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 4)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    opts = dict(padding="same", stride=(1, 2), workspace=3000)
+    y = vc.conv2d(x, w, b, **opts)
+    grads = vc.conv2d_backward(np.cos(y), x, w, **opts)
+    conv.BATCH_PARALLEL = False
+    try:
+        y1 = vc.conv2d(x, w, b, **opts)
+        grads1 = vc.conv2d_backward(np.cos(y1), x, w, **opts)
+    finally:
+        conv.BATCH_PARALLEL = True
+    # the modes add dW's terms in different orders: rounding relative to the array's scale
+    eps = 1e-5 if dtype == np.float32 else 1e-12
+    for a, c in zip((y,) + tuple(grads), (y1,) + tuple(grads1)):
+        np.testing.assert_allclose(a, c, rtol=eps, atol=eps * np.abs(c).max())
+
+
+def test_blas_thread_count_is_restored():
+    """The batch-parallel mode holds SciPy's BLAS to one thread only while it runs,
+    also when calls overlap from several threads or are interrupted."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from vecconv import _engine
+    if _engine.blas_thread_control() == 0:
+        pytest.skip("this BLAS exposes no thread control; the mode is not used")
+
+    def blas_threads():
+        return sorted((i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()
+                      if i["internal_api"] == "openblas")
+    before = blas_threads()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda s: _work(s, np.float32), range(8)))
+    assert blas_threads() == before
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        _work(0, np.float64)
+        assert all(n == 1 for _, n in blas_threads())
+    assert blas_threads() == before

@@ -19,7 +19,7 @@ dimension: no transposes, no copies of the output.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, parallel, threadid
 from libc.string cimport memset, memcpy
 from libc.stdlib cimport malloc, free
 from cpython.exc cimport PyErr_CheckSignals
@@ -36,6 +36,45 @@ cdef enum:
 
 cdef extern from *:
     """
+    /* SciPy's OpenBLAS thread count, found at run time: the batch-parallel mode gives
+       each OpenMP thread whole images and needs single-threaded GEMMs meanwhile. On a
+       platform or BLAS without these symbols the engine simply never uses that mode. */
+    #if defined(__linux__)
+    #include <dlfcn.h>
+    #include <link.h>
+    #include <string.h>
+    typedef void (*vc_set_fn)(int);
+    typedef int (*vc_get_fn)(void);
+    static vc_set_fn vc_set[4];
+    static vc_get_fn vc_get[4];
+    static int vc_nlib = 0;
+    static int vc_scan(struct dl_phdr_info *info, size_t size, void *data) {
+        static const char *names[2][2] = {
+            {"scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"},
+            {"openblas_set_num_threads", "openblas_get_num_threads"}};
+        void *h;
+        int i;
+        (void)size; (void)data;
+        if (vc_nlib >= 4 || !info->dlpi_name || !strstr(info->dlpi_name, "openblas")) return 0;
+        h = dlopen(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
+        if (!h) return 0;
+        for (i = 0; i < 2; i++) {
+            vc_set_fn s = (vc_set_fn)dlsym(h, names[i][0]);
+            vc_get_fn g = (vc_get_fn)dlsym(h, names[i][1]);
+            if (s && g) { vc_set[vc_nlib] = s; vc_get[vc_nlib] = g; vc_nlib++; break; }
+        }
+        dlclose(h);   /* a NOLOAD handle only adds a reference: the library stays loaded */
+        return 0;
+    }
+    static int vc_blas_scan(void) { vc_nlib = 0; dl_iterate_phdr(vc_scan, NULL); return vc_nlib; }
+    static int vc_blas_get(int i) { return vc_get[i](); }
+    static void vc_blas_set(int i, int n) { vc_set[i](n); }
+    #else
+    static int vc_blas_scan(void) { return 0; }
+    static int vc_blas_get(int i) { (void)i; return 1; }
+    static void vc_blas_set(int i, int n) { (void)i; (void)n; }
+    #endif
+
     #ifdef _OPENMP
     #include <omp.h>
     static int vc_openmp_threads(void) { return omp_get_max_threads(); }
@@ -44,6 +83,41 @@ cdef extern from *:
     #endif
     """
     int vc_openmp_threads() noexcept nogil
+    int vc_blas_scan() noexcept nogil
+    int vc_blas_get(int i) noexcept nogil
+    void vc_blas_set(int i, int n) noexcept nogil
+
+
+cdef int _blas_libs = vc_blas_scan()      # SciPy's OpenBLAS is loaded by the cimport above
+cdef int _serial_users = 0
+cdef int _saved_threads[4]
+
+
+def blas_thread_control():
+    """How many OpenBLAS libraries the engine can set to one thread (0: none)."""
+    return _blas_libs
+
+
+cdef void serial_blas_enter():
+    """BLAS to one thread while a batch-parallel call runs. Called with the GIL held, so
+    concurrent vecconv calls count themselves in and out without a race; the last one out
+    restores what it found."""
+    global _serial_users
+    cdef int i
+    if _serial_users == 0:
+        for i in range(_blas_libs):
+            _saved_threads[i] = vc_blas_get(i)
+            vc_blas_set(i, 1)
+    _serial_users += 1
+
+
+cdef void serial_blas_exit():
+    global _serial_users
+    cdef int i
+    _serial_users -= 1
+    if _serial_users == 0:
+        for i in range(_blas_libs):
+            vc_blas_set(i, _saved_threads[i])
 
 
 cdef enum:
@@ -343,7 +417,7 @@ cdef void forward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w2
 
 cdef void backward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
                         const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
-                        floating[:, ::1] dw2, floating *cols, const Geom *g, Py_ssize_t groups,
+                        floating *dw2, floating *cols, const Geom *g, Py_ssize_t groups,
                         bint need_dx, bint need_dw,
                         Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt, L = g.Ho * g.Wo
@@ -362,7 +436,7 @@ cdef void backward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w
         for gi in range(groups):
             if need_dw:     # eq. 12 for the whole tile in one product
                 gemm(False, True, cog, kg, ld, <floating>1, stage + gi * cog * ld, ld,
-                     cols + gi * kg * ld, ld, <floating>1, &dw2[gi * cog, 0], kg)
+                     cols + gi * kg * ld, ld, <floating>1, dw2 + gi * cog * kg, kg)
             if need_dx:     # eq. 16-18: dcols = W^T dY, then col2im
                 gemm(True, False, kg, ld, cog, <floating>1, &w2[gi * cog, 0], kg,
                      stage + gi * cog * ld, ld, <floating>0, cols + gi * kg * ld, ld)
@@ -382,7 +456,7 @@ cdef void backward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w
                 # eq. 12: dE/dk = unvec((vec delta)^T [c]) for every kernel at once:
                 # dW (Cout x C*kh*kw) += dY (Cout x L) . cols^T
                 gemm(False, True, cog, kg, Lt, <floating>1, dyp, L, bp, ldb,
-                     <floating>1, &dw2[gi * cog, 0], kg)
+                     <floating>1, dw2 + gi * cog * kg, kg)
             if need_dx:
                 # eq. 16-18: the full convolution with the flipped kernels is, in matrix
                 # form, dcols = W^T . dY followed by col2im. The patch columns of this
@@ -397,21 +471,94 @@ cdef void backward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w
         col2im_tile(dx, cols, g, b0, nb, r0, r1)
 
 
+cdef inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef void forward_images(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                         const floating *bias, floating[:, :, :, ::1] y, floating *bufs,
+                         Py_ssize_t buf_elems, const Geom *g, Py_ssize_t groups,
+                         Py_ssize_t b_start, Py_ssize_t b_end, Py_ssize_t tile_rows,
+                         int nthreads) noexcept nogil:
+    """Batch-parallel forward: each thread takes whole images, its own column buffer,
+    and single-threaded GEMMs. Images write disjoint parts of y."""
+    cdef Py_ssize_t b, r0
+    cdef int tid
+    with parallel(num_threads=nthreads):
+        tid = threadid()
+        for b in prange(b_start, b_end, schedule='static'):
+            r0 = 0
+            while r0 < g.Ho:        # (a range with a run-time step would need the GIL)
+                forward_tile(x, w2, bias, y, bufs + tid * buf_elems, g, groups, b, 1, r0,
+                             imin(r0 + tile_rows, g.Ho))
+                r0 = r0 + tile_rows
+
+
+cdef void backward_images(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                          const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                          floating *dws, Py_ssize_t dw_elems, floating *bufs,
+                          Py_ssize_t buf_elems, const Geom *g, Py_ssize_t groups,
+                          bint need_dx, bint need_dw, Py_ssize_t b_start, Py_ssize_t b_end,
+                          Py_ssize_t tile_rows, int nthreads) noexcept nogil:
+    """Batch-parallel backward: each thread accumulates dW in its own matrix (summed by
+    the caller) and writes dx only for its own images, so nothing is shared. The schedule
+    is static so that which images a thread sums, and so every bit of dW, is the same
+    from run to run."""
+    cdef Py_ssize_t b, r0
+    cdef int tid
+    with parallel(num_threads=nthreads):
+        tid = threadid()
+        for b in prange(b_start, b_end, schedule='static'):
+            r0 = 0
+            while r0 < g.Ho:
+                backward_tile(x, w2, dy, dx, dws + tid * dw_elems, bufs + tid * buf_elems,
+                              g, groups, need_dx, need_dw, b, 1, r0,
+                              imin(r0 + tile_rows, g.Ho))
+                r0 = r0 + tile_rows
+
+
+cdef Py_ssize_t chunk_images(const Geom *g, Py_ssize_t n, int nthreads):
+    """Images per parallel region: enough to keep the threads busy, few enough that
+    Ctrl-C (checked between regions) is honoured quickly."""
+    cdef Py_ssize_t per_image = g.C * g.kh * g.kw * g.Ho * g.Wo
+    cdef Py_ssize_t c = (1 << 24) // (per_image if per_image > 0 else 1)
+    if c < 2 * nthreads:
+        c = 2 * nthreads
+    return c
+
+
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
                  const floating[::1] bias, floating[:, :, :, ::1] y, tuple geometry,
-                 Py_ssize_t groups, Py_ssize_t tile_images, Py_ssize_t tile_rows):
+                 Py_ssize_t groups, Py_ssize_t tile_images, Py_ssize_t tile_rows,
+                 int threads=1):
     """y = conv(x, w2) + bias, tile by tile; Ctrl-C is honoured between tiles.
 
     An empty ``bias`` means none (a fused signature cannot take None reliably).
+    ``threads`` > 1 selects the batch-parallel mode (tiles are then single images).
     """
     cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
-    cdef Py_ssize_t n = x.shape[0], b0, nb, r0, r1
+    cdef Py_ssize_t n = x.shape[0], b0, nb, r0, r1, step, buf_elems
     cdef const floating *bp = NULL
     cdef floating *cols
     if n == 0 or y.shape[1] == 0 or g.Ho == 0 or g.Wo == 0:
         return
     if bias.shape[0] > 0:
         bp = &bias[0]
+    if threads > 1:
+        buf_elems = g.C * g.kh * g.kw * tile_rows * g.Wo
+        cols = alloc_workspace(&g, y.shape[1], threads, tile_rows, <floating>0)
+        serial_blas_enter()
+        try:
+            step = chunk_images(&g, n, threads)
+            for b0 in range(0, n, step):
+                with nogil:
+                    forward_images(x, w2, bp, y, cols, buf_elems, &g, groups, b0,
+                                   imin(b0 + step, n), tile_rows, threads)
+                PyErr_CheckSignals()
+        finally:
+            serial_blas_exit()
+            free_workspace(cols)
+        return
     cols = alloc_workspace(&g, y.shape[1], tile_images, tile_rows, <floating>0)
     try:
         for b0 in range(0, n, tile_images):
@@ -428,16 +575,37 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
 def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
                   const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
                   floating[:, ::1] dw2, tuple geometry, Py_ssize_t groups,
-                  Py_ssize_t tile_images, Py_ssize_t tile_rows, bint need_dx, bint need_dw):
+                  Py_ssize_t tile_images, Py_ssize_t tile_rows, bint need_dx, bint need_dw,
+                  floating[:, :, ::1] dw_threads):
     """dx (zeroed) += delta to the previous layer; dw2 (zeroed) += kernel gradient.
 
     need_dx/need_dw False skips that GEMM (a first layer needs no dx); the array passed
-    for a skipped output is not touched.
+    for a skipped output is not touched. A non-empty ``dw_threads`` (threads, Cout, K),
+    zeroed, selects the batch-parallel mode: each thread accumulates its own dW there and
+    the caller adds them up.
     """
     cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
-    cdef Py_ssize_t n = x.shape[0], b0, nb, r0, r1
+    cdef Py_ssize_t n = x.shape[0], b0, nb, r0, r1, step, buf_elems
+    cdef int threads = <int>dw_threads.shape[0] if dw_threads.shape[0] > 1 else 1
     cdef floating *cols
     if n == 0 or dy.shape[1] == 0 or g.Ho == 0 or g.Wo == 0 or not (need_dx or need_dw):
+        return
+    if threads > 1:
+        buf_elems = g.C * g.kh * g.kw * tile_rows * g.Wo
+        cols = alloc_workspace(&g, dy.shape[1], threads, tile_rows, <floating>0)
+        serial_blas_enter()
+        try:
+            step = chunk_images(&g, n, threads)
+            for b0 in range(0, n, step):
+                with nogil:
+                    backward_images(x, w2, dy, dx, &dw_threads[0, 0, 0],
+                                    dw_threads.shape[1] * dw_threads.shape[2], cols, buf_elems,
+                                    &g, groups, need_dx, need_dw, b0, imin(b0 + step, n),
+                                    tile_rows, threads)
+                PyErr_CheckSignals()
+        finally:
+            serial_blas_exit()
+            free_workspace(cols)
         return
     cols = alloc_workspace(&g, dy.shape[1], tile_images, tile_rows, <floating>0)
     try:
@@ -446,8 +614,8 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
             for r0 in range(0, g.Ho, tile_rows):
                 r1 = min(r0 + tile_rows, g.Ho)
                 with nogil:
-                    backward_tile(x, w2, dy, dx, dw2, cols, &g, groups, need_dx, need_dw,
-                                  b0, nb, r0, r1)
+                    backward_tile(x, w2, dy, dx, &dw2[0, 0] if need_dw else NULL, cols, &g,
+                                  groups, need_dx, need_dw, b0, nb, r0, r1)
                 PyErr_CheckSignals()
     finally:
         free_workspace(cols)
