@@ -475,13 +475,18 @@ cdef inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef void forward_images(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
-                         const floating *bias, floating[:, :, :, ::1] y, floating *bufs,
-                         Py_ssize_t buf_elems, const Geom *g, Py_ssize_t groups,
-                         Py_ssize_t b_start, Py_ssize_t b_end, Py_ssize_t tile_rows,
-                         int nthreads) noexcept nogil:
-    """Batch-parallel forward: each thread takes whole images, its own column buffer,
-    and single-threaded GEMMs. Images write disjoint parts of y."""
+cdef void run_images(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                     const floating *bias, floating[:, :, :, ::1] y,
+                     const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                     floating *dws, Py_ssize_t dw_elems, bint forward, bint need_dx,
+                     bint need_dw, floating *bufs, Py_ssize_t buf_elems, const Geom *g,
+                     Py_ssize_t groups, Py_ssize_t b_start, Py_ssize_t b_end,
+                     Py_ssize_t tile_rows, int nthreads) noexcept nogil:
+    """Batch-parallel mode: each thread takes whole images, its own column buffer and
+    single-threaded GEMMs. Forward, images write disjoint parts of y. Backward, a thread
+    accumulates dW in its own matrix (the caller adds them up) and writes dx only for its
+    own images. The schedule is static so that which images a thread sums, and so every
+    bit of dW, is the same from run to run."""
     cdef Py_ssize_t b, r0
     cdef int tid
     with parallel(num_threads=nthreads):
@@ -489,31 +494,13 @@ cdef void forward_images(const floating[:, :, :, ::1] x, const floating[:, ::1] 
         for b in prange(b_start, b_end, schedule='static'):
             r0 = 0
             while r0 < g.Ho:        # (a range with a run-time step would need the GIL)
-                forward_tile(x, w2, bias, y, bufs + tid * buf_elems, g, groups, b, 1, r0,
-                             imin(r0 + tile_rows, g.Ho))
-                r0 = r0 + tile_rows
-
-
-cdef void backward_images(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
-                          const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
-                          floating *dws, Py_ssize_t dw_elems, floating *bufs,
-                          Py_ssize_t buf_elems, const Geom *g, Py_ssize_t groups,
-                          bint need_dx, bint need_dw, Py_ssize_t b_start, Py_ssize_t b_end,
-                          Py_ssize_t tile_rows, int nthreads) noexcept nogil:
-    """Batch-parallel backward: each thread accumulates dW in its own matrix (summed by
-    the caller) and writes dx only for its own images, so nothing is shared. The schedule
-    is static so that which images a thread sums, and so every bit of dW, is the same
-    from run to run."""
-    cdef Py_ssize_t b, r0
-    cdef int tid
-    with parallel(num_threads=nthreads):
-        tid = threadid()
-        for b in prange(b_start, b_end, schedule='static'):
-            r0 = 0
-            while r0 < g.Ho:
-                backward_tile(x, w2, dy, dx, dws + tid * dw_elems, bufs + tid * buf_elems,
-                              g, groups, need_dx, need_dw, b, 1, r0,
-                              imin(r0 + tile_rows, g.Ho))
+                if forward:
+                    forward_tile(x, w2, bias, y, bufs + tid * buf_elems, g, groups, b, 1, r0,
+                                 imin(r0 + tile_rows, g.Ho))
+                else:
+                    backward_tile(x, w2, dy, dx, dws + tid * dw_elems, bufs + tid * buf_elems,
+                                  g, groups, need_dx, need_dw, b, 1, r0,
+                                  imin(r0 + tile_rows, g.Ho))
                 r0 = r0 + tile_rows
 
 
@@ -527,95 +514,60 @@ cdef Py_ssize_t chunk_images(const Geom *g, Py_ssize_t n, int nthreads):
     return c
 
 
-def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
-                 const floating[::1] bias, floating[:, :, :, ::1] y, tuple geometry,
-                 Py_ssize_t groups, Py_ssize_t tile_images, Py_ssize_t tile_rows,
-                 int threads=1):
-    """y = conv(x, w2) + bias, tile by tile; Ctrl-C is honoured between tiles.
+def conv_pass(bint forward, const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+              const floating[::1] bias, floating[:, :, :, ::1] y,
+              const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+              floating[:, ::1] dw2, floating[:, :, ::1] dw_threads, bint need_dx,
+              bint need_dw, tuple geometry, Py_ssize_t groups, Py_ssize_t tile_images,
+              Py_ssize_t tile_rows, int threads):
+    """One convolution pass over the batch, tile by tile; Ctrl-C is honoured between tiles.
 
-    An empty ``bias`` means none (a fused signature cannot take None reliably).
-    ``threads`` > 1 selects the batch-parallel mode (tiles are then single images).
+    forward: y = conv(x, w2) + bias (an empty ``bias`` means none: a fused signature
+    cannot take None reliably). Backward: dx (zeroed) += the error for the previous layer,
+    dw2 (zeroed) += the kernel gradient; need_dx/need_dw False skips that GEMM (a first
+    layer needs no dx) and the array passed for it is not touched. Arrays a pass does not
+    use may be empty.
+
+    ``threads`` > 1 selects the batch-parallel mode: tiles are then single images, and a
+    backward pass accumulates dW per thread in ``dw_threads`` (threads, Cout, K), zeroed,
+    which the caller adds up.
     """
     cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
-    cdef Py_ssize_t n = x.shape[0], b0, nb, r0, r1, step, buf_elems
-    cdef const floating *bp = NULL
+    cdef Py_ssize_t n = x.shape[0], cout = w2.shape[0], b0, nb, r0, r1, step, buf_elems
+    cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef floating *dwp = &dw2[0, 0] if (need_dw and not forward) else NULL
+    cdef floating *dws = &dw_threads[0, 0, 0] if dw_threads.shape[0] > 0 else NULL
     cdef floating *cols
-    if n == 0 or y.shape[1] == 0 or g.Ho == 0 or g.Wo == 0:
+    if n == 0 or cout == 0 or g.Ho == 0 or g.Wo == 0 or not (forward or need_dx or need_dw):
         return
-    if bias.shape[0] > 0:
-        bp = &bias[0]
     if threads > 1:
         buf_elems = g.C * g.kh * g.kw * tile_rows * g.Wo
-        cols = alloc_workspace(&g, y.shape[1], threads, tile_rows, <floating>0)
+        cols = alloc_workspace(&g, cout, threads, tile_rows, <floating>0)
         serial_blas_enter()
         try:
             step = chunk_images(&g, n, threads)
             for b0 in range(0, n, step):
                 with nogil:
-                    forward_images(x, w2, bp, y, cols, buf_elems, &g, groups, b0,
-                                   imin(b0 + step, n), tile_rows, threads)
+                    run_images(x, w2, bp, y, dy, dx, dws, cout * w2.shape[1], forward,
+                               need_dx, need_dw, cols, buf_elems, &g, groups, b0,
+                               imin(b0 + step, n), tile_rows, threads)
                 PyErr_CheckSignals()
         finally:
             serial_blas_exit()
             free_workspace(cols)
         return
-    cols = alloc_workspace(&g, y.shape[1], tile_images, tile_rows, <floating>0)
+    cols = alloc_workspace(&g, cout, tile_images, tile_rows, <floating>0)
     try:
         for b0 in range(0, n, tile_images):
             nb = min(tile_images, n - b0)
             for r0 in range(0, g.Ho, tile_rows):
                 r1 = min(r0 + tile_rows, g.Ho)
                 with nogil:
-                    forward_tile(x, w2, bp, y, cols, &g, groups, b0, nb, r0, r1)
-                PyErr_CheckSignals()
-    finally:
-        free_workspace(cols)
-
-
-def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
-                  const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
-                  floating[:, ::1] dw2, tuple geometry, Py_ssize_t groups,
-                  Py_ssize_t tile_images, Py_ssize_t tile_rows, bint need_dx, bint need_dw,
-                  floating[:, :, ::1] dw_threads):
-    """dx (zeroed) += delta to the previous layer; dw2 (zeroed) += kernel gradient.
-
-    need_dx/need_dw False skips that GEMM (a first layer needs no dx); the array passed
-    for a skipped output is not touched. A non-empty ``dw_threads`` (threads, Cout, K),
-    zeroed, selects the batch-parallel mode: each thread accumulates its own dW there and
-    the caller adds them up.
-    """
-    cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
-    cdef Py_ssize_t n = x.shape[0], b0, nb, r0, r1, step, buf_elems
-    cdef int threads = <int>dw_threads.shape[0] if dw_threads.shape[0] > 1 else 1
-    cdef floating *cols
-    if n == 0 or dy.shape[1] == 0 or g.Ho == 0 or g.Wo == 0 or not (need_dx or need_dw):
-        return
-    if threads > 1:
-        buf_elems = g.C * g.kh * g.kw * tile_rows * g.Wo
-        cols = alloc_workspace(&g, dy.shape[1], threads, tile_rows, <floating>0)
-        serial_blas_enter()
-        try:
-            step = chunk_images(&g, n, threads)
-            for b0 in range(0, n, step):
-                with nogil:
-                    backward_images(x, w2, dy, dx, &dw_threads[0, 0, 0],
-                                    dw_threads.shape[1] * dw_threads.shape[2], cols, buf_elems,
-                                    &g, groups, need_dx, need_dw, b0, imin(b0 + step, n),
-                                    tile_rows, threads)
-                PyErr_CheckSignals()
-        finally:
-            serial_blas_exit()
-            free_workspace(cols)
-        return
-    cols = alloc_workspace(&g, dy.shape[1], tile_images, tile_rows, <floating>0)
-    try:
-        for b0 in range(0, n, tile_images):
-            nb = min(tile_images, n - b0)
-            for r0 in range(0, g.Ho, tile_rows):
-                r1 = min(r0 + tile_rows, g.Ho)
-                with nogil:
-                    backward_tile(x, w2, dy, dx, &dw2[0, 0] if need_dw else NULL, cols, &g,
-                                  groups, need_dx, need_dw, b0, nb, r0, r1)
+                    if forward:
+                        forward_tile(x, w2, bp, y, cols, &g, groups, b0, nb, r0, r1)
+                    else:
+                        backward_tile(x, w2, dy, dx, dwp, cols, &g, groups, need_dx, need_dw,
+                                      b0, nb, r0, r1)
                 PyErr_CheckSignals()
     finally:
         free_workspace(cols)

@@ -233,25 +233,31 @@ def _copy_bytes(a, dtype):
     return a.size * np.dtype(dtype).itemsize
 
 
+def _empty(plan, ndim):
+    return np.empty((0,) * ndim, dtype=plan.dtype)
+
+
 def forward(x, w2, bias, plan):
     """The engine's forward pass on clean arrays (x, w2 contiguous in plan.dtype)."""
     y = np.empty(plan.out_shape, dtype=plan.dtype)
-    b = bias if bias is not None else np.empty(0, dtype=plan.dtype)
-    _engine.conv_forward(x.reshape(plan.x_shape), w2, b, y, plan.geometry, plan.groups,
-                         *plan.tile, plan.threads)
+    b = bias if bias is not None else _empty(plan, 1)
+    _engine.conv_pass(True, x.reshape(plan.x_shape), w2, b, y, _empty(plan, 4), _empty(plan, 4),
+                      _empty(plan, 2), _empty(plan, 3), False, False, plan.geometry,
+                      plan.groups, *plan.tile, plan.threads)
     return y
 
 
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The engine's backward pass: (dx in the engine's 4-D layout or None, dw2 or None)."""
     dt = plan.dtype
-    dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else np.empty((0, 0, 0, 0), dtype=dt)
+    dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else _empty(plan, 4)
     k = math.prod(plan.w_shape[1:])
-    dw2 = np.zeros((plan.w_shape[0], k), dtype=dt) if need_dw else np.empty((0, 0), dtype=dt)
+    dw2 = np.zeros((plan.w_shape[0], k), dtype=dt) if need_dw else _empty(plan, 2)
     # batch-parallel mode: one dW accumulator per thread, added up below
     dw_threads = np.zeros((plan.threads if plan.threads > 1 else 0, plan.w_shape[0], k), dtype=dt)
-    _engine.conv_backward(x.reshape(plan.x_shape), w2, dy.reshape(plan.out_shape), dx, dw2,
-                          plan.geometry, plan.groups, *plan.tile, need_dx, need_dw, dw_threads)
+    _engine.conv_pass(False, x.reshape(plan.x_shape), w2, _empty(plan, 1), _empty(plan, 4),
+                      dy.reshape(plan.out_shape), dx, dw2, dw_threads, need_dx, need_dw,
+                      plan.geometry, plan.groups, *plan.tile, plan.threads)
     if need_dw and plan.threads > 1:
         np.sum(dw_threads, axis=0, out=dw2)
     return (dx if need_dx else None), (dw2 if need_dw else None)
