@@ -182,14 +182,30 @@ cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py
               &beta, c, &ildc)
 
 
-def gemm_into(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
-              bint trans_a=False, bint trans_b=False):
-    """c = op(a) @ op(b) through the same BLAS call the engine makes (tests, roofline)."""
-    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
+              bint trans_a=False, bint trans_b=False, Py_ssize_t count=1,
+              Py_ssize_t a_step=0, Py_ssize_t b_step=0, Py_ssize_t c_step=0,
+              double beta=0):
+    """c = op(a) @ op(b) + beta c through the same BLAS call the engine makes (tests,
+    the benchmark's roofline). Leading dimensions come from the row strides, so the
+    operands may be column blocks of wider matrices.
+
+    ``count`` > 1 makes that many calls without returning to Python, the operands
+    advancing by a_step, b_step, c_step elements each time: the benchmark's per-image
+    roofline, whose GEMMs are too small to time one by one.
+    """
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1], r
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t lda = a.strides[0] // sizeof(floating), ldb = b.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ldc = c.strides[0] // sizeof(floating)
+    if ((a.shape[1] > 1 and a.strides[1] != sizeof(floating))
+            or (b.shape[1] > 1 and b.strides[1] != sizeof(floating))
+            or (c.shape[1] > 1 and c.strides[1] != sizeof(floating))):
+        raise ValueError("gemm_into needs rows of contiguous elements")
     with nogil:
-        gemm(trans_a, trans_b, m, n, k, <floating>1, &a[0, 0], a.shape[1],
-             &b[0, 0], b.shape[1], <floating>0, &c[0, 0], c.shape[1])
+        for r in range(count):
+            gemm(trans_a, trans_b, m, n, k, <floating>1, &a[0, 0] + r * a_step, lda,
+                 &b[0, 0] + r * b_step, ldb, <floating>beta, &c[0, 0] + r * c_step, ldc)
 
 
 # ----------------------------------------------------------------------------- im2col
