@@ -11,6 +11,7 @@ Conventions (the seed's section 2.1 and its discussion of the J flips, eq. 14):
 from __future__ import annotations
 
 import math
+import os as _os
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,8 +85,6 @@ def _connection_mask(connections, cin, cout, groups, dtype):
         raise ValueError("connections must hold only True/False (or 0/1)")
     return np.ascontiguousarray(table.astype(bool).T, dtype=dtype)   # (Cout, Cin)
 
-
-import os as _os
 
 # The column buffer of one tile is written by im2col and read back by the GEMM right
 # after: sized to stay in cache between the two, within the workspace budget.
