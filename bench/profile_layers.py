@@ -1,0 +1,60 @@
+"""Where the time of a large float32 layer goes: im2col, col2im, each GEMM alone, and the
+engine's whole forward and backward pass (the profile behind the speed issue's note).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/profile_layers.py
+"""
+
+import time
+
+import numpy as np
+
+from vecconv import _engine
+from vecconv import conv as C
+
+
+def median_ms(f, repeats=9):
+    f()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return np.median(ts) * 1e3
+
+
+def main():
+    rng = np.random.default_rng(0)
+    cases = {"mid": (32, 64, 56, 56, 64, 3, 1, 1), "strided": (32, 64, 56, 56, 128, 3, 2, 1)}
+    for name, (n, c, h, w, co, k, s, p) in cases.items():
+        dt = np.float32
+        x = rng.standard_normal((n, c, h, w)).astype(dt)
+        wt = rng.standard_normal((co, c, k, k)).astype(dt)
+        plan, _ = C.make_plan(x.shape, wt.shape, None, dtype=np.dtype(dt), stride=s, padding=p,
+                              dilation=1, groups=1, connections=None, flip=False,
+                              workspace=None, spatial=2)
+        w2 = C.effective_weight(wt, plan)
+        dy = np.ones(plan.out_shape, dt)
+        L = plan.geometry[8] * plan.geometry[9]
+        K = c * k * k
+        cols = np.empty((K, L), dt)
+        dx = np.zeros((1, c, h, w), dt)
+        im = median_ms(lambda: [_engine.im2col_full(x[b:b + 1], cols, plan.geometry) for b in range(n)])
+        c2i = median_ms(lambda: [_engine.col2im_full(cols, dx, plan.geometry) for b in range(n)])
+        cb = rng.standard_normal((K, n * L)).astype(dt)
+        y = np.empty((co, n * L), dt)
+        d2 = rng.standard_normal((co, n * L)).astype(dt)
+        dw = np.zeros((co, K), dt)
+        dc = np.empty((K, n * L), dt)
+        g1 = median_ms(lambda: _engine.gemm_into(w2, cb[:, :L], y[:, :L], count=n, b_step=L, c_step=L))
+        g2 = median_ms(lambda: _engine.gemm_into(d2[:, :L], cb[:, :L], dw, False, True, count=n,
+                                                 a_step=L, b_step=L, beta=1.0))
+        g3 = median_ms(lambda: _engine.gemm_into(w2, d2[:, :L], dc[:, :L], True, False, count=n,
+                                                 b_step=L, c_step=L))
+        fwd = median_ms(lambda: C.forward(x, w2, None, plan))
+        bwd = median_ms(lambda: C.backward(dy, x, w2, plan))
+        print(f"{name} float32: im2col {im:.1f} ms, col2im {c2i:.1f} ms, GEMM fwd {g1:.1f} "
+              f"dW {g2:.1f} dcols {g3:.1f} ms | engine forward {fwd:.1f} ms, backward {bwd:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
