@@ -85,26 +85,29 @@ def _assert_unchanged(args, snap):
             np.testing.assert_array_equal(v, snap[k])
 
 
+def assert_refused(call, args, name, exc, with_bias):
+    """call(x, w, [bias,] **rest) raises exc naming the argument and changes no input."""
+    given = dict(args)
+    if not with_bias:
+        given.pop("bias")
+    snap = _snapshot(given)
+    rest = dict(given)
+    positional = [rest.pop("x"), rest.pop("w")] + ([rest.pop("bias")] if with_bias else [])
+    with pytest.raises(exc, match=name):
+        call(*positional, **rest)
+    _assert_unchanged(given, snap)          # every input, bias included, is untouched
+
+
 @pytest.mark.parametrize("name,change,exc", CONV_CASES)
 def test_conv2d_bad_input(name, change, exc):
-    args = good_args()
-    args.update(change)
-    snap = _snapshot(args)
-    with pytest.raises(exc, match=name):
-        vc.conv2d(args.pop("x"), args.pop("w"), args.pop("bias"), **args)
-    _assert_unchanged(args, snap)
+    assert_refused(vc.conv2d, {**good_args(), **change}, name, exc, with_bias=True)
 
 
 @pytest.mark.parametrize("name,change,exc", [c for c in CONV_CASES if c[0] != "bias"])
 def test_conv2d_backward_bad_input(name, change, exc):
-    args = good_args()
-    args.update(change)
-    args.pop("bias")
-    snap = _snapshot(args)
     dy = np.ones((2, 4, 6, 6))
-    with pytest.raises(exc, match=name):
-        vc.conv2d_backward(dy, args.pop("x"), args.pop("w"), **args)
-    _assert_unchanged(args, snap)
+    assert_refused(lambda x, w, **kw: vc.conv2d_backward(dy, x, w, **kw),
+                   {**good_args(), **change}, name, exc, with_bias=False)
 
 
 @pytest.mark.parametrize("dy,exc", [
@@ -132,18 +135,12 @@ CONV1D_CASES = [
 
 @pytest.mark.parametrize("name,change,exc", CONV1D_CASES)
 def test_conv1d_bad_input(name, change, exc):
-    args = good_args_1d()
-    args.update(change)
-    snap = _snapshot(args)
-    with pytest.raises(exc, match=name):
-        vc.conv1d(args.pop("x"), args.pop("w"), args.pop("bias"), **args)
-    _assert_unchanged(args, snap)
-    args = good_args_1d()
-    args.update(change)
-    args.pop("bias")
+    args = {**good_args_1d(), **change}
+    assert_refused(vc.conv1d, args, name, exc, with_bias=True)
     if name != "bias":
-        with pytest.raises(exc, match=name):
-            vc.conv1d_backward(np.ones((2, 4, 6)), args.pop("x"), args.pop("w"), **args)
+        dy = np.ones((2, 4, 6))
+        assert_refused(lambda x, w, **kw: vc.conv1d_backward(dy, x, w, **kw), args, name, exc,
+                       with_bias=False)
 
 
 @pytest.mark.parametrize("call,name,exc", [

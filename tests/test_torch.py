@@ -25,6 +25,13 @@ def torch_conv(x, w, b, dy, stride, padding, dilation, groups, spatial):
     return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()
 
 
+def assert_matches(got, ref, dtype):
+    """Each of vecconv's (y, dx, dw, db) keeps the dtype and equals torch's."""
+    for g, r in zip(got, ref):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, r, **tol(dtype))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stride,padding,dilation,groups", [
     (1, 0, 1, 1), (2, 1, 1, 1), ((2, 3), (0, 2), 1, 1), (1, 2, 2, 1), ((1, 2), 1, (3, 1), 2),
@@ -37,11 +44,9 @@ def test_conv2d_and_gradients_match_torch(rng, dtype, stride, padding, dilation,
     y = vc.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
     dy = rng.standard_normal(y.shape).astype(dtype)
     ty, tdx, tdw, tdb = torch_conv(x, w, b, dy, stride, padding, dilation, groups, 2)
-    dx, dw, db = vc.conv2d_backward(dy, x, w, stride=stride, padding=padding,
-                                    dilation=dilation, groups=groups)
-    for got, ref in ((y, ty), (dx, tdx), (dw, tdw), (db, tdb)):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, ref, **tol(dtype))
+    grads = vc.conv2d_backward(dy, x, w, stride=stride, padding=padding,
+                               dilation=dilation, groups=groups)
+    assert_matches((y,) + grads, (ty, tdx, tdw, tdb), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -66,10 +71,9 @@ def test_conv1d_and_gradients_match_torch(rng, dtype, stride, padding, dilation,
     y = vc.conv1d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
     dy = rng.standard_normal(y.shape).astype(dtype)
     ty, tdx, tdw, tdb = torch_conv(x, w, b, dy, stride, padding, dilation, groups, 1)
-    dx, dw, db = vc.conv1d_backward(dy, x, w, stride=stride, padding=padding,
-                                    dilation=dilation, groups=groups)
-    for got, ref in ((y, ty), (dx, tdx), (dw, tdw), (db, tdb)):
-        np.testing.assert_allclose(got, ref, **tol(dtype))
+    grads = vc.conv1d_backward(dy, x, w, stride=stride, padding=padding,
+                               dilation=dilation, groups=groups)
+    assert_matches((y,) + grads, (ty, tdx, tdw, tdb), dtype)
 
 
 def test_im2col_is_torch_unfold(rng):

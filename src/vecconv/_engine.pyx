@@ -151,6 +151,13 @@ cdef Geom make_geom(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, tuple geometry) ex
     return g
 
 
+def pointwise(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, tuple geometry):
+    """Whether the engine runs this convolution without im2col (the planner asks here,
+    so that the two never disagree)."""
+    cdef Geom g = make_geom(C, H, W, geometry)
+    return is_pointwise(&g)
+
+
 cdef inline bint is_pointwise(const Geom *g) noexcept nogil:
     # A 1x1 kernel at stride 1 without padding: the column matrix of an image is the image
     # itself, (C, H*W), so no im2col is needed at all.

@@ -192,8 +192,7 @@ def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation,
             raise ValueError(f"{what} has {size} elements, more than the 2**31-1 a BLAS "
                              "dimension can hold")
     mask = _connection_mask(connections, c, cout, groups, dtype)
-    pointwise = (geometry[:4] == (1, 1, 1, 1) and geometry[6:8] == (0, 0)
-                 and (ho, wo) == x4[2:])
+    pointwise = _engine.pointwise(c, x4[2], x4[3], geometry)
     threads = _batch_threads(n, ho, wo, pointwise)
     tile = _tile((n, k_rows, cout, ho, wo, pointwise), dtype.itemsize, workspace, threads)
     out_shape = (n, cout) + out_sp
