@@ -12,9 +12,11 @@ def test_imported_from_an_installation_not_the_source_tree():
     assert os.path.realpath(_engine.__file__).endswith((".so", ".pyd")), _engine.__file__
 
 
-def test_openmp_probe():
-    """A serial build cannot pass unnoticed where OpenMP is expected (gcc, this CI)."""
-    n = vecconv.openmp_threads()
-    assert isinstance(n, int) and n >= 0
-    if os.environ.get("VECCONV_EXPECT_OPENMP", "1" if os.environ.get("CI") else "0") == "1":
-        assert n >= 1, "vecconv was built without OpenMP: the im2col/col2im loops are serial"
+def test_runtime_probe():
+    """A build without the worker pool or without the private BLAS cannot pass unnoticed
+    where both are expected (Linux, this CI): vecconv would then run serially."""
+    info = vecconv.runtime_info()
+    assert isinstance(info["num_threads"], int) and info["num_threads"] >= 1
+    if os.environ.get("VECCONV_EXPECT_RUNTIME", "1" if os.environ.get("CI") else "0") == "1":
+        assert info["pool"], "vecconv was built without its worker pool: every call is serial"
+        assert info["private_blas"], "the engine found no private BLAS (scipy-openblas32)"

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-/tmp/vecconv-asan}
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q numpy scipy meson-python meson ninja cython pytest hypothesis threadpoolctl
+"$venv/bin/pip" install -q numpy scipy scipy-openblas32 meson-python meson ninja cython pytest hypothesis threadpoolctl
 "$venv/bin/pip" install -q --no-build-isolation --force-reinstall --no-deps \
     -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_lundef=false \
     -Csetup-args=-Dbuildtype=debugoptimized .

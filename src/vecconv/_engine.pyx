@@ -2,24 +2,26 @@
 """Private compiled kernels of vecconv: im2col, col2im and the GEMM-based convolution.
 
 Everything here assumes clean input: C-contiguous float32/float64 arrays of consistent
-shapes, geometry already checked, every BLAS dimension below 2**31. The public layer
-(``vecconv.conv``) owns validation and the error messages.
+shapes, geometry and schedule already decided by ``vecconv._plan``, every BLAS dimension
+below 2**31. The engine only executes; the planner decides.
 
-Layout of the column (patch) buffer, one tile at a time::
+Geometry is three spatial axes (D, H, W); 1-D and 2-D convolutions have leading axes of
+size 1, so one im2col and one col2im serve every dimension. Layout of the column (patch)
+buffer of a tile::
 
-    cols[(c*kh + p)*kw + q, b*Lt + (oh - r0)*Wo + ow] = xpad[b0 + b, c, oh*sh + p*dh, ow*sw + q*dw]
+    cols[c*taps + t, b*Lt + (p - p0)] = x_padded[b0 + b, c, o(p)*stride + tap(t)*dilation]
 
-i.e. rows are kernel taps (channel-major, the seed's vec of each kernel read row by row),
-columns are output positions of the tile (nb images x rows r0..r1 of each). A tile is
-either several whole images or a band of output rows of one image; its size comes from
-the workspace budget, so the buffer never grows with the batch or the image.
+rows are kernel taps (channel-major, the vec of each kernel read in C order), columns are
+the output positions p0..p1 of each image of the tile. With this layout each GEMM reads or
+writes an (N, C, positions) array directly through its leading dimension.
 
-With this layout each GEMM reads or writes an NCHW array directly through its leading
-dimension: no transposes, no copies of the output.
+Parallelism comes from ``_runtime.h``: a job is a list of independent units (tiles of the
+output, dW chunks, (image, channel block) pieces of dx); the caller and the pool's
+workers claim units until none is left, each with its own column buffer and
+single-threaded GEMMs. No unit writes what another unit of the same job writes.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange, parallel, threadid
 from libc.string cimport memset, memcpy
 from libc.stdlib cimport malloc, free
 from cpython.exc cimport PyErr_CheckSignals
@@ -31,138 +33,60 @@ cdef extern from "Python.h":
     int PyTraceMalloc_Track(unsigned int domain, size_t ptr, size_t size)
     int PyTraceMalloc_Untrack(unsigned int domain, size_t ptr)
 
+cdef extern from "_runtime.h":
+    ctypedef void (*vc_task_fn)(void *ctx, Py_ssize_t unit, int slot) noexcept nogil
+    ctypedef void (*vc_sgemm_fn)(const char *, const char *, const int *, const int *,
+                                 const int *, const float *, const float *, const int *,
+                                 const float *, const int *, const float *, float *,
+                                 const int *) noexcept nogil
+    ctypedef void (*vc_dgemm_fn)(const char *, const char *, const int *, const int *,
+                                 const int *, const double *, const double *, const int *,
+                                 const double *, const int *, const double *, double *,
+                                 const int *) noexcept nogil
+    vc_sgemm_fn vc_private_sgemm
+    vc_dgemm_fn vc_private_dgemm
+    void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) noexcept nogil
+    int vc_load_private_blas(const char *path) noexcept nogil
+    int vc_private_blas() noexcept nogil
+    void vc_private_blas_single() noexcept nogil
+    int vc_have_threads() noexcept nogil
+    int vc_workers_started() noexcept nogil
+    int vc_get_num_threads() noexcept nogil
+    void vc_set_num_threads(int n) noexcept nogil
+
 cdef enum:
     TRACE_DOMAIN = 0x76656363     # 'vecc'
 
-cdef extern from *:
-    """
-    /* SciPy's OpenBLAS thread count, found at run time: the batch-parallel mode gives
-       each OpenMP thread whole images and needs single-threaded GEMMs meanwhile. On a
-       platform or BLAS without these symbols the engine simply never uses that mode. */
-    #if defined(__linux__)
-    #include <dlfcn.h>
-    #include <link.h>
-    #include <string.h>
-    typedef void (*vc_set_fn)(int);
-    typedef int (*vc_get_fn)(void);
-    static vc_set_fn vc_set[4];
-    static vc_get_fn vc_get[4];
-    static int vc_nlib = 0;
-    static int vc_scan(struct dl_phdr_info *info, size_t size, void *data) {
-        static const char *names[2][2] = {
-            {"scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"},
-            {"openblas_set_num_threads", "openblas_get_num_threads"}};
-        void *h;
-        int i;
-        (void)size; (void)data;
-        if (vc_nlib >= 4 || !info->dlpi_name || !strstr(info->dlpi_name, "openblas")) return 0;
-        h = dlopen(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
-        if (!h) return 0;
-        for (i = 0; i < 2; i++) {
-            vc_set_fn s = (vc_set_fn)dlsym(h, names[i][0]);
-            vc_get_fn g = (vc_get_fn)dlsym(h, names[i][1]);
-            if (s && g) { vc_set[vc_nlib] = s; vc_get[vc_nlib] = g; vc_nlib++; break; }
-        }
-        dlclose(h);   /* a NOLOAD handle only adds a reference: the library stays loaded */
-        return 0;
-    }
-    static int vc_blas_scan(void) { vc_nlib = 0; dl_iterate_phdr(vc_scan, NULL); return vc_nlib; }
-    static int vc_blas_get(int i) { return vc_get[i](); }
-    static void vc_blas_set(int i, int n) { vc_set[i](n); }
-    #else
-    static int vc_blas_scan(void) { return 0; }
-    static int vc_blas_get(int i) { (void)i; return 1; }
-    static void vc_blas_set(int i, int n) { (void)i; (void)n; }
-    #endif
 
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int vc_openmp_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int vc_openmp_threads(void) { return 0; }
-    #endif
-    """
-    int vc_openmp_threads() noexcept nogil
-    int vc_blas_scan() noexcept nogil
-    int vc_blas_get(int i) noexcept nogil
-    void vc_blas_set(int i, int n) noexcept nogil
+# ----------------------------------------------------------------------------- runtime
+def load_private_blas(str path):
+    """Use the OpenBLAS at ``path`` (scipy-openblas32's library) for every GEMM, held at
+    one thread. Returns whether it could be loaded."""
+    cdef bytes p = path.encode()
+    return bool(vc_load_private_blas(p))
 
 
-cdef int _blas_libs = vc_blas_scan()      # SciPy's OpenBLAS is loaded by the cimport above
-cdef int _serial_users = 0
-cdef int _saved_threads[4]
+def private_blas():
+    """Whether the GEMMs run on the engine's own single-threaded OpenBLAS."""
+    return bool(vc_private_blas())
 
 
-def blas_thread_control():
-    """How many OpenBLAS libraries the engine can set to one thread (0: none)."""
-    return _blas_libs
+def have_threads():
+    """Whether this build has the worker pool (pthreads)."""
+    return bool(vc_have_threads())
 
 
-cdef void serial_blas_enter():
-    """BLAS to one thread while a batch-parallel call runs. Called with the GIL held, so
-    concurrent vecconv calls count themselves in and out without a race; the last one out
-    restores what it found."""
-    global _serial_users
-    cdef int i
-    if _serial_users == 0:
-        for i in range(_blas_libs):
-            _saved_threads[i] = vc_blas_get(i)
-            vc_blas_set(i, 1)
-    _serial_users += 1
+def workers_started():
+    """Worker threads alive in this process (0 in a fresh or forked process)."""
+    return vc_workers_started()
 
 
-cdef void serial_blas_exit():
-    global _serial_users
-    cdef int i
-    _serial_users -= 1
-    if _serial_users == 0:
-        for i in range(_blas_libs):
-            vc_blas_set(i, _saved_threads[i])
+def get_num_threads():
+    return vc_get_num_threads()
 
 
-cdef enum:
-    # tiles with fewer output positions per image than this go through one staged GEMM;
-    # vecconv.conv._tile uses the same number to count the staging rows in the budget
-    STAGE_BELOW = 64
-
-
-def stage_below():
-    return STAGE_BELOW
-
-
-ctypedef struct Geom:
-    Py_ssize_t C, H, W          # input maps
-    Py_ssize_t kh, kw           # kernel
-    Py_ssize_t sh, sw           # stride
-    Py_ssize_t dh, dw           # dilation
-    Py_ssize_t ph, pw           # padding before (top, left); after is implied by Ho, Wo
-    Py_ssize_t Ho, Wo           # output size
-
-
-def openmp_threads():
-    """Threads the im2col/col2im loops may use; 0 when built without OpenMP."""
-    return vc_openmp_threads()
-
-
-cdef Geom make_geom(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, tuple geometry) except *:
-    cdef Geom g
-    g.C, g.H, g.W = C, H, W
-    g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw, g.Ho, g.Wo = geometry
-    return g
-
-
-def pointwise(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, tuple geometry):
-    """Whether the engine runs this convolution without im2col (the planner asks here,
-    so that the two never disagree)."""
-    cdef Geom g = make_geom(C, H, W, geometry)
-    return is_pointwise(&g)
-
-
-cdef inline bint is_pointwise(const Geom *g) noexcept nogil:
-    # A 1x1 kernel at stride 1 without padding: the column matrix of an image is the image
-    # itself, (C, H*W), so no im2col is needed at all.
-    return (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0 and g.pw == 0
-            and g.Ho == g.H and g.Wo == g.W)
+def set_num_threads(int n):
+    vc_set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------- BLAS
@@ -182,11 +106,19 @@ cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py
     if m == 0 or n == 0:
         return
     if floating is float:
-        sgemm(&tb, &ta, &in_, &im, &ik, &alpha, <float *>b, &ildb, <float *>a, &ilda,
-              &beta, c, &ildc)
+        if vc_private_sgemm != NULL:
+            vc_private_sgemm(&tb, &ta, &in_, &im, &ik, &alpha, b, &ildb, a, &ilda,
+                             &beta, c, &ildc)
+        else:
+            sgemm(&tb, &ta, &in_, &im, &ik, &alpha, <float *>b, &ildb, <float *>a, &ilda,
+                  &beta, c, &ildc)
     else:
-        dgemm(&tb, &ta, &in_, &im, &ik, &alpha, <double *>b, &ildb, <double *>a, &ilda,
-              &beta, c, &ildc)
+        if vc_private_dgemm != NULL:
+            vc_private_dgemm(&tb, &ta, &in_, &im, &ik, &alpha, b, &ildb, a, &ilda,
+                             &beta, c, &ildc)
+        else:
+            dgemm(&tb, &ta, &in_, &im, &ik, &alpha, <double *>b, &ildb, <double *>a, &ilda,
+                  &beta, c, &ildc)
 
 
 def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
@@ -194,8 +126,8 @@ def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
               Py_ssize_t a_step=0, Py_ssize_t b_step=0, Py_ssize_t c_step=0,
               double beta=0):
     """c = op(a) @ op(b) + beta c through the same BLAS call the engine makes (tests,
-    the benchmark's roofline). Leading dimensions come from the row strides, so the
-    operands may be column blocks of wider matrices.
+    the benchmark's roofline, the Dense layer). Leading dimensions come from the row
+    strides, so the operands may be column blocks of wider matrices.
 
     ``count`` > 1 makes that many calls without returning to Python, the operands
     advancing by a_step, b_step, c_step elements each time: the benchmark's per-image
@@ -209,388 +141,546 @@ def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
             or (b.shape[1] > 1 and b.strides[1] != sizeof(floating))
             or (c.shape[1] > 1 and c.strides[1] != sizeof(floating))):
         raise ValueError("gemm_into needs rows of contiguous elements")
+    vc_private_blas_single()
     with nogil:
         for r in range(count):
             gemm(trans_a, trans_b, m, n, k, <floating>1, &a[0, 0] + r * a_step, lda,
                  &b[0, 0] + r * b_step, ldb, <floating>beta, &c[0, 0] + r * c_step, ldc)
 
 
-# ----------------------------------------------------------------------------- im2col
+# ----------------------------------------------------------------------------- geometry
+ctypedef struct Geom:
+    Py_ssize_t C                # input channels
+    Py_ssize_t i[3]             # input size (D, H, W)
+    Py_ssize_t k[3]             # kernel
+    Py_ssize_t s[3]             # stride
+    Py_ssize_t d[3]             # dilation
+    Py_ssize_t p[3]             # padding before; after is implied by o
+    Py_ssize_t o[3]             # output size
+    Py_ssize_t taps             # k0*k1*k2
+    Py_ssize_t S                # input positions per map
+    Py_ssize_t P                # output positions per map
+
+
+cdef Geom make_geom(geometry) except *:
+    """The engine's copy of ``vecconv._plan.Geometry`` (a NamedTuple of the same fields)."""
+    cdef Geom g
+    cdef int a
+    g.C = geometry.channels
+    for a in range(3):
+        g.i[a] = geometry.size[a]
+        g.k[a] = geometry.kernel[a]
+        g.s[a] = geometry.stride[a]
+        g.d[a] = geometry.dilation[a]
+        g.p[a] = geometry.pad[a]
+        g.o[a] = geometry.out[a]
+    g.taps = g.k[0] * g.k[1] * g.k[2]
+    g.S = g.i[0] * g.i[1] * g.i[2]
+    g.P = g.o[0] * g.o[1] * g.o[2]
+    return g
+
+
 cdef inline Py_ssize_t span_lo(const Geom *g, Py_ssize_t iw0) noexcept nogil:
-    """First output column ow whose tap iw = ow*sw + iw0 lies inside the row (iw >= 0)."""
-    cdef Py_ssize_t lo = 0 if iw0 >= 0 else (-iw0 + g.sw - 1) // g.sw
-    return lo if lo < g.Wo else g.Wo
+    """First output column ow whose tap iw = ow*s + iw0 lies inside the row (iw >= 0)."""
+    cdef Py_ssize_t lo = 0 if iw0 >= 0 else (-iw0 + g.s[2] - 1) // g.s[2]
+    return lo if lo < g.o[2] else g.o[2]
 
 
 cdef inline Py_ssize_t span_hi(const Geom *g, Py_ssize_t iw0, Py_ssize_t lo) noexcept nogil:
     """One past the last output column whose tap lies inside the row (iw < W), >= lo."""
-    cdef Py_ssize_t hi = 0 if g.W - 1 - iw0 < 0 else (g.W - 1 - iw0) // g.sw + 1
-    if hi > g.Wo:
-        hi = g.Wo
+    cdef Py_ssize_t hi = 0 if g.i[2] - 1 - iw0 < 0 else (g.i[2] - 1 - iw0) // g.s[2] + 1
+    if hi > g.o[2]:
+        hi = g.o[2]
     return hi if hi > lo else lo
 
 
-cdef void im2col_tile(const floating[:, :, :, ::1] x, floating *cols, const Geom *g,
-                      Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Fill cols (C*kh*kw, nb*Lt) for images b0..b0+nb, output rows r0..r1.
-
-    Parallel over rows of cols (image, channel, tap): each writes its own row segment.
-    """
-    cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt
-    cdef Py_ssize_t taps = g.kh * g.kw
-    cdef Py_ssize_t idx, b, c, t, p, q, oh, ow, ih, lo, hi, iw0
-    cdef floating *dst
-    cdef const floating *src
-    for idx in prange(nb * g.C * taps, schedule='static'):
-        b = idx // (g.C * taps)
-        c = (idx // taps) % g.C
-        t = idx % taps
-        p = t // g.kw
-        q = t - p * g.kw
-        # Assigned directly, not through pointers, so that prange makes them thread-private.
-        iw0 = q * g.dw - g.pw
-        lo = span_lo(g, iw0)
-        hi = span_hi(g, iw0, lo)
-        for oh in range(r0, r1):
-            # (a pointer advanced with += would be taken by prange for a reduction)
-            dst = cols + (c * taps + t) * ld + b * Lt + (oh - r0) * g.Wo
-            ih = oh * g.sh - g.ph + p * g.dh
-            if ih < 0 or ih >= g.H:
-                memset(dst, 0, g.Wo * sizeof(floating))
-            else:
-                src = &x[b0 + b, c, ih, 0]
-                if lo > 0:
-                    memset(dst, 0, lo * sizeof(floating))
-                if g.sw == 1:
-                    memcpy(dst + lo, src + lo + iw0, (hi - lo) * sizeof(floating))
-                else:
-                    for ow in range(lo, hi):
-                        dst[ow] = src[ow * g.sw + iw0]
-                if hi < g.Wo:
-                    memset(dst + hi, 0, (g.Wo - hi) * sizeof(floating))
-
-
-cdef void col2im_tile(floating[:, :, :, ::1] dx, const floating *cols, const Geom *g,
-                      Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """dx[b0+b, c] += the taps of cols that read it (the adjoint of im2col_tile).
-
-    Parallel over input rows (image, channel, row): each thread gathers every tap that
-    lands on the rows it owns, so no element of dx is written by two threads, and even a
-    single one-channel image (one (image, channel) pair) keeps both cores busy.
-    """
-    cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt
-    cdef Py_ssize_t taps = g.kh * g.kw
-    # input rows that output rows r0..r1 can reach
-    cdef Py_ssize_t ih_lo = r0 * g.sh - g.ph, ih_hi = (r1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1
-    cdef Py_ssize_t nrows, idx, b, c, ih, p, q, t, oh, ow, lo, hi, iw0
-    cdef const floating *src
-    cdef floating *dst
-    if ih_lo < 0:
-        ih_lo = 0
-    if ih_hi > g.H:
-        ih_hi = g.H
-    nrows = ih_hi - ih_lo
-    if nrows <= 0:
-        return
-    for idx in prange(nb * g.C * nrows, schedule='static'):
-        b = idx // (g.C * nrows)
-        c = (idx // nrows) % g.C
-        ih = ih_lo + idx % nrows
-        dst = &dx[b0 + b, c, ih, 0]
-        for p in range(g.kh):
-            # output row oh reads input row ih through kernel row p when oh*sh = ih + ph - p*dh
-            t = ih + g.ph - p * g.dh
-            if t < 0 or t % g.sh != 0:
-                continue
-            oh = t // g.sh
-            if oh < r0 or oh >= r1:
-                continue
-            for q in range(g.kw):
-                iw0 = q * g.dw - g.pw
-                lo = span_lo(g, iw0)
-                hi = span_hi(g, iw0, lo)
-                src = cols + (c * taps + p * g.kw + q) * ld + b * Lt + (oh - r0) * g.Wo
-                if g.sw == 1:
-                    for ow in range(lo, hi):
-                        dst[ow + iw0] += src[ow]
-                else:
-                    for ow in range(lo, hi):
-                        dst[ow * g.sw + iw0] += src[ow]
-
-
-def im2col_full(const floating[:, :, :, ::1] x, floating[:, ::1] cols, tuple geometry):
-    """cols (C*kh*kw, N*Ho*Wo) = the patch matrix of the whole batch, in one tile."""
-    cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
-    cdef Py_ssize_t n = x.shape[0]
-    if n == 0 or cols.shape[0] == 0 or cols.shape[1] == 0:
-        return
-    with nogil:
-        im2col_tile(x, &cols[0, 0], &g, 0, n, 0, g.Ho)
-
-
-def col2im_full(const floating[:, ::1] cols, floating[:, :, :, ::1] dx, tuple geometry):
-    """dx (zeroed by the caller) += col2im(cols) for the whole batch, in one tile."""
-    cdef Geom g = make_geom(dx.shape[1], dx.shape[2], dx.shape[3], geometry)
-    cdef Py_ssize_t n = dx.shape[0]
-    if n == 0 or cols.shape[0] == 0 or cols.shape[1] == 0:
-        return
-    with nogil:
-        col2im_tile(dx, &cols[0, 0], &g, 0, n, 0, g.Ho)
-
-
-# ----------------------------------------------------------------------------- convolution
-cdef inline bint is_staged(const Geom *g, Py_ssize_t nb, Py_ssize_t Lt) noexcept nogil:
-    # Few output positions per image (LeNet-5's C5 has one): one GEMM per image would be a
-    # matrix-vector product. Such tiles stage dY/Y as (Cout, nb*Lt) and make one GEMM.
-    return nb > 1 and Lt < STAGE_BELOW and not is_pointwise(g)
-
-
-cdef floating *alloc_workspace(const Geom *g, Py_ssize_t cout, Py_ssize_t tile_images,
-                               Py_ssize_t tile_rows, floating dummy) except? NULL:
-    """Column buffer (+ staging rows) for the largest tile, or NULL when none is needed."""
-    cdef Py_ssize_t n, rows = g.C * g.kh * g.kw
-    cdef floating *buf
-    if is_pointwise(g):
-        return NULL
-    if is_staged(g, tile_images, tile_rows * g.Wo):
-        rows += cout
-    n = rows * tile_images * tile_rows * g.Wo
-    buf = <floating *>malloc(n * sizeof(floating) if n > 0 else 1)
-    if buf == NULL:
-        raise MemoryError(f"vecconv: cannot allocate a {n * sizeof(floating)}-byte workspace")
-    PyTraceMalloc_Track(TRACE_DOMAIN, <size_t>buf, n * sizeof(floating))
-    return buf
-
-
-cdef void free_workspace(void *buf) noexcept:
-    if buf != NULL:
-        PyTraceMalloc_Untrack(TRACE_DOMAIN, <size_t>buf)
-        free(buf)
-
-
-cdef void unstage(const floating *stage, floating[:, :, :, ::1] y, const floating *bias,
-                  Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t Lt,
-                  Py_ssize_t L) noexcept nogil:
-    """y[b0+b, j, tile] = stage[j, b*Lt:(b+1)*Lt] + bias[j]."""
-    cdef Py_ssize_t cout = y.shape[1], ld = nb * Lt, b, j, i
-    cdef floating *dst
-    cdef const floating *src
-    cdef floating bj
-    for b in range(nb):
-        for j in range(cout):
-            dst = &y[b0 + b, j, 0, 0] + r0 * y.shape[3]
-            src = stage + j * ld + b * Lt
-            bj = bias[j] if bias != NULL else 0
-            for i in range(Lt):
-                dst[i] = src[i] + bj
-
-
-cdef void restage(const floating[:, :, :, ::1] dy, floating *stage, Py_ssize_t b0,
-                  Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t Lt, Py_ssize_t L) noexcept nogil:
-    """stage[j, b*Lt:(b+1)*Lt] = dy[b0+b, j, tile]."""
-    cdef Py_ssize_t cout = dy.shape[1], ld = nb * Lt, b, j
-    for b in range(nb):
-        for j in range(cout):
-            memcpy(stage + j * ld + b * Lt, &dy[b0 + b, j, 0, 0] + r0 * dy.shape[3],
-                   Lt * sizeof(floating))
-
-
-cdef void forward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
-                       const floating *bias, floating[:, :, :, ::1] y, floating *cols,
-                       const Geom *g, Py_ssize_t groups,
-                       Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    # eq. 1 / eq. 12 in matrix form: vec(z_j) = [c] vec(k_j), for all j at once:
-    # Y (Cout x L) = W (Cout x C*kh*kw) . cols (C*kh*kw x L), per image and group.
-    cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt, L = g.Ho * g.Wo
-    cdef Py_ssize_t cout = y.shape[1], cog = cout // groups, cig = g.C // groups
-    cdef Py_ssize_t kg = cig * g.kh * g.kw
-    cdef Py_ssize_t b, gi, j, i, ldb
-    cdef const floating *bp
-    cdef floating *yp
-    cdef floating beta = 0
-    cdef bint pw = is_pointwise(g)
-    cdef floating *stage
-    if not pw:
-        im2col_tile(x, cols, g, b0, nb, r0, r1)
-    if is_staged(g, nb, Lt):
-        stage = cols + g.C * g.kh * g.kw * ld
-        for gi in range(groups):
-            gemm(False, False, cog, ld, kg, <floating>1, &w2[gi * cog, 0], kg,
-                 cols + gi * kg * ld, ld, <floating>0, stage + gi * cog * ld, ld)
-        unstage(stage, y, bias, b0, nb, r0, Lt, L)
-        return
-    for b in range(nb):
-        if bias != NULL:
-            # bias folded into the GEMM: Y starts as b_j and the product adds with beta=1
-            beta = 1
-            for j in range(cout):
-                yp = &y[b0 + b, j, r0, 0]
-                for i in range(Lt):
-                    yp[i] = bias[j]
-        for gi in range(groups):
-            if pw:
-                bp = &x[b0 + b, gi * cig, r0, 0]
-                ldb = g.H * g.W
-            else:
-                bp = cols + gi * kg * ld + b * Lt
-                ldb = ld
-            gemm(False, False, cog, Lt, kg, <floating>1, &w2[gi * cog, 0], kg, bp, ldb,
-                 beta, &y[b0 + b, gi * cog, r0, 0], L)
-
-
-cdef void backward_tile(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
-                        const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
-                        floating *dw2, floating *cols, const Geom *g, Py_ssize_t groups,
-                        bint need_dx, bint need_dw,
-                        Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    cdef Py_ssize_t Lt = (r1 - r0) * g.Wo, ld = nb * Lt, L = g.Ho * g.Wo
-    cdef Py_ssize_t cout = dy.shape[1], cog = cout // groups, cig = g.C // groups
-    cdef Py_ssize_t kg = cig * g.kh * g.kw
-    cdef Py_ssize_t b, gi, ldb
-    cdef const floating *dyp
-    cdef floating *bp
-    cdef bint pw = is_pointwise(g)
-    cdef floating *stage
-    if need_dw and not pw:
-        im2col_tile(x, cols, g, b0, nb, r0, r1)
-    if is_staged(g, nb, Lt):
-        stage = cols + g.C * g.kh * g.kw * ld
-        restage(dy, stage, b0, nb, r0, Lt, L)
-        for gi in range(groups):
-            if need_dw:     # eq. 12 for the whole tile in one product
-                gemm(False, True, cog, kg, ld, <floating>1, stage + gi * cog * ld, ld,
-                     cols + gi * kg * ld, ld, <floating>1, dw2 + gi * cog * kg, kg)
-            if need_dx:     # eq. 16-18: dcols = W^T dY, then col2im
-                gemm(True, False, kg, ld, cog, <floating>1, &w2[gi * cog, 0], kg,
-                     stage + gi * cog * ld, ld, <floating>0, cols + gi * kg * ld, ld)
-        if need_dx:
-            col2im_tile(dx, cols, g, b0, nb, r0, r1)
-        return
-    for b in range(nb):
-        for gi in range(groups):
-            dyp = &dy[b0 + b, gi * cog, r0, 0]
-            if pw:
-                bp = <floating *>&x[b0 + b, gi * cig, r0, 0]
-                ldb = g.H * g.W
-            else:
-                bp = cols + gi * kg * ld + b * Lt
-                ldb = ld
-            if need_dw:
-                # eq. 12: dE/dk = unvec((vec delta)^T [c]) for every kernel at once:
-                # dW (Cout x C*kh*kw) += dY (Cout x L) . cols^T
-                gemm(False, True, cog, kg, Lt, <floating>1, dyp, L, bp, ldb,
-                     <floating>1, dw2 + gi * cog * kg, kg)
-            if need_dx:
-                # eq. 16-18: the full convolution with the flipped kernels is, in matrix
-                # form, dcols = W^T . dY followed by col2im. The patch columns of this
-                # image were consumed just above, so dcols overwrites them in place.
-                if pw:
-                    gemm(True, False, kg, Lt, cog, <floating>1, &w2[gi * cog, 0], kg, dyp, L,
-                         <floating>0, &dx[b0 + b, gi * cig, r0, 0], g.H * g.W)
-                else:
-                    gemm(True, False, kg, Lt, cog, <floating>1, &w2[gi * cog, 0], kg, dyp, L,
-                         <floating>0, bp, ldb)
-    if need_dx and not pw:
-        col2im_tile(dx, cols, g, b0, nb, r0, r1)
+cdef inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a > b else b
 
 
 cdef inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef void run_images(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
-                     const floating *bias, floating[:, :, :, ::1] y,
-                     const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
-                     floating *dws, Py_ssize_t dw_elems, bint forward, bint need_dx,
-                     bint need_dw, floating *bufs, Py_ssize_t buf_elems, const Geom *g,
-                     Py_ssize_t groups, Py_ssize_t b_start, Py_ssize_t b_end,
-                     Py_ssize_t tile_rows, int nthreads) noexcept nogil:
-    """Batch-parallel mode: each thread takes whole images, its own column buffer and
-    single-threaded GEMMs. Forward, images write disjoint parts of y. Backward, a thread
-    accumulates dW in its own matrix (the caller adds them up) and writes dx only for its
-    own images. The schedule is static so that which images a thread sums, and so every
-    bit of dW, is the same from run to run."""
-    cdef Py_ssize_t b, r0
-    cdef int tid
-    with parallel(num_threads=nthreads):
-        tid = threadid()
-        for b in prange(b_start, b_end, schedule='static'):
-            r0 = 0
-            while r0 < g.Ho:        # (a range with a run-time step would need the GIL)
-                if forward:
-                    forward_tile(x, w2, bias, y, bufs + tid * buf_elems, g, groups, b, 1, r0,
-                                 imin(r0 + tile_rows, g.Ho))
-                else:
-                    backward_tile(x, w2, dy, dx, dws + tid * dw_elems, bufs + tid * buf_elems,
-                                  g, groups, need_dx, need_dw, b, 1, r0,
-                                  imin(r0 + tile_rows, g.Ho))
-                r0 = r0 + tile_rows
+cdef inline void tap_offsets(const Geom *g, Py_ssize_t t, Py_ssize_t *off0, Py_ssize_t *off1,
+                             Py_ssize_t *iw0, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """Where kernel tap t reads: input offsets on the D and H axes of output row 0, the
+    W offset iw0 of output column 0, and the output columns [lo, hi) whose W tap is
+    inside the map."""
+    off0[0] = (t // (g.k[1] * g.k[2])) * g.d[0] - g.p[0]
+    off1[0] = ((t // g.k[2]) % g.k[1]) * g.d[1] - g.p[1]
+    iw0[0] = (t % g.k[2]) * g.d[2] - g.p[2]
+    lo[0] = span_lo(g, iw0[0])
+    hi[0] = span_hi(g, iw0[0], lo[0])
 
 
-cdef Py_ssize_t chunk_images(const Geom *g, Py_ssize_t n, int nthreads):
-    """Images per parallel region: enough to keep the threads busy, few enough that
-    Ctrl-C (checked between regions) is honoured quickly."""
-    cdef Py_ssize_t per_image = g.C * g.kh * g.kw * g.Ho * g.Wo
-    cdef Py_ssize_t c = (1 << 24) // (per_image if per_image > 0 else 1)
-    if c < 2 * nthreads:
-        c = 2 * nthreads
-    return c
+# ----------------------------------------------------------------------------- im2col
+cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
+                     Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1,
+                     bint scatter) noexcept nogil:
+    """Walk the patch rows of channels c0..c1 for output positions p0..p1 of one image.
 
+    x is the image (C, S); cols row (c - c0)*taps + t holds tap t of channel c, its
+    column p - p0 the output position p (leading dimension ld).
 
-def conv_pass(bint forward, const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
-              const floating[::1] bias, floating[:, :, :, ::1] y,
-              const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
-              floating[:, ::1] dw2, floating[:, :, ::1] dw_threads, bint need_dx,
-              bint need_dw, tuple geometry, Py_ssize_t groups, Py_ssize_t tile_images,
-              Py_ssize_t tile_rows, int threads):
-    """One convolution pass over the batch, tile by tile; Ctrl-C is honoured between tiles.
-
-    forward: y = conv(x, w2) + bias (an empty ``bias`` means none: a fused signature
-    cannot take None reliably). Backward: dx (zeroed) += the error for the previous layer,
-    dw2 (zeroed) += the kernel gradient; need_dx/need_dw False skips that GEMM (a first
-    layer needs no dx) and the array passed for it is not touched. Arrays a pass does not
-    use may be empty.
-
-    ``threads`` > 1 selects the batch-parallel mode: tiles are then single images, and a
-    backward pass accumulates dW per thread in ``dw_threads`` (threads, Cout, K), zeroed,
-    which the caller adds up.
+    scatter False (im2col): cols = the taps read from x, 0 where a tap is outside the map.
+    scatter True (col2im): x += every entry of cols, added back to the pixel it was read
+    from. Both directions take the same index path, so one is the adjoint of the other.
     """
-    cdef Geom g = make_geom(x.shape[1], x.shape[2], x.shape[3], geometry)
-    cdef Py_ssize_t n = x.shape[0], cout = w2.shape[0], b0, nb, r0, r1, step, buf_elems
-    cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef floating *dwp = &dw2[0, 0] if (need_dw and not forward) else NULL
-    cdef floating *dws = &dw_threads[0, 0, 0] if dw_threads.shape[0] > 0 else NULL
-    cdef floating *cols
-    if n == 0 or cout == 0 or g.Ho == 0 or g.Wo == 0 or not (forward or need_dx or need_dw):
+    cdef Py_ssize_t W = g.o[2], o1 = g.o[1], sw = g.s[2]
+    cdef Py_ssize_t c, t, off0, off1, iw0, lo, hi, r, wa, wb, i0, i1, ca, cb, w
+    cdef floating *seg
+    cdef floating *row
+    if p1 <= p0:
         return
-    if threads > 1:
-        buf_elems = g.C * g.kh * g.kw * tile_rows * g.Wo
-        cols = alloc_workspace(&g, cout, threads, tile_rows, <floating>0)
-        serial_blas_enter()
-        try:
-            step = chunk_images(&g, n, threads)
-            for b0 in range(0, n, step):
-                with nogil:
-                    run_images(x, w2, bp, y, dy, dx, dws, cout * w2.shape[1], forward,
-                               need_dx, need_dw, cols, buf_elems, &g, groups, b0,
-                               imin(b0 + step, n), tile_rows, threads)
-                PyErr_CheckSignals()
-        finally:
-            serial_blas_exit()
-            free_workspace(cols)
+    for c in range(c0, c1):
+        for t in range(g.taps):
+            tap_offsets(g, t, &off0, &off1, &iw0, &lo, &hi)
+            for r in range(p0 // W, (p1 - 1) // W + 1):
+                # output row r (over the D and H axes), its columns [wa, wb) in the tile
+                wa = imax(p0 - r * W, 0)
+                wb = imin(p1 - r * W, W)
+                seg = cols + ((c - c0) * g.taps + t) * ld + r * W - p0
+                i0 = (r // o1) * g.s[0] + off0
+                i1 = (r % o1) * g.s[1] + off1
+                if i0 < 0 or i0 >= g.i[0] or i1 < 0 or i1 >= g.i[1]:
+                    if not scatter:
+                        memset(seg + wa, 0, (wb - wa) * sizeof(floating))
+                    continue
+                # the part [ca, cb) of [wa, wb) whose taps are inside the map
+                ca = imin(imax(lo, wa), wb)
+                cb = imax(imin(hi, wb), ca)
+                row = x + (c * g.i[0] + i0) * g.i[1] * g.i[2] + i1 * g.i[2] + iw0
+                if scatter:
+                    for w in range(ca, cb):
+                        row[w * sw] += seg[w]
+                    continue
+                if ca > wa:
+                    memset(seg + wa, 0, (ca - wa) * sizeof(floating))
+                if sw == 1:
+                    memcpy(seg + ca, row + ca, (cb - ca) * sizeof(floating))
+                else:
+                    for w in range(ca, cb):
+                        seg[w] = row[w * sw]
+                if wb > cb:
+                    memset(seg + cb, 0, (wb - cb) * sizeof(floating))
+
+
+cdef inline void im2col_block(const Geom *g, const floating *x, floating *cols, Py_ssize_t ld,
+                              Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t c0,
+                              Py_ssize_t c1) noexcept nogil:
+    """Patch rows of channels c0..c1 for output positions p0..p1 of one image (eq. 12's
+    [c] for this tile); taps outside the map are 0."""
+    patch_walk(g, <floating *>x, cols, ld, p0, p1, c0, c1, False)
+
+
+cdef inline void col2im_block(const Geom *g, floating *dx, const floating *cols, Py_ssize_t ld,
+                              Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t c0,
+                              Py_ssize_t c1) noexcept nogil:
+    """dx (one image, (C, S)) += cols folded back: the adjoint of im2col_block."""
+    patch_walk(g, dx, <floating *>cols, ld, p0, p1, c0, c1, True)
+
+
+# ----------------------------------------------------------------------------- jobs
+ctypedef struct Job:
+    Geom g
+    bint f64                    # float64 (else float32)
+    Py_ssize_t N, cout, groups, cog, cig, kg
+    bint pointwise, staged
+    # tiles of the output: tile_images whole images, or (tile_images == 0) one image's
+    # positions in bands of tile_positions
+    Py_ssize_t tile_images, tile_positions, tiles_per_image
+    # dx pieces: dx_images whole images, or (dx_images == 0) one image's positions in
+    # spans of dx_span; channels in blocks of dx_cblock within a group
+    Py_ssize_t dx_images, dx_span, spans_per_image, dx_cblock, cblocks_per_group
+    const void *x
+    const void *w2
+    const void *bias
+    const void *dy
+    void *y
+    void *dx
+    void *acc                   # dW accumulators, one per chunk, (n_acc, cout, kg)
+    void *bufs                  # one column buffer per participant
+    Py_ssize_t buf_elems
+    # the current round
+    Py_ssize_t first            # first tile (or dx piece) of the round
+    Py_ssize_t count            # tiles (or dx pieces) in the round
+    Py_ssize_t chunks           # dW chunks of the round
+
+
+cdef inline void tile_of(const Job *j, Py_ssize_t t, Py_ssize_t *b0, Py_ssize_t *nb,
+                         Py_ssize_t *p0, Py_ssize_t *p1) noexcept nogil:
+    if j.tile_images > 0:
+        b0[0] = t * j.tile_images
+        nb[0] = imin(j.tile_images, j.N - b0[0])
+        p0[0] = 0
+        p1[0] = j.g.P
+    else:
+        b0[0] = t // j.tiles_per_image
+        nb[0] = 1
+        p0[0] = (t % j.tiles_per_image) * j.tile_positions
+        p1[0] = imin(p0[0] + j.tile_positions, j.g.P)
+
+
+cdef Py_ssize_t tile_columns(const Job *j, Py_ssize_t t, const floating *x, floating *cols,
+                             Py_ssize_t *b0, Py_ssize_t *nb, Py_ssize_t *p0,
+                             Py_ssize_t *p1) noexcept nogil:
+    """Tile t's images and positions, and its patch columns in cols (none for a
+    pointwise convolution, whose GEMMs read x itself). Returns the leading dimension."""
+    cdef Py_ssize_t b, Lt
+    tile_of(j, t, b0, nb, p0, p1)
+    Lt = p1[0] - p0[0]
+    if not j.pointwise:
+        for b in range(nb[0]):
+            im2col_block(&j.g, x + (b0[0] + b) * j.g.C * j.g.S, cols + b * Lt, nb[0] * Lt,
+                         p0[0], p1[0], 0, j.g.C)
+    return nb[0] * Lt
+
+
+cdef inline const floating *patches(const Job *j, const floating *x, const floating *cols,
+                                    Py_ssize_t b0, Py_ssize_t b, Py_ssize_t gi, Py_ssize_t p0,
+                                    Py_ssize_t Lt, Py_ssize_t ld, Py_ssize_t *ldb) noexcept nogil:
+    """The patch matrix of group gi of image b0+b in the tile (K x Lt), and its leading
+    dimension: the tile's columns, or x itself for a pointwise convolution."""
+    if j.pointwise:
+        ldb[0] = j.g.S
+        return x + ((b0 + b) * j.g.C + gi * j.cig) * j.g.S + p0
+    ldb[0] = ld
+    return cols + gi * j.kg * ld + b * Lt
+
+
+cdef void stage_rows(const floating *src, floating *stage, Py_ssize_t rows, Py_ssize_t b0,
+                     Py_ssize_t nb, Py_ssize_t P) noexcept nogil:
+    """stage[j, b*P:(b+1)*P] = src[b0+b, j, :] (tiny maps: one GEMM for the whole tile)."""
+    cdef Py_ssize_t b, r
+    for b in range(nb):
+        for r in range(rows):
+            memcpy(stage + r * nb * P + b * P, src + ((b0 + b) * rows + r) * P,
+                   P * sizeof(floating))
+
+
+cdef void forward_tile(Job *j, Py_ssize_t t, int slot, floating dummy) noexcept nogil:
+    # eq. 1 / eq. 12 in matrix form: vec(z_j) = [c] vec(k_j), for every j at once:
+    # Y (Cout x positions) = W (Cout x C*taps) . cols (C*taps x positions), per image and group.
+    cdef const Geom *g = &j.g
+    cdef const floating *x = <const floating *>j.x
+    cdef const floating *w2 = <const floating *>j.w2
+    cdef const floating *bias = <const floating *>j.bias
+    cdef floating *y = <floating *>j.y
+    cdef floating *cols = <floating *>j.bufs + slot * j.buf_elems
+    cdef floating *stage
+    cdef floating *yp
+    cdef const floating *bp
+    cdef Py_ssize_t b0, nb, p0, p1, Lt, ld, b, gi, r, i, ldb
+    cdef floating beta
+    ld = tile_columns(j, t, x, cols, &b0, &nb, &p0, &p1)
+    Lt = p1 - p0
+    if j.staged:
+        stage = cols + g.C * g.taps * ld
+        for gi in range(j.groups):
+            gemm(False, False, j.cog, ld, j.kg, <floating>1, w2 + gi * j.cog * j.kg, j.kg,
+                 cols + gi * j.kg * ld, ld, <floating>0, stage + gi * j.cog * ld, ld)
+        for b in range(nb):
+            for r in range(j.cout):
+                yp = y + ((b0 + b) * j.cout + r) * g.P
+                bp = stage + r * ld + b * Lt
+                for i in range(Lt):
+                    yp[i] = bp[i] + (bias[r] if bias != NULL else 0)
         return
-    cols = alloc_workspace(&g, cout, tile_images, tile_rows, <floating>0)
+    for b in range(nb):
+        beta = 0
+        if bias != NULL:
+            # the bias folded into the GEMM: Y starts as b_j and the product adds (beta=1)
+            beta = 1
+            for r in range(j.cout):
+                yp = y + ((b0 + b) * j.cout + r) * g.P + p0
+                for i in range(Lt):
+                    yp[i] = bias[r]
+        for gi in range(j.groups):
+            bp = patches(j, x, cols, b0, b, gi, p0, Lt, ld, &ldb)
+            gemm(False, False, j.cog, Lt, j.kg, <floating>1, w2 + gi * j.cog * j.kg, j.kg,
+                 bp, ldb, beta, y + ((b0 + b) * j.cout + gi * j.cog) * g.P + p0, g.P)
+
+
+cdef void dw_chunk(Job *j, Py_ssize_t u, int slot, floating dummy) noexcept nogil:
+    # eq. 12: dE/dk = unvec((vec delta)^T [c]) for every kernel at once:
+    # dW (Cout x C*taps) += dY (Cout x positions) . cols^T, summed over the chunk's tiles
+    # into the chunk's own accumulator (the caller adds the chunks up in a fixed order).
+    cdef const Geom *g = &j.g
+    cdef const floating *x = <const floating *>j.x
+    cdef const floating *dy = <const floating *>j.dy
+    cdef floating *acc = <floating *>j.acc + u * j.cout * j.kg
+    cdef floating *cols = <floating *>j.bufs + slot * j.buf_elems
+    cdef floating *stage
+    cdef const floating *bp
+    cdef Py_ssize_t t, t_lo, t_hi, b0, nb, p0, p1, Lt, ld, b, gi, ldb
+    t_lo = j.first + (u * j.count) // j.chunks
+    t_hi = j.first + ((u + 1) * j.count) // j.chunks
+    for t in range(t_lo, t_hi):
+        ld = tile_columns(j, t, x, cols, &b0, &nb, &p0, &p1)
+        Lt = p1 - p0
+        if j.staged:
+            stage = cols + g.C * g.taps * ld
+            stage_rows(dy, stage, j.cout, b0, nb, g.P)
+            for gi in range(j.groups):
+                gemm(False, True, j.cog, j.kg, ld, <floating>1, stage + gi * j.cog * ld, ld,
+                     cols + gi * j.kg * ld, ld, <floating>1, acc + gi * j.cog * j.kg, j.kg)
+            continue
+        for b in range(nb):
+            for gi in range(j.groups):
+                bp = patches(j, x, cols, b0, b, gi, p0, Lt, ld, &ldb)
+                gemm(False, True, j.cog, j.kg, Lt, <floating>1,
+                     dy + ((b0 + b) * j.cout + gi * j.cog) * g.P + p0, g.P,
+                     bp, ldb, <floating>1, acc + gi * j.cog * j.kg, j.kg)
+
+
+cdef void dx_piece(Job *j, Py_ssize_t u, int slot, floating dummy) noexcept nogil:
+    # eq. 16-18: the full convolution of delta with the flipped kernels is, in matrix form,
+    # dcols = W^T . dY followed by col2im. A unit owns (images, positions, channel block)
+    # of dx: no other unit of the round writes there.
+    cdef const Geom *g = &j.g
+    cdef const floating *w2 = <const floating *>j.w2
+    cdef const floating *dy = <const floating *>j.dy
+    cdef floating *dx = <floating *>j.dx
+    cdef floating *cols = <floating *>j.bufs + slot * j.buf_elems
+    cdef floating *stage
+    cdef Py_ssize_t ncb = j.groups * j.cblocks_per_group
+    cdef Py_ssize_t piece = j.first + u // ncb, cb = u % ncb
+    cdef Py_ssize_t gi = cb // j.cblocks_per_group
+    cdef Py_ssize_t cl0 = (cb % j.cblocks_per_group) * j.dx_cblock
+    cdef Py_ssize_t cl1 = imin(cl0 + j.dx_cblock, j.cig)
+    cdef Py_ssize_t c0 = gi * j.cig + cl0, c1 = gi * j.cig + cl1
+    cdef Py_ssize_t rows = (cl1 - cl0) * g.taps
+    cdef const floating *wg = w2 + gi * j.cog * j.kg + cl0 * g.taps
+    cdef Py_ssize_t b0, nb, q0, q1, p0, p1, Lt, ld, b, band
+    if j.dx_images > 0:
+        b0 = piece * j.dx_images
+        nb = imin(j.dx_images, j.N - b0)
+        q0 = 0
+        q1 = g.P
+    else:
+        b0 = piece // j.spans_per_image
+        nb = 1
+        q0 = (piece % j.spans_per_image) * j.dx_span
+        q1 = imin(q0 + j.dx_span, g.P)
+    if j.staged:
+        # tiny maps, whole images: one GEMM for all nb images of the piece
+        ld = nb * g.P
+        stage = cols + g.C * g.taps * ld
+        stage_rows(dy, stage, j.cout, b0, nb, g.P)
+        gemm(True, False, rows, ld, j.cog, <floating>1, wg, j.kg, stage + gi * j.cog * ld, ld,
+             <floating>0, cols, ld)
+        for b in range(nb):
+            col2im_block(g, dx + (b0 + b) * g.C * g.S, cols + b * g.P, ld, 0, g.P, c0, c1)
+        return
+    band = j.tile_positions if j.tile_images == 0 else g.P
+    for b in range(b0, b0 + nb):
+        p0 = q0
+        while p0 < q1:
+            p1 = imin(p0 + band, q1)
+            Lt = p1 - p0
+            if j.pointwise:
+                gemm(True, False, rows, Lt, j.cog, <floating>1, wg, j.kg,
+                     dy + (b * j.cout + gi * j.cog) * g.P + p0, g.P, <floating>0,
+                     dx + (b * g.C + c0) * g.S + p0, g.S)
+            else:
+                gemm(True, False, rows, Lt, j.cog, <floating>1, wg, j.kg,
+                     dy + (b * j.cout + gi * j.cog) * g.P + p0, g.P, <floating>0, cols, Lt)
+                col2im_block(g, dx + b * g.C * g.S, cols, Lt, p0, p1, c0, c1)
+            p0 = p1
+
+
+cdef void forward_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    cdef Job *j = <Job *>ctx
+    if j.f64:
+        forward_tile(j, j.first + u, slot, <double>0)
+    else:
+        forward_tile(j, j.first + u, slot, <float>0)
+
+
+cdef void dw_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    cdef Job *j = <Job *>ctx
+    if j.f64:
+        dw_chunk(j, u, slot, <double>0)
+    else:
+        dw_chunk(j, u, slot, <float>0)
+
+
+cdef void dx_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    cdef Job *j = <Job *>ctx
+    if j.f64:
+        dx_piece(j, u, slot, <double>0)
+    else:
+        dx_piece(j, u, slot, <float>0)
+
+
+# ----------------------------------------------------------------------------- drivers
+cdef void *alloc_buffers(Py_ssize_t nbytes) except? NULL:
+    cdef void *buf
+    if nbytes <= 0:
+        return NULL
+    buf = malloc(nbytes)
+    if buf == NULL:
+        raise MemoryError(f"vecconv: cannot allocate a {nbytes}-byte workspace")
+    PyTraceMalloc_Track(TRACE_DOMAIN, <size_t>buf, nbytes)
+    return buf
+
+
+cdef void free_buffers(void *buf) noexcept:
+    if buf != NULL:
+        PyTraceMalloc_Untrack(TRACE_DOMAIN, <size_t>buf)
+        free(buf)
+
+
+cdef Job make_job(geometry, sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups,
+                  bint f64) except *:
+    cdef Job j
+    memset(&j, 0, sizeof(Job))
+    j.g = make_geom(geometry)
+    j.f64 = f64
+    j.N = N
+    j.cout = cout
+    j.groups = groups
+    j.cog = cout // groups
+    j.cig = j.g.C // groups
+    j.kg = j.cig * j.g.taps
+    j.pointwise = sched.pointwise
+    j.staged = sched.staged
+    j.tile_images = sched.tile_images
+    j.tile_positions = sched.tile_positions
+    j.tiles_per_image = (j.g.P + j.tile_positions - 1) // j.tile_positions if j.tile_images == 0 else 1
+    j.dx_images = sched.dx_images
+    j.dx_span = sched.dx_span
+    j.spans_per_image = (j.g.P + j.dx_span - 1) // j.dx_span if j.dx_images == 0 else 1
+    j.dx_cblock = sched.dx_cblock
+    j.cblocks_per_group = (j.cig + j.dx_cblock - 1) // j.dx_cblock
+    j.buf_elems = sched.buf_elems
+    return j
+
+
+cdef void run_rounds(Job *j, vc_task_fn fn, Py_ssize_t total, Py_ssize_t per_round,
+                     Py_ssize_t units_per_item, Py_ssize_t chunks, int threads,
+                     int slots) except *:
+    """Run items 0..total-1 in rounds of per_round; Ctrl-C is honoured between rounds.
+
+    A round's units are its items times units_per_item, or (chunks > 0) that many
+    chunks of its items.
+    """
+    cdef Py_ssize_t first, n_units
+    cdef int nt = imin(threads, slots)
+    first = 0
+    while first < total:
+        j.first = first
+        j.count = imin(per_round, total - first)
+        if chunks > 0:
+            j.chunks = imin(chunks, j.count)
+            n_units = j.chunks
+        else:
+            n_units = j.count * units_per_item
+        with nogil:
+            vc_run(fn, j, n_units, nt)
+        PyErr_CheckSignals()
+        first += j.count
+
+
+def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[::1] bias,
+                 floating[::1] y, geometry, sched, Py_ssize_t N, Py_ssize_t cout,
+                 Py_ssize_t groups, bint has_bias, int threads):
+    """y = conv(x, w2) + bias, tile by tile, on the calling thread and the pool.
+
+    Arrays are flat views of C-contiguous (N, C, *spatial), (Cout, C/groups*taps),
+    (Cout,) and (N, Cout, *out) arrays.
+    """
+    cdef Job j = make_job(geometry, sched, N, cout, groups, floating is double)
+    cdef int slots = sched.slots
+    cdef Py_ssize_t total = sched.n_tiles
+    if N == 0 or cout == 0 or j.g.P == 0:
+        return
+    j.x = &x[0]
+    j.w2 = &w2[0]
+    j.bias = &bias[0] if has_bias else NULL
+    j.y = &y[0]
+    j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
     try:
-        for b0 in range(0, n, tile_images):
-            nb = min(tile_images, n - b0)
-            for r0 in range(0, g.Ho, tile_rows):
-                r1 = min(r0 + tile_rows, g.Ho)
-                with nogil:
-                    if forward:
-                        forward_tile(x, w2, bp, y, cols, &g, groups, b0, nb, r0, r1)
-                    else:
-                        backward_tile(x, w2, dy, dx, dwp, cols, &g, groups, need_dx, need_dw,
-                                      b0, nb, r0, r1)
-                PyErr_CheckSignals()
+        vc_private_blas_single()
+        run_rounds(&j, forward_unit, total, sched.round_tiles, 1, 0, threads, slots)
     finally:
-        free_workspace(cols)
+        free_buffers(j.bufs)
+
+
+def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[::1] w2,
+                  floating[::1] dx, floating[::1] acc, geometry, sched, Py_ssize_t N,
+                  Py_ssize_t cout, Py_ssize_t groups, bint need_dx, bint need_dw,
+                  int threads):
+    """Backward pass: dx (zeroed by the caller) += the error for the previous layer
+    (eq. 16-18), and acc ((n_acc, Cout, K), zeroed) += the kernel gradient chunk by chunk
+    (eq. 12); the caller adds the chunks up. need_dx/need_dw False skips that pass and
+    its array is not touched."""
+    cdef Job j = make_job(geometry, sched, N, cout, groups, floating is double)
+    cdef int slots = sched.slots
+    if N == 0 or cout == 0 or j.g.P == 0:
+        return
+    j.x = &x[0]
+    j.w2 = &w2[0]
+    j.dy = &dy[0]
+    j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
+    try:
+        vc_private_blas_single()
+        if need_dw:
+            j.acc = &acc[0]
+            run_rounds(&j, dw_unit, sched.n_tiles, sched.round_tiles, 0, sched.n_acc,
+                       threads, slots)
+        if need_dx:
+            j.dx = &dx[0]
+            run_rounds(&j, dx_unit, sched.dx_pieces, sched.dx_round,
+                       j.groups * j.cblocks_per_group, 0, threads, slots)
+    finally:
+        free_buffers(j.bufs)
+
+
+# ----------------------------------------------------------------------------- im2col API
+ctypedef struct Unfold:
+    Geom g
+    bint f64
+    bint scatter                # False: im2col (maps -> cols), True: col2im (cols -> maps)
+    void *maps                  # (N, C, S)
+    void *cols                  # (C*taps, N*P)
+    Py_ssize_t N, cblock, nblocks
+
+
+cdef void unfold_piece(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    """One (image, channel block) of the whole batch's patch matrix: its own rows
+    segments of cols, its own maps of x."""
+    cdef Unfold *f = <Unfold *>ctx
+    cdef Py_ssize_t b = u // f.nblocks, c0 = (u % f.nblocks) * f.cblock
+    cdef Py_ssize_t c1 = imin(c0 + f.cblock, f.g.C), ld = f.N * f.g.P
+    cdef Py_ssize_t maps_at = b * f.g.C * f.g.S, cols_at = c0 * f.g.taps * ld + b * f.g.P
+    if f.f64:
+        patch_walk(&f.g, <double *>f.maps + maps_at, <double *>f.cols + cols_at, ld,
+                   0, f.g.P, c0, c1, f.scatter)
+    else:
+        patch_walk(&f.g, <float *>f.maps + maps_at, <float *>f.cols + cols_at, ld,
+                   0, f.g.P, c0, c1, f.scatter)
+
+
+def unfold(const floating[::1] maps, const floating[::1] cols, geometry, Py_ssize_t N,
+           Py_ssize_t cblock, int threads, bint scatter):
+    """The whole batch's patch matrix, in (image, channel block) units on the pool.
+
+    scatter False (im2col): cols (C*taps, N*P) = the patches of maps (N, C, S).
+    scatter True (col2im): maps, zeroed by the caller, += cols folded back.
+    The array written is one the caller allocated for this call (so writable).
+    """
+    cdef Unfold f
+    f.g = make_geom(geometry)
+    f.f64 = floating is double
+    f.scatter = scatter
+    f.N = N
+    f.cblock = cblock
+    f.nblocks = (f.g.C + cblock - 1) // cblock
+    if N == 0 or f.g.P == 0 or f.g.C == 0:
+        return
+    f.maps = <void *>&maps[0]
+    f.cols = <void *>&cols[0]
+    with nogil:
+        vc_run(unfold_piece, &f, N * f.nblocks, threads)

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from . import _engine
-from . import conv as _conv
+from . import _plan
 from ._args import as_array, check_ndim, int_tuple, integer
 
 __all__ = ["Conv2D", "AvgPool", "MaxPool", "Dense", "Flatten", "Activation", "Sequential",
@@ -143,11 +143,11 @@ class Conv2D(Layer):
     def _plan(self, x_shape):
         plan = self._plans.get(x_shape)
         if plan is None:
-            plan, _ = _conv.make_plan(x_shape, self.params["w"].shape, (self.out_channels,),
-                                      dtype=self.dtype, stride=self.stride,
-                                      padding=self.padding, dilation=1, groups=1,
-                                      connections=self.connections, flip=self.flip,
-                                      workspace=None, spatial=2)
+            plan = _plan.make_plan(x_shape, self.params["w"].shape, (self.out_channels,),
+                                   dtype=self.dtype, stride=self.stride,
+                                   padding=self.padding, dilation=1, groups=1,
+                                   connections=self.connections, flip=self.flip,
+                                   workspace=None, spatial=2)
             self._plans = {x_shape: plan}     # a network sees one or two batch shapes
         return plan
 
@@ -156,15 +156,15 @@ class Conv2D(Layer):
         x = np.ascontiguousarray(x, dtype=self.dtype)
         plan = self._plan(x.shape)
         self._x = x
-        self._w2 = _conv.effective_weight(self.params["w"], plan)
-        return _conv.forward(x, self._w2, self.params["b"], plan)
+        self._w2 = _plan.effective_weight(self.params["w"], plan)
+        return _plan.forward(x, self._w2, self.params["b"], plan)
 
     def backward(self, delta):
         plan = self._plan(self._x.shape)
         delta = np.ascontiguousarray(delta, dtype=self.dtype)
-        dx, dw2 = _conv.backward(delta, self._x, self._w2, plan,
+        dx, dw2 = _plan.backward(delta, self._x, self._w2, plan,
                                  need_dx=self.needs_input_grad, need_dw=True)
-        self.grads["w"] = _conv.weight_gradient(dw2, plan, self.params["w"].shape)
+        self.grads["w"] = _plan.weight_gradient(dw2, plan)
         self.grads["b"] = delta.sum(axis=(0, 2, 3))                      # eq. 10
         return dx
 

@@ -1,0 +1,348 @@
+"""Planning: everything the engine needs about one convolution, decided once.
+
+``make_plan`` validates shapes and options and returns a :class:`Plan`: the geometry
+(a :class:`Geometry`, mirrored field by field by the engine's ``Geom`` struct), how the
+work is cut into units for the thread pool (a :class:`Schedule`) and how many threads
+run it. ``forward``/``backward`` hand clean arrays and the plan to ``vecconv._engine``,
+which only executes. ``vecconv.conv`` (the public functions), ``vecconv.nn`` and the
+benchmark all plan through here.
+
+How the work is cut does not depend on the thread count, so the result is bit-for-bit
+the same with 1 or n threads: every unit sums its terms in the same order, and the dW
+chunks are added up in a fixed order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _engine
+from ._args import (INT32_MAX, as_array, check_ndim, int_tuple, integer, output_size,
+                    resolve_padding)
+
+# ----------------------------------------------------------------------------- constants
+#: The column buffer of one tile is written by im2col and read back by the GEMM right
+#: after: sized to stay in cache between the two (measured on this machine, see bench/).
+TILE_BYTES = int(os.environ.get("VECCONV_TILE_BYTES", 4 * 2**20))
+#: Units a job is cut into at least, when the shapes allow: enough for the caller to
+#: share with a worker, and for a worker that is late (busy machine) to cost little.
+MIN_UNITS = 8
+#: Column elements per round of a job; Ctrl-C is honoured between rounds.
+ROUND_ELEMS = 1 << 24
+#: Tiles with fewer output positions per image than this stage dY/Y as one matrix and
+#: make one GEMM for the whole tile (LeNet-5's C5 has one position per image).
+STAGE_BELOW = 64
+#: At most this many dW accumulators (chunks of a round, each summed by one unit).
+MAX_ACCUMULATORS = 8
+#: Below this many floating-point operations a pass runs in the calling thread alone:
+#: waking a worker costs more than it saves (measured: see bench/grain.py).
+GRAIN_FLOPS = int(os.environ.get("VECCONV_GRAIN_FLOPS", 4_000_000))
+
+_DEFAULT_WORKSPACE = 64 * 2**20
+_workspace = _DEFAULT_WORKSPACE
+
+
+def set_workspace(nbytes):
+    """Set the default workspace budget (bytes) for the column buffers; returns the old one.
+
+    The convolution is computed in tiles (groups of images, or bands of output positions
+    of one image) whose column buffers, one per thread, stay within the budget. Within it
+    the engine picks tiles of about 4 MiB, which stay in cache between im2col and the
+    GEMM that reads them. The budget is exceeded only when a single output position's
+    column is larger than it.
+    """
+    global _workspace
+    old = _workspace
+    _workspace = integer("nbytes", nbytes, 1)
+    return old
+
+
+def get_workspace():
+    """The default workspace budget in bytes (64 MiB unless changed)."""
+    return _workspace
+
+
+# ----------------------------------------------------------------------------- records
+class Geometry(NamedTuple):
+    """One convolution's geometry over three spatial axes (D, H, W); 1-D and 2-D
+    convolutions have leading axes of size 1. The engine's ``Geom`` struct has the same
+    fields."""
+
+    channels: int       # input channels C
+    size: tuple         # input size per axis
+    kernel: tuple       # kernel size per axis
+    stride: tuple
+    dilation: tuple
+    pad: tuple          # padding before each axis (after is implied by out)
+    out: tuple          # output size per axis
+
+    @property
+    def taps(self):
+        return math.prod(self.kernel)
+
+    @property
+    def positions(self):
+        return math.prod(self.out)
+
+
+class Schedule(NamedTuple):
+    """How a convolution's work is cut into units (read by name by the engine)."""
+
+    pointwise: bool      # 1x1 kernel, stride 1, no padding: the GEMMs read x itself
+    staged: bool         # tiny maps: one GEMM per tile over a staged (Cout, positions)
+    tile_images: int     # whole images per tile, or 0: tiles are bands of one image
+    tile_positions: int  # output positions per band (tile_images == 0)
+    n_tiles: int
+    round_tiles: int     # tiles per round (forward and dW)
+    n_acc: int           # dW chunks per round, each with its own accumulator
+    dx_images: int       # whole images per dx piece, or 0: spans of one image
+    dx_span: int         # output positions per dx piece (dx_images == 0)
+    dx_cblock: int       # input channels per dx unit (within a group)
+    dx_pieces: int
+    dx_round: int        # dx pieces per round
+    buf_elems: int       # elements of one column buffer
+    slots: int           # column buffers (threads that may take part)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the engine needs about one convolution, derived once from the shapes."""
+
+    dtype: np.dtype
+    x_shape: tuple        # (N, C, *spatial) as given
+    w_shape: tuple        # (Cout, C/groups, *kernel) as given
+    out_shape: tuple      # (N, Cout, *out)
+    geometry: Geometry
+    groups: int
+    flip: bool
+    mask: np.ndarray | None   # (Cout, Cin) bool, the connection table; None: all connected
+    schedule: Schedule
+    threads: int
+
+    @property
+    def flops(self):
+        """Floating-point operations of one pass (forward, dW or dx)."""
+        n, cout = self.out_shape[:2]
+        return 2 * n * cout * (self.geometry.channels // self.groups) * self.geometry.taps \
+            * self.geometry.positions
+
+
+# ----------------------------------------------------------------------------- planning
+def _connection_mask(connections, cin, cout, groups):
+    if connections is None:
+        return None
+    if groups != 1:
+        raise ValueError("connections and groups cannot be combined: give groups=1 with a "
+                         "connection table")
+    table = as_array("connections", connections)
+    if table.dtype.kind not in "biu":
+        raise TypeError(f"connections must be a boolean (Cin, Cout) table, got dtype {table.dtype}")
+    if table.shape != (cin, cout):
+        raise ValueError(f"connections must have shape (Cin, Cout) = ({cin}, {cout}), "
+                         f"got {table.shape}")
+    if table.dtype.kind != "b" and not np.isin(table, (0, 1)).all():
+        raise ValueError("connections must hold only True/False (or 0/1)")
+    return np.ascontiguousarray(table.astype(bool).T)   # (Cout, Cin)
+
+
+def threads_for(flops):
+    """Threads for a pass of ``flops`` operations: the setting, or 1 when the work is too
+    small to repay waking a worker, or when the GEMMs cannot be held to one thread each
+    (no private BLAS: SciPy's BLAS then parallelises them itself)."""
+    n = _engine.get_num_threads()
+    if n <= 1 or flops < GRAIN_FLOPS or not _engine.have_threads() \
+            or not _engine.private_blas():
+        return 1
+    return n
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def make_schedule(n, geometry, cout, groups, itemsize, workspace, threads):
+    """Cut one convolution into tiles, dW chunks and dx pieces (see :class:`Schedule`)."""
+    g = geometry
+    c, taps, P = g.channels, g.taps, g.positions
+    cig = c // groups
+    pointwise = (taps == 1 and g.stride == (1, 1, 1) and g.pad == (0, 0, 0)
+                 and g.out == g.size)
+    k_rows = c * taps
+    budget = max(min(workspace, TILE_BYTES) // itemsize, 1)           # elements
+    per_image = k_rows * P
+    staged = False
+    if n >= MIN_UNITS and per_image <= budget:
+        # whole images per tile, at least MIN_UNITS tiles
+        staged = P < STAGE_BELOW and not pointwise
+        rows = k_rows + (cout if staged else 0)
+        tile_images = max(1, min(budget // (rows * P), _ceil_div(n, MIN_UNITS),
+                                 INT32_MAX // max(P, 1)))
+        staged = staged and tile_images > 1
+        tile_positions = P
+        n_tiles = _ceil_div(n, tile_images)
+        buf_elems = (k_rows + (cout if staged else 0)) * tile_images * P
+    else:
+        # bands of output positions: within budget, and MIN_UNITS bands in all
+        tile_images = 0
+        bands = max(_ceil_div(per_image, budget), _ceil_div(MIN_UNITS, max(n, 1)))
+        tile_positions = max(1, min(P, _ceil_div(P, bands), max(budget // k_rows, 1)))
+        n_tiles = n * _ceil_div(P, tile_positions)
+        buf_elems = k_rows * tile_positions
+    if pointwise:
+        buf_elems = 0
+    tile_elems = max(k_rows * (tile_images * P if tile_images else tile_positions), 1)
+    round_tiles = max(1, ROUND_ELEMS // tile_elems)
+    dw_bytes = cout * cig * taps * itemsize
+    n_acc = max(1, min(MAX_ACCUMULATORS, n_tiles, workspace // max(dw_bytes, 1)))
+    # dx: pieces own (images, positions, channel block) of dx; two pieces of one round
+    # never share an element
+    if tile_images or n >= MIN_UNITS:
+        dx_images = tile_images or 1
+        dx_span = P
+        dx_pieces = _ceil_div(n, dx_images)
+        dx_round = max(1, ROUND_ELEMS // max(k_rows * P * dx_images, 1))
+        blocks = _ceil_div(MIN_UNITS, dx_pieces * groups)
+    else:
+        # a few large images: spans of one image, one span per round, split by channels
+        dx_images = 0
+        dx_span = tile_positions * max(1, ROUND_ELEMS // max(k_rows * tile_positions, 1))
+        dx_span = min(dx_span, P)
+        dx_pieces = n * _ceil_div(P, dx_span)
+        dx_round = 1
+        blocks = _ceil_div(MIN_UNITS, groups)
+    dx_cblock = max(1, _ceil_div(cig, max(blocks, 1)))
+    buf_bytes = buf_elems * itemsize
+    slots = threads if buf_bytes == 0 else max(1, min(threads, workspace // buf_bytes))
+    return Schedule(pointwise, staged, tile_images, tile_positions, n_tiles, round_tiles,
+                    n_acc, dx_images, dx_span, dx_cblock, dx_pieces, dx_round, buf_elems,
+                    slots)
+
+
+def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation, groups,
+              connections, flip, workspace, spatial):
+    """Validate the shapes and options of one convolution and derive its Plan.
+
+    ``spatial`` is the number of spatial axes (1: x is (N, C, L); 2: (N, C, H, W)).
+    """
+    layout = "(N, C, L)" if spatial == 1 else "(N, C, H, W)"
+    wlayout = "(Cout, Cin/groups, k)" if spatial == 1 else "(Cout, Cin/groups, kh, kw)"
+    check_ndim("x", x_shape, spatial + 2, layout)
+    check_ndim("w", w_shape, spatial + 2, wlayout)
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"flip must be True or False, got {flip!r}")
+    flip = bool(flip)
+    groups = integer("groups", groups, 1)
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    n, c = x_shape[:2]
+    cout, cin_g = w_shape[:2]
+    ksize = w_shape[2:]
+    if c == 0:
+        raise ValueError(f"x must have at least one channel, got shape {x_shape}")
+    if cout == 0 or cin_g == 0 or 0 in ksize:
+        raise ValueError(f"w must have non-zero sizes {wlayout}, got shape {w_shape}")
+    if c % groups or cout % groups:
+        raise ValueError(f"groups={groups} must divide the input channels ({c}) and the "
+                         f"output channels ({cout})")
+    if cin_g * groups != c:
+        raise ValueError(f"w has {cin_g} input channels per group but x has {c} channels "
+                         f"and groups={groups}: expected w.shape[1] == {c // groups}")
+    if bias_shape is not None:
+        check_ndim("bias", bias_shape, 1, "(Cout,)")
+        if bias_shape[0] != cout:
+            raise ValueError(f"bias must have shape ({cout},) to match w, got {bias_shape}")
+    stride = int_tuple("stride", stride, spatial, 1)
+    dilation = int_tuple("dilation", dilation, spatial, 1)
+    extents = tuple(d * (k - 1) + 1 for d, k in zip(dilation, ksize))
+    pads = resolve_padding(padding, extents, flip, signal_1d=(spatial == 1))
+    names = ("L",) if spatial == 1 else ("H", "W")
+    out_sp = tuple(output_size(f"input {nm}", s, p, e, st) for nm, s, p, e, st in
+                   zip(names, x_shape[2:], pads, extents, stride))
+    if workspace is None:
+        workspace = _workspace
+    workspace = integer("workspace", workspace, 1)
+    lead = (1,) * (3 - spatial)
+    geometry = Geometry(c, lead + tuple(x_shape[2:]), lead + tuple(ksize), lead + stride,
+                        lead + dilation, (0,) * (3 - spatial) + tuple(p[0] for p in pads),
+                        lead + out_sp)
+    k_rows = c * geometry.taps
+    for what, size in (("an output map", geometry.positions),
+                       ("an input map", math.prod(geometry.size)),
+                       ("a kernel column (C*taps)", k_rows), ("the channel count", cout)):
+        if size > INT32_MAX:
+            raise ValueError(f"{what} has {size} elements, more than the 2**31-1 a BLAS "
+                             "dimension can hold")
+    mask = _connection_mask(connections, c, cout, groups)
+    out_shape = (n, cout) + out_sp
+    flops = 2 * n * cout * cin_g * geometry.taps * geometry.positions
+    threads = threads_for(flops)
+    schedule = make_schedule(n, geometry, cout, groups, dtype.itemsize, workspace, threads)
+    return Plan(dtype, x_shape, w_shape, out_shape, geometry, groups, flip, mask, schedule,
+                threads)
+
+
+# ----------------------------------------------------------------------------- weights
+def effective_weight(w, plan):
+    """The (Cout, C/groups*taps) matrix the GEMMs use: flipped, masked, contiguous.
+
+    The rows are vec of each kernel read in C order, to match the column buffer;
+    unconnected pairs of the connection table are zeroed (the seed's M_j).
+    """
+    w = np.asarray(w).reshape(plan.w_shape)
+    if plan.flip:
+        w = w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]  # J k J (eq. 14)
+    if plan.mask is not None:
+        w = w * plan.mask.reshape(plan.mask.shape + (1,) * (w.ndim - 2))
+    return np.ascontiguousarray(w, dtype=plan.dtype).reshape(plan.w_shape[0], -1)
+
+
+def weight_gradient(dw2, plan):
+    """The kernel gradient in the layout of w from the engine's (Cout, K) matrix."""
+    dw = dw2.reshape(plan.w_shape)
+    if plan.flip:
+        dw = dw[(slice(None), slice(None)) + (slice(None, None, -1),) * (dw.ndim - 2)]
+    if plan.mask is not None:
+        dw = dw * plan.mask.reshape(plan.mask.shape + (1,) * (dw.ndim - 2))
+    return np.ascontiguousarray(dw)
+
+
+# ----------------------------------------------------------------------------- execution
+def _flat(a):
+    return a.reshape(-1)
+
+
+def _engine_args(plan):
+    n, cout = plan.out_shape[:2]
+    return plan.geometry, plan.schedule, n, cout, plan.groups
+
+
+def forward(x, w2, bias, plan):
+    """The engine's forward pass on clean arrays (x, w2 and bias contiguous in plan.dtype)."""
+    y = np.empty(plan.out_shape, dtype=plan.dtype)
+    b = bias if bias is not None else np.empty(0, dtype=plan.dtype)
+    _engine.conv_forward(_flat(x), _flat(w2), b, _flat(y), *_engine_args(plan),
+                         bias is not None, plan.threads)
+    return y
+
+
+def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
+    """The engine's backward pass: (dx shaped like x, or None; dw2 (Cout, K), or None)."""
+    dt = plan.dtype
+    empty = np.empty(0, dtype=dt)
+    dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
+    k = math.prod(plan.w_shape[1:])
+    n_acc = plan.schedule.n_acc
+    acc = np.zeros((n_acc, plan.w_shape[0], k), dtype=dt) if need_dw else None
+    _engine.conv_backward(_flat(dy), _flat(x), _flat(w2),
+                          _flat(dx) if need_dx else empty, _flat(acc) if need_dw else empty,
+                          *_engine_args(plan), need_dx, need_dw, plan.threads)
+    dw2 = None
+    if need_dw:
+        dw2 = acc[0]
+        for i in range(1, n_acc):       # a fixed order: the same bits with any thread count
+            dw2 += acc[i]
+    return dx, dw2

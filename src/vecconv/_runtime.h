@@ -1,0 +1,216 @@
+/* vecconv's own parallel runtime: a small pool of worker threads and a private BLAS.
+ *
+ * Why not OpenMP + the process's OpenBLAS (vecconv <= 0.1): the two pools took turns on
+ * the same cores and were steered by process-wide knobs (OMP_WAIT_POLICY, OpenBLAS's
+ * global thread count). With PyTorch imported first its libgomp served vecconv's regions
+ * with its own (spinning) wait policy; libgomp's pool hangs a forked child; a static
+ * schedule waits at every barrier for a thread that a busy machine has descheduled.
+ *
+ * What this file gives instead:
+ *  - vc_run(fn, ctx, n_units, threads): the calling thread and up to threads-1 workers
+ *    claim units from an atomic counter until none is left. The caller never waits for a
+ *    worker that has not started: a worker joins a job only while it is open, so on a
+ *    loaded machine the caller simply does more of the units itself. Idle workers sleep
+ *    on a condition variable (no spinning). One job at a time uses the workers; a second
+ *    caller arriving meanwhile runs its own job alone.
+ *  - fork safety: a pthread_atfork child handler forgets the parent's workers; the child
+ *    starts its own when it first needs them.
+ *  - a private BLAS: SciPy's OpenBLAS has one process-wide thread count
+ *    (openblas_set_num_threads_local() changes it for every thread in the pthreads build
+ *    that SciPy ships). The engine's workers need single-threaded GEMMs, so the engine
+ *    loads its own instance of the same library (the scipy-openblas32 wheel, another
+ *    file with its own globals), holds it at one thread, and nobody else calls it.
+ */
+#ifndef VECCONV_RUNTIME_H
+#define VECCONV_RUNTIME_H
+
+#include <stddef.h>
+#include <string.h>
+
+typedef void (*vc_task_fn)(void *ctx, Py_ssize_t unit, int slot);
+
+typedef void (*vc_sgemm_fn)(const char *, const char *, const int *, const int *,
+                            const int *, const float *, const float *, const int *,
+                            const float *, const int *, const float *, float *, const int *);
+typedef void (*vc_dgemm_fn)(const char *, const char *, const int *, const int *,
+                            const int *, const double *, const double *, const int *,
+                            const double *, const int *, const double *, double *,
+                            const int *);
+
+static vc_sgemm_fn vc_private_sgemm = NULL;
+static vc_dgemm_fn vc_private_dgemm = NULL;
+static void (*vc_private_set_threads)(int) = NULL;
+static int (*vc_private_get_threads)(void) = NULL;
+static int vc_nthreads = 1;          /* the setting (vecconv.set_num_threads) */
+
+#if !defined(_WIN32)
+#include <dlfcn.h>
+#include <pthread.h>
+
+#define VC_HAVE_THREADS 1
+
+typedef struct vc_job {
+    vc_task_fn fn;
+    void *ctx;
+    Py_ssize_t n_units;
+    Py_ssize_t next;       /* next unit to claim (atomic) */
+    int max_slots;         /* participants allowed, the caller included */
+    int slots;             /* participants so far (under vc_mu) */
+    int active;            /* workers inside this job (under vc_mu) */
+} vc_job;
+
+static pthread_mutex_t vc_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t vc_wake = PTHREAD_COND_INITIALIZER;   /* workers sleep here */
+static pthread_cond_t vc_left = PTHREAD_COND_INITIALIZER;   /* callers wait for workers to leave */
+static vc_job *vc_current = NULL;    /* the job open to workers, or NULL */
+static unsigned long vc_generation = 0;
+static int vc_started = 0;           /* workers alive in this process */
+static int vc_atfork_done = 0;
+
+static void vc_claim(vc_job *job, int slot) {
+    for (;;) {
+        Py_ssize_t u = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (u >= job->n_units) return;
+        job->fn(job->ctx, u, slot);
+    }
+}
+
+static void *vc_worker(void *arg) {
+    unsigned long seen = 0;
+    (void)arg;
+    pthread_mutex_lock(&vc_mu);
+    for (;;) {
+        vc_job *job;
+        int slot;
+        while (vc_current == NULL || vc_generation == seen)
+            pthread_cond_wait(&vc_wake, &vc_mu);
+        seen = vc_generation;
+        job = vc_current;
+        if (job->slots >= job->max_slots) continue;
+        slot = job->slots++;
+        job->active++;
+        pthread_mutex_unlock(&vc_mu);
+        vc_claim(job, slot);
+        pthread_mutex_lock(&vc_mu);
+        if (--job->active == 0) pthread_cond_broadcast(&vc_left);
+    }
+    return NULL;
+}
+
+static void vc_fork_prepare(void) { pthread_mutex_lock(&vc_mu); }
+static void vc_fork_parent(void) { pthread_mutex_unlock(&vc_mu); }
+static void vc_fork_child(void) {
+    /* Only the forking thread exists in the child: the workers and any open job are the
+       parent's. Start from nothing; workers are created again when first needed. */
+    pthread_mutex_init(&vc_mu, NULL);
+    pthread_cond_init(&vc_wake, NULL);
+    pthread_cond_init(&vc_left, NULL);
+    vc_current = NULL;
+    vc_started = 0;
+}
+
+static int vc_workers_started(void) { return vc_started; }
+
+static void vc_run_serial(vc_task_fn fn, void *ctx, Py_ssize_t n_units) {
+    Py_ssize_t u;
+    for (u = 0; u < n_units; u++) fn(ctx, u, 0);
+}
+
+/* Run units 0..n_units-1 of fn with at most `threads` participants; returns when all
+   are done. Called without the GIL. */
+static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
+    vc_job job;
+    if (threads <= 1 || n_units <= 1) { vc_run_serial(fn, ctx, n_units); return; }
+    if (threads > n_units) threads = (int)n_units;
+    pthread_mutex_lock(&vc_mu);
+    if (!vc_atfork_done) {
+        pthread_atfork(vc_fork_prepare, vc_fork_parent, vc_fork_child);
+        vc_atfork_done = 1;
+    }
+    if (vc_current != NULL) {           /* another thread's job has the workers */
+        pthread_mutex_unlock(&vc_mu);
+        vc_run_serial(fn, ctx, n_units);
+        return;
+    }
+    while (vc_started < threads - 1) {
+        pthread_t t;
+        pthread_attr_t attr;
+        int ok;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        ok = pthread_create(&t, &attr, vc_worker, NULL) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok) break;
+        vc_started++;
+    }
+    job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
+    job.max_slots = threads; job.slots = 1; job.active = 0;
+    if (vc_started > 0) {
+        vc_current = &job;
+        vc_generation++;
+        pthread_cond_broadcast(&vc_wake);
+    }
+    pthread_mutex_unlock(&vc_mu);
+    vc_claim(&job, 0);
+    pthread_mutex_lock(&vc_mu);
+    if (vc_current == &job) vc_current = NULL;     /* closed: no worker joins from now on */
+    while (job.active > 0) pthread_cond_wait(&vc_left, &vc_mu);
+    pthread_mutex_unlock(&vc_mu);
+}
+
+/* Load a private OpenBLAS (scipy-openblas32's library) and hold it at one thread.
+   Returns 1 on success, 0 when it cannot be used (the engine then keeps SciPy's BLAS). */
+static int vc_load_private_blas(const char *path) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) return 0;
+    vc_private_sgemm = (vc_sgemm_fn)dlsym(h, "scipy_sgemm_");
+    vc_private_dgemm = (vc_dgemm_fn)dlsym(h, "scipy_dgemm_");
+    vc_private_set_threads = (void (*)(int))dlsym(h, "scipy_openblas_set_num_threads");
+    vc_private_get_threads = (int (*)(void))dlsym(h, "scipy_openblas_get_num_threads");
+    if (!vc_private_sgemm || !vc_private_dgemm || !vc_private_set_threads ||
+            !vc_private_get_threads) {
+        vc_private_sgemm = NULL; vc_private_dgemm = NULL;
+        vc_private_set_threads = NULL; vc_private_get_threads = NULL;
+        dlclose(h);
+        return 0;
+    }
+    vc_private_set_threads(1);
+    return 1;
+}
+
+#else   /* no pthreads: every job runs in the calling thread */
+
+#define VC_HAVE_THREADS 0
+static int vc_workers_started(void) { return 0; }
+static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
+    Py_ssize_t u;
+    (void)threads;
+    for (u = 0; u < n_units; u++) fn(ctx, u, 0);
+}
+static int vc_load_private_blas(const char *path) { (void)path; return 0; }
+
+#endif
+
+static int vc_have_threads(void) { return VC_HAVE_THREADS; }
+static int vc_private_blas(void) { return vc_private_sgemm != NULL; }
+
+/* The private BLAS is ours alone, but threadpoolctl sees it like any OpenBLAS and a
+   threadpool_limits(n) would change it too: put it back to one thread before each call. */
+static void vc_private_blas_single(void) {
+    if (vc_private_get_threads != NULL && vc_private_get_threads() != 1)
+        vc_private_set_threads(1);
+}
+
+static int vc_get_num_threads(void) { return vc_nthreads; }
+static void vc_set_num_threads(int n) { vc_nthreads = n < 1 ? 1 : n; }
+
+/* For threadpoolctl's custom-controller API: plain C symbols it can call by ctypes. */
+#if defined(_WIN32)
+#define VC_EXPORT __declspec(dllexport)
+#else
+#define VC_EXPORT __attribute__((visibility("default")))
+#endif
+VC_EXPORT int vecconv_get_num_threads(void) { return vc_nthreads; }
+VC_EXPORT void vecconv_set_num_threads(int n) { vc_set_num_threads(n); }
+
+#endif

@@ -1,0 +1,133 @@
+"""vecconv's parallelism: one setting, vecconv's own threads, nothing process-wide.
+
+The engine runs each call on the calling thread and a small pool of worker threads of
+its own (``_runtime.h``); every worker does its share end to end (im2col, GEMM, col2im)
+with single-threaded GEMMs on a private OpenBLAS. Importing vecconv changes no
+environment variable and no other library's thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from . import _engine
+from ._args import integer
+
+__all__ = ["set_num_threads", "get_num_threads", "threads", "runtime_info"]
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _default_threads():
+    env = os.environ.get("VECCONV_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+            if n >= 1:
+                return n
+        except ValueError:
+            pass
+    return _usable_cpus()
+
+
+def _load_private_blas():
+    """The engine's own OpenBLAS: the scipy-openblas32 wheel's library, another file than
+    SciPy's copy, so its one-thread setting is the engine's alone. Without it the engine
+    uses SciPy's BLAS and runs the GEMM passes on the calling thread."""
+    if os.environ.get("VECCONV_PRIVATE_BLAS", "1") == "0":      # tests of the fallback
+        return False
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return False
+    lib_dir = scipy_openblas32.get_lib_dir()
+    for name in sorted(os.listdir(lib_dir)):
+        if name.startswith("libscipy_openblas") and (".so" in name or name.endswith(
+                (".dylib", ".dll"))):
+            if _engine.load_private_blas(os.path.join(lib_dir, name)):
+                return True
+    return False
+
+
+def set_num_threads(n):
+    """Set how many threads vecconv's engine uses (the caller included); returns the old
+    setting.
+
+    Only vecconv is affected: no environment variable and no other library's thread
+    count is changed. The default is the number of CPUs this process may run on, or
+    ``VECCONV_NUM_THREADS`` when set. Results are bit-for-bit the same for any setting.
+    """
+    old = _engine.get_num_threads()
+    _engine.set_num_threads(integer("n", n, 1))
+    return old
+
+
+def get_num_threads():
+    """How many threads vecconv's engine uses (the caller included)."""
+    return _engine.get_num_threads()
+
+
+@contextlib.contextmanager
+def threads(n):
+    """``with vecconv.threads(1): ...`` runs the block with ``set_num_threads(n)`` and
+    restores the previous setting after it."""
+    old = set_num_threads(n)
+    try:
+        yield
+    finally:
+        _engine.set_num_threads(old)
+
+
+def runtime_info():
+    """What the engine runs on: its thread setting, whether it has the worker pool and
+    its private single-threaded BLAS, and how many workers are alive."""
+    return dict(num_threads=get_num_threads(), pool=_engine.have_threads(),
+                private_blas=_engine.private_blas(), workers=_engine.workers_started())
+
+
+def _register_threadpoolctl():
+    """Teach threadpoolctl about vecconv (``threadpool_info()`` lists it and
+    ``threadpool_limits(n)`` limits it) when threadpoolctl is importable and has the
+    custom-controller API (3.5+)."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return
+    register = getattr(threadpoolctl, "register", None)
+    base = getattr(threadpoolctl, "LibController", None)
+    if register is None or base is None:
+        return
+
+    class VecconvController(base):
+        user_api = "vecconv"
+        internal_api = "vecconv"
+        filename_prefixes = ("_engine",)
+        check_symbols = ("vecconv_get_num_threads", "vecconv_set_num_threads")
+
+        def get_num_threads(self):
+            return self.dynlib.vecconv_get_num_threads()
+
+        def set_num_threads(self, num_threads):
+            self.dynlib.vecconv_set_num_threads(int(num_threads))
+
+        def get_version(self):
+            from . import __version__
+            return __version__
+
+        def set_additional_attributes(self):
+            pass
+
+    try:
+        register(VecconvController)
+    except Exception:           # a threadpoolctl whose API differs: do without it
+        pass
+
+
+_engine.set_num_threads(_default_threads())
+_load_private_blas()

@@ -1,0 +1,287 @@
+"""vecconv's own parallel runtime: same bits for any thread count, fork safety, nothing
+process-wide (environment, other libraries' thread counts), import-order independence."""
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+
+import vecconv as vc
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+# shapes that reach every way the planner cuts work: whole-image tiles, staged tiny maps,
+# bands of one image, pointwise, groups, several rounds (small workspace)
+CASES = {
+    "whole-images": ((16, 3, 12, 11), (5, 3, 3, 2), dict(padding=1)),
+    "staged": ((40, 4, 5, 5), (6, 4, 3, 3), dict()),
+    "bands": ((2, 5, 40, 33), (7, 5, 5, 4), dict(stride=(2, 1), padding="same", workspace=5000)),
+    "pointwise": ((3, 8, 9, 10), (6, 8, 1, 1), dict()),
+    "groups": ((9, 6, 10, 9), (4, 3, 3, 3), dict(groups=2, dilation=(1, 2))),
+    "one-image": ((1, 16, 48, 48), (16, 16, 3, 3), dict(padding=1)),
+}
+
+
+def _run(case, dtype, seed=0):
+    xs, ws, opts = CASES[case]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    y = vc.conv2d(x, w, b, **opts)
+    return (y,) + vc.conv2d_backward(np.cos(y), x, w, **opts)
+
+
+@pytest.fixture
+def big_grain(monkeypatch):
+    """Make every call parallel, however small (the grain size otherwise keeps small
+    calls on the calling thread)."""
+    from vecconv import _plan
+    monkeypatch.setattr(_plan, "GRAIN_FLOPS", 0)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_are_bit_identical_for_any_thread_count(case, dtype, big_grain):
+    """How the work is cut does not depend on the thread count, and dW's chunks are
+    added in a fixed order: 1, 2 and 5 threads give the same bits."""
+    with vc.threads(1):
+        ref = _run(case, dtype)
+    for n in (2, 5):
+        with vc.threads(n):
+            for _ in range(3):
+                for a, r in zip(_run(case, dtype), ref):
+                    np.testing.assert_array_equal(a, r)
+
+
+def test_parallel_results_match_scipy(big_grain, rng):
+    x = rng.standard_normal((3, 4, 31, 29))
+    w = rng.standard_normal((5, 4, 4, 3))
+    with vc.threads(2):
+        y = vc.conv2d(x, w, padding="full", workspace=3000)
+    for n in range(3):
+        for j in range(5):
+            ref = sum(ss.correlate2d(x[n, i], w[j, i], "full") for i in range(4))
+            np.testing.assert_allclose(y[n, j], ref, rtol=1e-12, atol=1e-11)
+
+
+def test_set_num_threads_api():
+    old = vc.get_num_threads()
+    assert old >= 1
+    assert vc.set_num_threads(3) == old
+    assert vc.get_num_threads() == 3
+    with vc.threads(1):
+        assert vc.get_num_threads() == 1
+    assert vc.get_num_threads() == 3
+    with pytest.raises(RuntimeError):
+        with vc.threads(2):
+            raise RuntimeError("inside")
+    assert vc.get_num_threads() == 3
+    vc.set_num_threads(old)
+    for bad, exc in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError),
+                     ("2", TypeError), (None, TypeError)):
+        with pytest.raises(exc, match="n must be"):
+            vc.set_num_threads(bad)
+    assert vc.get_num_threads() == old
+
+
+def _blas_counts():
+    return sorted((i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()
+                  if i["user_api"] == "blas")
+
+
+def test_other_libraries_thread_counts_are_never_touched(big_grain):
+    """SciPy's and NumPy's BLAS keep their thread counts while vecconv runs in other
+    threads, and a threadpool_limits entered and left meanwhile restores exactly what it
+    found (vecconv <= 0.1 switched SciPy's BLAS to 1 thread for the whole process)."""
+    before = _blas_counts()
+    stop = threading.Event()
+    seen = []
+
+    def busy():
+        while not stop.is_set():
+            _run("bands", np.float32)
+
+    workers = [threading.Thread(target=busy) for _ in range(2)]
+    for t in workers:
+        t.start()
+    try:
+        for _ in range(20):
+            seen.append(_blas_counts())
+            with threadpoolctl.threadpool_limits(1, user_api="blas"):
+                time.sleep(0.002)
+            seen.append(_blas_counts())
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+    assert all(s == before for s in seen), (before, [s for s in seen if s != before][:2])
+    assert _blas_counts() == before
+
+
+def test_threadpoolctl_sees_and_limits_vecconv():
+    info = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "vecconv"]
+    if not hasattr(threadpoolctl, "register"):
+        pytest.skip("this threadpoolctl has no custom-controller API")
+    assert len(info) == 1 and info[0]["num_threads"] == vc.get_num_threads()
+    old = vc.get_num_threads()
+    with threadpoolctl.threadpool_limits(1):
+        assert vc.get_num_threads() == 1
+    assert vc.get_num_threads() == old
+
+
+def test_private_blas_is_put_back_to_one_thread(big_grain):
+    """threadpoolctl sets every OpenBLAS it finds, the engine's private one included; the
+    engine puts it back to one thread before its next call."""
+    if not vc.runtime_info()["private_blas"]:
+        pytest.skip("no private BLAS")
+    with threadpoolctl.threadpool_limits(4, user_api="blas"):
+        ref = _run("whole-images", np.float64)
+        private = [i for i in threadpoolctl.threadpool_info()
+                   if i["user_api"] == "blas" and i["filepath"].endswith("libscipy_openblas.so")]
+        assert private and all(i["num_threads"] == 1 for i in private)
+    with vc.threads(1):
+        for a, r in zip(_run("whole-images", np.float64), ref):
+            np.testing.assert_array_equal(a, r)
+
+
+def test_two_python_threads_share_the_engine(big_grain):
+    """Two callers at once: one gets the workers, the other runs its job alone; both
+    give the serial answer."""
+    with vc.threads(1):
+        refs = {c: _run(c, np.float64) for c in CASES}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda c: (c, _run(c, np.float64)), list(CASES) * 2))
+            for c, res in got:
+                for a, r in zip(res, refs[c]):
+                    np.testing.assert_array_equal(a, r)
+
+
+# ----------------------------------------------------------------------------- fork
+def _child_result(queue):
+    queue.put([a.tolist() for a in _run("one-image", np.float64)])
+
+
+def _check_child(res, ref):
+    for a, r in zip(res, ref):
+        np.testing.assert_array_equal(np.asarray(a), r)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_multiprocessing_fork_child_computes(big_grain):
+    """A child forked after the parent's workers ran (multiprocessing's default start
+    method on Linux) computes the right answer; vecconv <= 0.1 hung here forever."""
+    with vc.threads(2):
+        ref = _run("one-image", np.float64)
+        assert vc.runtime_info()["workers"] >= 1 or not vc.runtime_info()["pool"]
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_child_result, args=(queue,)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    for res in results:
+        _check_child(res, ref)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_os_fork_child_computes_and_starts_its_own_workers(big_grain, tmp_path):
+    out_path = tmp_path / "child.json"
+    with vc.threads(2):
+        ref = _run("one-image", np.float64)
+        pid = os.fork()
+        if pid == 0:            # the child: no parent workers here; compute, report, exit
+            try:
+                before = vc.runtime_info()["workers"]
+                res = [a.tolist() for a in _run("one-image", np.float64)]
+                after = vc.runtime_info()["workers"]
+                out_path.write_text(json.dumps(dict(res=res, before=before, after=after)))
+            finally:
+                os._exit(0)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(status) == 0
+    out = json.loads(out_path.read_text())
+    assert out["before"] == 0                     # the parent's workers are not the child's
+    if vc.runtime_info()["pool"] and vc.runtime_info()["private_blas"]:
+        assert out["after"] >= 1                  # it started workers of its own
+    _check_child(out["res"], ref)
+
+
+# ----------------------------------------------------------------------------- process-wide state
+_PROBE = r"""
+import json, os, sys
+first = sys.argv[1]
+before = dict(os.environ)
+if first == "torch":
+    import torch
+import numpy as np
+import vecconv as vc
+from vecconv import _plan
+_plan.GRAIN_FLOPS = 0
+changed = {k: os.environ.get(k) for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}
+rng = np.random.default_rng(1)
+x = rng.standard_normal((2, 5, 40, 33)); w = rng.standard_normal((7, 5, 5, 4))
+y = vc.conv2d(x, w, padding=2, stride=(2, 1))
+dx, dw, db = vc.conv2d_backward(np.cos(y), x, w, padding=2, stride=(2, 1))
+maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
+print(json.dumps(dict(changed=changed, gomp="libgomp" in maps, info=vc.runtime_info(),
+                      sums=[float(a.sum()) for a in (y, dx, dw, db)])))
+"""
+
+
+def _probe(first):
+    out = subprocess.run([sys.executable, "-c", _PROBE, first], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_changes_no_environment_and_loads_no_openmp():
+    res = _probe("vecconv")
+    assert res["changed"] == {}, res["changed"]
+    assert not res["gomp"], "vecconv pulled an OpenMP runtime into the process"
+
+
+def test_import_order_does_not_matter():
+    """With PyTorch (and its OpenMP runtime) imported first, vecconv runs on its own
+    workers and gives the same numbers as when imported alone."""
+    pytest.importorskip("torch")
+    alone = _probe("vecconv")
+    after_torch = _probe("torch")
+    assert after_torch["sums"] == alone["sums"]
+    assert after_torch["info"]["workers"] == alone["info"]["workers"]
+    assert after_torch["changed"] == {}
+
+
+def test_without_the_private_blas_results_are_the_same():
+    """The fallback (SciPy's BLAS, GEMM passes on the calling thread) gives the same
+    numbers to rounding."""
+    env = dict(os.environ, VECCONV_PRIVATE_BLAS="0")
+    out = subprocess.run([sys.executable, "-c", _PROBE, "vecconv"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["info"]["private_blas"] is False
+    ref = _probe("vecconv")
+    np.testing.assert_allclose(res["sums"], ref["sums"], rtol=1e-10)
