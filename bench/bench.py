@@ -297,8 +297,9 @@ class Torch:
 
 
 class Roofline:
-    """The engine's matrix products alone, through SciPy's BLAS: forward Y = W cols,
-    backward dW = dY cols^T and dcols = W^T dY, as one GEMM over the whole batch."""
+    """The engine's matrix products alone: forward Y = W cols, backward dW = dY cols^T and
+    dcols = W^T dY, as one GEMM over the whole batch through NumPy's BLAS with all its
+    threads (the engine's own BLAS is single-threaded by design)."""
     name = "gemm-batched"
 
     def __init__(self, case, x, w, b, dy, conn):
@@ -315,32 +316,43 @@ class Roofline:
         self.dcols = np.empty((kk, n * self.L), dt)
 
     def forward(self):
-        _engine.gemm_into(self.w2, self.cols, self.y)
+        np.matmul(self.w2, self.cols, out=self.y)
 
     def forward_backward(self):
-        _engine.gemm_into(self.w2, self.cols, self.y)
-        _engine.gemm_into(self.dy2, self.cols, self.dw, False, True)
-        _engine.gemm_into(self.w2, self.dy2, self.dcols, True, False)
+        np.matmul(self.w2, self.cols, out=self.y)
+        np.matmul(self.dy2, self.cols.T, out=self.dw)
+        np.matmul(self.w2.T, self.dy2, out=self.dcols)
 
 
 class RooflinePerImage(Roofline):
-    """The same products one image at a time, as the engine makes them: N GEMMs walking
-    through the batch-sized operands (so, as in the engine, each image's columns are new
-    to the cache). For skinny shapes such as LeNet-5's C1 (M=6, K=25) this is the faster
-    way, so the roofline is the better of the two."""
+    """The same products as the engine makes them: single-threaded GEMMs through the
+    engine's BLAS, spread over its threads. Forward and dcols: one GEMM per image (each
+    image's columns new to the cache, as in the engine). dW: one GEMM per thread's share
+    of the images, into its own accumulator. For skinny shapes such as LeNet-5's C1
+    (M=6, K=25) this is the faster way, so the roofline is the better of the two."""
     name = "gemm-per-image"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.t = max(1, min(vc.get_num_threads(), self.n))
+        self.per = self.n // self.t
+        self.dw_parts = np.zeros((self.t,) + self.dw.shape, self.dw.dtype)
 
     def forward(self):
         L = self.L
-        _engine.gemm_into(self.w2, self.cols[:, :L], self.y[:, :L], count=self.n, b_step=L, c_step=L)
+        _engine.gemm_into(self.w2, self.cols[:, :L], self.y[:, :L], count=self.n, b_step=L,
+                          c_step=L, threads=self.t)
 
     def forward_backward(self):
-        L, n = self.L, self.n
+        L, n, t = self.L, self.n, self.t
         self.forward()
-        _engine.gemm_into(self.dy2[:, :L], self.cols[:, :L], self.dw, False, True, count=n,
-                          a_step=L, b_step=L, beta=1.0)
+        span = self.per * L
+        _engine.gemm_into(self.dy2[:, :span], self.cols[:, :span],
+                          self.dw_parts.reshape(-1, self.dw.shape[1])[:self.dw.shape[0]],
+                          False, True, count=t, a_step=span, b_step=span,
+                          c_step=self.dw.size, threads=t)
         _engine.gemm_into(self.w2, self.dy2[:, :L], self.dcols[:, :L], True, False, count=n,
-                          b_step=L, c_step=L)
+                          b_step=L, c_step=L, threads=t)
 
 
 def max_rel_diff(got, ref):
@@ -359,9 +371,21 @@ def machine_facts():
                     break
     except OSError:
         pass
-    facts = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    vector = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16",
+                          "avx512_fp16", "amx_tile") if f in flags]
+    facts = dict(cpu=cpu, cores=os.cpu_count(), vector_extensions=vector,
+                 python=platform.python_version(),
                  numpy=np.__version__, scipy=scipy.__version__, vecconv=vc.__version__,
-                 openmp_threads=vc.openmp_threads(),
+                 vecconv_runtime=vc.runtime_info(),
                  torch=None if torch is None else torch.__version__,
                  OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE"),
                  OPENBLAS_L2_SIZE=os.environ.get("OPENBLAS_L2_SIZE"))
@@ -369,7 +393,8 @@ def machine_facts():
         import threadpoolctl
         facts["blas"] = [dict(internal_api=i.get("internal_api"), prefix=i.get("prefix"),
                               version=i.get("version"), architecture=i.get("architecture"),
-                              threads=i.get("num_threads"), filepath=i.get("filepath"))
+                              threads=i.get("num_threads"), filepath=i.get("filepath"),
+                              role=_blas_role(i.get("filepath") or ""))
                          for i in threadpoolctl.threadpool_info()]
     except ImportError:
         facts["blas"] = "threadpoolctl not installed"
@@ -381,13 +406,33 @@ def machine_facts():
     return facts
 
 
+def _blas_role(path):
+    if "scipy_openblas32" in path:
+        return "vecconv's engine (private, 1 thread per call)"
+    if "numpy" in path:
+        return "NumPy (the batched roofline)"
+    if "scipy" in path:
+        return "SciPy"
+    if "_engine" in path:
+        return "vecconv's thread setting"
+    return ""
+
+
 def peak_gemm(dtype, size=2048, repeats=5):
+    """GEMM peak of this machine: one size^3 product through NumPy's BLAS (all threads),
+    and the same product split into one column block per vecconv thread through the
+    engine's single-threaded BLAS."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size)).astype(dtype)
     b = rng.standard_normal((size, size)).astype(dtype)
     c = np.empty((size, size), dtype)
-    t = timeit(lambda: _engine.gemm_into(a, b, c), repeats)
-    return 2 * size**3 / t["median"] / 1e9
+    t_np = timeit(lambda: np.matmul(a, b, out=c), repeats)
+    t = vc.get_num_threads()
+    part = size // t
+    t_vc = timeit(lambda: _engine.gemm_into(a, b[:, :part], c[:, :part], count=t, b_step=part,
+                                            c_step=part, threads=t), repeats)
+    fl = 2 * size**3
+    return dict(numpy=fl / t_np["median"] / 1e9, engine=fl / t_vc["median"] / 1e9)
 
 
 # ----------------------------------------------------------------------------- LeNet-5 step
@@ -458,13 +503,9 @@ def lenet_step_torch(dtype, batch=64):
 
 # ----------------------------------------------------------------------------- 2 threads
 def thread_scaling(dtype, calls=64):
-    """Throughput of conv2d + backward from 2 Python threads vs 1, with BLAS at 1 thread
-    per call and each calling thread's OpenMP at 1 thread (else one call already fills
-    both cores, and the comparison says nothing about the GIL)."""
-    import threadpoolctl
-
-    def one_core():
-        threadpoolctl.threadpool_limits(1, user_api="openmp")   # this worker thread's ICV
+    """Throughput of conv2d + backward from 2 Python threads vs 1, each call held to one
+    thread (set_num_threads(1)); else one call already fills both cores, and the
+    comparison says nothing about the GIL."""
     case = (8, 16, 28, 28, 32, 3, 1, 1, False)
     x, w, b, dy, _ = make_inputs(case, dtype)
 
@@ -473,15 +514,102 @@ def thread_scaling(dtype, calls=64):
         vc.conv2d_backward(dy, x, w, padding=1)
         return y.shape
     out = {}
-    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    with vc.threads(1):
         one(0)
         for threads in (1, 2):
-            with ThreadPoolExecutor(threads, initializer=one_core) as pool:
-                list(pool.map(one, range(threads)))                      # warm the workers
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(one, range(threads)))                      # warm the threads
                 t0 = time.perf_counter()
                 list(pool.map(one, range(calls)))
                 out[threads] = calls / (time.perf_counter() - t0)
     return dict(calls_per_s_1_thread=out[1], calls_per_s_2_threads=out[2], speedup=out[2] / out[1])
+
+
+# ----------------------------------------------------------------------------- a user's process
+def _child_times(first, cases, dtypes, repeats):
+    """In a fresh process that imports (and uses) ``first`` before anything else: the
+    median forward+backward time of vecconv on each case. PyTorch first means its OpenMP
+    runtime is loaded and its threads have run, as in a user's training script."""
+    code = (
+        "import sys, json\n"
+        f"first = {first!r}\n"
+        "if first == 'torch':\n"
+        "    import torch, torch.nn.functional as F\n"
+        "    F.conv2d(torch.ones(8, 16, 32, 32), torch.ones(16, 16, 3, 3)).sum().item()\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "import bench, numpy as np\n"
+        f"out = bench._time_cases({cases!r}, {dtypes!r}, {repeats})\n"
+        "print('RESULT ' + json.dumps(out))\n")
+    import subprocess
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=1800)
+    if res.returncode != 0:
+        raise SystemExit(f"child process ({first} first) failed:\n{res.stderr}")
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def _time_cases(cases, dtypes, repeats):
+    out = {}
+    for name in cases:
+        for dt in dtypes:
+            impl = VecConv(CASES[name], *make_inputs(CASES[name], np.dtype(dt)))
+            out[f"{name}/{dt}"] = timeit(impl.forward_backward, repeats)["median"]
+    return out
+
+
+def import_order(cases, dtypes, rounds=3, repeats=9):
+    """vecconv's forward+backward time with PyTorch imported (and run) first, over its time
+    with vecconv imported alone: fresh processes, alternating, median of ``rounds``."""
+    runs = {"vecconv": [], "torch": []}
+    for _ in range(rounds):
+        for first in ("vecconv", "torch"):
+            runs[first].append(_child_times(first, cases, dtypes, repeats))
+    out = {}
+    for key in runs["vecconv"][0]:
+        alone = statistics.median(r[key] for r in runs["vecconv"])
+        after = statistics.median(r[key] for r in runs["torch"])
+        out[key] = dict(vecconv_first=alone, torch_first=after, ratio=after / alone)
+    return out
+
+
+def _busy_loops(n):
+    import subprocess
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def under_load(dtype=np.float32, batch=32, steps=40, rounds=5):
+    """LeNet-5 training step (batch 32) on an idle machine and beside two busy-loop
+    processes, with vecconv's default threads and with set_num_threads(1); PyTorch's step
+    under the same load for reference. Within each state the variants alternate."""
+    variants = {"vecconv": (lenet_step_vecconv(dtype, batch), None),
+                "vecconv-1-thread": (lenet_step_vecconv(dtype, batch), 1)}
+    if torch is not None:
+        variants["torch"] = (lenet_step_torch(dtype, batch), None)
+
+    def measure():
+        times = {k: [] for k in variants}
+        for _ in range(rounds):
+            for name, (step, threads) in variants.items():
+                with vc.threads(threads or vc.get_num_threads()):
+                    step()
+                    t0 = time.perf_counter()
+                    for _ in range(steps):
+                        step()
+                    times[name].append((time.perf_counter() - t0) / steps)
+        return {k: statistics.median(v) for k, v in times.items()}
+    idle = measure()
+    procs = _busy_loops(2)
+    try:
+        time.sleep(0.5)
+        loaded = measure()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    return dict(idle=idle, loaded=loaded,
+                loaded_over_idle=loaded["vecconv"] / idle["vecconv"],
+                loaded_over_one_thread=loaded["vecconv"] / loaded["vecconv-1-thread"])
 
 
 # ----------------------------------------------------------------------------- main
@@ -492,23 +620,25 @@ def run(args):
               f"{facts['OPENBLAS_L2_SIZE']} force an older BLAS kernel (about half speed on "
               "AVX-512). For the machine's real speed run:\n  env -u OPENBLAS_CORETYPE -u "
               "OPENBLAS_L2_SIZE python bench/bench.py\n", file=sys.stderr)
-    threads = max(vc.openmp_threads(), 1)
+    threads = vc.get_num_threads()
     if torch is not None:
         torch.set_num_threads(threads)
-    print(f"CPU: {facts['cpu']}; {facts['cores']} cores; vecconv OpenMP threads {threads}")
+    print(f"CPU: {facts['cpu']}; {facts['cores']} cores; {' '.join(facts['vector_extensions'])}; "
+          f"vecconv threads {threads}, private BLAS {facts['vecconv_runtime']['private_blas']}")
     if isinstance(facts["blas"], list):
         for lib in facts["blas"]:
-            print(f"BLAS: {lib['internal_api']} {lib['version']} kernel={lib['architecture']} "
-                  f"threads={lib['threads']} ({os.path.basename(lib['filepath'] or '')})")
+            print(f"{lib['internal_api']} {lib['version'] or ''} kernel={lib['architecture']} "
+                  f"threads={lib['threads']} ({os.path.basename(lib['filepath'] or '')}) {lib['role']}")
     print(f"numpy {facts['numpy']}, scipy {facts['scipy']}, torch {facts['torch']}")
     repeats = args.repeats
     dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
     cases = args.cases.split(",") if args.cases else (QUICK_CASES if args.quick else list(CASES))
-    results = dict(machine=facts, peak_gemm_gflops={}, cases=[], lenet5_step=[], threads={})
+    results = dict(machine=facts, peak_gemm_gflops={}, cases=[], lenet5_step=[], threads={},
+                   import_order={}, under_load={})
     for dt in dtypes:
-        results["peak_gemm_gflops"][dt.name] = peak_gemm(dt, 1024 if args.quick else 2048)
-        print(f"peak GEMM {dt.name}: {results['peak_gemm_gflops'][dt.name]:.0f} GFLOP/s "
-              f"({'1024' if args.quick else '2048'}^3, SciPy's BLAS)")
+        pk = results["peak_gemm_gflops"][dt.name] = peak_gemm(dt, 1024 if args.quick else 2048)
+        print(f"peak GEMM {dt.name}: {pk['numpy']:.0f} GFLOP/s through NumPy's BLAS, "
+              f"{pk['engine']:.0f} through the engine's ({'1024' if args.quick else '2048'}^3)")
     methods = ([VecConv, NumpyIm2col] + ([Torch] if torch is not None else [])
                + [Roofline, RooflinePerImage])
     for name in cases:
@@ -578,15 +708,24 @@ def run(args):
                   f"{entry['vecconv']['median'] * 1e3:.2f} ms" +
                   (f", torch {entry['torch']['median'] * 1e3:.2f} ms "
                    f"(torch/vecconv {entry['torch_over_vecconv']:.2f})" if torch is not None else ""))
-    try:
-        for dt in dtypes:
-            results["threads"][dt.name] = thread_scaling(dt)
-            r = results["threads"][dt.name]
-            print(f"2 Python threads vs 1 (BLAS 1 thread/call), {dt.name}: "
-                  f"{r['calls_per_s_2_threads']:.0f} vs {r['calls_per_s_1_thread']:.0f} calls/s "
-                  f"= {r['speedup']:.2f}x")
-    except ImportError:
-        pass
+    for dt in dtypes:
+        results["threads"][dt.name] = thread_scaling(dt)
+        r = results["threads"][dt.name]
+        print(f"2 Python threads vs 1 (each call on 1 thread), {dt.name}: "
+              f"{r['calls_per_s_2_threads']:.0f} vs {r['calls_per_s_1_thread']:.0f} calls/s "
+              f"= {r['speedup']:.2f}x")
+    if not args.skip_load:
+        r = results["under_load"] = under_load()
+        print("LeNet-5 step (batch 32, float32) idle / beside 2 busy processes: " + ", ".join(
+            f"{k} {r['idle'][k] * 1e3:.1f} / {r['loaded'][k] * 1e3:.1f} ms" for k in r["idle"])
+            + f"; vecconv loaded/idle {r['loaded_over_idle']:.2f}, loaded vs 1 thread "
+            f"{r['loaded_over_one_thread']:.2f}")
+    if torch is not None and not args.skip_import_order:
+        r = results["import_order"] = import_order(cases, [d.name for d in dtypes],
+                                                   rounds=2 if args.quick else 3)
+        for key, v in r.items():
+            print(f"import order {key}: vecconv first {v['vecconv_first'] * 1e3:.2f} ms, "
+                  f"torch first {v['torch_first'] * 1e3:.2f} ms, ratio {v['ratio']:.2f}")
     print()
     print(table(results))
     if args.json:
@@ -615,8 +754,10 @@ def print_row(row):
 def table(results):
     """The console/README table: times in ms (median), ratios = method time / vecconv time."""
     lines = ["| case | dtype | pass | vecconv ms | GFLOP/s | of roofline | torch × "
-             "| numpy-im2col × | direct × | vecconv peak MiB | torch peak MiB |",
-             "|" + "---|" * 11]
+             "| numpy-im2col × | direct × | torch imported first | vecconv peak MiB "
+             "| torch peak MiB |",
+             "|" + "---|" * 12]
+    order = results.get("import_order", {})
 
     def ratio(m, name, fmt="{:.2f}"):
         return fmt.format(m[name]["ratio_to_vecconv"]) if name in m else "–"
@@ -632,19 +773,23 @@ def table(results):
                  f"{m['vecconv']['gflops']:.0f}", f"{r['roofline_fraction']:.2f}",
                  ratio(m, "torch"), ratio(m, "numpy-im2col"),
                  ("~" if d["extrapolated"] else "") + f"{d['ratio_to_vecconv']:.0f}",
+                 (f"{order[key]['ratio']:.2f}" if (key := f"{r['case']}/{r['dtype']}") in order
+                  and r["pass_"] == "forward+backward" else ""),
                  mib(m, "vecconv"), mib(m, "torch")]
         lines.append("| " + " | ".join(cells) + " |")
     for e in results["lenet5_step"]:
         t = e.get("torch_over_vecconv")
         cells = ["LeNet-5 train step (batch 64)", e["dtype"], "fwd+bwd+SGD",
                  f"{e['vecconv']['median'] * 1e3:.2f}", "", "", "–" if t is None else f"{t:.2f}",
-                 "", "", "", ""]
+                 "", "", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("× = that method's median time / vecconv's (above 1: vecconv is faster); "
                  "'of roofline' = GEMM-alone time (the faster of one batched GEMM or one GEMM "
                  "per image) / vecconv time; ~ = extrapolated from a prefix of the (image, map) "
-                 "pairs.")
+                 "pairs; 'torch imported first' = vecconv's forward+backward time in a fresh "
+                 "process that imported and ran PyTorch first / in one that imported vecconv "
+                 "alone.")
     return "\n".join(lines)
 
 
@@ -680,6 +825,10 @@ def plot(results, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer cases and repeats (< 2 minutes)")
+    p.add_argument("--skip-load", action="store_true",
+                   help="skip the LeNet-5 step beside two busy-loop processes")
+    p.add_argument("--skip-import-order", action="store_true",
+                   help="skip the fresh processes that import PyTorch first")
     p.add_argument("--cases", default=None, help="comma-separated: " + ",".join(CASES))
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--repeats", type=int, default=None)

@@ -35,3 +35,14 @@ def test_gemm_into_refuses_non_contiguous_rows(rng):
     a = rng.standard_normal((4, 8))[:, ::2]
     with pytest.raises(ValueError, match="contiguous"):
         _engine.gemm_into(a, np.ones((4, 2)), np.empty((4, 2)))
+
+
+def test_gemm_into_spread_over_threads_is_the_serial_result(rng):
+    w = rng.standard_normal((4, 6))
+    cols = rng.standard_normal((6, 7 * 9))
+    y1 = np.empty((4, 7 * 9))
+    y2 = np.empty((4, 7 * 9))
+    _engine.gemm_into(w, cols[:, :9], y1[:, :9], count=7, b_step=9, c_step=9)
+    _engine.gemm_into(w, cols[:, :9], y2[:, :9], count=7, b_step=9, c_step=9, threads=3)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_allclose(y1, w @ cols, rtol=1e-12)

@@ -31,11 +31,12 @@ def layouts(a, how):
 
 @st.composite
 def conv_cases(draw):
-    n = draw(st.integers(0, 3))
+    # 8 or more images reach the engine's whole-image tiles (and staging), fewer its bands
+    n = draw(st.sampled_from([0, 1, 2, 3, 8, 11]))
     groups = draw(st.sampled_from([1, 1, 1, 2, 3]))
     use_table = groups == 1 and draw(st.booleans())
     c = groups * draw(st.integers(1, 3))
-    cout = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.sampled_from([1, 2, 3, 9]))      # > 8 per group: not staged
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
@@ -114,7 +115,8 @@ def test_conv2d_forward_and_backward(case):
 
 
 @settings(suppress_health_check=[HealthCheck.filter_too_much])
-@given(n=st.integers(1, 3), c=st.integers(1, 3), cout=st.integers(1, 3), length=st.integers(1, 15),
+@given(n=st.sampled_from([1, 2, 3, 9]), c=st.integers(1, 3), cout=st.sampled_from([1, 3, 10]),
+       length=st.integers(1, 15),
        k=st.integers(1, 5), stride=st.integers(1, 3), dilation=st.integers(1, 2),
        padding=st.one_of(st.sampled_from(["valid", "same", "full"]), st.integers(0, 3)),
        flip=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),

@@ -21,11 +21,14 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 # shapes that reach every way the planner cuts work: whole-image tiles, staged tiny maps,
 # bands of one image, pointwise, groups, several rounds (small workspace)
 CASES = {
-    "whole-images": ((16, 3, 12, 11), (5, 3, 3, 2), dict(padding=1)),
+    "whole-images": ((16, 3, 12, 11), (12, 3, 3, 2), dict(padding=1)),
+    "whole-images-staged": ((16, 3, 12, 11), (5, 3, 3, 2), dict(padding=1)),
     "staged": ((40, 4, 5, 5), (6, 4, 3, 3), dict()),
     "bands": ((2, 5, 40, 33), (7, 5, 5, 4), dict(stride=(2, 1), padding="same", workspace=5000)),
     "pointwise": ((3, 8, 9, 10), (6, 8, 1, 1), dict()),
-    "groups": ((9, 6, 10, 9), (4, 3, 3, 3), dict(groups=2, dilation=(1, 2))),
+    "pointwise-batch": ((12, 8, 9, 10), (10, 8, 1, 1), dict()),
+    "groups": ((9, 6, 10, 9), (20, 3, 3, 3), dict(groups=2, dilation=(1, 2))),
+    "groups-bands": ((2, 6, 21, 19), (20, 3, 3, 3), dict(groups=2, padding=2, workspace=3000)),
     "one-image": ((1, 16, 48, 48), (16, 16, 3, 3), dict(padding=1)),
 }
 
@@ -285,3 +288,23 @@ def test_without_the_private_blas_results_are_the_same():
     assert res["info"]["private_blas"] is False
     ref = _probe("vecconv")
     np.testing.assert_allclose(res["sums"], ref["sums"], rtol=1e-10)
+
+
+def test_cases_reach_every_way_of_cutting_the_work():
+    """The CASES above really do reach each schedule (a planner change could silently
+    route them all one way)."""
+    from vecconv import _plan
+    seen = set()
+    for xs, ws, opts in CASES.values():
+        groups = opts.get("groups", 1)
+        plan = _plan.make_plan(xs, ws, None, dtype=np.dtype(np.float64), spatial=2,
+                               stride=opts.get("stride", 1), padding=opts.get("padding", 0),
+                               dilation=opts.get("dilation", 1), groups=groups,
+                               connections=None, flip=False, workspace=opts.get("workspace"))
+        s = plan.schedule
+        seen.add(("pointwise" if s.pointwise else "staged" if s.staged else "columns",
+                  "images" if s.tile_images else "bands", "dx-spans" if not s.dx_images else "dx-images",
+                  "channel-blocks" if s.dx_cblock < xs[1] // groups else "all-channels"))
+    kinds = {k for t in seen for k in t}
+    assert {"pointwise", "staged", "columns", "images", "bands", "dx-spans", "dx-images",
+            "channel-blocks", "all-channels"} <= kinds, seen

@@ -121,35 +121,70 @@ cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py
                   &beta, c, &ildc)
 
 
+ctypedef struct GemmBatch:
+    bint f64
+    bint trans_a, trans_b
+    Py_ssize_t m, n, k, lda, ldb, ldc, a_step, b_step, c_step
+    const void *a
+    const void *b
+    void *c
+    double beta
+
+
+cdef void gemm_unit(void *ctx, Py_ssize_t r, int slot) noexcept nogil:
+    cdef GemmBatch *q = <GemmBatch *>ctx
+    if q.f64:
+        gemm(q.trans_a, q.trans_b, q.m, q.n, q.k, <double>1,
+             <const double *>q.a + r * q.a_step, q.lda, <const double *>q.b + r * q.b_step,
+             q.ldb, <double>q.beta, <double *>q.c + r * q.c_step, q.ldc)
+    else:
+        gemm(q.trans_a, q.trans_b, q.m, q.n, q.k, <float>1,
+             <const float *>q.a + r * q.a_step, q.lda, <const float *>q.b + r * q.b_step,
+             q.ldb, <float>q.beta, <float *>q.c + r * q.c_step, q.ldc)
+
+
 def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
               bint trans_a=False, bint trans_b=False, Py_ssize_t count=1,
               Py_ssize_t a_step=0, Py_ssize_t b_step=0, Py_ssize_t c_step=0,
-              double beta=0):
-    """c = op(a) @ op(b) + beta c through the same BLAS call the engine makes (tests,
-    the benchmark's roofline, the Dense layer). Leading dimensions come from the row
-    strides, so the operands may be column blocks of wider matrices.
+              double beta=0, int threads=1):
+    """c = op(a) @ op(b) + beta c through the same single-threaded BLAS call the engine
+    makes (tests, the benchmark's roofline, the Dense layer). Leading dimensions come from
+    the row strides, so the operands may be column blocks of wider matrices.
 
     ``count`` > 1 makes that many calls without returning to Python, the operands
     advancing by a_step, b_step, c_step elements each time: the benchmark's per-image
-    roofline, whose GEMMs are too small to time one by one.
+    roofline, whose GEMMs are too small to time one by one. ``threads`` > 1 spreads those
+    calls over the engine's pool (their outputs must not overlap).
     """
-    cdef Py_ssize_t m = c.shape[0], n = c.shape[1], r
-    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef Py_ssize_t lda = a.strides[0] // sizeof(floating), ldb = b.strides[0] // sizeof(floating)
-    cdef Py_ssize_t ldc = c.strides[0] // sizeof(floating)
-    if ((a.shape[1] > 1 and a.strides[1] != sizeof(floating))
-            or (b.shape[1] > 1 and b.strides[1] != sizeof(floating))
-            or (c.shape[1] > 1 and c.strides[1] != sizeof(floating))):
+    cdef GemmBatch q
+    cdef Py_ssize_t esize = sizeof(floating)
+    if ((a.shape[1] > 1 and a.strides[1] != esize)
+            or (b.shape[1] > 1 and b.strides[1] != esize)
+            or (c.shape[1] > 1 and c.strides[1] != esize)):
         raise ValueError("gemm_into needs rows of contiguous elements")
+    q.f64 = floating is double
+    q.trans_a, q.trans_b = trans_a, trans_b
+    q.m, q.n = c.shape[0], c.shape[1]
+    q.k = a.shape[0] if trans_a else a.shape[1]
+    q.lda, q.ldb, q.ldc = a.strides[0] // esize, b.strides[0] // esize, c.strides[0] // esize
+    q.a_step, q.b_step, q.c_step = a_step, b_step, c_step
+    q.a, q.b, q.c = &a[0, 0], &b[0, 0], &c[0, 0]
+    q.beta = beta
     vc_private_blas_single()
     with nogil:
-        for r in range(count):
-            gemm(trans_a, trans_b, m, n, k, <floating>1, &a[0, 0] + r * a_step, lda,
-                 &b[0, 0] + r * b_step, ldb, <floating>beta, &c[0, 0] + r * c_step, ldc)
+        vc_run(gemm_unit, &q, count, threads)
 
 
 # ----------------------------------------------------------------------------- geometry
+ctypedef struct Tap:
+    # where one kernel tap reads: input offsets on the D and H axes for output row 0, the
+    # W offset iw0 for output column 0, and the output columns [lo, hi) whose W tap lies
+    # inside the map
+    Py_ssize_t off0, off1, iw0, lo, hi
+
+
 ctypedef struct Geom:
+    Tap *tap                    # one entry per kernel tap (make_geom allocates, free_geom frees)
     Py_ssize_t C                # input channels
     Py_ssize_t i[3]             # input size (D, H, W)
     Py_ssize_t k[3]             # kernel
@@ -163,9 +198,11 @@ ctypedef struct Geom:
 
 
 cdef Geom make_geom(geometry) except *:
-    """The engine's copy of ``vecconv._plan.Geometry`` (a NamedTuple of the same fields)."""
+    """The engine's copy of ``vecconv._plan.Geometry`` (a NamedTuple of the same fields),
+    with its tap table computed once per call. Free it with free_geom."""
     cdef Geom g
     cdef int a
+    cdef Py_ssize_t t
     g.C = geometry.channels
     for a in range(3):
         g.i[a] = geometry.size[a]
@@ -177,7 +214,21 @@ cdef Geom make_geom(geometry) except *:
     g.taps = g.k[0] * g.k[1] * g.k[2]
     g.S = g.i[0] * g.i[1] * g.i[2]
     g.P = g.o[0] * g.o[1] * g.o[2]
+    g.tap = <Tap *>malloc(imax(g.taps, 1) * sizeof(Tap))
+    if g.tap == NULL:
+        raise MemoryError("vecconv: cannot allocate the tap table")
+    for t in range(g.taps):
+        g.tap[t].off0 = (t // (g.k[1] * g.k[2])) * g.d[0] - g.p[0]
+        g.tap[t].off1 = ((t // g.k[2]) % g.k[1]) * g.d[1] - g.p[1]
+        g.tap[t].iw0 = (t % g.k[2]) * g.d[2] - g.p[2]
+        g.tap[t].lo = span_lo(&g, g.tap[t].iw0)
+        g.tap[t].hi = span_hi(&g, g.tap[t].iw0, g.tap[t].lo)
     return g
+
+
+cdef void free_geom(Geom *g) noexcept:
+    free(g.tap)
+    g.tap = NULL
 
 
 cdef inline Py_ssize_t span_lo(const Geom *g, Py_ssize_t iw0) noexcept nogil:
@@ -202,19 +253,6 @@ cdef inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef inline void tap_offsets(const Geom *g, Py_ssize_t t, Py_ssize_t *off0, Py_ssize_t *off1,
-                             Py_ssize_t *iw0, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
-    """Where kernel tap t reads: input offsets on the D and H axes of output row 0, the
-    W offset iw0 of output column 0, and the output columns [lo, hi) whose W tap is
-    inside the map."""
-    off0[0] = (t // (g.k[1] * g.k[2])) * g.d[0] - g.p[0]
-    off1[0] = ((t // g.k[2]) % g.k[1]) * g.d[1] - g.p[1]
-    iw0[0] = (t % g.k[2]) * g.d[2] - g.p[2]
-    lo[0] = span_lo(g, iw0[0])
-    hi[0] = span_hi(g, iw0[0], lo[0])
-
-
-# ----------------------------------------------------------------------------- im2col
 cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
                      Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1,
                      bint scatter) noexcept nogil:
@@ -228,38 +266,39 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
     from. Both directions take the same index path, so one is the adjoint of the other.
     """
     cdef Py_ssize_t W = g.o[2], o1 = g.o[1], sw = g.s[2]
-    cdef Py_ssize_t c, t, off0, off1, iw0, lo, hi, r, wa, wb, i0, i1, ca, cb, w
+    cdef Py_ssize_t c, t, r, wa, wb, i0, i1, ca, cb, w
+    cdef const Tap *tp
     cdef floating *seg
     cdef floating *row
     if p1 <= p0:
         return
     for c in range(c0, c1):
         for t in range(g.taps):
-            tap_offsets(g, t, &off0, &off1, &iw0, &lo, &hi)
+            tp = &g.tap[t]
             for r in range(p0 // W, (p1 - 1) // W + 1):
                 # output row r (over the D and H axes), its columns [wa, wb) in the tile
                 wa = imax(p0 - r * W, 0)
                 wb = imin(p1 - r * W, W)
                 seg = cols + ((c - c0) * g.taps + t) * ld + r * W - p0
-                i0 = (r // o1) * g.s[0] + off0
-                i1 = (r % o1) * g.s[1] + off1
+                i0 = (r // o1) * g.s[0] + tp.off0
+                i1 = (r % o1) * g.s[1] + tp.off1
                 if i0 < 0 or i0 >= g.i[0] or i1 < 0 or i1 >= g.i[1]:
                     if not scatter:
                         memset(seg + wa, 0, (wb - wa) * sizeof(floating))
                     continue
                 # the part [ca, cb) of [wa, wb) whose taps are inside the map
-                ca = imin(imax(lo, wa), wb)
-                cb = imax(imin(hi, wb), ca)
-                row = x + (c * g.i[0] + i0) * g.i[1] * g.i[2] + i1 * g.i[2] + iw0
+                ca = imin(imax(tp.lo, wa), wb)
+                cb = imax(imin(tp.hi, wb), ca)
+                row = x + (c * g.i[0] + i0) * g.i[1] * g.i[2] + i1 * g.i[2] + tp.iw0
                 if scatter:
                     for w in range(ca, cb):
                         row[w * sw] += seg[w]
                     continue
                 if ca > wa:
                     memset(seg + wa, 0, (ca - wa) * sizeof(floating))
-                if sw == 1:
+                if sw == 1 and cb - ca > 16:
                     memcpy(seg + ca, row + ca, (cb - ca) * sizeof(floating))
-                else:
+                else:       # strided, or too short to repay a call
                     for w in range(ca, cb):
                         seg[w] = row[w * sw]
                 if wb > cb:
@@ -592,20 +631,20 @@ def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[:
     (Cout,) and (N, Cout, *out) arrays.
     """
     cdef Job j = make_job(geometry, sched, N, cout, groups, floating is double)
-    cdef int slots = sched.slots
-    cdef Py_ssize_t total = sched.n_tiles
-    if N == 0 or cout == 0 or j.g.P == 0:
-        return
-    j.x = &x[0]
-    j.w2 = &w2[0]
-    j.bias = &bias[0] if has_bias else NULL
-    j.y = &y[0]
-    j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
     try:
+        if N == 0 or cout == 0 or j.g.P == 0:
+            return
+        j.x = &x[0]
+        j.w2 = &w2[0]
+        j.bias = &bias[0] if has_bias else NULL
+        j.y = &y[0]
+        j.bufs = alloc_buffers(sched.slots * j.buf_elems * sizeof(floating))
         vc_private_blas_single()
-        run_rounds(&j, forward_unit, total, sched.round_tiles, 1, 0, threads, slots)
+        run_rounds(&j, forward_unit, sched.n_tiles, sched.round_tiles, 1, 0, threads,
+                   sched.slots)
     finally:
         free_buffers(j.bufs)
+        free_geom(&j.g)
 
 
 def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[::1] w2,
@@ -617,25 +656,25 @@ def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[
     (eq. 12); the caller adds the chunks up. need_dx/need_dw False skips that pass and
     its array is not touched."""
     cdef Job j = make_job(geometry, sched, N, cout, groups, floating is double)
-    cdef int slots = sched.slots
-    if N == 0 or cout == 0 or j.g.P == 0:
-        return
-    j.x = &x[0]
-    j.w2 = &w2[0]
-    j.dy = &dy[0]
-    j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
     try:
+        if N == 0 or cout == 0 or j.g.P == 0:
+            return
+        j.x = &x[0]
+        j.w2 = &w2[0]
+        j.dy = &dy[0]
+        j.bufs = alloc_buffers(sched.slots * j.buf_elems * sizeof(floating))
         vc_private_blas_single()
         if need_dw:
             j.acc = &acc[0]
             run_rounds(&j, dw_unit, sched.n_tiles, sched.round_tiles, 0, sched.n_acc,
-                       threads, slots)
+                       threads, sched.slots)
         if need_dx:
             j.dx = &dx[0]
             run_rounds(&j, dx_unit, sched.dx_pieces, sched.dx_round,
-                       j.groups * j.cblocks_per_group, 0, threads, slots)
+                       j.groups * j.cblocks_per_group, 0, threads, sched.slots)
     finally:
         free_buffers(j.bufs)
+        free_geom(&j.g)
 
 
 # ----------------------------------------------------------------------------- im2col API
@@ -678,9 +717,12 @@ def unfold(const floating[::1] maps, const floating[::1] cols, geometry, Py_ssiz
     f.N = N
     f.cblock = cblock
     f.nblocks = (f.g.C + cblock - 1) // cblock
-    if N == 0 or f.g.P == 0 or f.g.C == 0:
-        return
-    f.maps = <void *>&maps[0]
-    f.cols = <void *>&cols[0]
-    with nogil:
-        vc_run(unfold_piece, &f, N * f.nblocks, threads)
+    try:
+        if N == 0 or f.g.P == 0 or f.g.C == 0:
+            return
+        f.maps = <void *>&maps[0]
+        f.cols = <void *>&cols[0]
+        with nogil:
+            vc_run(unfold_piece, &f, N * f.nblocks, threads)
+    finally:
+        free_geom(&f.g)

@@ -36,11 +36,20 @@ MIN_UNITS = 8
 ROUND_ELEMS = 1 << 24
 #: Tiles with fewer output positions per image than this stage dY/Y as one matrix and
 #: make one GEMM for the whole tile (LeNet-5's C5 has one position per image).
-STAGE_BELOW = 64
+STAGE_BELOW = int(os.environ.get("VECCONV_STAGE_BELOW", 64))
+#: ... and so do convolutions with this many output maps per group or fewer, whose
+#: per-image GEMM is too skinny to run well (LeNet-5's C1: 6 maps; measured with
+#: bench/bench.py, C1 forward+backward 3.0 -> 1.4 ms in float32, 2.8 -> 2.2 in float64,
+#: while MNIST-like's 32 maps ran slower staged).
+STAGE_COUT = 8
+#: Columns (images x positions) a staged tile has at least, when the batch allows.
+STAGE_WIDTH = int(os.environ.get("VECCONV_STAGE_WIDTH", 32))
 #: At most this many dW accumulators (chunks of a round, each summed by one unit).
 MAX_ACCUMULATORS = 8
 #: Below this many floating-point operations a pass runs in the calling thread alone:
-#: waking a worker costs more than it saves (measured: see bench/grain.py).
+#: waking a worker costs more than it saves. Measured with bench/grain.py on 2 cores:
+#: LeNet-sized forward+backward ran 0.54-0.80x as fast on 2 threads at 1-2 MFLOP per
+#: pass, 1.06-1.11x at ~3.8 MFLOP, 1.42x at 15 MFLOP; beside two busy processes 0.89-1.03x.
 GRAIN_FLOPS = int(os.environ.get("VECCONV_GRAIN_FLOPS", 4_000_000))
 
 _DEFAULT_WORKSPACE = 64 * 2**20
@@ -178,9 +187,12 @@ def make_schedule(n, geometry, cout, groups, itemsize, workspace, threads):
     staged = False
     if n >= MIN_UNITS and per_image <= budget:
         # whole images per tile, at least MIN_UNITS tiles
-        staged = P < STAGE_BELOW and not pointwise
+        staged = not pointwise and (P < STAGE_BELOW or cout // groups <= STAGE_COUT)
         rows = k_rows + (cout if staged else 0)
-        tile_images = max(1, min(budget // (rows * P), _ceil_div(n, MIN_UNITS),
+        # a staged tile is one GEMM: wide enough (STAGE_WIDTH columns) to run well, even
+        # if that leaves fewer than MIN_UNITS tiles
+        floor = _ceil_div(STAGE_WIDTH, P) if staged else 1
+        tile_images = max(1, min(budget // (rows * P), max(_ceil_div(n, MIN_UNITS), floor),
                                  INT32_MAX // max(P, 1)))
         staged = staged and tile_images > 1
         tile_positions = P
