@@ -41,7 +41,8 @@ def float_dtype(**arrays):
             raise TypeError(f"{name} must be a real numeric array (float32/float64, or "
                             f"integer/bool promoted to float64), got dtype {dt}")
         result = dt if result is None else np.promote_types(result, dt)
-    return np.dtype(np.float64) if result is None else result
+    # native byte order always: a big-endian float32 input computes as float32
+    return np.dtype(np.float64) if result is None else result.newbyteorder("=")
 
 
 def as_array(name, value):
@@ -70,13 +71,19 @@ def check_ndim(name, shape, ndim, layout):
 
 
 # ----------------------------------------------------------------------------- integers
-def integer(name, value, minimum):
-    """An int >= minimum; bool, float and None are refused (1.0 is not a size)."""
+#: No option or size reaches 2**62: the engine's indices are 64-bit signed integers.
+INDEX_MAX = 2**62
+
+
+def integer(name, value, minimum, maximum=INDEX_MAX):
+    """An int in [minimum, maximum]; bool, float and None are refused (1.0 is not a size)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     v = operator.index(value)
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
     return v
 
 

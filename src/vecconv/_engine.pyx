@@ -89,6 +89,15 @@ def set_num_threads(int n):
     vc_set_num_threads(n)
 
 
+# ----------------------------------------------------------------------------- checks
+cdef int expect(str what, Py_ssize_t got, Py_ssize_t want) except -1:
+    """The last line of defence: no kernel runs on an array of the wrong size. The public
+    layer checks every argument with a better message first; this holds whatever calls."""
+    if got != want:
+        raise ValueError(f"vecconv engine: {what} has {got} elements, expected {want}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- BLAS
 cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                       floating alpha, const floating *a, Py_ssize_t lda,
@@ -162,6 +171,14 @@ def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
             or (b.shape[1] > 1 and b.strides[1] != esize)
             or (c.shape[1] > 1 and c.strides[1] != esize)):
         raise ValueError("gemm_into needs rows of contiguous elements")
+    if ((a.shape[1] if trans_a else a.shape[0]) != c.shape[0]
+            or (b.shape[0] if trans_b else b.shape[1]) != c.shape[1]
+            or (a.shape[0] if trans_a else a.shape[1]) != (b.shape[1] if trans_b else b.shape[0])):
+        raise ValueError(f"gemm_into: op(a) {a.shape[0], a.shape[1]}{' transposed' if trans_a else ''} "
+                         f"times op(b) {b.shape[0], b.shape[1]}{' transposed' if trans_b else ''} "
+                         f"cannot give c {c.shape[0], c.shape[1]}")
+    if count < 0 or a_step < 0 or b_step < 0 or c_step < 0 or threads < 1:
+        raise ValueError("gemm_into: count, steps and threads must be >= 0 (threads >= 1)")
     q.f64 = floating is double
     q.trans_a, q.trans_b = trans_a, trans_b
     q.m, q.n = c.shape[0], c.shape[1]
@@ -580,6 +597,9 @@ cdef Job make_job(geometry, sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t gro
     j.N = N
     j.cout = cout
     j.groups = groups
+    if groups < 1 or cout % groups or j.g.C % groups:
+        free_geom(&j.g)
+        raise ValueError(f"vecconv engine: groups={groups} must divide {j.g.C} and {cout}")
     j.cog = cout // groups
     j.cig = j.g.C // groups
     j.kg = j.cig * j.g.taps
@@ -632,6 +652,10 @@ def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[:
     """
     cdef Job j = make_job(geometry, sched, N, cout, groups, floating is double)
     try:
+        expect("x", x.shape[0], N * j.g.C * j.g.S)
+        expect("w2", w2.shape[0], cout * j.kg)
+        expect("bias", bias.shape[0], cout if has_bias else bias.shape[0])
+        expect("y", y.shape[0], N * cout * j.g.P)
         if N == 0 or cout == 0 or j.g.P == 0:
             return
         j.x = &x[0]
@@ -657,6 +681,13 @@ def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[
     its array is not touched."""
     cdef Job j = make_job(geometry, sched, N, cout, groups, floating is double)
     try:
+        expect("dy", dy.shape[0], N * cout * j.g.P)
+        expect("x", x.shape[0], N * j.g.C * j.g.S)
+        expect("w2", w2.shape[0], cout * j.kg)
+        if need_dx:
+            expect("dx", dx.shape[0], N * j.g.C * j.g.S)
+        if need_dw:
+            expect("acc", acc.shape[0], sched.n_acc * cout * j.kg)
         if N == 0 or cout == 0 or j.g.P == 0:
             return
         j.x = &x[0]
@@ -718,6 +749,8 @@ def unfold(const floating[::1] maps, const floating[::1] cols, geometry, Py_ssiz
     f.cblock = cblock
     f.nblocks = (f.g.C + cblock - 1) // cblock
     try:
+        expect("maps", maps.shape[0], N * f.g.C * f.g.S)
+        expect("cols", cols.shape[0], f.g.C * f.g.taps * N * f.g.P)
         if N == 0 or f.g.P == 0 or f.g.C == 0:
             return
         f.maps = <void *>&maps[0]

@@ -133,6 +133,23 @@ class Plan:
     schedule: Schedule
     threads: int
 
+    def work_bytes(self, backward=False, need_dx=True, need_dw=True):
+        """Bytes one pass allocates besides its inputs: the output (or dx), the column
+        buffers (one per thread), the weight matrix, and backward's dW accumulators and
+        the gradient copies made from them."""
+        item = self.dtype.itemsize
+        s = self.schedule
+        w_elems = math.prod(self.w_shape)
+        total = s.slots * s.buf_elems + w_elems                    # buffers, flipped/masked W
+        if not backward:
+            total += math.prod(self.out_shape)                     # y
+        else:
+            if need_dx:
+                total += math.prod(self.x_shape)                   # dx
+            if need_dw:
+                total += (s.n_acc + 2) * w_elems                   # accumulators, dW copies
+        return total * item
+
     @property
     def flops(self):
         """Floating-point operations of one pass (forward, dW or dx)."""
@@ -278,6 +295,10 @@ def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation,
         workspace = _workspace
     workspace = integer("workspace", workspace, 1)
     lead = (1,) * (3 - spatial)
+    # a stride along an axis of one output, or a dilation of a one-tap kernel, changes
+    # nothing: give the engine 1 there (the values may be as large as INDEX_MAX)
+    stride = tuple(st if o > 1 else 1 for st, o in zip(stride, out_sp))
+    dilation = tuple(d if k > 1 else 1 for d, k in zip(dilation, ksize))
     geometry = Geometry(c, lead + tuple(x_shape[2:]), lead + tuple(ksize), lead + stride,
                         lead + dilation, (0,) * (3 - spatial) + tuple(p[0] for p in pads),
                         lead + out_sp)
@@ -298,28 +319,70 @@ def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation,
 
 
 # ----------------------------------------------------------------------------- weights
+def _per_tap(mask, ndim):
+    return mask.reshape(mask.shape + (1,) * (ndim - 2))
+
+
+def _flipped(w):
+    return w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]
+
+
 def effective_weight(w, plan):
     """The (Cout, C/groups*taps) matrix the GEMMs use: flipped, masked, contiguous.
 
-    The rows are vec of each kernel read in C order, to match the column buffer;
-    unconnected pairs of the connection table are zeroed (the seed's M_j).
+    The rows are vec of each kernel read in C order, to match the column buffer. Kernels
+    of pairs the connection table leaves out are exactly 0, whatever they hold (selected
+    away, not multiplied by 0: NaN * 0 is NaN).
     """
     w = np.asarray(w).reshape(plan.w_shape)
     if plan.flip:
-        w = w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]  # J k J (eq. 14)
+        w = _flipped(w)                                    # J k J (eq. 14)
     if plan.mask is not None:
-        w = w * plan.mask.reshape(plan.mask.shape + (1,) * (w.ndim - 2))
+        w = np.where(_per_tap(plan.mask, w.ndim), w, 0)
     return np.ascontiguousarray(w, dtype=plan.dtype).reshape(plan.w_shape[0], -1)
 
 
 def weight_gradient(dw2, plan):
-    """The kernel gradient in the layout of w from the engine's (Cout, K) matrix."""
+    """The kernel gradient in the layout of w from the engine's (Cout, K) matrix; exactly
+    0 for pairs the connection table leaves out."""
     dw = dw2.reshape(plan.w_shape)
     if plan.flip:
-        dw = dw[(slice(None), slice(None)) + (slice(None, None, -1),) * (dw.ndim - 2)]
+        dw = _flipped(dw)
     if plan.mask is not None:
-        dw = dw * plan.mask.reshape(plan.mask.shape + (1,) * (dw.ndim - 2))
-    return np.ascontiguousarray(dw)
+        dw = np.where(_per_tap(plan.mask, dw.ndim), dw, 0)
+    return np.ascontiguousarray(dw, dtype=plan.dtype)
+
+
+def _partial_table(plan):
+    return plan.mask is not None and not plan.mask.all()
+
+
+def _map_plan(plan, inputs):
+    """The plan of one output map reading only ``inputs`` of the input maps."""
+    n = plan.x_shape[0]
+    geometry = plan.geometry._replace(channels=len(inputs))
+    x_shape = (n, len(inputs)) + plan.x_shape[2:]
+    w_shape = (1, len(inputs)) + plan.w_shape[2:]
+    flops = 2 * n * len(inputs) * geometry.taps * geometry.positions
+    threads = threads_for(flops)
+    schedule = make_schedule(n, geometry, 1, 1, plan.dtype.itemsize, _workspace, threads)
+    return Plan(plan.dtype, x_shape, w_shape, (n, 1) + plan.out_shape[2:], geometry, 1,
+                False, None, schedule, threads)
+
+
+def _by_output_map(plan, w2):
+    """(j, the input maps j reads, its plan, its (1, |M_j|*taps) weight) for each map j.
+
+    This is eq. 1 literally, z_j = sum over i in M_j of x_i * k_ij: only the connected
+    pairs take part in any arithmetic. The engine takes this way when a NaN or inf is
+    present (the one dense product with zeroed kernels would turn 0 * inf into NaN in the
+    outputs and gradients of unconnected pairs)."""
+    taps = plan.geometry.taps
+    for j in range(plan.out_shape[1]):
+        inputs = np.flatnonzero(plan.mask[j])
+        if inputs.size:
+            wj = w2[j].reshape(-1, taps)[inputs].reshape(1, -1)
+            yield j, inputs, _map_plan(plan, inputs), np.ascontiguousarray(wj)
 
 
 # ----------------------------------------------------------------------------- execution
@@ -334,6 +397,14 @@ def _engine_args(plan):
 
 def forward(x, w2, bias, plan):
     """The engine's forward pass on clean arrays (x, w2 and bias contiguous in plan.dtype)."""
+    if _partial_table(plan) and not np.isfinite(x).all():
+        y = np.zeros(plan.out_shape, dtype=plan.dtype)
+        if bias is not None:            # a map that reads no input is its bias
+            y[:] = bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+        for j, inputs, sub, wj in _by_output_map(plan, w2):
+            y[:, j:j + 1] = forward(np.ascontiguousarray(x[:, inputs]), wj,
+                                    None if bias is None else bias[j:j + 1], sub)
+        return y
     y = np.empty(plan.out_shape, dtype=plan.dtype)
     b = bias if bias is not None else np.empty(0, dtype=plan.dtype)
     _engine.conv_forward(_flat(x), _flat(w2), b, _flat(y), *_engine_args(plan),
@@ -344,6 +415,18 @@ def forward(x, w2, bias, plan):
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The engine's backward pass: (dx shaped like x, or None; dw2 (Cout, K), or None)."""
     dt = plan.dtype
+    if _partial_table(plan) and not (np.isfinite(x).all() and np.isfinite(dy).all()):
+        dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
+        dw2 = np.zeros((plan.w_shape[0], math.prod(plan.w_shape[1:])), dtype=dt) if need_dw else None
+        taps = plan.geometry.taps
+        for j, inputs, sub, wj in _by_output_map(plan, w2):
+            dxj, dwj = backward(np.ascontiguousarray(dy[:, j:j + 1]),
+                                np.ascontiguousarray(x[:, inputs]), wj, sub, need_dx, need_dw)
+            if need_dx:
+                dx[:, inputs] += dxj
+            if need_dw:
+                dw2[j].reshape(-1, taps)[inputs] = dwj.reshape(-1, taps)
+        return dx, dw2
     empty = np.empty(0, dtype=dt)
     dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
     k = math.prod(plan.w_shape[1:])

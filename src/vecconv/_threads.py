@@ -16,6 +16,9 @@ from ._args import integer
 
 __all__ = ["set_num_threads", "get_num_threads", "threads", "runtime_info"]
 
+#: More threads than this is surely a mistake (and the pool would create them).
+MAX_THREADS = 1024
+
 
 def _usable_cpus():
     try:
@@ -29,10 +32,13 @@ def _default_threads():
     if env:
         try:
             n = int(env)
-            if n >= 1:
+            if 1 <= n <= MAX_THREADS:
                 return n
         except ValueError:
             pass
+        import warnings
+        warnings.warn(f"VECCONV_NUM_THREADS={env!r} is not a thread count from 1 to "
+                      f"{MAX_THREADS}; using {_usable_cpus()}", RuntimeWarning, stacklevel=3)
     return _usable_cpus()
 
 
@@ -64,7 +70,7 @@ def set_num_threads(n):
     ``VECCONV_NUM_THREADS`` when set. Results are bit-for-bit the same for any setting.
     """
     old = _engine.get_num_threads()
-    _engine.set_num_threads(integer("n", n, 1))
+    _engine.set_num_threads(integer("n", n, 1, MAX_THREADS))
     return old
 
 

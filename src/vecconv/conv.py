@@ -37,8 +37,9 @@ def _inputs(spatial, x, w, bias, opts):
     dtype = float_dtype(x=x, w=w, bias=bias)
     plan = make_plan(x.shape, w.shape, None if bias is None else bias.shape,
                      dtype=dtype, spatial=spatial, **opts)
-    # before any conversion copies x: the output and the copy must both fit
-    check_fits(nbytes_of(plan.out_shape, dtype) + _copy_bytes(x, dtype), "conv (output and input copy)")
+    # before anything is allocated: the input copies, the output, the column buffers
+    check_fits(plan.work_bytes() + _copy_bytes(x, dtype) + _copy_bytes(w, dtype),
+               "this convolution (output, column buffers, weight and input copies)")
     x = floats(plan.dtype, x)
     bias = None if bias is None else floats(plan.dtype, bias)
     return x, w, bias, plan
@@ -119,8 +120,9 @@ def _backward(spatial, dy, x, w, opts):
     if dy.shape != plan.out_shape:
         raise ValueError(f"dy must have the output shape {plan.out_shape} of this convolution, "
                          f"got {dy.shape}")
-    check_fits(nbytes_of(plan.x_shape, dtype) + _copy_bytes(x, dtype) + _copy_bytes(dy, dtype),
-               "conv backward (dx and input copies)")
+    check_fits(plan.work_bytes(backward=True) + _copy_bytes(x, dtype) + _copy_bytes(dy, dtype)
+               + _copy_bytes(w, dtype), "this convolution's backward pass (dx, dW "
+               "accumulators, column buffers, weight and input copies)")
     x = floats(dtype, x)
     dy = floats(dtype, dy)
     dx, dw2 = backward(dy, x, effective_weight(w, plan), plan)

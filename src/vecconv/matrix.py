@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._args import as_array, check_ndim, int_tuple, integer
+from ._args import check_fits, as_array, check_ndim, int_tuple, integer
 
 __all__ = ["vec", "unvec", "patch_matrix"]
 
@@ -72,6 +72,8 @@ def patch_matrix(x, kernel_shape):
     if k1 > m1 or k2 > m2:
         raise ValueError(f"kernel_shape {(k1, k2)} is larger than x {x.shape}")
     ho, wo = m1 - k1 + 1, m2 - k2 + 1
+    check_fits(ho * wo * k1 * k2 * max(x.dtype.itemsize, 1) * 2, "the patch matrix")
     blocks = np.lib.stride_tricks.sliding_window_view(x, (ho, wo))   # blocks[p, q] = [c]_{p,q}
-    # column p + q*K1 is vec([c]_{p,q}); vec is column-major, hence the transposes
-    return np.ascontiguousarray(blocks.transpose(1, 0, 3, 2).reshape(k1 * k2, ho * wo).T)
+    # column p + q*K1 is vec([c]_{p,q}); vec is column-major, hence the transposes. Always
+    # a new, writable array (a view of x for some shapes otherwise).
+    return np.array(blocks.transpose(1, 0, 3, 2).reshape(k1 * k2, ho * wo).T, order="C")

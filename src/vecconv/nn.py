@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 
 from . import _engine
 from . import _plan
-from ._args import as_array, check_ndim, int_tuple, integer
+from ._args import as_array, check_fits, check_ndim, int_tuple, integer
 
 __all__ = ["Conv2D", "AvgPool", "MaxPool", "Dense", "Flatten", "Activation", "Sequential",
            "SquaredError", "SoftmaxCrossEntropy", "SGD", "lenet5", "lenet5_c3_table",
@@ -67,6 +68,32 @@ class Layer:
         """What ``load`` needs to rebuild the layer (parameters are stored separately)."""
         return {}
 
+    def param_shapes(self):
+        """{name: shape} of every parameter this layer's configuration implies."""
+        return {}
+
+    def checked_params(self):
+        """``params``, each checked against the layer's configuration before any compiled
+        code reads it: the names, the shapes, and a real numeric dtype, converted to the
+        layer's dtype (a float64 bias given to a float32 layer is converted, as the
+        kernels are). The converted arrays replace the ones in ``params``."""
+        shapes = self.param_shapes()
+        kind = type(self).__name__
+        if set(self.params) != set(shapes):
+            raise ValueError(f"{kind} parameters must be {sorted(shapes)}, got {sorted(self.params)}")
+        for name, shape in shapes.items():
+            a = as_array(f"{kind} parameter {name!r}", self.params[name])
+            if a.shape != tuple(shape):
+                raise ValueError(f"{kind} parameter {name!r} must have shape {tuple(shape)} "
+                                 f"for this layer's configuration, got {a.shape}")
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"{kind} parameter {name!r} must be a real numeric array, "
+                                f"got dtype {a.dtype}")
+            if a.dtype != self.dtype or not a.flags.c_contiguous or not a.flags.writeable:
+                a = np.array(a, dtype=self.dtype, order="C")
+            self.params[name] = a
+        return self.params
+
     def output_shape(self, input_shape):
         return input_shape
 
@@ -95,6 +122,17 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def layer_dtype(dtype):
+    """The dtype a layer computes in: float32 or float64 in native byte order."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)) or not dt.isnative:
+        raise TypeError(f"dtype must be float32 or float64 (native byte order), got {dt.str!r}")
+    return dt
+
+
 def _lecun_uniform(rng, shape, fan_in, dtype):
     """Uniform with variance 1/fan_in (LeCun et al., 'Efficient BackProp')."""
     a = math.sqrt(3.0 / fan_in)
@@ -118,7 +156,7 @@ class Conv2D(Layer):
         self.out_channels = integer("out_channels", out_channels, 1)
         self.kernel_size = int_tuple("kernel_size", kernel_size, 2, 1)
         self.stride, self.padding, self.flip = stride, padding, flip
-        self.dtype = np.dtype(dtype)
+        self.dtype = layer_dtype(dtype)
         if connections is not None:
             connections = np.asarray(connections, dtype=bool)
             if connections.shape != (self.in_channels, self.out_channels):
@@ -140,6 +178,10 @@ class Conv2D(Layer):
     def _mask(self):
         return None if self.connections is None else self.connections.T.astype(self.dtype)
 
+    def param_shapes(self):
+        return {"w": (self.out_channels, self.in_channels) + self.kernel_size,
+                "b": (self.out_channels,)}
+
     def _plan(self, x_shape):
         plan = self._plans.get(x_shape)
         if plan is None:
@@ -148,16 +190,19 @@ class Conv2D(Layer):
                                    padding=self.padding, dilation=1, groups=1,
                                    connections=self.connections, flip=self.flip,
                                    workspace=None, spatial=2)
+            check_fits(plan.work_bytes() + plan.work_bytes(backward=True),
+                       f"{type(self).__name__} on input {x_shape}")
             self._plans = {x_shape: plan}     # a network sees one or two batch shapes
         return plan
 
     def forward(self, x):
         x = self._check_input(x, 4, "(N, C, H, W)", self.in_channels)
         x = np.ascontiguousarray(x, dtype=self.dtype)
+        params = self.checked_params()
         plan = self._plan(x.shape)
         self._x = x
-        self._w2 = _plan.effective_weight(self.params["w"], plan)
-        return _plan.forward(x, self._w2, self.params["b"], plan)
+        self._w2 = _plan.effective_weight(params["w"], plan)
+        return _plan.forward(x, self._w2, params["b"], plan)
 
     def backward(self, delta):
         plan = self._plan(self._x.shape)
@@ -241,18 +286,22 @@ class AvgPool(Layer):
         self.size = integer("size", size, 1)
         self.activation = activation
         self._f, self._df = _activation(activation)
-        self.dtype = np.dtype(dtype)
+        self.dtype = layer_dtype(dtype)
         # beta starts at 1/n^2, so down() begins as a plain average
         self.params = {"beta": np.full(self.channels, 1.0 / self.size**2, dtype=self.dtype),
                        "b": np.zeros(self.channels, dtype=self.dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
+    def param_shapes(self):
+        return {"beta": (self.channels,), "b": (self.channels,)}
+
     def forward(self, x):
         x = _check_pool(self, x, self.channels)
         x = np.asarray(x, dtype=self.dtype)
+        params = self.checked_params()
         self._down = down(x, self.size)
-        self._z = (self.params["beta"][None, :, None, None] * self._down
-                   + self.params["b"][None, :, None, None])
+        self._z = (params["beta"][None, :, None, None] * self._down
+                   + params["b"][None, :, None, None])
         self._a = self._f(self._z)
         return self._a
 
@@ -262,7 +311,7 @@ class AvgPool(Layer):
         self.grads["beta"] = (dz * self._down).sum(axis=(0, 2, 3))          # eq. 21-22
         if not self.needs_input_grad:
             return None
-        return up(dz * self.params["beta"][None, :, None, None], self.size)     # eq. 6
+        return up(dz * self.checked_params()["beta"][None, :, None, None], self.size)  # eq. 6
 
     def output_shape(self, input_shape):
         N, C, H, W = input_shape
@@ -312,16 +361,19 @@ class MaxPool(Layer):
 
 
 def _matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) through the engine's BLAS (SciPy's), not NumPy's.
+    """op(a) @ op(b) through the engine's single-threaded BLAS, not NumPy's.
 
     NumPy and SciPy each bundle an OpenBLAS with its own thread pool; a network that used
-    both would keep two pools of spinning workers on the same cores (measured: a LeNet-5
-    step took 2-4x longer). One BLAS for the whole network avoids that.
+    NumPy's beside the engine's would keep another pool of spinning workers on the same
+    cores (measured with vecconv 0.1: a LeNet-5 step took 2-4x longer).
     """
     a = np.ascontiguousarray(a)
     b = np.ascontiguousarray(b, dtype=a.dtype)
-    m = a.shape[1] if trans_a else a.shape[0]
-    n = b.shape[0] if trans_b else b.shape[1]
+    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if ka != kb:
+        raise ValueError(f"matrix product of {a.shape}{'^T' if trans_a else ''} and "
+                         f"{b.shape}{'^T' if trans_b else ''}: inner sizes {ka} and {kb} differ")
     out = np.empty((m, n), dtype=a.dtype)
     if out.size:
         _engine.gemm_into(a, b, out, trans_a, trans_b)
@@ -335,7 +387,7 @@ class Dense(Layer):
         super().__init__()
         self.in_features = integer("in_features", in_features, 1)
         self.out_features = integer("out_features", out_features, 1)
-        self.dtype = np.dtype(dtype)
+        self.dtype = layer_dtype(dtype)
         rng = rng if rng is not None else np.random.default_rng(seed)
         self.params = {"w": _lecun_uniform(rng, (self.out_features, self.in_features),
                                            self.in_features, self.dtype),
@@ -348,15 +400,22 @@ class Dense(Layer):
             raise ValueError(f"Dense expects {self.in_features} input features, got input of "
                              f"shape {x.shape}")
         self._x = np.ascontiguousarray(x, dtype=self.dtype)
-        out = _matmul(self._x, self.params["w"], trans_b=True)
-        out += self.params["b"]
+        params = self.checked_params()
+        out = _matmul(self._x, params["w"], trans_b=True)
+        out += params["b"]
         return out
+
+    def param_shapes(self):
+        return {"w": (self.out_features, self.in_features), "b": (self.out_features,)}
 
     def backward(self, delta):
         delta = np.ascontiguousarray(delta, dtype=self.dtype)
+        if delta.shape != (self._x.shape[0], self.out_features):
+            raise ValueError(f"Dense backward expects delta of shape "
+                             f"{(self._x.shape[0], self.out_features)}, got {delta.shape}")
         self.grads["w"] = _matmul(delta, self._x, trans_a=True)
         self.grads["b"] = delta.sum(axis=0)
-        return _matmul(delta, self.params["w"]) if self.needs_input_grad else None
+        return _matmul(delta, self.checked_params()["w"]) if self.needs_input_grad else None
 
     def output_shape(self, input_shape):
         return (input_shape[0], self.out_features)
@@ -488,28 +547,102 @@ class Sequential:
         return "\n".join(lines)
 
     def save(self, path):
-        """Architecture (JSON) and parameters in one .npz file."""
-        arrays = {f"p{i}_{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
-        spec = [dict(type=type(layer).__name__, name=layer.name, config=layer.config())
+        """Architecture (JSON) and parameters in one .npz file; returns the path written.
+
+        A path without the ``.npz`` suffix gets it (as ``numpy.savez`` does), and ``load``
+        finds the file by the same path.
+        """
+        path = _npz_path(path)
+        arrays = {f"p{i}_{k}": v for i, layer in enumerate(self.layers)
+                  for k, v in layer.checked_params().items()}
+        spec = [dict(type=type(layer).__name__, name=layer.name, config=_plain(layer.config()))
                 for layer in self.layers]
         np.savez(path, __spec__=np.array(json.dumps(spec)), **arrays)
+        return path
+
+
+def _plain(value):
+    """A configuration as JSON can hold it: numpy scalars and tuples become Python values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    return value
+
+
+def _npz_path(path):
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
 
 
 _LAYER_TYPES = {c.__name__: c for c in (Conv2D, AvgPool, MaxPool, Dense, Flatten, Activation)}
 
 
 def load(path):
-    """Rebuild a network saved by ``Sequential.save``; it predicts the same outputs."""
-    with np.load(path, allow_pickle=False) as f:
-        spec = json.loads(str(f["__spec__"]))
-        layers = []
+    """Rebuild a network saved by ``Sequential.save``; it predicts the same outputs.
+
+    Everything in the file is checked before it is used: it must be a vecconv model
+    (an .npz holding ``__spec__``), every layer type and configuration must be valid, and
+    the parameter arrays must be exactly the ones the configuration implies (no missing
+    or extra arrays; each of the layer's shape and dtype). A path without ``.npz`` is
+    read with the suffix added when only that file exists (as ``save`` writes it).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.path.exists(_npz_path(path)):
+        path = _npz_path(path)
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a vecconv model (an .npz saved by "
+                         f"Sequential.save): {exc}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single array (.npy), not a vecconv model (an .npz "
+                         "saved by Sequential.save)")
+    with f:
+        if "__spec__" not in f.files:
+            raise ValueError(f"{path} is an .npz but not a vecconv model: it has no __spec__")
+        try:
+            spec = json.loads(str(f["__spec__"]))
+            if not isinstance(spec, list) or not all(isinstance(i, dict) for i in spec):
+                raise ValueError("not a list of layers")
+        except ValueError as exc:
+            raise ValueError(f"{path}: the model's __spec__ is not valid: {exc}") from None
+        layers, expected = [], set()
         for i, item in enumerate(spec):
-            cls = _LAYER_TYPES[item["type"]]
-            layer = cls(**item["config"])
+            kind = item.get("type")
+            if kind not in _LAYER_TYPES:
+                raise ValueError(f"{path}: layer {i} has unknown type {kind!r}; known: "
+                                 f"{sorted(_LAYER_TYPES)}")
+            config = item.get("config", {})
+            if not isinstance(config, dict):
+                raise ValueError(f"{path}: layer {i} ({kind}) has no valid config")
+            try:
+                layer = _LAYER_TYPES[kind](**config)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
+                                 f"{exc}") from None
             layer.name = item.get("name")
-            for k in layer.params:
-                layer.params[k] = f[f"p{i}_{k}"].copy()
+            for k, shape in layer.param_shapes().items():
+                key = f"p{i}_{k}"
+                expected.add(key)
+                if key not in f.files:
+                    raise ValueError(f"{path}: parameter {key!r} of layer {i} ({kind}) is missing")
+                a = f[key]
+                if a.shape != tuple(shape) or a.dtype != layer.dtype:
+                    raise ValueError(f"{path}: parameter {key!r} of layer {i} ({kind}) must be "
+                                     f"{layer.dtype.name} of shape {tuple(shape)}, got "
+                                     f"{a.dtype.name} of shape {a.shape}")
+                layer.params[k] = np.array(a, order="C")
             layers.append(layer)
+        extra = set(f.files) - expected - {"__spec__"}
+        if extra:
+            raise ValueError(f"{path}: arrays that no layer has: {sorted(extra)}")
     return Sequential(layers)
 
 
@@ -533,7 +666,8 @@ class SGD:
             v -= np.asarray(self.lr, dtype=p.dtype) * g
             p += v
             if isinstance(layer, Conv2D) and layer.connections is not None and k == "w":
-                p *= layer._mask()[:, :, None, None]     # unconnected kernels stay zero
+                # unconnected kernels stay exactly zero, whatever they held (NaN * 0 is NaN)
+                p[~layer.connections.T] = 0
 
 
 # ----------------------------------------------------------------------------- LeNet-5
@@ -558,7 +692,7 @@ def lenet5(*, dtype=np.float32, seed=0, activation="lecun_tanh", pooling="avg",
     The output layer is linear (a softmax loss replaces the paper's RBF units).
     ``pooling='max'`` swaps S2/S4 for max pooling followed by the activation.
     """
-    dtype = np.dtype(dtype)
+    dtype = layer_dtype(dtype)
     rng = np.random.default_rng(seed)
 
     def pool(channels):

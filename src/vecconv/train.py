@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import nn
+from ._args import integer
 from .data import load_digits
 
 __all__ = ["train", "shift_batch"]
@@ -50,12 +51,18 @@ def evaluate(net, x, y, loss_fn, batch_size=500):
 def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="float32",
           max_shift=2, train_size=None, out=None, json_path=None, progress=True, log=print):
     """Train LeNet-5 and return its metrics (a dict); see ``vecconv train --help``."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    dtype = nn.layer_dtype(dtype)
+    for name, value, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                            ("seed", seed, 0), ("max_shift", max_shift, 0)):
+        integer(name, value, lo)
+    for name, value, ok in (("lr", lr, lambda v: v > 0), ("momentum", momentum, lambda v: 0 <= v < 1)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and ok(value)):
+            raise ValueError(f"{name} must be a finite number ({'> 0' if name == 'lr' else 'in [0, 1)'})"
+                             f", got {value!r}")
     rng = np.random.default_rng(seed)
     x_train, y_train, x_test, y_test = load_digits(dtype)
     if train_size is not None:
+        integer("train_size", train_size, 1, len(x_train))
         pick = rng.permutation(len(x_train))[:train_size]
         x_train, y_train = x_train[pick], y_train[pick]
     background = float(x_train.min())
