@@ -351,6 +351,10 @@ class RooflinePerImage(Roofline):
                           self.dw_parts.reshape(-1, self.dw.shape[1])[:self.dw.shape[0]],
                           False, True, count=t, a_step=span, b_step=span,
                           c_step=self.dw.size, threads=t)
+        if self.per * t < n:            # the images left over, into the first accumulator
+            rest = self.per * t * L
+            _engine.gemm_into(self.dy2[:, rest:], self.cols[:, rest:], self.dw_parts[0],
+                              False, True, beta=1.0)
         _engine.gemm_into(self.w2, self.dy2[:, :L], self.dcols[:, :L], True, False, count=n,
                           b_step=L, c_step=L, threads=t)
 
@@ -432,7 +436,8 @@ def peak_gemm(dtype, size=2048, repeats=5):
     t_vc = timeit(lambda: _engine.gemm_into(a, b[:, :part], c[:, :part], count=t, b_step=part,
                                             c_step=part, threads=t), repeats)
     fl = 2 * size**3
-    return dict(numpy=fl / t_np["median"] / 1e9, engine=fl / t_vc["median"] / 1e9)
+    return dict(numpy=fl / t_np["median"] / 1e9,
+                engine=2 * size**2 * part * t / t_vc["median"] / 1e9)
 
 
 # ----------------------------------------------------------------------------- LeNet-5 step
@@ -514,7 +519,8 @@ def thread_scaling(dtype, calls=64):
         vc.conv2d_backward(dy, x, w, padding=1)
         return y.shape
     out = {}
-    with vc.threads(1):
+    old = vc.set_num_threads(1)          # the process's setting: the pool threads use it
+    try:
         one(0)
         for threads in (1, 2):
             with ThreadPoolExecutor(threads) as pool:
@@ -522,6 +528,8 @@ def thread_scaling(dtype, calls=64):
                 t0 = time.perf_counter()
                 list(pool.map(one, range(calls)))
                 out[threads] = calls / (time.perf_counter() - t0)
+    finally:
+        vc.set_num_threads(old)
     return dict(calls_per_s_1_thread=out[1], calls_per_s_2_threads=out[2], speedup=out[2] / out[1])
 
 

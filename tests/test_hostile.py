@@ -111,18 +111,18 @@ def test_the_engine_entry_points_check_sizes_themselves():
                            workspace=None, spatial=2)
     w2 = _plan.effective_weight(w, plan)
     y = np.empty(plan.out_shape)
-    args = (plan.geometry, plan.schedule, 2, 4, 1)
+    args = (plan.geometry, plan.schedule, 2, 4, 1, 1, 1)
     for xx, ww, bb, yy in ((x.ravel()[:-1], w2.ravel(), np.ones(4), y.ravel()),
                            (x.ravel(), w2.ravel()[:-1], np.ones(4), y.ravel()),
                            (x.ravel(), w2.ravel(), np.ones(2), y.ravel()),
                            (x.ravel(), w2.ravel(), np.ones(4), y.ravel()[:-3])):
         with pytest.raises(ValueError, match="vecconv engine"):
-            _engine.conv_forward(xx, ww, bb, yy, *args, True, 1)
+            _engine.conv_forward(xx, ww, bb, yy, True, *args)
     with pytest.raises(ValueError, match="cannot give c"):
         _engine.gemm_into(np.ones((3, 4)), np.ones((5, 2)), np.ones((3, 2)))
     with pytest.raises(ValueError, match="groups"):
-        _engine.conv_forward(x.ravel(), w2.ravel(), np.ones(4), y.ravel(), plan.geometry,
-                             plan.schedule, 2, 4, 3, True, 1)
+        _engine.conv_forward(x.ravel(), w2.ravel(), np.ones(4), y.ravel(), True, plan.geometry,
+                             plan.schedule, 2, 4, 3, 1, 1)
 
 
 # ----------------------------------------------------------------------------- 1. files
@@ -304,10 +304,11 @@ def test_work_bytes_count_the_column_buffers_and_accumulators():
                            stride=1, padding=1, dilation=1, groups=1, connections=None,
                            flip=False, workspace=None, spatial=2)
     s = plan.schedule
+    slots = plan.slots(plan.threads())
     w_bytes = 64 * 64 * 9 * 4
-    assert plan.work_bytes() == (s.slots * s.buf_elems * 4 + w_bytes
+    assert plan.work_bytes() == (slots * s.buf_elems * 4 + w_bytes
                                  + math.prod(plan.out_shape) * 4)
-    assert plan.work_bytes(backward=True) == (s.slots * s.buf_elems * 4 + w_bytes
+    assert plan.work_bytes(backward=True) == (slots * s.buf_elems * 4 + w_bytes
                                               + math.prod(plan.x_shape) * 4
                                               + (s.n_acc + 2) * w_bytes)
 

@@ -4,6 +4,7 @@ float32 preservation, save/load, a short real training run, and agreement with t
 import numpy as np
 import pytest
 
+import vecconv as vc
 import vecconv.nn as nn
 from reference import numeric_grad, rel_err
 
@@ -289,3 +290,19 @@ def test_lenet5_matches_torch_loss_gradients_and_sgd_steps(rng):
                     params[name] *= torch.tensor(layer._mask())[:, :, None, None]
     for name, layer, k in net.parameters():
         np.testing.assert_allclose(layer.params[k], params[name].detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape_a, shape_b, ta, tb", [((37, 11), (11, 5), False, False),
+                                                      ((11, 37), (11, 5), True, False),
+                                                      ((37, 11), (5, 11), False, True),
+                                                      ((11, 37), (5, 11), True, True),
+                                                      ((1, 3), (3, 2), False, False)])
+def test_dense_products_spread_over_threads_match_numpy(monkeypatch, shape_a, shape_b, ta, tb):
+    from vecconv import _plan
+    monkeypatch.setattr(_plan, "GRAIN_FLOPS", 0)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
+    ref = (a.T if ta else a) @ (b.T if tb else b)
+    for n in (1, 2, 3, 8):
+        with vc.threads(n):
+            np.testing.assert_allclose(nn._matmul(a, b, ta, tb), ref, rtol=1e-12, atol=1e-12)

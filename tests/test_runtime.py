@@ -13,13 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import scipy.signal as ss
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import vecconv as vc
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 # shapes that reach every way the planner cuts work: whole-image tiles, staged tiny maps,
-# bands of one image, pointwise, groups, several rounds (small workspace)
+# bands of one image, pointwise, groups, channel blocks of dx (several rounds: big_grain)
 CASES = {
     "whole-images": ((16, 3, 12, 11), (12, 3, 3, 2), dict(padding=1)),
     "whole-images-staged": ((16, 3, 12, 11), (5, 3, 3, 2), dict(padding=1)),
@@ -46,9 +48,11 @@ def _run(case, dtype, seed=0):
 @pytest.fixture
 def big_grain(monkeypatch):
     """Make every call parallel, however small (the grain size otherwise keeps small
-    calls on the calling thread)."""
+    calls on the calling thread), and cut it into several rounds (so the round offsets
+    and the dW accumulators reused across rounds run on the pool too)."""
     from vecconv import _plan
     monkeypatch.setattr(_plan, "GRAIN_FLOPS", 0)
+    monkeypatch.setattr(_plan, "ROUND_ELEMS", 2000)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -185,7 +189,8 @@ def test_multiprocessing_fork_child_computes(big_grain):
     method on Linux) computes the right answer; vecconv <= 0.1 hung here forever."""
     with vc.threads(2):
         ref = _run("one-image", np.float64)
-        assert vc.runtime_info()["workers"] >= 1 or not vc.runtime_info()["pool"]
+        info = vc.runtime_info()
+        assert info["workers"] >= 1 or not (info["pool"] and info["private_blas"])
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
         procs = [ctx.Process(target=_child_result, args=(queue,)) for _ in range(2)]
@@ -308,3 +313,129 @@ def test_cases_reach_every_way_of_cutting_the_work():
     kinds = {k for t in seen for k in t}
     assert {"pointwise", "staged", "columns", "images", "bands", "dx-spans", "dx-images",
             "channel-blocks", "all-channels"} <= kinds, seen
+
+
+@st.composite
+def _geometries(draw):
+    n = draw(st.sampled_from([1, 2, 3, 8, 11]))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    c = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.sampled_from([1, 2, 5, 9]))
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    size = (draw(st.integers(4, 14)), draw(st.integers(4, 14)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.sampled_from([0, 1, "same", "full"]))
+    workspace = draw(st.sampled_from([None, 3000, 20000]))
+    return (n, c) + size, (cout, c // groups) + k, dict(stride=stride, padding=padding,
+                                                        groups=groups, workspace=workspace)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=_geometries(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_random_geometries_on_the_pool_are_bit_identical_for_any_thread_count(case, dtype):
+    """Every random geometry on the pool (grain 0, small rounds), with 1, 2 and 3 threads:
+    the same bits, and scipy's answer."""
+    from vecconv import _plan
+    xs, ws, opts = case
+    old = _plan.GRAIN_FLOPS, _plan.ROUND_ELEMS
+    _plan.GRAIN_FLOPS, _plan.ROUND_ELEMS = 0, 3000
+    try:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        results = []
+        for n in (1, 2, 3):
+            with vc.threads(n):
+                y = vc.conv2d(x, w, **opts)
+                results.append((y,) + vc.conv2d_backward(np.cos(y), x, w, **opts))
+    finally:
+        _plan.GRAIN_FLOPS, _plan.ROUND_ELEMS = old
+    for other in results[1:]:
+        for a, r in zip(other, results[0]):
+            np.testing.assert_array_equal(a, r)
+    from reference import ref_conv2d
+    ref = ref_conv2d(x.astype(np.float64), w.astype(np.float64), None, **{
+        k: v for k, v in opts.items() if k != "workspace"}, dilation=1, connections=None,
+        flip=False)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(results[0][0], ref, rtol=tol, atol=tol * max(1, np.abs(ref).max()))
+
+
+def test_a_layer_follows_the_thread_setting_after_its_first_call(big_grain):
+    """The thread count is decided when a pass runs, not when its plan was made (a layer
+    caches its plan)."""
+    layer = vc.nn.Conv2D(16, 16, 3, padding=1, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((1, 16, 48, 48))
+    with vc.threads(1):
+        ref = layer.forward(x)
+    from vecconv import _plan
+    plan = layer._plan(x.shape)
+    with vc.threads(1):
+        assert plan.threads() == 1
+    with vc.threads(3):
+        assert plan.threads() == (3 if vc.runtime_info()["private_blas"] else 1)
+        np.testing.assert_array_equal(layer.forward(x), ref)
+
+
+def test_threads_blocks_belong_to_their_own_python_thread():
+    """Two Python threads in threads(n) blocks of their own neither see nor undo each
+    other's setting; the process's setting is untouched."""
+    before = vc.get_num_threads()
+    barrier = threading.Barrier(2)
+    seen = {}
+
+    def body(n):
+        with vc.threads(n):
+            barrier.wait()
+            seen[n] = [vc.get_num_threads()]
+            barrier.wait()
+        seen[n].append(vc.get_num_threads())
+    ts = [threading.Thread(target=body, args=(n,)) for n in (1, 3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert seen == {1: [1, before], 3: [3, before]}
+    assert vc.get_num_threads() == before
+    with pytest.raises(ValueError, match="n must be"):
+        with vc.threads(0):
+            pass
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_while_another_thread_is_inside_a_call(big_grain, tmp_path):
+    """The case the fork handlers exist for: the parent's workers busy in another
+    thread's job at the moment of fork. Every child computes the right answer."""
+    with vc.threads(2):
+        ref = _run("one-image", np.float64)
+        stop = threading.Event()
+
+        def busy():
+            while not stop.is_set():
+                _run("bands", np.float64)
+        t = threading.Thread(target=busy)
+        t.start()
+        try:
+            for i in range(8):
+                out = tmp_path / f"child{i}.npy"
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        np.save(out, _run("one-image", np.float64)[1])
+                    finally:
+                        os._exit(0)
+                deadline = time.monotonic() + 60
+                while True:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        break
+                    if time.monotonic() > deadline:
+                        os.kill(pid, 9)
+                        os.waitpid(pid, 0)
+                        pytest.fail("a child forked during a call hung")
+                    time.sleep(0.02)
+                assert os.waitstatus_to_exitcode(status) == 0
+                np.testing.assert_array_equal(np.load(out), ref[1])
+        finally:
+            stop.set()
+            t.join()

@@ -16,7 +16,7 @@ the output positions p0..p1 of each image of the tile. With this layout each GEM
 writes an (N, C, positions) array directly through its leading dimension.
 
 Parallelism comes from ``_runtime.h``: a job is a list of independent units (tiles of the
-output, dW chunks, (image, channel block) pieces of dx); the caller and the pool's
+output, dW chunks, (images, positions, channel block) pieces of dx); the caller and the pool's
 workers claim units until none is left, each with its own column buffer and
 single-threaded GEMMs. No unit writes what another unit of the same job writes.
 """
@@ -45,6 +45,7 @@ cdef extern from "_runtime.h":
                                  const int *) noexcept nogil
     vc_sgemm_fn vc_private_sgemm
     vc_dgemm_fn vc_private_dgemm
+    void vc_runtime_init() noexcept nogil
     void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) noexcept nogil
     int vc_load_private_blas(const char *path) noexcept nogil
     int vc_private_blas() noexcept nogil
@@ -59,6 +60,9 @@ cdef enum:
 
 
 # ----------------------------------------------------------------------------- runtime
+vc_runtime_init()
+
+
 def load_private_blas(str path):
     """Use the OpenBLAS at ``path`` (scipy-openblas32's library) for every GEMM, held at
     one thread. Returns whether it could be loaded."""
@@ -643,8 +647,8 @@ cdef void run_rounds(Job *j, vc_task_fn fn, Py_ssize_t total, Py_ssize_t per_rou
 
 
 def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[::1] bias,
-                 floating[::1] y, geometry, sched, Py_ssize_t N, Py_ssize_t cout,
-                 Py_ssize_t groups, bint has_bias, int threads):
+                 floating[::1] y, bint has_bias, geometry, sched, Py_ssize_t N,
+                 Py_ssize_t cout, Py_ssize_t groups, int threads, int slots):
     """y = conv(x, w2) + bias, tile by tile, on the calling thread and the pool.
 
     Arrays are flat views of C-contiguous (N, C, *spatial), (Cout, C/groups*taps),
@@ -652,6 +656,8 @@ def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[:
     """
     cdef Job j = make_job(geometry, sched, N, cout, groups, floating is double)
     try:
+        if slots < 1 or threads < 1:
+            raise ValueError("vecconv engine: threads and slots must be >= 1")
         expect("x", x.shape[0], N * j.g.C * j.g.S)
         expect("w2", w2.shape[0], cout * j.kg)
         expect("bias", bias.shape[0], cout if has_bias else bias.shape[0])
@@ -662,25 +668,28 @@ def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[:
         j.w2 = &w2[0]
         j.bias = &bias[0] if has_bias else NULL
         j.y = &y[0]
-        j.bufs = alloc_buffers(sched.slots * j.buf_elems * sizeof(floating))
+        j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
         vc_private_blas_single()
         run_rounds(&j, forward_unit, sched.n_tiles, sched.round_tiles, 1, 0, threads,
-                   sched.slots)
+                   slots)
     finally:
         free_buffers(j.bufs)
         free_geom(&j.g)
 
 
 def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[::1] w2,
-                  floating[::1] dx, floating[::1] acc, geometry, sched, Py_ssize_t N,
-                  Py_ssize_t cout, Py_ssize_t groups, bint need_dx, bint need_dw,
-                  int threads):
-    """Backward pass: dx (zeroed by the caller) += the error for the previous layer
+                  floating[::1] dx, floating[::1] acc, bint need_dx, bint need_dw, geometry,
+                  sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups, int threads,
+                  int slots):
+    """Backward pass: dx (zeroed by the caller) gets the error for the previous layer
     (eq. 16-18), and acc ((n_acc, Cout, K), zeroed) += the kernel gradient chunk by chunk
     (eq. 12); the caller adds the chunks up. need_dx/need_dw False skips that pass and
-    its array is not touched."""
+    its array is not touched. Every element of dx has one owner unit, which adds into it
+    (col2im) or, for a pointwise convolution, writes it once (a GEMM with beta 0)."""
     cdef Job j = make_job(geometry, sched, N, cout, groups, floating is double)
     try:
+        if slots < 1 or threads < 1:
+            raise ValueError("vecconv engine: threads and slots must be >= 1")
         expect("dy", dy.shape[0], N * cout * j.g.P)
         expect("x", x.shape[0], N * j.g.C * j.g.S)
         expect("w2", w2.shape[0], cout * j.kg)
@@ -693,16 +702,16 @@ def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[
         j.x = &x[0]
         j.w2 = &w2[0]
         j.dy = &dy[0]
-        j.bufs = alloc_buffers(sched.slots * j.buf_elems * sizeof(floating))
+        j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
         vc_private_blas_single()
         if need_dw:
             j.acc = &acc[0]
             run_rounds(&j, dw_unit, sched.n_tiles, sched.round_tiles, 0, sched.n_acc,
-                       threads, sched.slots)
+                       threads, slots)
         if need_dx:
             j.dx = &dx[0]
             run_rounds(&j, dx_unit, sched.dx_pieces, sched.dx_round,
-                       j.groups * j.cblocks_per_group, 0, threads, sched.slots)
+                       j.groups * j.cblocks_per_group, 0, threads, slots)
     finally:
         free_buffers(j.bufs)
         free_geom(&j.g)
@@ -733,13 +742,13 @@ cdef void unfold_piece(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
                    0, f.g.P, c0, c1, f.scatter)
 
 
-def unfold(const floating[::1] maps, const floating[::1] cols, geometry, Py_ssize_t N,
+def unfold(const floating[::1] src, floating[::1] dst, geometry, Py_ssize_t N,
            Py_ssize_t cblock, int threads, bint scatter):
     """The whole batch's patch matrix, in (image, channel block) units on the pool.
 
-    scatter False (im2col): cols (C*taps, N*P) = the patches of maps (N, C, S).
-    scatter True (col2im): maps, zeroed by the caller, += cols folded back.
-    The array written is one the caller allocated for this call (so writable).
+    scatter False (im2col): dst, the columns (C*taps, N*P), = the patches of src, the
+    maps (N, C, S). scatter True (col2im): dst, the maps (zeroed by the caller), += src,
+    the columns, folded back.
     """
     cdef Unfold f
     f.g = make_geom(geometry)
@@ -749,12 +758,12 @@ def unfold(const floating[::1] maps, const floating[::1] cols, geometry, Py_ssiz
     f.cblock = cblock
     f.nblocks = (f.g.C + cblock - 1) // cblock
     try:
-        expect("maps", maps.shape[0], N * f.g.C * f.g.S)
-        expect("cols", cols.shape[0], f.g.C * f.g.taps * N * f.g.P)
+        expect("maps", dst.shape[0] if scatter else src.shape[0], N * f.g.C * f.g.S)
+        expect("cols", src.shape[0] if scatter else dst.shape[0], f.g.C * f.g.taps * N * f.g.P)
         if N == 0 or f.g.P == 0 or f.g.C == 0:
             return
-        f.maps = <void *>&maps[0]
-        f.cols = <void *>&cols[0]
+        f.maps = <void *>&dst[0] if scatter else <void *>&src[0]
+        f.cols = <void *>&src[0] if scatter else <void *>&dst[0]
         with nogil:
             vc_run(unfold_piece, &f, N * f.nblocks, threads)
     finally:

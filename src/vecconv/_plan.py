@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _engine
+from ._threads import get_num_threads
 from ._args import (INT32_MAX, as_array, check_ndim, int_tuple, integer, output_size,
                     resolve_padding)
 
@@ -39,7 +40,7 @@ ROUND_ELEMS = 1 << 24
 STAGE_BELOW = int(os.environ.get("VECCONV_STAGE_BELOW", 64))
 #: ... and so do convolutions with this many output maps per group or fewer, whose
 #: per-image GEMM is too skinny to run well (LeNet-5's C1: 6 maps; measured with
-#: bench/bench.py, C1 forward+backward 3.0 -> 1.4 ms in float32, 2.8 -> 2.2 in float64,
+#: bench/bench.py, C1 forward+backward 3.0 -> 1.6 ms in float32, 2.8 -> 2.0 in float64,
 #: while MNIST-like's 32 maps ran slower staged).
 STAGE_COUT = 8
 #: Columns (images x positions) a staged tile has at least, when the batch allows.
@@ -103,7 +104,8 @@ class Schedule(NamedTuple):
     """How a convolution's work is cut into units (read by name by the engine)."""
 
     pointwise: bool      # 1x1 kernel, stride 1, no padding: the GEMMs read x itself
-    staged: bool         # tiny maps: one GEMM per tile over a staged (Cout, positions)
+    staged: bool         # tiny maps or <= STAGE_COUT maps per group: one GEMM per tile
+                         # over a staged (Cout, positions) matrix
     tile_images: int     # whole images per tile, or 0: tiles are bands of one image
     tile_positions: int  # output positions per band (tile_images == 0)
     n_tiles: int
@@ -115,7 +117,7 @@ class Schedule(NamedTuple):
     dx_pieces: int
     dx_round: int        # dx pieces per round
     buf_elems: int       # elements of one column buffer
-    slots: int           # column buffers (threads that may take part)
+    max_slots: int       # column buffers the workspace budget allows (one per thread)
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,15 @@ class Plan:
     flip: bool
     mask: np.ndarray | None   # (Cout, Cin) bool, the connection table; None: all connected
     schedule: Schedule
-    threads: int
+
+    def threads(self):
+        """Threads for one pass of this plan, decided when it runs (the setting may have
+        changed since the plan was made)."""
+        return threads_for(self.flops)
+
+    def slots(self, threads):
+        """Column buffers for a pass on ``threads`` threads: one each, within the budget."""
+        return max(1, min(threads, self.schedule.max_slots))
 
     def work_bytes(self, backward=False, need_dx=True, need_dw=True):
         """Bytes one pass allocates besides its inputs: the output (or dx), the column
@@ -140,7 +150,7 @@ class Plan:
         item = self.dtype.itemsize
         s = self.schedule
         w_elems = math.prod(self.w_shape)
-        total = s.slots * s.buf_elems + w_elems                    # buffers, flipped/masked W
+        total = self.slots(self.threads()) * s.buf_elems + w_elems   # buffers, weight copy
         if not backward:
             total += math.prod(self.out_shape)                     # y
         else:
@@ -176,22 +186,26 @@ def _connection_mask(connections, cin, cout, groups):
     return np.ascontiguousarray(table.astype(bool).T)   # (Cout, Cin)
 
 
-def threads_for(flops):
-    """Threads for a pass of ``flops`` operations: the setting, or 1 when the work is too
-    small to repay waking a worker, or when the GEMMs cannot be held to one thread each
-    (no private BLAS: SciPy's BLAS then parallelises them itself)."""
-    n = _engine.get_num_threads()
-    if n <= 1 or flops < GRAIN_FLOPS or not _engine.have_threads() \
-            or not _engine.private_blas():
+def pool_threads(flops):
+    """Threads for ``flops`` operations of work without GEMMs: the setting, or 1 when the
+    work is too small to repay waking a worker."""
+    n = get_num_threads()
+    if n <= 1 or flops < GRAIN_FLOPS or not _engine.have_threads():
         return 1
     return n
+
+
+def threads_for(flops):
+    """Threads for a convolution pass: as pool_threads, and 1 when the GEMMs cannot be
+    held to one thread each (no private BLAS: SciPy's BLAS then parallelises them)."""
+    return pool_threads(flops) if _engine.private_blas() else 1
 
 
 def _ceil_div(a, b):
     return -(-a // b)
 
 
-def make_schedule(n, geometry, cout, groups, itemsize, workspace, threads):
+def make_schedule(n, geometry, cout, groups, itemsize, workspace):
     """Cut one convolution into tiles, dW chunks and dx pieces (see :class:`Schedule`)."""
     g = geometry
     c, taps, P = g.channels, g.taps, g.positions
@@ -210,7 +224,7 @@ def make_schedule(n, geometry, cout, groups, itemsize, workspace, threads):
         # if that leaves fewer than MIN_UNITS tiles
         floor = _ceil_div(STAGE_WIDTH, P) if staged else 1
         tile_images = max(1, min(budget // (rows * P), max(_ceil_div(n, MIN_UNITS), floor),
-                                 INT32_MAX // max(P, 1)))
+                                 n, INT32_MAX // max(P, 1)))
         staged = staged and tile_images > 1
         tile_positions = P
         n_tiles = _ceil_div(n, tile_images)
@@ -246,10 +260,10 @@ def make_schedule(n, geometry, cout, groups, itemsize, workspace, threads):
         blocks = _ceil_div(MIN_UNITS, groups)
     dx_cblock = max(1, _ceil_div(cig, max(blocks, 1)))
     buf_bytes = buf_elems * itemsize
-    slots = threads if buf_bytes == 0 else max(1, min(threads, workspace // buf_bytes))
+    max_slots = 1 << 20 if buf_bytes == 0 else max(1, workspace // buf_bytes)
     return Schedule(pointwise, staged, tile_images, tile_positions, n_tiles, round_tiles,
                     n_acc, dx_images, dx_span, dx_cblock, dx_pieces, dx_round, buf_elems,
-                    slots)
+                    max_slots)
 
 
 def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation, groups,
@@ -311,11 +325,8 @@ def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation,
                              "dimension can hold")
     mask = _connection_mask(connections, c, cout, groups)
     out_shape = (n, cout) + out_sp
-    flops = 2 * n * cout * cin_g * geometry.taps * geometry.positions
-    threads = threads_for(flops)
-    schedule = make_schedule(n, geometry, cout, groups, dtype.itemsize, workspace, threads)
-    return Plan(dtype, x_shape, w_shape, out_shape, geometry, groups, flip, mask, schedule,
-                threads)
+    schedule = make_schedule(n, geometry, cout, groups, dtype.itemsize, workspace)
+    return Plan(dtype, x_shape, w_shape, out_shape, geometry, groups, flip, mask, schedule)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -363,11 +374,9 @@ def _map_plan(plan, inputs):
     geometry = plan.geometry._replace(channels=len(inputs))
     x_shape = (n, len(inputs)) + plan.x_shape[2:]
     w_shape = (1, len(inputs)) + plan.w_shape[2:]
-    flops = 2 * n * len(inputs) * geometry.taps * geometry.positions
-    threads = threads_for(flops)
-    schedule = make_schedule(n, geometry, 1, 1, plan.dtype.itemsize, _workspace, threads)
+    schedule = make_schedule(n, geometry, 1, 1, plan.dtype.itemsize, _workspace)
     return Plan(plan.dtype, x_shape, w_shape, (n, 1) + plan.out_shape[2:], geometry, 1,
-                False, None, schedule, threads)
+                False, None, schedule)
 
 
 def _by_output_map(plan, w2):
@@ -392,7 +401,8 @@ def _flat(a):
 
 def _engine_args(plan):
     n, cout = plan.out_shape[:2]
-    return plan.geometry, plan.schedule, n, cout, plan.groups
+    threads = plan.threads()
+    return plan.geometry, plan.schedule, n, cout, plan.groups, threads, plan.slots(threads)
 
 
 def forward(x, w2, bias, plan):
@@ -407,8 +417,8 @@ def forward(x, w2, bias, plan):
         return y
     y = np.empty(plan.out_shape, dtype=plan.dtype)
     b = bias if bias is not None else np.empty(0, dtype=plan.dtype)
-    _engine.conv_forward(_flat(x), _flat(w2), b, _flat(y), *_engine_args(plan),
-                         bias is not None, plan.threads)
+    _engine.conv_forward(_flat(x), _flat(w2), b, _flat(y), bias is not None,
+                         *_engine_args(plan))
     return y
 
 
@@ -434,7 +444,7 @@ def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     acc = np.zeros((n_acc, plan.w_shape[0], k), dtype=dt) if need_dw else None
     _engine.conv_backward(_flat(dy), _flat(x), _flat(w2),
                           _flat(dx) if need_dx else empty, _flat(acc) if need_dw else empty,
-                          *_engine_args(plan), need_dx, need_dw, plan.threads)
+                          need_dx, need_dw, *_engine_args(plan))
     dw2 = None
     if need_dw:
         dw2 = acc[0]

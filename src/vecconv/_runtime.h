@@ -46,6 +46,7 @@ static int vc_nthreads = 1;          /* the setting (vecconv.set_num_threads) */
 #if !defined(_WIN32)
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 
 #define VC_HAVE_THREADS 1
 
@@ -65,7 +66,7 @@ static pthread_cond_t vc_left = PTHREAD_COND_INITIALIZER;   /* callers wait for 
 static vc_job *vc_current = NULL;    /* the job open to workers, or NULL */
 static unsigned long vc_generation = 0;
 static int vc_started = 0;           /* workers alive in this process */
-static int vc_atfork_done = 0;
+static int vc_spawn_failed = 0;      /* pthread_create failed: use the workers there are */
 
 static void vc_claim(vc_job *job, int slot) {
     for (;;) {
@@ -107,6 +108,30 @@ static void vc_fork_child(void) {
     pthread_cond_init(&vc_left, NULL);
     vc_current = NULL;
     vc_started = 0;
+    vc_spawn_failed = 0;
+}
+
+/* Called once when the module is imported, before any worker exists: the fork handlers
+   are in place before the first fork that could find a worker or the lock held. */
+static void vc_runtime_init(void) {
+    pthread_atfork(vc_fork_prepare, vc_fork_parent, vc_fork_child);
+}
+
+/* A worker takes no signals: Python's handlers run in the main thread, and a signal
+   delivered to a worker would only delay it. */
+static int vc_spawn_worker(void) {
+    pthread_t t;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    int ok;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    ok = pthread_create(&t, &attr, vc_worker, NULL) == 0;
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return ok;
 }
 
 static int vc_workers_started(void) { return vc_started; }
@@ -123,24 +148,13 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     if (threads <= 1 || n_units <= 1) { vc_run_serial(fn, ctx, n_units); return; }
     if (threads > n_units) threads = (int)n_units;
     pthread_mutex_lock(&vc_mu);
-    if (!vc_atfork_done) {
-        pthread_atfork(vc_fork_prepare, vc_fork_parent, vc_fork_child);
-        vc_atfork_done = 1;
-    }
     if (vc_current != NULL) {           /* another thread's job has the workers */
         pthread_mutex_unlock(&vc_mu);
         vc_run_serial(fn, ctx, n_units);
         return;
     }
-    while (vc_started < threads - 1) {
-        pthread_t t;
-        pthread_attr_t attr;
-        int ok;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        ok = pthread_create(&t, &attr, vc_worker, NULL) == 0;
-        pthread_attr_destroy(&attr);
-        if (!ok) break;
+    while (vc_started < threads - 1 && !vc_spawn_failed) {
+        if (!vc_spawn_worker()) { vc_spawn_failed = 1; break; }
         vc_started++;
     }
     job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
@@ -161,7 +175,14 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
 /* Load a private OpenBLAS (scipy-openblas32's library) and hold it at one thread.
    Returns 1 on success, 0 when it cannot be used (the engine then keeps SciPy's BLAS). */
 static int vc_load_private_blas(const char *path) {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (h != NULL) {
+        /* already in the process (a SciPy or NumPy built against this very wheel): it is
+           not ours to hold at one thread */
+        dlclose(h);
+        return 0;
+    }
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) return 0;
     vc_private_sgemm = (vc_sgemm_fn)dlsym(h, "scipy_sgemm_");
     vc_private_dgemm = (vc_dgemm_fn)dlsym(h, "scipy_dgemm_");
@@ -181,6 +202,7 @@ static int vc_load_private_blas(const char *path) {
 #else   /* no pthreads: every job runs in the calling thread */
 
 #define VC_HAVE_THREADS 0
+static void vc_runtime_init(void) {}
 static int vc_workers_started(void) { return 0; }
 static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     Py_ssize_t u;

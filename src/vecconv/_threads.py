@@ -9,6 +9,7 @@ environment variable and no other library's thread count.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 
 from . import _engine
@@ -45,29 +46,47 @@ def _default_threads():
 def _load_private_blas():
     """The engine's own OpenBLAS: the scipy-openblas32 wheel's library, another file than
     SciPy's copy, so its one-thread setting is the engine's alone. Without it the engine
-    uses SciPy's BLAS and runs the GEMM passes on the calling thread."""
+    uses SciPy's BLAS and runs the GEMM passes on the calling thread.
+
+    The wheel's Python package is not imported: importing it loads the library into the
+    global namespace for builds linked against it. The engine finds the file and loads it
+    privately, and refuses it when something else has already loaded it (then it is not
+    the engine's to hold at one thread).
+    """
     if os.environ.get("VECCONV_PRIVATE_BLAS", "1") == "0":      # tests of the fallback
         return False
+    import importlib.util
     try:
-        import scipy_openblas32
-    except ImportError:
+        spec = importlib.util.find_spec("scipy_openblas32")
+    except (ImportError, ValueError):
         return False
-    lib_dir = scipy_openblas32.get_lib_dir()
-    for name in sorted(os.listdir(lib_dir)):
-        if name.startswith("libscipy_openblas") and (".so" in name or name.endswith(
-                (".dylib", ".dll"))):
-            if _engine.load_private_blas(os.path.join(lib_dir, name)):
-                return True
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for root in spec.submodule_search_locations:
+        lib_dir = os.path.join(root, "lib")
+        if not os.path.isdir(lib_dir):
+            continue
+        for name in sorted(os.listdir(lib_dir)):
+            if name.startswith("libscipy_openblas") and (".so" in name or name.endswith(
+                    (".dylib", ".dll"))):
+                if _engine.load_private_blas(os.path.join(lib_dir, name)):
+                    return True
     return False
+
+
+#: threads(n) blocks: a per-context (so per-Python-thread) override of the setting
+_scoped = contextvars.ContextVar("vecconv_threads", default=None)
 
 
 def set_num_threads(n):
     """Set how many threads vecconv's engine uses (the caller included); returns the old
     setting.
 
-    Only vecconv is affected: no environment variable and no other library's thread
-    count is changed. The default is the number of CPUs this process may run on, or
-    ``VECCONV_NUM_THREADS`` when set. Results are bit-for-bit the same for any setting.
+    This is the process's default; ``with vecconv.threads(n):`` overrides it for the code
+    in the block alone. Only vecconv is affected: no environment variable and no other
+    library's thread count is changed. The default is the number of CPUs this process may
+    run on, or ``VECCONV_NUM_THREADS`` when set. Results are bit-for-bit the same for any
+    setting.
     """
     old = _engine.get_num_threads()
     _engine.set_num_threads(integer("n", n, 1, MAX_THREADS))
@@ -75,19 +94,25 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """How many threads vecconv's engine uses (the caller included)."""
-    return _engine.get_num_threads()
+    """How many threads vecconv's engine uses here (the caller included): the innermost
+    ``threads(n)`` block's n, else the process's setting."""
+    scoped = _scoped.get()
+    return _engine.get_num_threads() if scoped is None else scoped
 
 
 @contextlib.contextmanager
 def threads(n):
-    """``with vecconv.threads(1): ...`` runs the block with ``set_num_threads(n)`` and
-    restores the previous setting after it."""
-    old = set_num_threads(n)
+    """``with vecconv.threads(1): ...`` runs the block's vecconv calls on n threads.
+
+    The override belongs to the current thread (a context variable): two Python threads
+    in blocks of their own do not see, or undo, each other's. Threads started inside the
+    block do not inherit it.
+    """
+    token = _scoped.set(integer("n", n, 1, MAX_THREADS))
     try:
         yield
     finally:
-        _engine.set_num_threads(old)
+        _scoped.reset(token)
 
 
 def runtime_info():

@@ -175,11 +175,11 @@ def _unfold_plan(x_shape, kernel_size, stride, padding, dilation, name="x"):
 def _unfold_units(plan):
     """(channels per unit, threads) of an im2col/col2im alone: (image, channel block)
     units, at least MIN_UNITS of them when the shapes allow."""
-    from ._plan import MIN_UNITS, threads_for
+    from ._plan import MIN_UNITS, pool_threads
     n, c = plan.x_shape[:2]
     blocks = max(1, min(c, -(-MIN_UNITS // max(n, 1))))
     elems = n * c * plan.geometry.taps * plan.geometry.positions
-    return -(-c // blocks), threads_for(2 * elems)
+    return -(-c // blocks), pool_threads(2 * elems)
 
 
 def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
@@ -216,7 +216,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
     x = floats(dtype, x)
     cols = np.empty(shape, dtype=dtype)
     _engine.unfold(x.reshape(-1), cols.reshape(-1), plan.geometry, n, *_unfold_units(plan),
-                   False)
+                   False)          # src: the maps, dst: the columns
     return cols.T
 
 
@@ -252,6 +252,6 @@ def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1):
     check_fits(nbytes_of(input_shape, dtype) + cols.size * dtype.itemsize, "col2im")
     cols_t = np.ascontiguousarray(cols.T, dtype=dtype)
     x = np.zeros(input_shape, dtype=dtype)
-    _engine.unfold(x.reshape(-1), cols_t.reshape(-1), plan.geometry, n, *_unfold_units(plan),
-                   True)
+    _engine.unfold(cols_t.reshape(-1), x.reshape(-1), plan.geometry, n, *_unfold_units(plan),
+                   True)           # src: the columns, dst: the maps
     return x

@@ -361,7 +361,8 @@ class MaxPool(Layer):
 
 
 def _matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) through the engine's single-threaded BLAS, not NumPy's.
+    """op(a) @ op(b) through the engine's BLAS, not NumPy's: blocks of rows spread over
+    the engine's threads, one single-threaded GEMM each.
 
     NumPy and SciPy each bundle an OpenBLAS with its own thread pool; a network that used
     NumPy's beside the engine's would keep another pool of spinning workers on the same
@@ -375,8 +376,20 @@ def _matmul(a, b, trans_a=False, trans_b=False):
         raise ValueError(f"matrix product of {a.shape}{'^T' if trans_a else ''} and "
                          f"{b.shape}{'^T' if trans_b else ''}: inner sizes {ka} and {kb} differ")
     out = np.empty((m, n), dtype=a.dtype)
-    if out.size:
-        _engine.gemm_into(a, b, out, trans_a, trans_b)
+    if not out.size:
+        return out
+    threads = min(_plan.threads_for(2 * m * n * ka), m)
+    rows = -(-m // threads)
+    full = m // rows
+    # blocks of `rows` rows of the output, one GEMM each, spread over the engine's threads
+    # (op(a)'s rows are a's rows, or its columns when transposed)
+    a_block = a[:, :rows] if trans_a else a[:rows]
+    _engine.gemm_into(a_block, b, out[:rows], trans_a, trans_b, count=full,
+                      a_step=rows if trans_a else rows * a.shape[1], c_step=rows * n,
+                      threads=threads)
+    if full * rows < m:
+        _engine.gemm_into(a[:, full * rows:] if trans_a else a[full * rows:], b,
+                          out[full * rows:], trans_a, trans_b)
     return out
 
 
