@@ -254,13 +254,22 @@ y = vc.conv2d(x, w, padding=2, stride=(2, 1))
 dx, dw, db = vc.conv2d_backward(np.cos(y), x, w, padding=2, stride=(2, 1))
 maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
 print(json.dumps(dict(changed=changed, gomp="libgomp" in maps, info=vc.runtime_info(),
+                      tpc="threadpoolctl" in sys.modules,
                       sums=[float(a.sum()) for a in (y, dx, dw, db)])))
 """
 
 
+def _clean_env(**extra):
+    """The environment of a fresh process, without what this test process's own imports
+    put there (threadpoolctl's import sets KMP_DUPLICATE_LIB_OK)."""
+    env = {k: v for k, v in os.environ.items() if k != "KMP_DUPLICATE_LIB_OK"}
+    env.update(extra)
+    return env
+
+
 def _probe(first):
     out = subprocess.run([sys.executable, "-c", _PROBE, first], capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, env=_clean_env())
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -269,6 +278,57 @@ def test_import_changes_no_environment_and_loads_no_openmp():
     res = _probe("vecconv")
     assert res["changed"] == {}, res["changed"]
     assert not res["gomp"], "vecconv pulled an OpenMP runtime into the process"
+    assert not res["tpc"], "vecconv imported threadpoolctl (which sets an environment variable)"
+
+
+def test_threadpoolctl_imported_after_vecconv_still_sees_it():
+    code = ("import numpy as np, vecconv as vc, threadpoolctl\n"
+            "vc.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))\n"
+            "print([i['user_api'] for i in threadpoolctl.threadpool_info()].count('vecconv'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=_clean_env())
+    assert out.returncode == 0, out.stderr
+    expected = "1" if hasattr(threadpoolctl, "register") else "0"
+    assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("name, value", [("VECCONV_NUM_THREADS", "99999999999"),
+                                         ("VECCONV_NUM_THREADS", "garbage"),
+                                         ("VECCONV_NUM_THREADS", "0"),
+                                         ("VECCONV_GRAIN_FLOPS", "abc"),
+                                         ("VECCONV_TILE_BYTES", "1e6")])
+def test_bad_environment_knobs_warn_and_never_break_import(name, value):
+    code = "import vecconv as vc; print(vc.get_num_threads())"
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                         text=True, timeout=300, env=_clean_env(**{name: value}))
+    assert out.returncode == 0, out.stderr
+    assert name in out.stderr and "RuntimeWarning" in out.stderr
+    assert 1 <= int(out.stdout) <= 1024
+
+
+def test_threadpoolctl_cannot_make_the_private_blas_multithreaded_mid_call(big_grain):
+    """Another thread's threadpool_limits(blas) sets every OpenBLAS, the engine's private
+    one included, while calls run; every GEMM puts it back to one thread first."""
+    if not vc.runtime_info()["private_blas"]:
+        pytest.skip("no private BLAS")
+    stop = threading.Event()
+
+    def meddle():
+        while not stop.is_set():
+            with threadpoolctl.threadpool_limits(2, user_api="blas"):
+                time.sleep(0.001)
+    t = threading.Thread(target=meddle)
+    t.start()
+    try:
+        with vc.threads(1):
+            ref = _run("groups", np.float64)
+        for _ in range(20):
+            with vc.threads(2):
+                for a, r in zip(_run("groups", np.float64), ref):
+                    np.testing.assert_array_equal(a, r)
+    finally:
+        stop.set()
+        t.join()
 
 
 def test_import_order_does_not_matter():
@@ -285,9 +345,8 @@ def test_import_order_does_not_matter():
 def test_without_the_private_blas_results_are_the_same():
     """The fallback (SciPy's BLAS, GEMM passes on the calling thread) gives the same
     numbers to rounding."""
-    env = dict(os.environ, VECCONV_PRIVATE_BLAS="0")
     out = subprocess.run([sys.executable, "-c", _PROBE, "vecconv"], capture_output=True,
-                         text=True, timeout=300, env=env)
+                         text=True, timeout=300, env=_clean_env(VECCONV_PRIVATE_BLAS="0"))
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["info"]["private_blas"] is False
@@ -439,3 +498,29 @@ def test_fork_while_another_thread_is_inside_a_call(big_grain, tmp_path):
         finally:
             stop.set()
             t.join()
+
+
+@pytest.mark.parametrize("xs, ws", [((8, 64, 256, 256), (64, 64, 3, 3)),
+                                    ((1, 3, 224, 224), (64, 3, 7, 7)),
+                                    ((64, 6, 14, 14), (16, 6, 5, 5)),
+                                    ((2, 1, 512, 512), (8, 1, 5, 5)),
+                                    ((32, 256, 28, 28), (64, 256, 1, 1))])
+def test_every_round_has_units_to_share(xs, ws):
+    """Each pass is cut so that a round has MIN_UNITS units whenever the shapes allow
+    (found by a hostile test: a batch of 8 large images ran dx one image per round, so
+    serially). The planner's arithmetic, checked for each job kind."""
+    from vecconv import _plan
+    plan = _plan.make_plan(xs, ws, None, dtype=np.dtype(np.float32), stride=1, padding=1,
+                           dilation=1, groups=1, connections=None, flip=False,
+                           workspace=None, spatial=2)
+    s = plan.schedule
+    want = _plan.MIN_UNITS
+    forward_units = min(s.round_tiles, s.n_tiles)
+    dw_units = min(s.n_acc, s.n_tiles)
+    cblocks = -(-xs[1] // s.dx_cblock)
+    dx_units = min(s.dx_round, s.dx_pieces) * cblocks
+    assert forward_units >= min(want, s.n_tiles)
+    assert dw_units >= min(want, s.n_tiles)
+    # dx: single-channel spans of one image are the documented exception
+    if s.dx_images or xs[1] > 1:
+        assert dx_units >= min(want, s.dx_pieces * xs[1]), s

@@ -9,7 +9,6 @@ variable and no other library's thread count.
 """
 
 from ._threads import get_num_threads, runtime_info, set_num_threads, threads
-from ._threads import _register_threadpoolctl
 from .conv import (col2im, conv1d, conv1d_backward, conv2d, conv2d_backward, get_workspace,
                    im2col, set_workspace)
 from .matrix import patch_matrix, unvec, vec
@@ -21,4 +20,3 @@ __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv2d", "conv2d
            "conv1d", "conv1d_backward", "set_workspace", "get_workspace", "set_num_threads",
            "get_num_threads", "threads", "runtime_info", "nn"]
 
-_register_threadpoolctl()

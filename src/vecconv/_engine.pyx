@@ -118,6 +118,9 @@ cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py
     cdef int ilda = <int>lda, ildb = <int>ldb, ildc = <int>ldc
     if m == 0 or n == 0:
         return
+    # threadpoolctl may set the private BLAS (it sees an OpenBLAS like any other) while a
+    # call runs: put it back to one thread before every product (a load of one int)
+    vc_private_blas_single()
     if floating is float:
         if vc_private_sgemm != NULL:
             vc_private_sgemm(&tb, &ta, &in_, &im, &ik, &alpha, b, &ildb, a, &ilda,

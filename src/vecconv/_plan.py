@@ -15,21 +15,20 @@ chunks are added up in a fixed order.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _engine
-from ._threads import get_num_threads
+from ._threads import env_int, get_num_threads
 from ._args import (INT32_MAX, as_array, check_ndim, int_tuple, integer, output_size,
                     resolve_padding)
 
 # ----------------------------------------------------------------------------- constants
 #: The column buffer of one tile is written by im2col and read back by the GEMM right
 #: after: sized to stay in cache between the two (measured on this machine, see bench/).
-TILE_BYTES = int(os.environ.get("VECCONV_TILE_BYTES", 4 * 2**20))
+TILE_BYTES = env_int("VECCONV_TILE_BYTES", 4 * 2**20)
 #: Units a job is cut into at least, when the shapes allow: enough for the caller to
 #: share with a worker, and for a worker that is late (busy machine) to cost little.
 MIN_UNITS = 8
@@ -37,21 +36,21 @@ MIN_UNITS = 8
 ROUND_ELEMS = 1 << 24
 #: Tiles with fewer output positions per image than this stage dY/Y as one matrix and
 #: make one GEMM for the whole tile (LeNet-5's C5 has one position per image).
-STAGE_BELOW = int(os.environ.get("VECCONV_STAGE_BELOW", 64))
+STAGE_BELOW = env_int("VECCONV_STAGE_BELOW", 64, 0)
 #: ... and so do convolutions with this many output maps per group or fewer, whose
 #: per-image GEMM is too skinny to run well (LeNet-5's C1: 6 maps; measured with
 #: bench/bench.py, C1 forward+backward 3.0 -> 1.6 ms in float32, 2.8 -> 2.0 in float64,
 #: while MNIST-like's 32 maps ran slower staged).
 STAGE_COUT = 8
 #: Columns (images x positions) a staged tile has at least, when the batch allows.
-STAGE_WIDTH = int(os.environ.get("VECCONV_STAGE_WIDTH", 32))
+STAGE_WIDTH = env_int("VECCONV_STAGE_WIDTH", 32)
 #: At most this many dW accumulators (chunks of a round, each summed by one unit).
 MAX_ACCUMULATORS = 8
 #: Below this many floating-point operations a pass runs in the calling thread alone:
 #: waking a worker costs more than it saves. Measured with bench/grain.py on 2 cores:
 #: LeNet-sized forward+backward ran 0.54-0.80x as fast on 2 threads at 1-2 MFLOP per
 #: pass, 1.06-1.11x at ~3.8 MFLOP, 1.42x at 15 MFLOP; beside two busy processes 0.89-1.03x.
-GRAIN_FLOPS = int(os.environ.get("VECCONV_GRAIN_FLOPS", 4_000_000))
+GRAIN_FLOPS = env_int("VECCONV_GRAIN_FLOPS", 4_000_000, 0)
 
 _DEFAULT_WORKSPACE = 64 * 2**20
 _workspace = _DEFAULT_WORKSPACE
@@ -249,7 +248,8 @@ def make_schedule(n, geometry, cout, groups, itemsize, workspace):
         dx_span = P
         dx_pieces = _ceil_div(n, dx_images)
         dx_round = max(1, ROUND_ELEMS // max(k_rows * P * dx_images, 1))
-        blocks = _ceil_div(MIN_UNITS, dx_pieces * groups)
+        # MIN_UNITS units in each round: split channels when a round has few pieces
+        blocks = _ceil_div(MIN_UNITS, min(dx_round, dx_pieces) * groups)
     else:
         # a few large images: spans of one image, one span per round, split by channels
         dx_images = 0

@@ -160,9 +160,11 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
     job.max_slots = threads; job.slots = 1; job.active = 0;
     if (vc_started > 0) {
+        int w;
         vc_current = &job;
         vc_generation++;
-        pthread_cond_broadcast(&vc_wake);
+        /* wake as many workers as the job can take, not every idle one */
+        for (w = 0; w < threads - 1 && w < vc_started; w++) pthread_cond_signal(&vc_wake);
     }
     pthread_mutex_unlock(&vc_mu);
     vc_claim(&job, 0);
@@ -224,7 +226,7 @@ static void vc_private_blas_single(void) {
 }
 
 static int vc_get_num_threads(void) { return vc_nthreads; }
-static void vc_set_num_threads(int n) { vc_nthreads = n < 1 ? 1 : n; }
+static void vc_set_num_threads(int n) { vc_nthreads = n < 1 ? 1 : (n > 1024 ? 1024 : n); }
 
 /* For threadpoolctl's custom-controller API: plain C symbols it can call by ctypes. */
 #if defined(_WIN32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import sys
 
 from . import _engine
 from ._args import integer
@@ -21,6 +22,24 @@ __all__ = ["set_num_threads", "get_num_threads", "threads", "runtime_info"]
 MAX_THREADS = 1024
 
 
+def env_int(name, default, minimum=1, maximum=2**62):
+    """An integer knob from the environment; a value that is not one (or out of range)
+    is ignored with a warning, never an import error."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+        if minimum <= value <= maximum:
+            return value
+    except ValueError:
+        pass
+    import warnings
+    warnings.warn(f"{name}={text!r} is not an integer from {minimum} to {maximum}; using "
+                  f"{default}", RuntimeWarning, stacklevel=2)
+    return default
+
+
 def _usable_cpus():
     try:
         return len(os.sched_getaffinity(0))
@@ -29,18 +48,7 @@ def _usable_cpus():
 
 
 def _default_threads():
-    env = os.environ.get("VECCONV_NUM_THREADS")
-    if env:
-        try:
-            n = int(env)
-            if 1 <= n <= MAX_THREADS:
-                return n
-        except ValueError:
-            pass
-        import warnings
-        warnings.warn(f"VECCONV_NUM_THREADS={env!r} is not a thread count from 1 to "
-                      f"{MAX_THREADS}; using {_usable_cpus()}", RuntimeWarning, stacklevel=3)
-    return _usable_cpus()
+    return env_int("VECCONV_NUM_THREADS", min(_usable_cpus(), MAX_THREADS), 1, MAX_THREADS)
 
 
 def _load_private_blas():
@@ -53,8 +61,8 @@ def _load_private_blas():
     privately, and refuses it when something else has already loaded it (then it is not
     the engine's to hold at one thread).
     """
-    if os.environ.get("VECCONV_PRIVATE_BLAS", "1") == "0":      # tests of the fallback
-        return False
+    if os.environ.get("VECCONV_PRIVATE_BLAS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False                                            # (tests of the fallback)
     import importlib.util
     try:
         spec = importlib.util.find_spec("scipy_openblas32")
@@ -96,6 +104,8 @@ def set_num_threads(n):
 def get_num_threads():
     """How many threads vecconv's engine uses here (the caller included): the innermost
     ``threads(n)`` block's n, else the process's setting."""
+    if not _registered and "threadpoolctl" in sys.modules:
+        _register_threadpoolctl()
     scoped = _scoped.get()
     return _engine.get_num_threads() if scoped is None else scoped
 
@@ -122,14 +132,18 @@ def runtime_info():
                 private_blas=_engine.private_blas(), workers=_engine.workers_started())
 
 
+_registered = False
+
+
 def _register_threadpoolctl():
     """Teach threadpoolctl about vecconv (``threadpool_info()`` lists it and
-    ``threadpool_limits(n)`` limits it) when threadpoolctl is importable and has the
-    custom-controller API (3.5+)."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        return
+    ``threadpool_limits(n)`` limits it) once threadpoolctl is imported and has the
+    custom-controller API (3.5+). vecconv never imports it itself: its import sets
+    KMP_DUPLICATE_LIB_OK in the environment. So vecconv registers at its own import when
+    threadpoolctl is already there, else at its first call after threadpoolctl arrives."""
+    global _registered
+    _registered = True
+    threadpoolctl = sys.modules.get("threadpoolctl")
     register = getattr(threadpoolctl, "register", None)
     base = getattr(threadpoolctl, "LibController", None)
     if register is None or base is None:
@@ -145,7 +159,8 @@ def _register_threadpoolctl():
             return self.dynlib.vecconv_get_num_threads()
 
         def set_num_threads(self, num_threads):
-            self.dynlib.vecconv_set_num_threads(int(num_threads))
+            # threadpoolctl passes any int; C would truncate it
+            self.dynlib.vecconv_set_num_threads(max(1, min(int(num_threads), MAX_THREADS)))
 
         def get_version(self):
             from . import __version__
@@ -162,3 +177,5 @@ def _register_threadpoolctl():
 
 _engine.set_num_threads(_default_threads())
 _load_private_blas()
+if "threadpoolctl" in sys.modules:
+    _register_threadpoolctl()
