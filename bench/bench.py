@@ -11,10 +11,17 @@ warm-up; ratios are taken within this run.
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenBLAS threads (NumPy's, SciPy's) spin-yield for up to ~0.1 s after a product
+# and slow whatever method runs next on these 2 cores; timed round-robin, that noise lands
+# on the methods unevenly. In this process alone they go to sleep at once. (vecconv's own
+# workers never spin.) Must be set before NumPy loads its OpenBLAS.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 import argparse
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -647,8 +654,13 @@ def run(args):
         pk = results["peak_gemm_gflops"][dt.name] = peak_gemm(dt, 1024 if args.quick else 2048)
         print(f"peak GEMM {dt.name}: {pk['numpy']:.0f} GFLOP/s through NumPy's BLAS, "
               f"{pk['engine']:.0f} through the engine's ({'1024' if args.quick else '2048'}^3)")
-    methods = ([VecConv, NumpyIm2col] + ([Torch] if torch is not None else [])
-               + [Roofline, RooflinePerImage])
+    # The order within a round matters on 2 cores: NumPy's OpenBLAS threads (numpy-im2col,
+    # the batched roofline) spin-yield for a while after each product and slow whatever
+    # runs next (measured: torch's LeNet-C1 median 68 ms after numpy-im2col, min 4.5 ms).
+    # vecconv's workers sleep at once, so torch runs right after vecconv, and vecconv right
+    # after the per-image roofline (also vecconv's pool).
+    methods = ([VecConv] + ([Torch] if torch is not None else [])
+               + [NumpyIm2col, Roofline, RooflinePerImage])
     for name in cases:
         case = CASES[name]
         for dt in dtypes:
