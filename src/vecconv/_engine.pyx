@@ -290,7 +290,9 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
     from. Both directions take the same index path, so one is the adjoint of the other.
     """
     cdef Py_ssize_t W = g.o[2], o1 = g.o[1], sw = g.s[2]
-    cdef Py_ssize_t c, t, r, wa, wb, i0, i1, ca, cb, w
+    cdef Py_ssize_t c, t, r, wa, wb, i0, i1, ca, cb, w, od, oh
+    cdef Py_ssize_t r_first = p0 // W, r_end = (p1 - 1) // W + 1
+    cdef Py_ssize_t od_first = r_first // o1, oh_first = r_first % o1
     cdef const Tap *tp
     cdef floating *seg
     cdef floating *row
@@ -299,13 +301,19 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
     for c in range(c0, c1):
         for t in range(g.taps):
             tp = &g.tap[t]
-            for r in range(p0 // W, (p1 - 1) // W + 1):
+            od = od_first           # output row r = od*o1 + oh, counted without dividing
+            oh = oh_first
+            for r in range(r_first, r_end):
                 # output row r (over the D and H axes), its columns [wa, wb) in the tile
                 wa = imax(p0 - r * W, 0)
                 wb = imin(p1 - r * W, W)
                 seg = cols + ((c - c0) * g.taps + t) * ld + r * W - p0
-                i0 = (r // o1) * g.s[0] + tp.off0
-                i1 = (r % o1) * g.s[1] + tp.off1
+                i0 = od * g.s[0] + tp.off0
+                i1 = oh * g.s[1] + tp.off1
+                oh = oh + 1
+                if oh == o1:
+                    oh = 0
+                    od = od + 1
                 if i0 < 0 or i0 >= g.i[0] or i1 < 0 or i1 >= g.i[1]:
                     if not scatter:
                         memset(seg + wa, 0, (wb - wa) * sizeof(floating))
