@@ -540,6 +540,42 @@ def thread_scaling(dtype, calls=64):
     return dict(calls_per_s_1_thread=out[1], calls_per_s_2_threads=out[2], speedup=out[2] / out[1])
 
 
+# ----------------------------------------------------------------------------- 3-D
+def conv3d_vs_torch(dtype=np.float32, repeats=9):
+    """conv3d + backward (dx, dw, db) against PyTorch, batch 8, 32 -> 32 channels, 3x3x3
+    kernels, padding 1, on 16x32x32 volumes; interleaved, outputs checked first."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 32, 16, 32, 32)).astype(dtype)
+    w = rng.standard_normal((32, 32, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(32).astype(dtype)
+    dy = rng.standard_normal((8, 32, 16, 32, 32)).astype(dtype)
+
+    def ours():
+        y = vc.conv3d(x, w, b, padding=1)
+        return (y,) + vc.conv3d_backward(dy, x, w, padding=1)
+    fns = {"vecconv": ours}
+    if torch is not None:
+        xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        dyt = torch.tensor(dy)
+
+        def theirs():
+            for t in (xt, wt, bt):
+                t.grad = None
+            y = F.conv3d(xt, wt, bt, padding=1)
+            y.backward(dyt)
+            return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
+        err = max(max_rel_diff(a, r) for a, r in zip(ours(), theirs()))
+        if not err < 1e-4:
+            raise SystemExit(f"torch disagrees with vecconv on conv3d: {err:.2e}")
+        fns["torch"] = theirs
+    t = timeit_interleaved(fns, repeats)
+    gflop = 3 * 2 * 8 * 32 * 32 * 27 * 16 * 32 * 32 / 1e9
+    out = {k: dict(v, gflops=gflop / v["median"]) for k, v in t.items()}
+    if "torch" in out:
+        out["torch_over_vecconv"] = out["torch"]["median"] / out["vecconv"]["median"]
+    return out
+
+
 # ----------------------------------------------------------------------------- a user's process
 def _child_times(first, cases, dtypes, repeats):
     """In a fresh process that imports (and uses) ``first`` before anything else: the
@@ -649,7 +685,7 @@ def run(args):
     dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
     cases = args.cases.split(",") if args.cases else (QUICK_CASES if args.quick else list(CASES))
     results = dict(machine=facts, peak_gemm_gflops={}, cases=[], lenet5_step=[], threads={},
-                   import_order={}, under_load={})
+                   import_order={}, under_load={}, conv3d={})
     for dt in dtypes:
         pk = results["peak_gemm_gflops"][dt.name] = peak_gemm(dt, 1024 if args.quick else 2048)
         print(f"peak GEMM {dt.name}: {pk['numpy']:.0f} GFLOP/s through NumPy's BLAS, "
@@ -728,6 +764,11 @@ def run(args):
                   f"{entry['vecconv']['median'] * 1e3:.2f} ms" +
                   (f", torch {entry['torch']['median'] * 1e3:.2f} ms "
                    f"(torch/vecconv {entry['torch_over_vecconv']:.2f})" if torch is not None else ""))
+    r = results["conv3d"] = conv3d_vs_torch()
+    print(f"conv3d + backward, float32, 8x32x16x32x32, 3x3x3 -> 32: vecconv "
+          f"{r['vecconv']['median'] * 1e3:.1f} ms ({r['vecconv']['gflops']:.0f} GFLOP/s)" +
+          (f", torch {r['torch']['median'] * 1e3:.1f} ms (torch/vecconv "
+           f"{r['torch_over_vecconv']:.2f})" if "torch" in r else ""))
     for dt in dtypes:
         results["threads"][dt.name] = thread_scaling(dt)
         r = results["threads"][dt.name]

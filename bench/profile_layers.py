@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from vecconv import _engine
-from vecconv import conv as C
+from vecconv import _plan as C
 
 
 def median_ms(f, repeats=9):
@@ -29,17 +29,20 @@ def main():
         dt = np.float32
         x = rng.standard_normal((n, c, h, w)).astype(dt)
         wt = rng.standard_normal((co, c, k, k)).astype(dt)
-        plan, _ = C.make_plan(x.shape, wt.shape, None, dtype=np.dtype(dt), stride=s, padding=p,
-                              dilation=1, groups=1, connections=None, flip=False,
-                              workspace=None, spatial=2)
+        plan = C.make_plan(x.shape, wt.shape, None, dtype=np.dtype(dt), stride=s, padding=p,
+                           dilation=1, groups=1, connections=None, flip=False,
+                           workspace=None, spatial=2)
         w2 = C.effective_weight(wt, plan)
         dy = np.ones(plan.out_shape, dt)
-        L = plan.geometry[8] * plan.geometry[9]
+        L = plan.geometry.positions
         K = c * k * k
         cols = np.empty((K, L), dt)
         dx = np.zeros((1, c, h, w), dt)
-        im = median_ms(lambda: [_engine.im2col_full(x[b:b + 1], cols, plan.geometry) for b in range(n)])
-        c2i = median_ms(lambda: [_engine.col2im_full(cols, dx, plan.geometry) for b in range(n)])
+        # one image at a time on the calling thread, as a unit of the engine does it
+        im = median_ms(lambda: [_engine.unfold(x[b].reshape(-1), cols.reshape(-1), plan.geometry,
+                                               1, c, 1, False) for b in range(n)])
+        c2i = median_ms(lambda: [_engine.unfold(cols.reshape(-1), dx.reshape(-1), plan.geometry,
+                                                1, c, 1, True) for b in range(n)])
         cb = rng.standard_normal((K, n * L)).astype(dt)
         y = np.empty((co, n * L), dt)
         d2 = rng.standard_normal((co, n * L)).astype(dt)

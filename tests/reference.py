@@ -47,6 +47,19 @@ def ref_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, connecti
             pt, pb, pl, pr = ph, ph, pw, pw
         mode = "valid"
         xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    out = _sum_pairs(xp, w, groups, connections,
+                     lambda xm, k: f(xm, dilate_kernel(k, dh, dw), mode)[::sh, ::sw])
+    if out is None:   # nothing connected at all
+        raise AssertionError("reference needs at least one connection")
+    if b is not None:
+        out += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return out
+
+
+def _sum_pairs(xp, w, groups, connections, one):
+    """out[m, j] = sum over the input maps i that feed map j of one(xp[m, i], w[j, i'])."""
+    n = xp.shape[0]
+    cout, cig = w.shape[:2]
     cog = cout // groups
     out = None
     for j in range(cout):
@@ -55,16 +68,11 @@ def ref_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, connecti
             i = g * cig + ii
             if connections is not None and not connections[i, j]:
                 continue
-            k = dilate_kernel(w[j, ii], dh, dw)
             for m in range(n):
-                r = f(xp[m, i], k, mode)[::sh, ::sw]
+                r = one(xp[m, i], w[j, ii])
                 if out is None:
                     out = np.zeros((n, cout) + r.shape)
                 out[m, j] += r
-    if out is None:   # nothing connected at all
-        raise AssertionError("reference needs at least one connection")
-    if b is not None:
-        out += np.asarray(b, dtype=np.float64)[None, :, None, None]
     return out
 
 
@@ -126,3 +134,37 @@ LENET_C3_INPUTS = [
 ]
 
 
+def _dilate(k, dilation):
+    out = np.zeros(tuple(d * (s - 1) + 1 for d, s in zip(dilation, k.shape)), k.dtype)
+    out[tuple(slice(None, None, d) for d in dilation)] = k
+    return out
+
+
+def ref_conv3d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, connections=None,
+               flip=False):
+    """Eq. 1 by scipy.signal.correlate/convolve (N-d), one map pair at a time. String
+    padding is scipy's own mode; ints and pairs by np.pad; dilation by a kernel with zeros
+    inserted; stride by subsampling."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    n, c = x.shape[:2]
+    cout, cig = w.shape[:2]
+    stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+    dilation = (dilation,) * 3 if isinstance(dilation, int) else tuple(dilation)
+    f = ss.convolve if flip else ss.correlate
+    if isinstance(padding, str):
+        mode, xp = padding, x
+    else:
+        if isinstance(padding, int):
+            pads = ((padding, padding),) * 3
+        elif isinstance(padding[0], (tuple, list)):
+            pads = tuple(tuple(p) for p in padding)
+        else:
+            pads = tuple((p, p) for p in padding)
+        mode, xp = "valid", np.pad(x, ((0, 0), (0, 0)) + pads)
+    out = _sum_pairs(xp, w, groups, connections,
+                     lambda xm, k: f(xm, _dilate(k, dilation), mode, method="direct")[
+                         ::stride[0], ::stride[1], ::stride[2]])
+    if out is not None and b is not None:
+        out += np.asarray(b)[None, :, None, None, None]
+    return out

@@ -23,7 +23,7 @@ NAN = float("nan")
 
 # (name of the argument the message must name, keyword changes, exception)
 CONV_CASES = [
-    ("x", dict(x=np.ones((3, 8, 8))), ValueError),
+    ("x", dict(x=np.ones((8, 8))), ValueError),          # neither batched nor unbatched
     ("x", dict(x=np.ones((1, 2, 3, 8, 8))), ValueError),
     ("x", dict(x="abc"), TypeError),
     ("x", dict(x=None), TypeError),
@@ -121,7 +121,7 @@ def test_conv2d_backward_bad_dy(dy, exc):
 
 
 CONV1D_CASES = [
-    ("x", dict(x=np.ones((3, 8))), ValueError),
+    ("x", dict(x=np.ones(8)), ValueError),                # neither batched nor unbatched
     ("w", dict(w=np.ones((4, 3, 3, 3))), ValueError),
     ("w", dict(w=np.ones((4, 2, 3))), ValueError),
     ("kernel", dict(w=np.ones((4, 3, 9))), ValueError),

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import vecconv as vc
-from reference import ref_conv1d, ref_conv2d
+from reference import ref_conv1d, ref_conv2d, ref_conv3d
 
 
 def layouts(a, how):
@@ -140,3 +140,64 @@ def test_conv1d_forward_and_backward(n, c, cout, length, k, stride, dilation, pa
     scale = np.abs(dy).sum() * (np.abs(x).max() + 1) * (np.abs(w).max() + 1) * 10
     assert _close(np.vdot(dx, x2), np.vdot(dy, ref_conv1d(x2, w, **opts)), np.float64, scale)
     assert _close(np.vdot(dw, w2), np.vdot(dy, ref_conv1d(x, w2, **opts)), np.float64, scale)
+
+
+@st.composite
+def conv3d_cases(draw):
+    n = draw(st.sampled_from([0, 1, 2, 9]))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    use_table = groups == 1 and draw(st.booleans())
+    c = groups * draw(st.integers(1, 2))
+    cout = groups * draw(st.sampled_from([1, 2, 9]))
+    k = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    dil = tuple(draw(st.integers(1, 2)) for _ in range(3))
+    stride = tuple(draw(st.integers(1, 2)) for _ in range(3))
+    padding = draw(st.one_of(st.sampled_from(["valid", "same", "full"]), st.integers(0, 2),
+                             st.tuples(*[st.tuples(st.integers(0, 2), st.integers(0, 2))] * 3)))
+    ext = tuple(d * (kk - 1) + 1 for d, kk in zip(dil, k))
+    size = tuple(draw(st.integers(1, 6)) for _ in range(3))
+    if isinstance(padding, str):
+        extra = {"valid": (0,) * 3, "same": tuple(e - 1 for e in ext),
+                 "full": tuple(2 * e - 2 for e in ext)}[padding]
+    elif isinstance(padding, int):
+        extra = (2 * padding,) * 3
+    else:
+        extra = tuple(sum(p) for p in padding)
+    assume(all(s + x >= e for s, x, e in zip(size, extra, ext)))
+    table = None
+    if use_table:
+        table = np.array(draw(st.lists(st.booleans(), min_size=c * cout, max_size=c * cout))).reshape(c, cout)
+    return dict(shape=(n, c) + size, wshape=(cout, c // groups) + k, groups=groups,
+                connections=table, stride=stride, dilation=dil, padding=padding,
+                flip=draw(st.booleans()), dtype=draw(st.sampled_from([np.float32, np.float64])),
+                seed=draw(st.integers(0, 2**32 - 1)), workspace=draw(st.sampled_from([None, 700])))
+
+
+@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(conv3d_cases())
+def test_conv3d_forward_and_backward(case):
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    x = rng.standard_normal(case["shape"]).astype(dt)
+    w = rng.standard_normal(case["wshape"]).astype(dt)
+    opts = {k: case[k] for k in ("stride", "dilation", "padding", "groups", "connections", "flip")}
+    y = vc.conv(x, w, workspace=case["workspace"], **opts)
+    assert y.dtype == dt
+    if x.shape[0] == 0:
+        return
+    ref = ref_conv3d(x, w, None, **opts)
+    if ref is None:                      # a table that connects nothing
+        ref = np.zeros(y.shape)
+    np.testing.assert_allclose(y, ref, rtol=5e-4 if dt == np.float32 else 1e-10,
+                               atol=5e-4 if dt == np.float32 else 1e-10)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = vc.conv_backward(dy.astype(dt), x, w, workspace=case["workspace"], **opts)
+    x2, w2 = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+    if opts["connections"] is not None:
+        w2 = w2 * opts["connections"].T[:, :, None, None, None]
+    scale = np.abs(dy).sum() * (np.abs(x).max() + 1) * (np.abs(w).max() + 1) * 10
+    for got, probe, rhs in ((dx, x2, lambda: ref_conv3d(x2, w, None, **opts)),
+                            (dw, w2, lambda: ref_conv3d(x, w2, None, **opts))):
+        r = rhs()
+        assert _close(np.vdot(got.astype(np.float64), probe),
+                      0.0 if r is None else np.vdot(dy, r), dt, scale)

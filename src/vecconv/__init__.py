@@ -9,14 +9,15 @@ variable and no other library's thread count.
 """
 
 from ._threads import get_num_threads, runtime_info, set_num_threads, threads
-from .conv import (col2im, conv1d, conv1d_backward, conv2d, conv2d_backward, get_workspace,
-                   im2col, set_workspace)
+from ._conv import (col2im, conv, conv1d, conv1d_backward, conv2d, conv2d_backward, conv3d,
+                   conv3d_backward, conv_backward, get_workspace, im2col, set_workspace)
 from .matrix import patch_matrix, unvec, vec
 from . import nn  # noqa: E402  (the layers and LeNet-5, on the same engine)
 
 __version__ = "0.1.0"
 
-__all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv2d", "conv2d_backward",
-           "conv1d", "conv1d_backward", "set_workspace", "get_workspace", "set_num_threads",
+__all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_backward",
+           "conv1d", "conv1d_backward", "conv2d", "conv2d_backward", "conv3d",
+           "conv3d_backward", "set_workspace", "get_workspace", "set_num_threads",
            "get_num_threads", "threads", "runtime_info", "nn"]
 

@@ -4,7 +4,7 @@
 (a :class:`Geometry`, mirrored field by field by the engine's ``Geom`` struct), how the
 work is cut into units for the thread pool (a :class:`Schedule`) and how many threads
 run it. ``forward``/``backward`` hand clean arrays and the plan to ``vecconv._engine``,
-which only executes. ``vecconv.conv`` (the public functions), ``vecconv.nn`` and the
+which only executes. ``vecconv._conv`` (the public functions), ``vecconv.nn`` and the
 benchmark all plan through here.
 
 How the work is cut does not depend on the thread count, so the result is bit-for-bit
@@ -168,6 +168,12 @@ class Plan:
 
 
 # ----------------------------------------------------------------------------- planning
+#: spatial axes d -> (layout of x, layout of w, names of the axes in messages)
+LAYOUTS = {1: ("(N, C, L)", "(Cout, Cin/groups, k)", ("L",)),
+           2: ("(N, C, H, W)", "(Cout, Cin/groups, kh, kw)", ("H", "W")),
+           3: ("(N, C, D, H, W)", "(Cout, Cin/groups, kd, kh, kw)", ("D", "H", "W"))}
+
+
 def _connection_mask(connections, cin, cout, groups):
     if connections is None:
         return None
@@ -270,10 +276,10 @@ def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation,
               connections, flip, workspace, spatial):
     """Validate the shapes and options of one convolution and derive its Plan.
 
-    ``spatial`` is the number of spatial axes (1: x is (N, C, L); 2: (N, C, H, W)).
+    ``spatial`` is the number of spatial axes d: x is (N, C, *d axes), w (Cout, C/groups,
+    *d kernel sizes).
     """
-    layout = "(N, C, L)" if spatial == 1 else "(N, C, H, W)"
-    wlayout = "(Cout, Cin/groups, k)" if spatial == 1 else "(Cout, Cin/groups, kh, kw)"
+    layout, wlayout, names = LAYOUTS[spatial]
     check_ndim("x", x_shape, spatial + 2, layout)
     check_ndim("w", w_shape, spatial + 2, wlayout)
     if not isinstance(flip, (bool, np.bool_)):
@@ -301,8 +307,9 @@ def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation,
     stride = int_tuple("stride", stride, spatial, 1)
     dilation = int_tuple("dilation", dilation, spatial, 1)
     extents = tuple(d * (k - 1) + 1 for d, k in zip(dilation, ksize))
-    pads = resolve_padding(padding, extents, flip, signal_1d=(spatial == 1))
-    names = ("L",) if spatial == 1 else ("H", "W")
+    # 'same' follows the scipy function of the same rank: correlate2d centres even kernels
+    # differently from convolve2d; the 1-D and N-d correlate/convolve both pad k//2 before
+    pads = resolve_padding(padding, extents, flip, signal_1d=(spatial != 2))
     out_sp = tuple(output_size(f"input {nm}", s, p, e, st) for nm, s, p, e, st in
                    zip(names, x_shape[2:], pads, extents, stride))
     if workspace is None:

@@ -2,7 +2,7 @@
 
 Every layer maps a batch forward, keeps what its backward pass needs, and maps the error
 delta = dE/d(output) back to dE/d(input), filling ``grads`` for its ``params``. The
-convolution layers run on the compiled engine (``vecconv.conv``); float32 stays float32
+convolution layers run on the compiled engine (``vecconv._plan``); float32 stays float32
 throughout.
 
 >>> import numpy as np, vecconv.nn as nn

@@ -1,0 +1,328 @@
+"""The public convolution API: validation here, computation in ``vecconv._engine``.
+
+Conventions (the seed's section 2.1 and its discussion of the J flips, eq. 14):
+
+* ``flip=False`` is cross-correlation, z[i, j] = sum_pq k[p, q] x[i+p, j+q]: PyTorch's
+  conv2d and ``scipy.signal.correlate2d``.
+* ``flip=True`` rotates every kernel by 180 degrees first (J k J): true convolution as in
+  the seed's eq. 1, ``scipy.signal.convolve2d`` and MATLAB's ``convn``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _engine
+from ._args import (as_array, check_fits, check_ndim, float_dtype, floats, int_tuple,
+                    integer, nbytes_of)
+from ._plan import (LAYOUTS, backward, effective_weight, forward, get_workspace, make_plan,
+                    set_workspace, weight_gradient)
+
+__all__ = ["im2col", "col2im", "conv", "conv_backward", "conv1d", "conv1d_backward",
+           "conv2d", "conv2d_backward", "conv3d", "conv3d_backward", "set_workspace",
+           "get_workspace"]
+
+
+def _copy_bytes(a, dtype):
+    """Bytes np.ascontiguousarray(a, dtype) would allocate (0 when a is already clean)."""
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return 0
+    return a.size * np.dtype(dtype).itemsize
+
+
+# ----------------------------------------------------------------------------- public API
+_KEYWORDS = ("stride", "padding", "dilation", "groups", "connections", "flip", "workspace")
+
+
+def _spatial_axes(w, fixed, fname):
+    """d, the number of spatial axes: w.ndim - 2, checked against ``fixed`` (conv1d/2d/3d)."""
+    d = w.ndim - 2
+    if fixed is not None and d != fixed:
+        raise ValueError(f"{fname} needs w of {fixed + 2} dimensions {LAYOUTS[fixed][1]}, got "
+                         f"shape {w.shape}")
+    if d not in LAYOUTS:
+        raise ValueError(f"w must be (Cout, Cin/groups, *kernel) with 1, 2 or 3 kernel axes, "
+                         f"got shape {w.shape}")
+    return d
+
+
+def _batched(name, a, d):
+    """(a with a batch axis, whether it came without one): PyTorch's unbatched inputs."""
+    if a.ndim == d + 1:
+        return a[None], True
+    return a, False
+
+
+def _forward(fixed, fname, x, w, bias, opts):
+    x = as_array("x", x)
+    w = as_array("w", w)
+    bias = None if bias is None else as_array("bias", bias)
+    d = _spatial_axes(w, fixed, fname)
+    x, unbatched = _batched("x", x, d)
+    dtype = float_dtype(x=x, w=w, bias=bias)
+    plan = make_plan(x.shape, w.shape, None if bias is None else bias.shape,
+                     dtype=dtype, spatial=d, **opts)
+    # before anything is allocated: the input copies, the output, the column buffers
+    check_fits(plan.work_bytes() + _copy_bytes(x, dtype) + _copy_bytes(w, dtype),
+               "this convolution (output, column buffers, weight and input copies)")
+    x = floats(plan.dtype, x)
+    bias = None if bias is None else floats(plan.dtype, bias)
+    y = forward(x, effective_weight(w, plan), bias, plan)
+    return y[0] if unbatched else y
+
+
+def _backward(fixed, fname, dy, x, w, opts, input_grad=True, weight_grad=True):
+    for name, flag in (("input_grad", input_grad), ("weight_grad", weight_grad)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    dy = as_array("dy", dy)
+    x = as_array("x", x)
+    w = as_array("w", w)
+    d = _spatial_axes(w, fixed, fname)
+    x, unbatched = _batched("x", x, d)
+    if unbatched:
+        dy = dy[None]
+    dtype = float_dtype(dy=dy, x=x, w=w)
+    plan = make_plan(x.shape, w.shape, None, dtype=dtype, spatial=d, **opts)
+    if dy.shape != plan.out_shape:
+        want = plan.out_shape[1:] if unbatched else plan.out_shape
+        raise ValueError(f"dy must have the output shape {want} of this convolution, "
+                         f"got {dy.shape[1:] if unbatched else dy.shape}")
+    need_dx, need_dw = bool(input_grad), bool(weight_grad)
+    check_fits(plan.work_bytes(backward=True, need_dx=need_dx, need_dw=need_dw)
+               + _copy_bytes(x, dtype) + _copy_bytes(dy, dtype) + _copy_bytes(w, dtype),
+               "this convolution's backward pass (dx, dW accumulators, column buffers, "
+               "weight and input copies)")
+    x = floats(dtype, x)
+    dy = floats(dtype, dy)
+    dx, dw2 = (None, None)
+    if need_dx or need_dw:
+        dx, dw2 = backward(dy, x, effective_weight(w, plan), plan, need_dx, need_dw)
+    dw = db = None
+    if need_dw:
+        dw = weight_gradient(dw2, plan)
+        db = dy.sum(axis=tuple(range(2, dy.ndim)), dtype=dtype).sum(axis=0)      # eq. 10
+    if unbatched and dx is not None:
+        dx = dx[0]
+    return dx, dw, db
+
+
+def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
+         flip=False, workspace=None):
+    """1-, 2- or 3-D convolution by im2col and one GEMM per image and group.
+
+    Implements eq. 1 of the derivation (without the activation f): output map j is the sum
+    over the input maps i connected to it of x_i * k_ij, plus b_j. In matrix form (eq. 12)
+    vec(z_j) = [c] vec(k_j), with [c] the patch (column) matrix; the patch matrix has one
+    entry per kernel tap and output position whatever the number of axes.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, *spatial) or unbatched (C, *spatial)
+        d = ``w.ndim - 2`` spatial axes (1, 2 or 3). An unbatched x gives an unbatched y.
+    w : array_like, shape (Cout, C/groups, *kernel)
+    bias : array_like, shape (Cout,), optional
+    stride, dilation : int or d ints, >= 1
+    padding : int, d ints, d (before, after) pairs, or 'valid' | 'same' | 'full'
+        The strings mean what they mean in the scipy.signal function of the same rank:
+        1-D ``correlate``/``convolve`` and 3-D ``correlate``/``convolve`` (even kernels:
+        k//2 before), 2-D ``correlate2d`` ((k-1)//2 before) and ``convolve2d`` (k//2).
+    groups : int
+        As in PyTorch: input and output channels split into ``groups`` independent blocks.
+    connections : array_like of bool, shape (C, Cout), optional
+        Table 1 of the derivation: True where input map i feeds output map j. Weights of
+        pairs not connected are ignored, whatever they hold. Cannot be combined with
+        ``groups``.
+    flip : bool
+        False: cross-correlation (PyTorch). True: true convolution (every kernel axis
+        reversed, the J k J of eq. 14).
+    workspace : int, optional
+        Byte budget of the column buffers for this call (default: ``get_workspace()``).
+
+    Returns
+    -------
+    y : ndarray, shape (N, Cout, *out) (or (Cout, *out) for an unbatched x); float32 if
+        every input is float32, else float64.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.signal, vecconv
+    >>> x = np.arange(27.0).reshape(1, 3, 3, 3); k = np.ones((1, 1, 2, 2, 2))
+    >>> y = vecconv.conv(x, k)                          # unbatched, 3-D
+    >>> np.allclose(y[0], scipy.signal.correlate(x[0], k[0, 0], 'valid'))
+    True
+    """
+    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                connections=connections, flip=flip, workspace=workspace)
+    return _forward(None, "conv", x, w, bias, opts)
+
+
+def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
+                  flip=False, workspace=None, input_grad=True, weight_grad=True):
+    """Gradients of ``conv`` with respect to x, w and bias, given dy = dE/dy.
+
+    * ``dw``: eq. 12/13, dE/dk_ij = unvec(vec(delta_j)^T [c_i]): one GEMM of dy with the
+      patch matrix per image (exactly zero for pairs the connection table leaves out);
+    * ``dx``: eq. 16-18, the full convolution of delta with the flipped kernels, computed
+      as the GEMM W^T dy followed by col2im;
+    * ``db``: eq. 10, the sum of delta over the batch and every position.
+
+    Takes the keywords of ``conv``; ``dy`` has conv's output shape (unbatched with an
+    unbatched x). ``input_grad=False`` skips dx (a first layer needs none) and
+    ``weight_grad=False`` skips dw and db: the engine then makes neither their GEMMs nor
+    their column buffers.
+
+    Returns
+    -------
+    dx, dw, db : ndarrays shaped like x, w and (Cout,), or None for a gradient not asked for.
+    """
+    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                connections=connections, flip=flip, workspace=workspace)
+    return _backward(None, "conv_backward", dy, x, w, opts, input_grad, weight_grad)
+
+
+def _fixed(d, backward):
+    """conv1d/conv2d/conv3d (and their backward): ``conv`` with d checked."""
+    name = f"conv{d}d" + ("_backward" if backward else "")
+    if backward:
+        def f(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
+              flip=False, workspace=None, input_grad=True, weight_grad=True):
+            opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                        connections=connections, flip=flip, workspace=workspace)
+            return _backward(d, name, dy, x, w, opts, input_grad, weight_grad)
+        f.__doc__ = (f"``conv_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched): "
+                     "the gradients (dx, dw, db) of eq. 16-18, 12/13 and 10.")
+    else:
+        def f(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
+              connections=None, flip=False, workspace=None):
+            opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                        connections=connections, flip=flip, workspace=workspace)
+            return _forward(d, name, x, w, bias, opts)
+        f.__doc__ = (f"``conv`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and weights "
+                     f"{LAYOUTS[d][1]}; see ``conv`` for the keywords.")
+    f.__name__ = f.__qualname__ = name
+    f.__module__ = __name__
+    return f
+
+
+conv1d, conv2d, conv3d = _fixed(1, False), _fixed(2, False), _fixed(3, False)
+conv1d_backward, conv2d_backward, conv3d_backward = (_fixed(1, True), _fixed(2, True),
+                                                     _fixed(3, True))
+conv1d.__doc__ += """
+
+The first derivation's 1-D case, x_i = sum_a w_a y_{a+i}.
+
+Examples
+--------
+>>> import numpy as np, vecconv
+>>> y = np.array([[[1.0, 2.0, 3.0, 4.0]]]); w = np.array([[[1.0, -1.0]]])
+>>> vecconv.conv1d(y, w)[0, 0]
+array([-1., -1., -1.])
+"""
+conv2d.__doc__ += """
+
+Examples
+--------
+>>> import numpy as np, scipy.signal, vecconv
+>>> x = np.arange(16.0).reshape(1, 1, 4, 4); k = np.array([[1.0, 0.0], [0.0, -1.0]])
+>>> y = vecconv.conv2d(x, k[None, None])
+>>> np.allclose(y[0, 0], scipy.signal.correlate2d(x[0, 0], k, 'valid'))
+True
+"""
+
+
+# ----------------------------------------------------------------------------- im2col API
+def _unfold_plan(x_shape, kernel_size, stride, padding, dilation, name="x"):
+    """The Plan of a single-kernel-per-channel unfold (im2col/col2im share it)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
+    kh, kw = int_tuple("kernel_size", kernel_size, 2, 1)
+    plan = make_plan(x_shape, (1, x_shape[1], kh, kw), None, dtype=np.dtype(np.float64),
+                     stride=stride, padding=padding, dilation=dilation, groups=1,
+                     connections=None, flip=False, workspace=None, spatial=2)
+    return plan
+
+
+def _unfold_units(plan):
+    """(channels per unit, threads) of an im2col/col2im alone: (image, channel block)
+    units, at least MIN_UNITS of them when the shapes allow."""
+    from ._plan import MIN_UNITS, pool_threads
+    n, c = plan.x_shape[:2]
+    blocks = max(1, min(c, -(-MIN_UNITS // max(n, 1))))
+    elems = n * c * plan.geometry.taps * plan.geometry.positions
+    return -(-c // blocks), pool_threads(2 * elems)
+
+
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
+    """The batched patch matrix of eq. 12: one row per output position, one column per tap.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size : int or (kh, kw)
+
+    Returns
+    -------
+    cols : ndarray, shape (N*Ho*Wo, C*kh*kw)
+        Row ``(n*Ho + i)*Wo + j`` holds the patch under output position (i, j) of image n;
+        column ``(c*kh + p)*kw + q`` the tap (p, q) of channel c — PyTorch's
+        ``unfold(x).transpose(1, 2)`` stacked over the batch. The array is the transpose
+        of the engine's C-contiguous (C*kh*kw, N*Ho*Wo) buffer, so it is Fortran-ordered.
+
+    Examples
+    --------
+    >>> import numpy as np, vecconv
+    >>> vecconv.im2col(np.arange(9.0).reshape(1, 1, 3, 3), 2)
+    array([[0., 1., 3., 4.],
+           [1., 2., 4., 5.],
+           [3., 4., 6., 7.],
+           [4., 5., 7., 8.]])
+    """
+    x = as_array("x", x)
+    dtype = float_dtype(x=x)
+    plan = _unfold_plan(x.shape, kernel_size, stride, padding, dilation)
+    n, c = x.shape[:2]
+    shape = (c * plan.geometry.taps, n * plan.geometry.positions)
+    check_fits(nbytes_of(shape, dtype) + _copy_bytes(x, dtype), "the column matrix")
+    x = floats(dtype, x)
+    cols = np.empty(shape, dtype=dtype)
+    _engine.unfold(x.reshape(-1), cols.reshape(-1), plan.geometry, n, *_unfold_units(plan),
+                   False)          # src: the maps, dst: the columns
+    return cols.T
+
+
+def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1):
+    """The adjoint of ``im2col``: every patch entry added back to the pixel it came from.
+
+    This is how the seed's eq. 16-18 becomes matrix form: the full convolution of delta
+    with the flipped kernel equals col2im(delta-columns), overlapping patches summed.
+
+    Parameters
+    ----------
+    cols : array_like, shape (N*Ho*Wo, C*kh*kw)
+    input_shape : (N, C, H, W)
+    kernel_size, stride, padding, dilation : as for ``im2col``
+
+    Returns
+    -------
+    x : ndarray, shape ``input_shape``
+    """
+    cols = as_array("cols", cols)
+    if not isinstance(input_shape, (tuple, list)):
+        raise TypeError(f"input_shape must be a tuple (N, C, H, W), got {input_shape!r}")
+    input_shape = tuple(integer("input_shape", s, 0) for s in input_shape)
+    dtype = float_dtype(cols=cols)
+    plan = _unfold_plan(input_shape, kernel_size, stride, padding, dilation,
+                        name="input_shape")
+    n, c = input_shape[:2]
+    expected = (n * plan.geometry.positions, c * plan.geometry.taps)
+    check_ndim("cols", cols.shape, 2, "(N*Ho*Wo, C*kh*kw)")
+    if cols.shape != expected:
+        raise ValueError(f"cols must have shape {expected} for input_shape {input_shape}, "
+                         f"got {cols.shape}")
+    check_fits(nbytes_of(input_shape, dtype) + cols.size * dtype.itemsize, "col2im")
+    cols_t = np.ascontiguousarray(cols.T, dtype=dtype)
+    x = np.zeros(input_shape, dtype=dtype)
+    _engine.unfold(cols_t.reshape(-1), x.reshape(-1), plan.geometry, n, *_unfold_units(plan),
+                   True)           # src: the columns, dst: the maps
+    return x
