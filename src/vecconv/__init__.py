@@ -10,7 +10,10 @@ variable and no other library's thread count.
 
 from ._threads import get_num_threads, runtime_info, set_num_threads, threads
 from ._conv import (col2im, conv, conv1d, conv1d_backward, conv2d, conv2d_backward, conv3d,
-                   conv3d_backward, conv_backward, get_workspace, im2col, set_workspace)
+                    conv3d_backward, conv_backward, conv_transpose, conv_transpose1d,
+                    conv_transpose1d_backward, conv_transpose2d, conv_transpose2d_backward,
+                    conv_transpose3d, conv_transpose3d_backward, conv_transpose_backward,
+                    get_workspace, im2col, set_workspace)
 from .matrix import patch_matrix, unvec, vec
 from . import nn  # noqa: E402  (the layers and LeNet-5, on the same engine)
 
@@ -18,6 +21,9 @@ __version__ = "0.1.0"
 
 __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_backward",
            "conv1d", "conv1d_backward", "conv2d", "conv2d_backward", "conv3d",
-           "conv3d_backward", "set_workspace", "get_workspace", "set_num_threads",
+           "conv3d_backward", "conv_transpose", "conv_transpose_backward",
+           "conv_transpose1d", "conv_transpose1d_backward", "conv_transpose2d",
+           "conv_transpose2d_backward", "conv_transpose3d", "conv_transpose3d_backward",
+           "set_workspace", "get_workspace", "set_num_threads",
            "get_num_threads", "threads", "runtime_info", "nn"]
 

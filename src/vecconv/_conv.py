@@ -19,8 +19,10 @@ from ._plan import (LAYOUTS, backward, effective_weight, forward, get_workspace,
                     set_workspace, weight_gradient)
 
 __all__ = ["im2col", "col2im", "conv", "conv_backward", "conv1d", "conv1d_backward",
-           "conv2d", "conv2d_backward", "conv3d", "conv3d_backward", "set_workspace",
-           "get_workspace"]
+           "conv2d", "conv2d_backward", "conv3d", "conv3d_backward", "conv_transpose",
+           "conv_transpose_backward", "conv_transpose1d", "conv_transpose1d_backward",
+           "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose3d",
+           "conv_transpose3d_backward", "set_workspace", "get_workspace"]
 
 
 def _copy_bytes(a, dtype):
@@ -229,6 +231,222 @@ Examples
 >>> np.allclose(y[0, 0], scipy.signal.correlate2d(x[0, 0], k, 'valid'))
 True
 """
+
+
+# ----------------------------------------------------------------------------- transposed
+def _transpose_plan(x_shape, w_shape, d, dtype, stride, padding, output_padding, dilation,
+                    groups, output_size, workspace):
+    """The convolution whose dx pass is this transposed convolution: its input is the
+    transposed one's output (N, Cout, *out), its weight w itself ((Cin, Cout/groups, *k)
+    is a convolution weight from Cout to Cin maps). Returns (plan, extra): extra[a] zero
+    entries to append to x along axis a when output_padding >= stride (possible only with
+    dilation > stride), so that the convolution's output matches x."""
+    layout, _, names = LAYOUTS[d]
+    if len(x_shape) != d + 2:
+        raise ValueError(f"x must be {d + 2}-D {layout} or unbatched, got shape {x_shape}")
+    if len(w_shape) != d + 2:
+        raise ValueError(f"w must be (Cin, Cout/groups, *kernel), got shape {w_shape}")
+    groups = integer("groups", groups, 1)
+    n, cin = x_shape[:2]
+    if w_shape[0] != cin:
+        raise ValueError(f"w must have shape (Cin, Cout/groups, *kernel) with Cin = {cin} "
+                         f"(the channels of x), got {w_shape}")
+    if cin % groups:
+        raise ValueError(f"groups={groups} must divide the input channels ({cin})")
+    cout = w_shape[1] * groups
+    stride = int_tuple("stride", stride, d, 1)
+    dilation = int_tuple("dilation", dilation, d, 1)
+    if isinstance(padding, str):
+        raise TypeError("padding of a transposed convolution is an int, d ints or d "
+                        f"(before, after) pairs (they crop the full result), got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == d and all(
+            isinstance(p, (tuple, list)) for p in padding):
+        pads = tuple(int_tuple("padding", p, 2, 0) for p in padding)
+    else:
+        pads = tuple((p, p) for p in int_tuple("padding", padding, d, 0))
+    ksize = w_shape[2:]
+    base = tuple((i - 1) * s - pb - pa + dl * (k - 1) + 1 for i, s, (pb, pa), dl, k in
+                 zip(x_shape[2:], stride, pads, dilation, ksize))
+    limit = tuple(max(s, dl) for s, dl in zip(stride, dilation))
+    if output_size is not None:
+        if output_padding not in (0, None) and output_padding != (0,) * d:
+            raise ValueError("give output_size or output_padding, not both")
+        size = tuple(output_size)
+        if len(size) == d + 2:
+            size = size[2:]
+        size = int_tuple("output_size", list(size), d, 1) if len(size) == d else None
+        if size is None:
+            raise ValueError(f"output_size must have {d} (or {d + 2}) entries, got {output_size!r}")
+        output_padding = tuple(sz - b for sz, b in zip(size, base))
+        for a, (op, lim, b) in enumerate(zip(output_padding, limit, base)):
+            if not 0 <= op < lim:
+                raise ValueError(f"output_size {size}: axis {names[a]} can be {b} to "
+                                 f"{b + lim - 1} for this input, stride and dilation")
+    else:
+        output_padding = int_tuple("output_padding", output_padding, d, 0)
+        for a, (op, lim) in enumerate(zip(output_padding, limit)):
+            if op >= lim:
+                raise ValueError(f"output_padding must be below max(stride, dilation) = {lim} "
+                                 f"along axis {names[a]}, got {op}")
+    out = tuple(b + op for b, op in zip(base, output_padding))
+    if min(out) < 1:
+        raise ValueError(f"the output would have size {out}: padding crops more than the "
+                         "full result")
+    plan = make_plan((n, cout) + out, tuple(w_shape), None, dtype=dtype, stride=stride,
+                     padding=pads, dilation=dilation, groups=groups, connections=None,
+                     flip=False, workspace=workspace, spatial=d)
+    extra = tuple(o - i for o, i in zip(plan.out_shape[2:], x_shape[2:]))
+    return plan, extra
+
+
+def _grow(a, extra):
+    """a with extra[k] zero entries appended along spatial axis k."""
+    if not any(extra):
+        return a
+    return np.pad(a, ((0, 0), (0, 0)) + tuple((0, e) for e in extra))
+
+
+def _transpose_call(fixed, fname, x, w, opts):
+    x = as_array("x", x)
+    w = as_array("w", w)
+    d = _spatial_axes(w, fixed, fname)
+    x, unbatched = _batched("x", x, d)
+    return x, w, d, unbatched
+
+
+def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
+                   groups=1, output_size=None, workspace=None):
+    """Transposed convolution (PyTorch's conv_transpose{1,2,3}d, ONNX ConvTranspose).
+
+    In matrix form this is the derivation's path of the error back to the previous layer
+    (eq. 16-18): a GEMM W^T X followed by col2im. It is the adjoint of ``conv`` with the
+    same weights: <conv(u, w), x> = <u, conv_transpose(x, w)>.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, Cin, *spatial) or unbatched (Cin, *spatial)
+    w : array_like, shape (Cin, Cout/groups, *kernel)
+    bias : array_like, shape (Cout,), optional
+    stride, dilation : int or d ints
+    padding : int, d ints or d (before, after) pairs
+        Entries cropped from each side of the full result (no strings).
+    output_padding : int or d ints
+        Entries added at the end of each axis; each below max(stride, dilation).
+    output_size : d ints (or d + 2), optional
+        The output's spatial size; picks output_padding as PyTorch does.
+    groups, workspace
+        As for ``conv``.
+
+    Returns
+    -------
+    y : ndarray, shape (N, Cout, *out), out = (in - 1)*stride - pad_before - pad_after
+        + dilation*(k - 1) + output_padding + 1 (unbatched for an unbatched x).
+    """
+    opts = dict(stride=stride, padding=padding, output_padding=output_padding,
+                dilation=dilation, groups=groups, output_size=output_size, workspace=workspace)
+    return _transposed(None, "conv_transpose", x, w, bias, opts)
+
+
+def _transposed(fixed, fname, x, w, bias, opts):
+    x, w, d, unbatched = _transpose_call(fixed, fname, x, w, opts)
+    bias = None if bias is None else as_array("bias", bias)
+    dtype = float_dtype(x=x, w=w, bias=bias)
+    plan, extra = _transpose_plan(x.shape, w.shape, d, dtype, **opts)
+    cout = plan.x_shape[1]
+    if bias is not None:
+        check_ndim("bias", bias.shape, 1, "(Cout,)")
+        if bias.shape[0] != cout:
+            raise ValueError(f"bias must have shape ({cout},) to match w, got {bias.shape}")
+    check_fits(plan.work_bytes(backward=True, need_dw=False) + _copy_bytes(x, dtype)
+               + _copy_bytes(w, dtype), "this transposed convolution (output, column "
+               "buffers, weight and input copies)")
+    xg = _grow(floats(dtype, x), extra)
+    y, _ = backward(np.ascontiguousarray(xg), None, effective_weight(w, plan), plan, True, False)
+    if bias is not None:
+        y += floats(dtype, bias).reshape((1, -1) + (1,) * d)
+    return y[0] if unbatched else y
+
+
+def conv_transpose_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, dilation=1,
+                            groups=1, output_size=None, workspace=None, input_grad=True,
+                            weight_grad=True):
+    """Gradients of ``conv_transpose``: dx is a convolution of dy with w (im2col + GEMM),
+    dw a GEMM of x with the patch matrix of dy (eq. 12 with the roles of x and delta
+    exchanged), db the sum of dy. Takes the keywords of ``conv_transpose``.
+
+    Returns
+    -------
+    dx, dw, db : shaped like x, w and (Cout,), or None for a gradient not asked for.
+    """
+    opts = dict(stride=stride, padding=padding, output_padding=output_padding,
+                dilation=dilation, groups=groups, output_size=output_size, workspace=workspace)
+    return _transposed_backward(None, "conv_transpose_backward", dy, x, w, opts, input_grad,
+                                weight_grad)
+
+
+def _transposed_backward(fixed, fname, dy, x, w, opts, input_grad, weight_grad):
+    for name, flag in (("input_grad", input_grad), ("weight_grad", weight_grad)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    dy = as_array("dy", dy)
+    x, w, d, unbatched = _transpose_call(fixed, fname, x, w, opts)
+    if unbatched:
+        dy = dy[None]
+    dtype = float_dtype(dy=dy, x=x, w=w)
+    plan, extra = _transpose_plan(x.shape, w.shape, d, dtype, **opts)
+    if dy.shape != plan.x_shape:
+        want = plan.x_shape[1:] if unbatched else plan.x_shape
+        raise ValueError(f"dy must have the output shape {want} of this transposed "
+                         f"convolution, got {dy.shape[1:] if unbatched else dy.shape}")
+    check_fits(plan.work_bytes() + plan.work_bytes(backward=True, need_dx=False)
+               + _copy_bytes(x, dtype) + _copy_bytes(dy, dtype) + _copy_bytes(w, dtype),
+               "this transposed convolution's backward pass")
+    dy = floats(dtype, dy)
+    w2 = effective_weight(w, plan)
+    dx = dw = db = None
+    if input_grad:           # the forward pass of the matching convolution
+        dx = forward(dy, w2, None, plan)
+        if any(extra):
+            dx = np.ascontiguousarray(dx[(slice(None), slice(None)) + tuple(
+                slice(0, s) for s in x.shape[2:])])
+    if weight_grad:          # its kernel gradient, with x in the place of delta
+        xg = np.ascontiguousarray(_grow(floats(dtype, x), extra))
+        _, dw2 = backward(xg, dy, w2, plan, False, True)
+        dw = weight_gradient(dw2, plan)
+        db = dy.sum(axis=tuple(range(2, dy.ndim)), dtype=dtype).sum(axis=0)
+    if unbatched and dx is not None:
+        dx = dx[0]
+    return dx, dw, db
+
+
+def _fixed_transpose(d, backward_pass):
+    name = f"conv_transpose{d}d" + ("_backward" if backward_pass else "")
+    if backward_pass:
+        def f(dy, x, w, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
+              output_size=None, workspace=None, input_grad=True, weight_grad=True):
+            opts = dict(stride=stride, padding=padding, output_padding=output_padding,
+                        dilation=dilation, groups=groups, output_size=output_size,
+                        workspace=workspace)
+            return _transposed_backward(d, name, dy, x, w, opts, input_grad, weight_grad)
+        f.__doc__ = f"``conv_transpose_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched)."
+    else:
+        def f(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
+              groups=1, output_size=None, workspace=None):
+            opts = dict(stride=stride, padding=padding, output_padding=output_padding,
+                        dilation=dilation, groups=groups, output_size=output_size,
+                        workspace=workspace)
+            return _transposed(d, name, x, w, bias, opts)
+        f.__doc__ = (f"``conv_transpose`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and "
+                     f"weights (Cin, Cout/groups, *kernel); see ``conv_transpose``.")
+    f.__name__ = f.__qualname__ = name
+    f.__module__ = __name__
+    return f
+
+
+conv_transpose1d, conv_transpose2d, conv_transpose3d = (
+    _fixed_transpose(1, False), _fixed_transpose(2, False), _fixed_transpose(3, False))
+conv_transpose1d_backward, conv_transpose2d_backward, conv_transpose3d_backward = (
+    _fixed_transpose(1, True), _fixed_transpose(2, True), _fixed_transpose(3, True))
 
 
 # ----------------------------------------------------------------------------- im2col API

@@ -702,15 +702,16 @@ def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[
         if slots < 1 or threads < 1:
             raise ValueError("vecconv engine: threads and slots must be >= 1")
         expect("dy", dy.shape[0], N * cout * j.g.P)
-        expect("x", x.shape[0], N * j.g.C * j.g.S)
         expect("w2", w2.shape[0], cout * j.kg)
-        if need_dx:
+        if need_dx:                 # the dx pass reads dy and W only (eq. 16-18)
             expect("dx", dx.shape[0], N * j.g.C * j.g.S)
         if need_dw:
+            expect("x", x.shape[0], N * j.g.C * j.g.S)
             expect("acc", acc.shape[0], sched.n_acc * cout * j.kg)
         if N == 0 or cout == 0 or j.g.P == 0:
             return
-        j.x = &x[0]
+        if need_dw:
+            j.x = &x[0]
         j.w2 = &w2[0]
         j.dy = &dy[0]
         j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))

@@ -432,7 +432,8 @@ def forward(x, w2, bias, plan):
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The engine's backward pass: (dx shaped like x, or None; dw2 (Cout, K), or None)."""
     dt = plan.dtype
-    if _partial_table(plan) and not (np.isfinite(x).all() and np.isfinite(dy).all()):
+    if _partial_table(plan) and not ((x is None or np.isfinite(x).all())
+                                     and np.isfinite(dy).all()):
         dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
         dw2 = np.zeros((plan.w_shape[0], math.prod(plan.w_shape[1:])), dtype=dt) if need_dw else None
         taps = plan.geometry.taps
@@ -445,6 +446,8 @@ def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
                 dw2[j].reshape(-1, taps)[inputs] = dwj.reshape(-1, taps)
         return dx, dw2
     empty = np.empty(0, dtype=dt)
+    if x is None:                       # the dx pass alone needs no x (conv_transpose)
+        x, need_dw = empty, False
     dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
     k = math.prod(plan.w_shape[1:])
     n_acc = plan.schedule.n_acc
