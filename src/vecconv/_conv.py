@@ -110,7 +110,7 @@ def _backward(fixed, fname, dy, x, w, opts, input_grad=True, weight_grad=True):
 
 
 def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
-         flip=False, workspace=None):
+         flip=False, padding_mode="zeros", fill_value=0.0, workspace=None):
     """1-, 2- or 3-D convolution by im2col and one GEMM per image and group.
 
     Implements eq. 1 of the derivation (without the activation f): output map j is the sum
@@ -138,6 +138,16 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
     flip : bool
         False: cross-correlation (PyTorch). True: true convolution (every kernel axis
         reversed, the J k J of eq. 14).
+    padding_mode : {'zeros', 'constant', 'reflect', 'replicate', 'circular', 'symmetric'}
+        What the padding holds: zeros; ``fill_value`` (scipy's ``boundary='fill'``); the
+        mirror image without the edge (PyTorch/NumPy 'reflect'; padding below the axis
+        length); the edge repeated; the map wrapped around (scipy's 'wrap'; padding at most
+        the axis length); the mirror image with the edge (NumPy 'symmetric', scipy's
+        'symm'; any width, repeated as numpy.pad does). The padded input is never made:
+        the patch matrix reads through the index map, and the backward pass adds the
+        gradient of a padded tap to the pixel it came from (the fill gets none).
+    fill_value : float
+        The constant of ``padding_mode='constant'``.
     workspace : int, optional
         Byte budget of the column buffers for this call (default: ``get_workspace()``).
 
@@ -155,12 +165,14 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
     True
     """
     opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                connections=connections, flip=flip, workspace=workspace)
+                connections=connections, flip=flip, padding_mode=padding_mode,
+                fill_value=fill_value, workspace=workspace)
     return _forward(None, "conv", x, w, bias, opts)
 
 
 def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
-                  flip=False, workspace=None, input_grad=True, weight_grad=True):
+                  flip=False, padding_mode="zeros", fill_value=0.0, workspace=None,
+                  input_grad=True, weight_grad=True):
     """Gradients of ``conv`` with respect to x, w and bias, given dy = dE/dy.
 
     * ``dw``: eq. 12/13, dE/dk_ij = unvec(vec(delta_j)^T [c_i]): one GEMM of dy with the
@@ -179,7 +191,8 @@ def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connec
     dx, dw, db : ndarrays shaped like x, w and (Cout,), or None for a gradient not asked for.
     """
     opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                connections=connections, flip=flip, workspace=workspace)
+                connections=connections, flip=flip, padding_mode=padding_mode,
+                fill_value=fill_value, workspace=workspace)
     return _backward(None, "conv_backward", dy, x, w, opts, input_grad, weight_grad)
 
 
@@ -188,17 +201,21 @@ def _fixed(d, backward):
     name = f"conv{d}d" + ("_backward" if backward else "")
     if backward:
         def f(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
-              flip=False, workspace=None, input_grad=True, weight_grad=True):
+              flip=False, padding_mode="zeros", fill_value=0.0, workspace=None,
+              input_grad=True, weight_grad=True):
             opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                        connections=connections, flip=flip, workspace=workspace)
+                        connections=connections, flip=flip, padding_mode=padding_mode,
+                        fill_value=fill_value, workspace=workspace)
             return _backward(d, name, dy, x, w, opts, input_grad, weight_grad)
         f.__doc__ = (f"``conv_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched): "
                      "the gradients (dx, dw, db) of eq. 16-18, 12/13 and 10.")
     else:
         def f(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
-              connections=None, flip=False, workspace=None):
+              connections=None, flip=False, padding_mode="zeros", fill_value=0.0,
+              workspace=None):
             opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                        connections=connections, flip=flip, workspace=workspace)
+                        connections=connections, flip=flip, padding_mode=padding_mode,
+                        fill_value=fill_value, workspace=workspace)
             return _forward(d, name, x, w, bias, opts)
         f.__doc__ = (f"``conv`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and weights "
                      f"{LAYOUTS[d][1]}; see ``conv`` for the keywords.")

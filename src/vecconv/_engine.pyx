@@ -216,6 +216,9 @@ ctypedef struct Geom:
     Py_ssize_t d[3]             # dilation
     Py_ssize_t p[3]             # padding before; after is implied by o
     Py_ssize_t o[3]             # output size
+    int mode                    # padding: 0 constant (fill), 1 reflect, 2 replicate,
+                                # 3 circular, 4 symmetric
+    double fill                 # the value of a constant pad
     Py_ssize_t taps             # k0*k1*k2
     Py_ssize_t S                # input positions per map
     Py_ssize_t P                # output positions per map
@@ -235,6 +238,8 @@ cdef Geom make_geom(geometry) except *:
         g.d[a] = geometry.dilation[a]
         g.p[a] = geometry.pad[a]
         g.o[a] = geometry.out[a]
+    g.mode = geometry.mode
+    g.fill = geometry.fill
     g.taps = g.k[0] * g.k[1] * g.k[2]
     g.S = g.i[0] * g.i[1] * g.i[2]
     g.P = g.o[0] * g.o[1] * g.o[2]
@@ -277,24 +282,77 @@ cdef inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
 
 
+cdef inline Py_ssize_t fold_index(Py_ssize_t i, Py_ssize_t n, int mode) noexcept nogil:
+    """The index inside a map of length n that padded index i reads, or -1 for a constant
+    pad. reflect: the edge is not repeated (period 2(n-1)); symmetric: it is (period 2n),
+    as numpy.pad does for any width; circular: i mod n; replicate: the nearest edge."""
+    cdef Py_ssize_t p
+    if 0 <= i < n:
+        return i
+    if mode == 0:
+        return -1
+    if mode == 2:
+        return 0 if i < 0 else n - 1
+    if mode == 3:
+        return ((i % n) + n) % n
+    if n == 1:
+        return 0
+    if mode == 1:
+        p = 2 * (n - 1)
+        i = ((i % p) + p) % p
+        return i if i < n else p - i
+    p = 2 * n
+    i = ((i % p) + p) % p
+    return i if i < n else p - 1 - i
+
+
+cdef inline void fill_span(floating *seg, Py_ssize_t a, Py_ssize_t b, floating v) noexcept nogil:
+    cdef Py_ssize_t w
+    if b <= a:
+        return
+    if v == 0:
+        memset(seg + a, 0, (b - a) * sizeof(floating))
+    else:
+        for w in range(a, b):
+            seg[w] = v
+
+
+cdef inline void padded_columns(const Geom *g, floating *seg, floating *base, Py_ssize_t a,
+                               Py_ssize_t b, Py_ssize_t iw0, bint scatter) noexcept nogil:
+    """Columns a..b of a patch row whose W tap lies in a reflect/replicate/circular/
+    symmetric pad: read from (or added back to) the pixel of the row ``base`` it maps to."""
+    cdef Py_ssize_t w, iw
+    for w in range(a, b):
+        iw = fold_index(w * g.s[2] + iw0, g.i[2], g.mode)
+        if scatter:
+            base[iw] += seg[w]
+        else:
+            seg[w] = base[iw]
+
+
 cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
                      Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1,
                      bint scatter) noexcept nogil:
     """Walk the patch rows of channels c0..c1 for output positions p0..p1 of one image.
 
     x is the image (C, S); cols row (c - c0)*taps + t holds tap t of channel c, its
-    column p - p0 the output position p (leading dimension ld).
+    column p - p0 the output position p (leading dimension ld). The padded input is never
+    made: a tap outside the map reads the pixel fold_index maps it to (reflect,
+    replicate, circular, symmetric), or the constant fill.
 
-    scatter False (im2col): cols = the taps read from x, 0 where a tap is outside the map.
+    scatter False (im2col): cols = the taps read from x.
     scatter True (col2im): x += every entry of cols, added back to the pixel it was read
-    from. Both directions take the same index path, so one is the adjoint of the other.
+    from (a constant pad receives nothing). Both directions take the same index path, so
+    one is the adjoint of the other, for every padding mode.
     """
     cdef Py_ssize_t W = g.o[2], o1 = g.o[1], sw = g.s[2]
     cdef Py_ssize_t c, t, r, wa, wb, i0, i1, ca, cb, w, od, oh
     cdef Py_ssize_t r_first = p0 // W, r_end = (p1 - 1) // W + 1
     cdef Py_ssize_t od_first = r_first // o1, oh_first = r_first % o1
+    cdef floating fill = <floating>g.fill
     cdef const Tap *tp
     cdef floating *seg
+    cdef floating *base
     cdef floating *row
     if p1 <= p0:
         return
@@ -315,26 +373,33 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
                     oh = 0
                     od = od + 1
                 if i0 < 0 or i0 >= g.i[0] or i1 < 0 or i1 >= g.i[1]:
-                    if not scatter:
-                        memset(seg + wa, 0, (wb - wa) * sizeof(floating))
-                    continue
+                    if g.mode == 0:
+                        if not scatter:
+                            fill_span(seg, wa, wb, fill)
+                        continue
+                    i0 = fold_index(i0, g.i[0], g.mode)
+                    i1 = fold_index(i1, g.i[1], g.mode)
                 # the part [ca, cb) of [wa, wb) whose taps are inside the map
                 ca = imin(imax(tp.lo, wa), wb)
                 cb = imax(imin(tp.hi, wb), ca)
-                row = x + (c * g.i[0] + i0) * g.i[1] * g.i[2] + i1 * g.i[2] + tp.iw0
+                base = x + (c * g.i[0] + i0) * g.i[1] * g.i[2] + i1 * g.i[2]
+                row = base + tp.iw0
                 if scatter:
                     for w in range(ca, cb):
                         row[w * sw] += seg[w]
-                    continue
-                if ca > wa:
-                    memset(seg + wa, 0, (ca - wa) * sizeof(floating))
-                if sw == 1 and cb - ca > 16:
+                elif sw == 1 and cb - ca > 16:
                     memcpy(seg + ca, row + ca, (cb - ca) * sizeof(floating))
                 else:       # strided, or too short to repay a call
                     for w in range(ca, cb):
                         seg[w] = row[w * sw]
-                if wb > cb:
-                    memset(seg + cb, 0, (wb - cb) * sizeof(floating))
+                # the columns whose W tap is in the padding: [wa, ca) and [cb, wb)
+                if g.mode == 0:
+                    if not scatter:
+                        fill_span(seg, wa, ca, fill)
+                        fill_span(seg, cb, wb, fill)
+                    continue
+                padded_columns(g, seg, base, wa, ca, tp.iw0, scatter)
+                padded_columns(g, seg, base, cb, wb, tp.iw0, scatter)
 
 
 cdef inline void im2col_block(const Geom *g, const floating *x, floating *cols, Py_ssize_t ld,

@@ -89,6 +89,8 @@ class Geometry(NamedTuple):
     dilation: tuple
     pad: tuple          # padding before each axis (after is implied by out)
     out: tuple          # output size per axis
+    mode: int = 0       # PADDING_MODES[padding_mode]: how a tap in the padding reads
+    fill: float = 0.0   # the value of a constant pad
 
     @property
     def taps(self):
@@ -168,6 +170,34 @@ class Plan:
 
 
 # ----------------------------------------------------------------------------- planning
+#: padding_mode -> the engine's mode (0: a constant, 0 or fill_value)
+PADDING_MODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3,
+                 "symmetric": 4}
+
+
+def _padding_mode(padding_mode, fill_value, pads, sizes, names):
+    """The engine's (mode, fill) for a padding_mode, with PyTorch's limits: 'reflect'
+    needs each pad below the axis length, 'circular' at most the axis length."""
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {sorted(PADDING_MODES)}, got "
+                         f"{padding_mode!r}")
+    if isinstance(fill_value, (bool, np.bool_)) or not isinstance(fill_value, (int, float, np.number)) \
+            or isinstance(fill_value, complex) or np.iscomplexobj(fill_value):
+        raise TypeError(f"fill_value must be a real number, got {fill_value!r}")
+    fill_value = float(fill_value)
+    if padding_mode != "constant" and fill_value != 0:
+        raise ValueError(f"fill_value={fill_value} needs padding_mode='constant', got "
+                         f"padding_mode={padding_mode!r}")
+    for name, size, (before, after) in zip(names, sizes, pads):
+        if padding_mode == "reflect" and max(before, after) >= size:
+            raise ValueError(f"padding_mode='reflect' needs padding below the input size: "
+                             f"axis {name} has {size}, padding ({before}, {after})")
+        if padding_mode == "circular" and max(before, after) > size:
+            raise ValueError(f"padding_mode='circular' needs padding at most the input size: "
+                             f"axis {name} has {size}, padding ({before}, {after})")
+    return PADDING_MODES[padding_mode], fill_value
+
+
 #: spatial axes d -> (layout of x, layout of w, names of the axes in messages)
 LAYOUTS = {1: ("(N, C, L)", "(Cout, Cin/groups, k)", ("L",)),
            2: ("(N, C, H, W)", "(Cout, Cin/groups, kh, kw)", ("H", "W")),
@@ -273,7 +303,7 @@ def make_schedule(n, geometry, cout, groups, itemsize, workspace):
 
 
 def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation, groups,
-              connections, flip, workspace, spatial):
+              connections, flip, workspace, spatial, padding_mode="zeros", fill_value=0.0):
     """Validate the shapes and options of one convolution and derive its Plan.
 
     ``spatial`` is the number of spatial axes d: x is (N, C, *d axes), w (Cout, C/groups,
@@ -320,9 +350,10 @@ def make_plan(x_shape, w_shape, bias_shape, *, dtype, stride, padding, dilation,
     # nothing: give the engine 1 there (the values may be as large as INDEX_MAX)
     stride = tuple(st if o > 1 else 1 for st, o in zip(stride, out_sp))
     dilation = tuple(d if k > 1 else 1 for d, k in zip(dilation, ksize))
+    mode, fill = _padding_mode(padding_mode, fill_value, pads, x_shape[2:], names)
     geometry = Geometry(c, lead + tuple(x_shape[2:]), lead + tuple(ksize), lead + stride,
                         lead + dilation, (0,) * (3 - spatial) + tuple(p[0] for p in pads),
-                        lead + out_sp)
+                        lead + out_sp, mode, fill)
     k_rows = c * geometry.taps
     for what, size in (("an output map", geometry.positions),
                        ("an input map", math.prod(geometry.size)),
