@@ -144,7 +144,7 @@ def test_conv1d_bad_input(name, change, exc):
 
 
 @pytest.mark.parametrize("call,name,exc", [
-    (lambda: vc.im2col(np.ones((3, 8, 8)), 3), "x", ValueError),
+    (lambda: vc.im2col(np.ones(8), 3), "kernel_size", ValueError),
     (lambda: vc.im2col(np.ones((1, 1, 8, 8)), 0), "kernel_size", ValueError),
     (lambda: vc.im2col(np.ones((1, 1, 8, 8)), (2, 2, 2)), "kernel_size", ValueError),
     (lambda: vc.im2col(np.ones((1, 1, 8, 8)), 9), "kernel", ValueError),

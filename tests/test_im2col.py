@@ -73,3 +73,30 @@ def test_non_square_kernels_index_correctly(rng):
     x = rng.standard_normal((1, 2, 6, 9))
     for k in [(1, 4), (4, 1), (2, 5), (5, 2)]:
         np.testing.assert_array_equal(vc.im2col(x, k), im2col_definition(x, *k, 1, 1, 0, 0, 1, 1))
+
+
+@pytest.mark.parametrize("d", [1, 3])
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
+def test_nd_im2col_matches_torch_style_unfold_and_col2im_is_its_adjoint(rng, d, mode):
+    """im2col for 1 and 3 spatial axes: column (c, taps in C order), row (n, positions in
+    C order), checked entry by entry against the padded input; col2im its adjoint."""
+    x = rng.standard_normal((2, 3) + (5, 4, 6)[:d])
+    k = (2, 3, 2)[:d]
+    pads = ((1, 1), (2, 1), (1, 0))[:d]
+    cols = vc.im2col(x, k, padding=pads, stride=(1, 2, 1)[:d], padding_mode=mode)
+    xp = np.pad(x, ((0, 0), (0, 0)) + pads, mode={"zeros": "constant", "circular": "wrap"}.get(mode, mode))
+    out = [(xp.shape[2 + a] - k[a]) // (1, 2, 1)[a] + 1 for a in range(d)]
+    assert cols.shape == (2 * int(np.prod(out)), 3 * int(np.prod(k)))
+    row = 0
+    for n in range(2):
+        for pos in np.ndindex(*out):
+            col = 0
+            for c in range(3):
+                for tap in np.ndindex(*k):
+                    idx = tuple(p * s + t for p, s, t in zip(pos, (1, 2, 1)[:d], tap))
+                    assert cols[row, col] == xp[(n, c) + idx]
+                    col += 1
+            row += 1
+    r = rng.standard_normal(cols.shape)
+    back = vc.col2im(r, x.shape, k, padding=pads, stride=(1, 2, 1)[:d], padding_mode=mode)
+    np.testing.assert_allclose(np.vdot(cols, r), np.vdot(x, back), rtol=1e-12)

@@ -179,3 +179,26 @@ def test_tiles_narrower_than_the_padding(rng, workspace, dtype):
     y = vc.conv1d(x, w, padding=((2, 2),), workspace=workspace)
     ref = np.pad(x * w[0, 0, 0], ((0, 0), (0, 0), (2, 2)))
     np.testing.assert_allclose(y, ref, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_3d_column_matrix_past_two_to_the_31():
+    """A 130^3 volume with an 11^3 kernel: the column matrix would hold 2.3e9 entries
+    (past 2**31), run in the 64 MiB workspace. Sampled outputs against a direct sum, and
+    the kernel gradient for dy = 1 against the sums of the blocks each tap reads."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 130, 130, 130)).astype(np.float32)
+    k = rng.standard_normal((11, 11, 11)).astype(np.float32)
+    y = vc.conv3d(x, k[None, None])
+    o = 130 - 10
+    assert y.shape == (1, 1, o, o, o) and o**3 * 11**3 > 2**31
+    x64, k64 = x[0, 0].astype(np.float64), k.astype(np.float64)
+    picks = rng.integers(0, o, (60, 3)).tolist() + [[0, 0, 0], [o - 1, o - 1, o - 1]]
+    for a, b, c in picks:
+        ref = (x64[a:a + 11, b:b + 11, c:c + 11] * k64).sum()
+        assert y[0, 0, a, b, c] == pytest.approx(ref, rel=1e-3, abs=2e-2)
+    _, dw, db = vc.conv3d_backward(np.ones_like(y), x, k[None, None], input_grad=False)
+    for p, q, r in [(0, 0, 0), (10, 10, 10), (5, 2, 7)]:
+        assert dw[0, 0, p, q, r] == pytest.approx(x64[p:p + o, q:q + o, r:r + o].sum(),
+                                                  rel=1e-3, abs=5.0)
+    assert db[0] == pytest.approx(o**3, rel=1e-6)

@@ -467,15 +467,25 @@ conv_transpose1d_backward, conv_transpose2d_backward, conv_transpose3d_backward 
 
 
 # ----------------------------------------------------------------------------- im2col API
-def _unfold_plan(x_shape, kernel_size, stride, padding, dilation, name="x"):
-    """The Plan of a single-kernel-per-channel unfold (im2col/col2im share it)."""
-    if len(x_shape) != 4:
-        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
-    kh, kw = int_tuple("kernel_size", kernel_size, 2, 1)
-    plan = make_plan(x_shape, (1, x_shape[1], kh, kw), None, dtype=np.dtype(np.float64),
+def _unfold_plan(x_shape, kernel_size, stride, padding, dilation, padding_mode, fill_value,
+                 name="x"):
+    """The Plan of a single-kernel-per-channel unfold (im2col/col2im share it). d is
+    len(kernel_size) for a tuple, else x's dimensions - 2 (batched)."""
+    if isinstance(kernel_size, (tuple, list)):
+        d = len(kernel_size)
+    else:
+        d = len(x_shape) - 2
+    if d not in LAYOUTS:
+        raise ValueError(f"kernel_size must have 1, 2 or 3 entries (an int: {name} has 1 to 3 "
+                         f"spatial axes), got {kernel_size!r} for shape {tuple(x_shape)}")
+    if len(x_shape) != d + 2:
+        raise ValueError(f"{name} must be {d + 2}-D {LAYOUTS[d][0]} for a kernel_size of {d} "
+                         f"axes, got shape {tuple(x_shape)}")
+    ksize = int_tuple("kernel_size", kernel_size, d, 1)
+    return make_plan(x_shape, (1, x_shape[1]) + ksize, None, dtype=np.dtype(np.float64),
                      stride=stride, padding=padding, dilation=dilation, groups=1,
-                     connections=None, flip=False, workspace=None, spatial=2)
-    return plan
+                     connections=None, flip=False, workspace=None, spatial=d,
+                     padding_mode=padding_mode, fill_value=fill_value)
 
 
 def _unfold_units(plan):
@@ -488,21 +498,26 @@ def _unfold_units(plan):
     return -(-c // blocks), pool_threads(2 * elems)
 
 
-def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zeros",
+           fill_value=0.0):
     """The batched patch matrix of eq. 12: one row per output position, one column per tap.
 
     Parameters
     ----------
-    x : array_like, shape (N, C, H, W)
-    kernel_size : int or (kh, kw)
+    x : array_like, shape (N, C, *spatial), 1 to 3 spatial axes
+    kernel_size : int or d ints
+        d ints give d spatial axes; an int means d = x.ndim - 2.
+    stride, padding, dilation, padding_mode, fill_value
+        As for ``conv``.
 
     Returns
     -------
     cols : ndarray, shape (N*Ho*Wo, C*kh*kw)
         Row ``(n*Ho + i)*Wo + j`` holds the patch under output position (i, j) of image n;
         column ``(c*kh + p)*kw + q`` the tap (p, q) of channel c — PyTorch's
-        ``unfold(x).transpose(1, 2)`` stacked over the batch. The array is the transpose
-        of the engine's C-contiguous (C*kh*kw, N*Ho*Wo) buffer, so it is Fortran-ordered.
+        ``unfold(x).transpose(1, 2)`` stacked over the batch (in 1-D and 3-D the same, with
+        positions and taps in C order). The array is the transpose of the engine's
+        C-contiguous (C*taps, N*positions) buffer, so it is Fortran-ordered.
 
     Examples
     --------
@@ -515,7 +530,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
     """
     x = as_array("x", x)
     dtype = float_dtype(x=x)
-    plan = _unfold_plan(x.shape, kernel_size, stride, padding, dilation)
+    plan = _unfold_plan(x.shape, kernel_size, stride, padding, dilation, padding_mode,
+                        fill_value)
     n, c = x.shape[:2]
     shape = (c * plan.geometry.taps, n * plan.geometry.positions)
     check_fits(nbytes_of(shape, dtype) + _copy_bytes(x, dtype), "the column matrix")
@@ -526,7 +542,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
     return cols.T
 
 
-def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1):
+def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1,
+           padding_mode="zeros", fill_value=0.0):
     """The adjoint of ``im2col``: every patch entry added back to the pixel it came from.
 
     This is how the seed's eq. 16-18 becomes matrix form: the full convolution of delta
@@ -534,9 +551,11 @@ def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1):
 
     Parameters
     ----------
-    cols : array_like, shape (N*Ho*Wo, C*kh*kw)
-    input_shape : (N, C, H, W)
-    kernel_size, stride, padding, dilation : as for ``im2col``
+    cols : array_like, shape (N*positions, C*taps)
+    input_shape : (N, C, *spatial)
+    kernel_size, stride, padding, dilation, padding_mode, fill_value : as for ``im2col``
+        (a padded tap's entry is added to the pixel it was read from; a constant pad's
+        is dropped)
 
     Returns
     -------
@@ -544,14 +563,14 @@ def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1):
     """
     cols = as_array("cols", cols)
     if not isinstance(input_shape, (tuple, list)):
-        raise TypeError(f"input_shape must be a tuple (N, C, H, W), got {input_shape!r}")
+        raise TypeError(f"input_shape must be a tuple (N, C, *spatial), got {input_shape!r}")
     input_shape = tuple(integer("input_shape", s, 0) for s in input_shape)
     dtype = float_dtype(cols=cols)
-    plan = _unfold_plan(input_shape, kernel_size, stride, padding, dilation,
-                        name="input_shape")
+    plan = _unfold_plan(input_shape, kernel_size, stride, padding, dilation, padding_mode,
+                        fill_value, name="input_shape")
     n, c = input_shape[:2]
     expected = (n * plan.geometry.positions, c * plan.geometry.taps)
-    check_ndim("cols", cols.shape, 2, "(N*Ho*Wo, C*kh*kw)")
+    check_ndim("cols", cols.shape, 2, "(N*positions, C*taps)")
     if cols.shape != expected:
         raise ValueError(f"cols must have shape {expected} for input_shape {input_shape}, "
                          f"got {cols.shape}")
