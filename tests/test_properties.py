@@ -167,10 +167,29 @@ def conv3d_cases(draw):
     table = None
     if use_table:
         table = np.array(draw(st.lists(st.booleans(), min_size=c * cout, max_size=c * cout))).reshape(c, cout)
+    mode = draw(st.sampled_from(["zeros", "constant", "replicate", "symmetric", "circular",
+                                 "reflect"]))
+    pads = _pairs(padding, ext)
+    if mode == "circular":
+        assume(all(max(p) <= s for p, s in zip(pads, size)))
+    if mode == "reflect":
+        assume(all(max(p) < s for p, s in zip(pads, size)))
     return dict(shape=(n, c) + size, wshape=(cout, c // groups) + k, groups=groups,
                 connections=table, stride=stride, dilation=dil, padding=padding,
                 flip=draw(st.booleans()), dtype=draw(st.sampled_from([np.float32, np.float64])),
-                seed=draw(st.integers(0, 2**32 - 1)), workspace=draw(st.sampled_from([None, 700])))
+                seed=draw(st.integers(0, 2**32 - 1)), workspace=draw(st.sampled_from([None, 700])),
+                padding_mode=mode, fill_value=1.25 if mode == "constant" else 0.0)
+
+
+def _pairs(padding, ext):
+    """(before, after) per axis, as vecconv resolves the 3-D padding (strings as the N-d
+    scipy.signal.correlate: k//2 before for 'same')."""
+    if isinstance(padding, str):
+        return [{"valid": (0, 0), "full": (e - 1, e - 1),
+                 "same": (e // 2, e - 1 - e // 2)}[padding] for e in ext]
+    if isinstance(padding, int):
+        return [(padding, padding)] * 3
+    return [tuple(p) for p in padding]
 
 
 @settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
@@ -181,9 +200,24 @@ def test_conv3d_forward_and_backward(case):
     x = rng.standard_normal(case["shape"]).astype(dt)
     w = rng.standard_normal(case["wshape"]).astype(dt)
     opts = {k: case[k] for k in ("stride", "dilation", "padding", "groups", "connections", "flip")}
-    y = vc.conv(x, w, workspace=case["workspace"], **opts)
+    mode = dict(padding_mode=case["padding_mode"], fill_value=case["fill_value"])
+    y = vc.conv(x, w, workspace=case["workspace"], **opts, **mode)
     assert y.dtype == dt
     if x.shape[0] == 0:
+        return
+    if case["padding_mode"] != "zeros":
+        # the reference: numpy.pad's padded input, then a valid convolution
+        pads = _pairs(case["padding"], [d * (k - 1) + 1 for d, k in
+                                        zip(case["dilation"], case["wshape"][2:])])
+        np_mode = {"constant": "constant", "replicate": "edge", "circular": "wrap"}.get(
+            case["padding_mode"], case["padding_mode"])
+        extra = dict(constant_values=case["fill_value"]) if np_mode == "constant" else {}
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0)) + tuple(pads), mode=np_mode, **extra)
+        ref = ref_conv3d(xp, w, None, **dict(opts, padding=0))
+        if ref is None:
+            ref = np.zeros(y.shape)
+        np.testing.assert_allclose(y, ref, rtol=5e-4 if dt == np.float32 else 1e-10,
+                                   atol=5e-4 if dt == np.float32 else 1e-10)
         return
     ref = ref_conv3d(x, w, None, **opts)
     if ref is None:                      # a table that connects nothing
