@@ -350,6 +350,8 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
     cdef Py_ssize_t r_first = p0 // W, r_end = (p1 - 1) // W + 1
     cdef Py_ssize_t od_first = r_first // o1, oh_first = r_first % o1
     cdef floating fill = <floating>g.fill
+    cdef int mode = g.mode          # locals: the compiler need not reload them per row
+    cdef Py_ssize_t n0 = g.i[0], n1 = g.i[1], n2 = g.i[2], s0 = g.s[0], s1 = g.s[1]
     cdef const Tap *tp
     cdef floating *seg
     cdef floating *base
@@ -366,23 +368,23 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
                 wa = imax(p0 - r * W, 0)
                 wb = imin(p1 - r * W, W)
                 seg = cols + ((c - c0) * g.taps + t) * ld + r * W - p0
-                i0 = od * g.s[0] + tp.off0
-                i1 = oh * g.s[1] + tp.off1
+                i0 = od * s0 + tp.off0
+                i1 = oh * s1 + tp.off1
                 oh = oh + 1
                 if oh == o1:
                     oh = 0
                     od = od + 1
-                if i0 < 0 or i0 >= g.i[0] or i1 < 0 or i1 >= g.i[1]:
-                    if g.mode == 0:
+                if i0 < 0 or i0 >= n0 or i1 < 0 or i1 >= n1:
+                    if mode == 0:
                         if not scatter:
                             fill_span(seg, wa, wb, fill)
                         continue
-                    i0 = fold_index(i0, g.i[0], g.mode)
-                    i1 = fold_index(i1, g.i[1], g.mode)
+                    i0 = fold_index(i0, n0, mode)
+                    i1 = fold_index(i1, n1, mode)
                 # the part [ca, cb) of [wa, wb) whose taps are inside the map
                 ca = imin(imax(tp.lo, wa), wb)
                 cb = imax(imin(tp.hi, wb), ca)
-                base = x + (c * g.i[0] + i0) * g.i[1] * g.i[2] + i1 * g.i[2]
+                base = x + (c * n0 + i0) * n1 * n2 + i1 * n2
                 row = base + tp.iw0
                 if scatter:
                     for w in range(ca, cb):
@@ -393,7 +395,7 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
                     for w in range(ca, cb):
                         seg[w] = row[w * sw]
                 # the columns whose W tap is in the padding: [wa, ca) and [cb, wb)
-                if g.mode == 0:
+                if mode == 0:
                     if not scatter:
                         fill_span(seg, wa, ca, fill)
                         fill_span(seg, cb, wb, fill)
