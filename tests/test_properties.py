@@ -235,3 +235,52 @@ def test_conv3d_forward_and_backward(case):
         r = rhs()
         assert _close(np.vdot(got.astype(np.float64), probe),
                       0.0 if r is None else np.vdot(dy, r), dt, scale)
+
+
+@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(case=conv_cases(), mode=st.sampled_from(["constant", "reflect", "replicate",
+                                                 "circular", "symmetric"]))
+def test_conv2d_padding_modes(case, mode):
+    """Every padding mode on random 2-D geometry: the same as a valid convolution of
+    numpy.pad's padded input (vecconv never makes it), and dx the pad's adjoint."""
+    dt = case["dtype"]
+    kh, kw = case["wshape"][2:]
+    ext = [d * (k - 1) + 1 for d, k in zip(case["dilation"], (kh, kw))]
+    padding = case["padding"]
+    if isinstance(padding, str):     # correlate2d / convolve2d centring for 'same'
+        pads = [{"valid": (0, 0), "full": (e - 1, e - 1),
+                 "same": ((e // 2 if case["flip"] else (e - 1) // 2),
+                          e - 1 - (e // 2 if case["flip"] else (e - 1) // 2))}[padding]
+                for e in ext]
+    elif isinstance(padding, int):
+        pads = [(padding, padding)] * 2
+    elif isinstance(padding[0], tuple):
+        pads = [tuple(p) for p in padding]
+    else:
+        pads = [(p, p) for p in padding]
+    size = case["shape"][2:]
+    if mode == "circular":
+        assume(all(max(p) <= s for p, s in zip(pads, size)))
+    if mode == "reflect":
+        assume(all(max(p) < s for p, s in zip(pads, size)))
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal(case["shape"]).astype(dt)
+    w = rng.standard_normal(case["wshape"]).astype(dt)
+    opts = {k: case[k] for k in ("stride", "padding", "dilation", "groups", "connections", "flip")}
+    fill = dict(fill_value=-0.5) if mode == "constant" else {}
+    y = vc.conv2d(x, w, padding_mode=mode, workspace=case["workspace"], **opts, **fill)
+    if case["shape"][0] == 0:
+        return
+    np_mode = {"constant": "constant", "replicate": "edge", "circular": "wrap"}.get(mode, mode)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0)) + tuple(pads), mode=np_mode,
+                **(dict(constant_values=-0.5) if mode == "constant" else {}))
+    ref = ref_conv2d(xp, w, None, **dict(opts, padding=0))
+    np.testing.assert_allclose(y, ref, rtol=5e-4 if dt == np.float32 else 1e-10,
+                               atol=5e-4 if dt == np.float32 else 1e-10)
+    dy = rng.standard_normal(y.shape)
+    dx, _, _ = vc.conv2d_backward(dy, x, w, padding_mode=mode, **opts, **fill)
+    x2 = rng.standard_normal(x.shape)
+    zero = vc.conv2d(np.zeros(x.shape), w, padding_mode=mode, **opts, **fill)
+    lhs = np.vdot(dy, vc.conv2d(x2, w, padding_mode=mode, **opts, **fill) - zero)
+    scale = np.abs(dy).sum() * (np.abs(x2).max() + 1) * (np.abs(w).max() + 1) * 10
+    assert _close(np.vdot(dx.astype(np.float64), x2), lhs, dt, scale)
