@@ -115,3 +115,37 @@ def test_shapes_are_checked(rng):
         vc.conv_transpose_backward(np.ones((1, 2, 5, 5)), x, np.ones((4, 2, 3, 3)))
     with pytest.raises(ValueError, match="conv_transpose3d needs w of 5 dimensions"):
         vc.conv_transpose3d(x, np.ones((4, 2, 3, 3)))
+
+
+def test_output_size_and_output_padding_forms(rng):
+    """output_size as an int or d (or d + 2) ints, within PyTorch's range (below the
+    stride past the smallest size); output_padding in any int form."""
+    x = rng.standard_normal((1, 2, 3, 3))
+    w = rng.standard_normal((2, 1, 2, 2))
+    ref = vc.conv_transpose(x, w, stride=2, output_padding=1)
+    for size in (7, (7, 7), [1, 1, 7, 7]):
+        np.testing.assert_array_equal(vc.conv_transpose(x, w, stride=2, output_size=size), ref)
+    np.testing.assert_array_equal(vc.conv_transpose(x, w, stride=2, output_padding=[1, 1]), ref)
+    np.testing.assert_array_equal(vc.conv_transpose(x, w, stride=2, output_size=(7, 7),
+                                                    output_padding=0), ref)
+    with pytest.raises(ValueError, match="can be 6 to 7"):
+        vc.conv_transpose(x, w, stride=2, output_size=(8, 8))
+    with pytest.raises(ValueError, match="can be 6 to 6"):       # dilation 3, stride 1
+        vc.conv_transpose(x, w, dilation=3, output_size=(9, 9))
+    with pytest.raises(TypeError, match="output_padding"):
+        vc.conv_transpose(x, w, output_padding=np.array([0, 0]))
+
+
+@pytest.mark.parametrize("op", [1, 2])
+def test_the_adjoint_holds_with_output_padding_past_the_stride(rng, op):
+    """output_padding >= stride (allowed when dilation > stride) appends zero entries to
+    x internally; conv_transpose stays the adjoint of conv, without torch."""
+    x = rng.standard_normal((2, 3, 4, 5))
+    w = rng.standard_normal((3, 2, 2, 3))
+    opts = dict(stride=1, dilation=3, output_padding=op)
+    y = vc.conv_transpose(x, w, **opts)
+    u = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(np.vdot(vc.conv(u, w, dilation=3)[..., :4, :5], x),
+                               np.vdot(u, y), rtol=1e-11)
+    dx, dw, db = vc.conv_transpose_backward(u, x, w, **opts)
+    np.testing.assert_allclose(dx, vc.conv(u, w, dilation=3)[..., :4, :5], rtol=1e-12)

@@ -129,3 +129,34 @@ def test_large_replicate_and_symmetric_pads_are_allowed(rng):
         y = vc.conv2d(x, w, padding=7, padding_mode=mode)
         ref = vc.conv2d(_padded_reference(x, ((7, 7), (7, 7)), mode, 0.0), w)
         np.testing.assert_allclose(y, ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "symmetric"])
+def test_modes_that_read_the_map_refuse_an_empty_axis(mode):
+    """Found in review: replicate/symmetric on a length-0 axis read before the array (and
+    symmetric divided by zero). A constant pad of an empty axis is defined."""
+    for call in (lambda: vc.conv(np.zeros((1, 1, 0)), np.ones((1, 1, 1)), padding=2,
+                                 padding_mode=mode),
+                 lambda: vc.conv_backward(np.ones((1, 1, 4)), np.zeros((1, 1, 0)),
+                                          np.ones((1, 1, 1)), padding=2, padding_mode=mode),
+                 lambda: vc.im2col(np.zeros((1, 1, 0, 3)), 1, padding=1, padding_mode=mode)):
+        with pytest.raises(ValueError, match="non-empty"):
+            call()
+    np.testing.assert_array_equal(
+        vc.conv(np.zeros((1, 1, 0)), np.ones((1, 1, 1)), padding=2, padding_mode="constant",
+                fill_value=3.0), np.full((1, 1, 4), 3.0))
+
+
+@pytest.mark.parametrize("fill", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_fill_reaches_only_connected_maps(fill):
+    """Found in review: an infinite fill met the zeroed kernel of an unconnected pair in
+    the one dense product (0 * inf = NaN)."""
+    x = np.ones((1, 2, 4))
+    w = np.ones((2, 2, 3))
+    table = np.array([[True, False], [False, True]])
+    y = vc.conv(x, w, connections=table, padding=1, padding_mode="constant", fill_value=fill)
+    alone = vc.conv(x[:, :1], w[:1, :1], padding=1, padding_mode="constant", fill_value=fill)
+    np.testing.assert_array_equal(y[:, :1], alone)
+    dx, dw, _ = vc.conv_backward(np.ones_like(y), x, w, connections=table, padding=1,
+                                 padding_mode="constant", fill_value=fill)
+    assert (dw[~table.T] == 0).all() and np.isfinite(dx).all()

@@ -48,7 +48,7 @@ def _spatial_axes(w, fixed, fname):
     return d
 
 
-def _batched(name, a, d):
+def _batched(a, d):
     """(a with a batch axis, whether it came without one): PyTorch's unbatched inputs."""
     if a.ndim == d + 1:
         return a[None], True
@@ -60,7 +60,7 @@ def _forward(fixed, fname, x, w, bias, opts):
     w = as_array("w", w)
     bias = None if bias is None else as_array("bias", bias)
     d = _spatial_axes(w, fixed, fname)
-    x, unbatched = _batched("x", x, d)
+    x, unbatched = _batched(x, d)
     dtype = float_dtype(x=x, w=w, bias=bias)
     plan = make_plan(x.shape, w.shape, None if bias is None else bias.shape,
                      dtype=dtype, spatial=d, **opts)
@@ -81,7 +81,7 @@ def _backward(fixed, fname, dy, x, w, opts, input_grad=True, weight_grad=True):
     x = as_array("x", x)
     w = as_array("w", w)
     d = _spatial_axes(w, fixed, fname)
-    x, unbatched = _batched("x", x, d)
+    x, unbatched = _batched(x, d)
     if unbatched:
         dy = dy[None]
     dtype = float_dtype(dy=dy, x=x, w=w)
@@ -285,22 +285,20 @@ def _transpose_plan(x_shape, w_shape, d, dtype, stride, padding, output_padding,
     base = tuple((i - 1) * s - pb - pa + dl * (k - 1) + 1 for i, s, (pb, pa), dl, k in
                  zip(x_shape[2:], stride, pads, dilation, ksize))
     limit = tuple(max(s, dl) for s, dl in zip(stride, dilation))
+    output_padding = int_tuple("output_padding", output_padding, d, 0)
     if output_size is not None:
-        if output_padding not in (0, None) and output_padding != (0,) * d:
+        if any(output_padding):
             raise ValueError("give output_size or output_padding, not both")
-        size = tuple(output_size)
-        if len(size) == d + 2:
-            size = size[2:]
-        size = int_tuple("output_size", list(size), d, 1) if len(size) == d else None
-        if size is None:
-            raise ValueError(f"output_size must have {d} (or {d + 2}) entries, got {output_size!r}")
+        if isinstance(output_size, (tuple, list)) and len(output_size) == d + 2:
+            output_size = tuple(output_size)[2:]
+        size = int_tuple("output_size", output_size, d, 1)
+        # as PyTorch picks it: output_padding below the stride
         output_padding = tuple(sz - b for sz, b in zip(size, base))
-        for a, (op, lim, b) in enumerate(zip(output_padding, limit, base)):
-            if not 0 <= op < lim:
+        for a, (op, s, b) in enumerate(zip(output_padding, stride, base)):
+            if not 0 <= op < s:
                 raise ValueError(f"output_size {size}: axis {names[a]} can be {b} to "
-                                 f"{b + lim - 1} for this input, stride and dilation")
+                                 f"{b + s - 1} for this input and stride")
     else:
-        output_padding = int_tuple("output_padding", output_padding, d, 0)
         for a, (op, lim) in enumerate(zip(output_padding, limit)):
             if op >= lim:
                 raise ValueError(f"output_padding must be below max(stride, dilation) = {lim} "
@@ -323,11 +321,11 @@ def _grow(a, extra):
     return np.pad(a, ((0, 0), (0, 0)) + tuple((0, e) for e in extra))
 
 
-def _transpose_call(fixed, fname, x, w, opts):
+def _transpose_call(fixed, fname, x, w):
     x = as_array("x", x)
     w = as_array("w", w)
     d = _spatial_axes(w, fixed, fname)
-    x, unbatched = _batched("x", x, d)
+    x, unbatched = _batched(x, d)
     return x, w, d, unbatched
 
 
@@ -365,7 +363,7 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
 
 
 def _transposed(fixed, fname, x, w, bias, opts):
-    x, w, d, unbatched = _transpose_call(fixed, fname, x, w, opts)
+    x, w, d, unbatched = _transpose_call(fixed, fname, x, w)
     bias = None if bias is None else as_array("bias", bias)
     dtype = float_dtype(x=x, w=w, bias=bias)
     plan, extra = _transpose_plan(x.shape, w.shape, d, dtype, **opts)
@@ -406,7 +404,7 @@ def _transposed_backward(fixed, fname, dy, x, w, opts, input_grad, weight_grad):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
     dy = as_array("dy", dy)
-    x, w, d, unbatched = _transpose_call(fixed, fname, x, w, opts)
+    x, w, d, unbatched = _transpose_call(fixed, fname, x, w)
     if unbatched:
         dy = dy[None]
     dtype = float_dtype(dy=dy, x=x, w=w)

@@ -240,6 +240,9 @@ cdef Geom make_geom(geometry) except *:
         g.o[a] = geometry.out[a]
     g.mode = geometry.mode
     g.fill = geometry.fill
+    if g.mode != 0 and g.i[0] * g.i[1] * g.i[2] == 0:
+        raise ValueError("vecconv engine: a padding mode that reads the map needs a "
+                         "non-empty map")
     g.taps = g.k[0] * g.k[1] * g.k[2]
     g.S = g.i[0] * g.i[1] * g.i[2]
     g.P = g.o[0] * g.o[1] * g.o[2]
@@ -408,7 +411,7 @@ cdef inline void im2col_block(const Geom *g, const floating *x, floating *cols, 
                               Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t c0,
                               Py_ssize_t c1) noexcept nogil:
     """Patch rows of channels c0..c1 for output positions p0..p1 of one image (eq. 12's
-    [c] for this tile); taps outside the map are 0."""
+    [c] for this tile); a tap in the padding reads what the padding mode gives."""
     patch_walk(g, <floating *>x, cols, ld, p0, p1, c0, c1, False)
 
 
@@ -694,6 +697,11 @@ cdef Job make_job(geometry, sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t gro
     j.dx_span = sched.dx_span
     j.spans_per_image = (j.g.P + j.dx_span - 1) // j.dx_span if j.dx_images == 0 else 1
     j.dx_cblock = sched.dx_cblock
+    if j.dx_images == 0 and sched.dx_round != 1:
+        free_geom(&j.g)
+        # spans of one image overlap through their inputs: two in one round could both
+        # write the same dx element
+        raise ValueError("vecconv engine: spans of one image must run one per round")
     j.cblocks_per_group = (j.cig + j.dx_cblock - 1) // j.dx_cblock
     j.buf_elems = sched.buf_elems
     return j

@@ -189,6 +189,9 @@ def _padding_mode(padding_mode, fill_value, pads, sizes, names):
         raise ValueError(f"fill_value={fill_value} needs padding_mode='constant', got "
                          f"padding_mode={padding_mode!r}")
     for name, size, (before, after) in zip(names, sizes, pads):
+        if size == 0 and before + after > 0 and padding_mode not in ("zeros", "constant"):
+            raise ValueError(f"padding_mode={padding_mode!r} needs a non-empty input to pad "
+                             f"from: axis {name} has size 0")
         if padding_mode == "reflect" and max(before, after) >= size:
             raise ValueError(f"padding_mode='reflect' needs padding below the input size: "
                              f"axis {name} has {size}, padding ({before}, {after})")
@@ -403,7 +406,13 @@ def weight_gradient(dw2, plan):
 
 
 def _partial_table(plan):
+    """A table that leaves pairs out, where a non-finite value could reach them through
+    the one dense product (0 * inf is NaN): x, dy, or a non-finite constant pad."""
     return plan.mask is not None and not plan.mask.all()
+
+
+def _all_finite(*arrays, fill=0.0):
+    return math.isfinite(fill) and all(a is None or np.isfinite(a).all() for a in arrays)
 
 
 def _map_plan(plan, inputs):
@@ -445,7 +454,7 @@ def _engine_args(plan):
 
 def forward(x, w2, bias, plan):
     """The engine's forward pass on clean arrays (x, w2 and bias contiguous in plan.dtype)."""
-    if _partial_table(plan) and not np.isfinite(x).all():
+    if _partial_table(plan) and not _all_finite(x, fill=plan.geometry.fill):
         y = np.zeros(plan.out_shape, dtype=plan.dtype)
         if bias is not None:            # a map that reads no input is its bias
             y[:] = bias.reshape((1, -1) + (1,) * (y.ndim - 2))
@@ -463,8 +472,7 @@ def forward(x, w2, bias, plan):
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The engine's backward pass: (dx shaped like x, or None; dw2 (Cout, K), or None)."""
     dt = plan.dtype
-    if _partial_table(plan) and not ((x is None or np.isfinite(x).all())
-                                     and np.isfinite(dy).all()):
+    if _partial_table(plan) and not _all_finite(x, dy, fill=plan.geometry.fill):
         dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
         dw2 = np.zeros((plan.w_shape[0], math.prod(plan.w_shape[1:])), dtype=dt) if need_dw else None
         taps = plan.geometry.taps
