@@ -73,10 +73,22 @@ def _forward(fixed, fname, x, w, bias, opts):
     return y[0] if unbatched else y
 
 
-def _backward(fixed, fname, dy, x, w, opts, input_grad=True, weight_grad=True):
+def _check_grad_flags(input_grad, weight_grad):
     for name, flag in (("input_grad", input_grad), ("weight_grad", weight_grad)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
+
+
+def _named(f, name, doc):
+    """A generated public function, under its own name (conv2d, conv_transpose3d, ...)."""
+    f.__doc__ = doc
+    f.__name__ = f.__qualname__ = name
+    f.__module__ = __name__
+    return f
+
+
+def _backward(fixed, fname, dy, x, w, opts, input_grad=True, weight_grad=True):
+    _check_grad_flags(input_grad, weight_grad)
     dy = as_array("dy", dy)
     x = as_array("x", x)
     w = as_array("w", w)
@@ -207,8 +219,8 @@ def _fixed(d, backward):
                         connections=connections, flip=flip, padding_mode=padding_mode,
                         fill_value=fill_value, workspace=workspace)
             return _backward(d, name, dy, x, w, opts, input_grad, weight_grad)
-        f.__doc__ = (f"``conv_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched): "
-                     "the gradients (dx, dw, db) of eq. 16-18, 12/13 and 10.")
+        doc = (f"``conv_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched): "
+               "the gradients (dx, dw, db) of eq. 16-18, 12/13 and 10.")
     else:
         def f(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
               connections=None, flip=False, padding_mode="zeros", fill_value=0.0,
@@ -217,11 +229,9 @@ def _fixed(d, backward):
                         connections=connections, flip=flip, padding_mode=padding_mode,
                         fill_value=fill_value, workspace=workspace)
             return _forward(d, name, x, w, bias, opts)
-        f.__doc__ = (f"``conv`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and weights "
-                     f"{LAYOUTS[d][1]}; see ``conv`` for the keywords.")
-    f.__name__ = f.__qualname__ = name
-    f.__module__ = __name__
-    return f
+        doc = (f"``conv`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and weights "
+               f"{LAYOUTS[d][1]}; see ``conv`` for the keywords.")
+    return _named(f, name, doc)
 
 
 conv1d, conv2d, conv3d = _fixed(1, False), _fixed(2, False), _fixed(3, False)
@@ -400,9 +410,7 @@ def conv_transpose_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, 
 
 
 def _transposed_backward(fixed, fname, dy, x, w, opts, input_grad, weight_grad):
-    for name, flag in (("input_grad", input_grad), ("weight_grad", weight_grad)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    _check_grad_flags(input_grad, weight_grad)
     dy = as_array("dy", dy)
     x, w, d, unbatched = _transpose_call(fixed, fname, x, w)
     if unbatched:
@@ -443,7 +451,7 @@ def _fixed_transpose(d, backward_pass):
                         dilation=dilation, groups=groups, output_size=output_size,
                         workspace=workspace)
             return _transposed_backward(d, name, dy, x, w, opts, input_grad, weight_grad)
-        f.__doc__ = f"``conv_transpose_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched)."
+        doc = f"``conv_transpose_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched)."
     else:
         def f(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
               groups=1, output_size=None, workspace=None):
@@ -451,11 +459,9 @@ def _fixed_transpose(d, backward_pass):
                         dilation=dilation, groups=groups, output_size=output_size,
                         workspace=workspace)
             return _transposed(d, name, x, w, bias, opts)
-        f.__doc__ = (f"``conv_transpose`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and "
-                     f"weights (Cin, Cout/groups, *kernel); see ``conv_transpose``.")
-    f.__name__ = f.__qualname__ = name
-    f.__module__ = __name__
-    return f
+        doc = (f"``conv_transpose`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and "
+               f"weights (Cin, Cout/groups, *kernel); see ``conv_transpose``.")
+    return _named(f, name, doc)
 
 
 conv_transpose1d, conv_transpose2d, conv_transpose3d = (

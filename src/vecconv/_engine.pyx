@@ -194,7 +194,6 @@ def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
     q.a_step, q.b_step, q.c_step = a_step, b_step, c_step
     q.a, q.b, q.c = &a[0, 0], &b[0, 0], &c[0, 0]
     q.beta = beta
-    vc_private_blas_single()
     with nogil:
         vc_run(gemm_unit, &q, count, threads)
 
@@ -755,7 +754,6 @@ def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[:
         j.bias = &bias[0] if has_bias else NULL
         j.y = &y[0]
         j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
-        vc_private_blas_single()
         run_rounds(&j, forward_unit, sched.n_tiles, sched.round_tiles, 1, 0, threads,
                    slots)
     finally:
@@ -790,7 +788,6 @@ def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[
         j.w2 = &w2[0]
         j.dy = &dy[0]
         j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
-        vc_private_blas_single()
         if need_dw:
             j.acc = &acc[0]
             run_rounds(&j, dw_unit, sched.n_tiles, sched.round_tiles, 0, sched.n_acc,
