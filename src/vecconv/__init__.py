@@ -14,6 +14,8 @@ from ._conv import (col2im, conv, conv1d, conv1d_backward, conv2d, conv2d_backwa
                     conv_transpose1d_backward, conv_transpose2d, conv_transpose2d_backward,
                     conv_transpose3d, conv_transpose3d_backward, conv_transpose_backward,
                     get_workspace, im2col, set_workspace)
+from ._pool import (avg_pool, avg_pool1d, avg_pool2d, avg_pool3d, avg_pool_backward, max_pool,
+                    max_pool1d, max_pool2d, max_pool3d, max_pool_backward)
 from .matrix import patch_matrix, unvec, vec
 from . import nn  # noqa: E402  (the layers and LeNet-5, on the same engine)
 
@@ -24,6 +26,8 @@ __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_bac
            "conv3d_backward", "conv_transpose", "conv_transpose_backward",
            "conv_transpose1d", "conv_transpose1d_backward", "conv_transpose2d",
            "conv_transpose2d_backward", "conv_transpose3d", "conv_transpose3d_backward",
+           "avg_pool", "avg_pool1d", "avg_pool2d", "avg_pool3d", "avg_pool_backward",
+           "max_pool", "max_pool1d", "max_pool2d", "max_pool3d", "max_pool_backward",
            "set_workspace", "get_workspace", "set_num_threads",
            "get_num_threads", "threads", "runtime_info", "nn"]
 

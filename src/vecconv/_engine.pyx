@@ -852,3 +852,7 @@ def unfold(const floating[::1] src, floating[::1] dst, geometry, Py_ssize_t N,
             vc_run(unfold_piece, &f, N * f.nblocks, threads)
     finally:
         free_geom(&f.g)
+
+
+# ----------------------------------------------------------------------------- pooling
+include "_pool.pxi"

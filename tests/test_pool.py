@@ -1,0 +1,326 @@
+"""Max and average pooling (1-, 2- and 3-D) against PyTorch's autograd, and their
+identities: the backward pass is the adjoint of the forward pass, and for
+non-overlapping windows the average's adjoint is eq. 6's Kronecker up-sampling."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import vecconv as vc
+import vecconv._pool as vpool
+from reference import tol
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+SHAPES = {1: (2, 3, 13), 2: (2, 3, 9, 11), 3: (2, 2, 7, 8, 6)}
+
+
+def torch_max(x, d, dy=None, **kw):
+    t = torch.tensor(x, requires_grad=True)
+    y, idx = getattr(F, f"max_pool{d}d")(t, return_indices=True, **kw)
+    if dy is None:
+        return y.detach().numpy(), idx.numpy(), None
+    y.backward(torch.tensor(dy))
+    return y.detach().numpy(), idx.numpy(), t.grad.numpy()
+
+
+def torch_avg(x, d, dy, **kw):
+    t = torch.tensor(x, requires_grad=True)
+    y = getattr(F, f"avg_pool{d}d")(t, **kw)
+    if dy is None:
+        return y.detach().numpy(), None
+    y.backward(torch.tensor(dy))
+    return y.detach().numpy(), t.grad.numpy()
+
+
+def check_max(x, d, k, dtype, **opts):
+    """vecconv's max pooling, indices and gradient are torch's (values and indices to the
+    bit: a max is a choice, not a sum)."""
+    y, idx = vc.max_pool(x, (k,) * d if isinstance(k, int) else k, return_indices=True, **opts)
+    assert y.dtype == dtype and idx.dtype == np.int64
+    dy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    ty, tidx, tdx = torch_max(x, d, dy, kernel_size=k, **opts)
+    np.testing.assert_array_equal(y, ty)
+    np.testing.assert_array_equal(idx, tidx)
+    dx = vc.max_pool_backward(dy, x, kernel_size=k, **opts)                # recomputed
+    dx_i = vc.max_pool_backward(dy, x.shape, kernel_size=k, indices=idx, **opts)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, dx_i)
+    np.testing.assert_allclose(dx, tdx, **tol(dtype))
+
+
+def check_avg(x, d, k, dtype, **opts):
+    y = vc.avg_pool(x, (k,) * d if isinstance(k, int) else k, **opts)
+    assert y.dtype == dtype
+    dy = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
+    ty, tdx = torch_avg(x, d, dy, kernel_size=k, **opts)
+    np.testing.assert_allclose(y, ty, **tol(dtype))
+    dx = vc.avg_pool_backward(dy, x, kernel_size=k, **opts)
+    assert dx.dtype == dtype
+    np.testing.assert_allclose(dx, tdx, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("k,stride,padding,dilation", [
+    (2, None, 0, 1), (3, 1, 1, 1), (3, 2, 1, 1), (2, 3, 1, 1), (3, 2, 0, 2), (1, 2, 0, 1),
+    (4, 1, 2, 1), (2, 1, 1, 3),
+])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_matches_torch(rng, dtype, d, k, stride, padding, dilation, ceil_mode):
+    x = rng.standard_normal(SHAPES[d]).astype(dtype)
+    check_max(x, d, k, dtype, stride=stride, padding=padding, dilation=dilation,
+              ceil_mode=ceil_mode)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("k,stride,padding", [
+    (2, None, 0), (3, 1, 1), (3, 2, 1), (2, 3, 1), (1, 2, 0), (4, 3, 2),
+])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("count_include_pad", [False, True])
+def test_avg_pool_matches_torch(rng, dtype, d, k, stride, padding, ceil_mode,
+                                count_include_pad):
+    x = rng.standard_normal(SHAPES[d]).astype(dtype)
+    check_avg(x, d, k, dtype, stride=stride, padding=padding, ceil_mode=ceil_mode,
+              count_include_pad=count_include_pad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [2, 3])       # torch's avg_pool1d has no divisor_override
+@pytest.mark.parametrize("divisor", [1, 3, -2])
+def test_avg_pool_divisor_override_matches_torch(rng, dtype, d, divisor):
+    x = rng.standard_normal(SHAPES[d]).astype(dtype)
+    check_avg(x, d, 3, dtype, stride=2, padding=1, ceil_mode=True, divisor_override=divisor)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_non_square_windows_match_torch(rng, dtype, d):
+    k = (3, 2, 1)[:d] if d > 1 else (4,)
+    stride = (2, 1, 3)[:d] if d > 1 else (3,)
+    padding = (1, 0, 0)[:d] if d > 1 else (2,)
+    x = rng.standard_normal(SHAPES[d]).astype(dtype)
+    check_max(x, d, k, dtype, stride=stride, padding=padding, dilation=(1, 2, 1)[:d],
+              ceil_mode=True)
+    check_avg(x, d, k, dtype, stride=stride, padding=padding, ceil_mode=True,
+              count_include_pad=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_ties_go_to_the_first_in_row_major_order(rng, dtype, d):
+    """Few distinct values: most windows hold their maximum more than once."""
+    x = rng.integers(0, 3, SHAPES[d]).astype(dtype)
+    for k, s, p in ((2, 2, 0), (3, 1, 1), (3, 2, 1)):
+        check_max(x, d, k, dtype, stride=s, padding=p)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_nan_and_infinities_propagate_as_in_torch(rng, dtype, d):
+    x = rng.standard_normal(SHAPES[d]).astype(dtype)
+    flat = x.reshape(-1)
+    spots = rng.choice(flat.size, flat.size // 5, replace=False)
+    flat[spots[::3]] = np.nan
+    flat[spots[1::3]] = -np.inf
+    flat[spots[2::3]] = np.inf
+    for k, s, p in ((2, 2, 0), (3, 1, 1), (3, 2, 1)):
+        check_max(x, d, k, dtype, stride=s, padding=p)
+        y = vc.avg_pool(x, (k,) * d, stride=s, padding=p)
+        ty, _ = torch_avg(x, d, np.zeros(y.shape, dtype), kernel_size=k, stride=s, padding=p)
+        np.testing.assert_allclose(y, ty, **tol(dtype))       # NaN where torch has NaN
+
+
+def test_all_minus_infinity_window_points_at_its_first_entry():
+    x = np.full((1, 1, 3, 3), -np.inf)
+    check_max(x, 2, 2, np.float64, stride=1)
+
+
+def test_window_outside_the_map_gives_minus_inf_and_index_minus_one():
+    """Dilation 5 with padding 1 on a 4-wide map: the window's taps are -1 and 4, both
+    outside. PyTorch returns index 20 there (past the 16-entry map); vecconv says -1 and
+    sends that window's gradient nowhere."""
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    y, idx = vc.max_pool(x, 2, stride=1, padding=1, dilation=5, return_indices=True)
+    assert y.shape == (1, 1, 1, 1) and y[0, 0, 0, 0] == -np.inf and idx[0, 0, 0, 0] == -1
+    ty, _, _ = torch_max(x, 2, kernel_size=2, stride=1, padding=1, dilation=5)
+    np.testing.assert_array_equal(y, ty)
+    dx = vc.max_pool_backward(np.ones_like(y), x, kernel_size=2, stride=1, padding=1,
+                              dilation=5)
+    assert (dx == 0).all()
+
+
+@given(data=st.data())
+def test_random_geometry_matches_torch(data):
+    d = data.draw(st.integers(1, 3), label="d")
+    k = tuple(data.draw(st.integers(1, 4), label="k") for _ in range(d))
+    s = tuple(data.draw(st.integers(1, 3), label="s") for _ in range(d))
+    p = tuple(data.draw(st.integers(0, kk // 2), label="p") for kk in k)
+    dl = tuple(data.draw(st.integers(1, 3), label="dl") for _ in range(d))
+    ceil = data.draw(st.booleans(), label="ceil")
+    cip = data.draw(st.booleans(), label="count_include_pad")
+    sizes = tuple(data.draw(st.integers(1, 9), label="n") for _ in range(d))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    x = np.random.default_rng(seed).standard_normal((2, 2) + sizes).astype(dtype)
+    kw = dict(stride=s, padding=p, ceil_mode=ceil)
+    try:
+        ty, tidx, _ = torch_max(x, d, kernel_size=k, dilation=dl, **kw)
+    except RuntimeError:                     # torch: the output would be empty
+        with pytest.raises(ValueError, match="does not fit"):
+            vc.max_pool(x, k, dilation=dl, **kw)
+    else:
+        y, idx = vc.max_pool(x, k, dilation=dl, return_indices=True, **kw)
+        np.testing.assert_array_equal(y, ty)
+        # a window wholly outside x (max pooling with dilation) has index -1; torch's
+        # points outside the map there (see the test above)
+        inside = idx >= 0
+        np.testing.assert_array_equal(idx[inside], tidx[inside])
+        assert (y[~inside] == -np.inf).all()
+    try:
+        torch_avg(x, d, None, kernel_size=k, count_include_pad=cip, **kw)
+    except RuntimeError as exc:
+        if "smaller than kernel size" in str(exc):
+            # torch's avg_pool3d alone refuses an input smaller than the window even when
+            # the padding makes it fit (its max_pool3d and avg_pool2d accept it)
+            return
+        with pytest.raises(ValueError, match="does not fit"):
+            vc.avg_pool(x, k, count_include_pad=cip, **kw)
+    else:
+        check_avg(x, d, k, dtype, count_include_pad=cip, **kw)
+
+
+# ----------------------------------------------------------------------------- identities
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_backward_is_the_adjoint(rng, d, ceil_mode):
+    """<pool(x), g> = <x, pool_backward(g)> for the (linear) average pooling, and for max
+    pooling with its indices fixed (the linear map it is around x)."""
+    x = rng.standard_normal(SHAPES[d])
+    u = rng.standard_normal(SHAPES[d])
+    opts = dict(stride=2, padding=1, ceil_mode=ceil_mode)
+    y = vc.avg_pool(u, (3,) * d, **opts)
+    g = rng.standard_normal(y.shape)
+    dx = vc.avg_pool_backward(g, u.shape, kernel_size=3, **opts)
+    assert np.isclose(np.vdot(y, g), np.vdot(u, dx), rtol=1e-12)
+    _, idx = vc.max_pool(x, 3, return_indices=True, **opts)
+    gathered = np.take_along_axis(u.reshape(u.shape[:2] + (-1,)),
+                                  idx.reshape(idx.shape[:2] + (-1,)), axis=2)
+    dx = vc.max_pool_backward(g, x, kernel_size=3, **opts)
+    assert np.isclose(np.vdot(gathered, g.reshape(gathered.shape)), np.vdot(u, dx),
+                      rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_average_adjoint_is_the_kronecker_up_sampling_of_eq_6(rng, dtype):
+    """Non-overlapping n x n windows: dx = (delta (x) 1_{n x n}) / n^2, to the bit."""
+    n = 3
+    delta = rng.standard_normal((2, 4, 5, 6)).astype(dtype)
+    dx = vc.avg_pool_backward(delta, (2, 4, 15, 18), kernel_size=n)
+    up = np.kron(delta, np.ones((n, n), dtype)) / dtype(n * n)
+    np.testing.assert_array_equal(dx, up.astype(dtype))
+    sums = vc.avg_pool_backward(delta, (2, 4, 15, 18), kernel_size=n, divisor_override=1)
+    np.testing.assert_array_equal(sums, np.kron(delta, np.ones((n, n), dtype)))
+
+
+def test_window_sums_are_eq_2_down(rng):
+    x = rng.standard_normal((2, 3, 8, 6))
+    down = x.reshape(2, 3, 4, 2, 3, 2).sum(axis=(3, 5))
+    np.testing.assert_allclose(vc.avg_pool(x, 2, divisor_override=1), down, rtol=1e-14)
+
+
+# ----------------------------------------------------------------------------- API rules
+def test_dimension_rules(rng):
+    x = rng.standard_normal((3, 8, 8))                   # unbatched 2-D, or batched 1-D
+    np.testing.assert_array_equal(vc.max_pool(x, (2, 2)), vc.max_pool(x[None], 2)[0])
+    np.testing.assert_array_equal(vc.max_pool(x, 2), vc.max_pool1d(x, 2))   # int: batched
+    np.testing.assert_array_equal(vc.max_pool2d(x, 2), vc.max_pool(x, (2, 2)))
+    np.testing.assert_array_equal(vc.avg_pool2d(x, 2), vc.avg_pool(x[None], 2)[0])
+    np.testing.assert_array_equal(vc.avg_pool3d(x[None], 2), vc.avg_pool(x[None], (2,) * 3))
+    y, idx = vc.max_pool2d(x, 2, return_indices=True)
+    dy = rng.standard_normal(y.shape)
+    dx = vc.max_pool_backward(dy, x, kernel_size=(2, 2), indices=idx)
+    assert dx.shape == x.shape
+    np.testing.assert_array_equal(dx, vc.max_pool_backward(dy[None], x[None], kernel_size=2)[0])
+    dxa = vc.avg_pool_backward(dy, x.shape, kernel_size=(2, 2))
+    np.testing.assert_array_equal(dxa, vc.avg_pool_backward(dy[None], (1,) + x.shape,
+                                                            kernel_size=2)[0])
+
+
+def test_dtypes_and_inputs_untouched(rng):
+    x = rng.integers(-5, 5, (2, 3, 6, 6))
+    before = x.copy()
+    assert vc.avg_pool(x, 2).dtype == np.float64
+    assert vc.max_pool(x.astype(np.float16), 2).dtype == np.float32
+    assert vc.max_pool(x.astype(">f4"), 2).dtype == np.float32
+    xf = x.astype(np.float32)[:, :, ::-1]                # not contiguous
+    np.testing.assert_array_equal(vc.max_pool(xf, 2), vc.max_pool(np.ascontiguousarray(xf), 2))
+    np.testing.assert_array_equal(x, before)
+
+
+def test_empty_batch_and_channels():
+    for shape in ((0, 3, 4, 4), (2, 0, 4, 4)):
+        x = np.zeros(shape, np.float32)
+        y, idx = vc.max_pool(x, 2, return_indices=True)
+        assert y.shape == shape[:2] + (2, 2) and idx.shape == y.shape
+        assert vc.max_pool_backward(y, x, kernel_size=2).shape == shape
+        assert vc.avg_pool_backward(y, shape, kernel_size=2).shape == shape
+
+
+def test_threads_give_the_same_bits(rng, monkeypatch):
+    monkeypatch.setattr(vpool, "POOL_GRAIN", 0)
+    x = rng.standard_normal((3, 5, 37, 29)).astype(np.float32)
+    x[0, 0, :4, :4] = np.nan
+    runs = []
+    for n in (1, 2, 3):
+        with vc.threads(n):
+            y, idx = vc.max_pool(x, 3, stride=2, padding=1, return_indices=True)
+            a = vc.avg_pool(x, 3, stride=2, padding=1, ceil_mode=True)
+            runs.append((y, idx, a, vc.max_pool_backward(y, x, kernel_size=3, stride=2,
+                                                         padding=1),
+                         vc.avg_pool_backward(a, x.shape, kernel_size=3, stride=2,
+                                              padding=1, ceil_mode=True)))
+    for other in runs[1:]:
+        for r, o in zip(runs[0], other):
+            np.testing.assert_array_equal(r, o)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x: vc.max_pool(x, 3, padding=2), "at most half the window"),
+    (lambda x: vc.avg_pool(x, 9), "does not fit"),
+    (lambda x: vc.max_pool(x, 2, stride=0), "stride must be >= 1"),
+    (lambda x: vc.max_pool(x, 2, dilation=0), "dilation must be >= 1"),
+    (lambda x: vc.max_pool(x, 0), "kernel_size must be >= 1"),
+    (lambda x: vc.max_pool(x, (2, 2, 2, 2)), "1, 2 or 3 entries"),
+    (lambda x: vc.max_pool(x[0, 0], 2), "int kernel_size needs x"),
+    (lambda x: vc.max_pool(x[0, 0, 0], (2, 2)), r"needs x of shape \(N, C, \*\(H, W\)\)"),
+    (lambda x: vc.max_pool3d(x[0, 0], 2), r"\(D, H, W\)"),
+    (lambda x: vc.avg_pool(x, 2, divisor_override=0), "nonzero"),
+    (lambda x: vc.avg_pool(x, 2, divisor_override=1.5), "divisor_override must be an int"),
+    (lambda x: vc.avg_pool(x, 2, ceil_mode=1), "ceil_mode must be True or False"),
+    (lambda x: vc.avg_pool(x, 2, count_include_pad="yes"), "count_include_pad"),
+    (lambda x: vc.max_pool(x, 2, return_indices=None), "return_indices"),
+    (lambda x: vc.max_pool(x.astype(complex), 2), "real numeric"),
+    (lambda x: vc.max_pool(np.zeros((1, 1, 0, 4)), 2), "at least 1 entry"),
+    (lambda x: vc.max_pool_backward(np.zeros((1, 2, 3, 3)), x, kernel_size=2), "dy must"),
+    (lambda x: vc.avg_pool_backward(np.zeros((1, 2, 3, 3)), x.shape, kernel_size=2), "dy must"),
+    (lambda x: vc.max_pool_backward(np.zeros((1, 2, 2, 2)), x.shape, kernel_size=2),
+     "needs x itself"),
+    (lambda x: vc.max_pool_backward(np.zeros((1, 2, 2, 2)), x, kernel_size=2,
+                                    indices=np.full((1, 2, 2, 2), 16)), "inside each map"),
+    (lambda x: vc.max_pool_backward(np.zeros((1, 2, 2, 2)), x, kernel_size=2,
+                                    indices=np.full((1, 2, 2, 2), -2)), "inside each map"),
+    (lambda x: vc.max_pool_backward(np.zeros((1, 2, 2, 2)), x, kernel_size=2,
+                                    indices=np.zeros((1, 2, 2, 2))), "integer array"),
+    (lambda x: vc.max_pool_backward(np.zeros((1, 2, 2, 2)), x, kernel_size=2,
+                                    indices=np.zeros((1, 2, 2, 1), int)), "indices must have"),
+    (lambda x: vc.avg_pool_backward(np.zeros((1, 2, 2, 2)), (1, 2, -4, 4), kernel_size=2),
+     "x_shape entry must be >= 0"),
+])
+def test_bad_arguments_are_named(call, match):
+    x = np.zeros((1, 2, 4, 4))
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(x)
