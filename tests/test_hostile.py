@@ -47,17 +47,21 @@ def test_every_parameter_of_the_wrong_shape_is_refused_before_the_engine(kind):
 
 @pytest.mark.parametrize("kind", sorted(_layers()))
 def test_missing_extra_and_non_numeric_parameters_are_refused(kind):
+    """A layer's parameters are registered: none can be removed or invented through
+    ``params``, and the data of one must be a real numeric array."""
     layer, xshape = _layers()[kind]
     x = np.ones(xshape, np.float32)
     name = next(iter(layer.params))
-    p = layer.params.pop(name)
+    p = layer.params[name]
+    with pytest.raises(TypeError, match="cannot be removed"):
+        layer.params.pop(name)
+    with pytest.raises(KeyError, match="no parameter 'extra'"):
+        layer.params["extra"] = p
+    assert list(layer.params) == list(layer.param_shapes())
+    layer._parameters["extra"] = nn.Parameter(p)           # behind the API's back
     with pytest.raises(ValueError, match="parameters must be"):
         layer.forward(x)
-    layer.params[name] = p
-    layer.params["extra"] = p
-    with pytest.raises(ValueError, match="parameters must be"):
-        layer.forward(x)
-    del layer.params["extra"]
+    del layer._parameters["extra"]
     layer.params[name] = p.astype(complex)
     with pytest.raises(TypeError, match="real numeric"):
         layer.forward(x)

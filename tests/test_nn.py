@@ -41,6 +41,28 @@ def layer_grad_errors(layer, x, rng):
     (lambda: nn.AvgPool(3, 2, "lecun_tanh", dtype=np.float64), (2, 3, 6, 4)),
     (lambda: nn.AvgPool(2, 3, "sigmoid", dtype=np.float64), (2, 2, 6, 9)),
     (lambda: nn.MaxPool(2), (2, 3, 6, 4)),
+    # the layers beyond LeNet-5: every new kind and option, float64
+    (lambda: nn.Conv1D(3, 4, 3, stride=2, padding=2, dilation=2, dtype=np.float64, seed=1), (2, 3, 11)),
+    (lambda: nn.Conv1D(4, 6, 3, groups=2, padding="same", padding_mode="reflect", dtype=np.float64, seed=1), (2, 4, 9)),
+    (lambda: nn.Conv2D(4, 4, 3, groups=4, dilation=(1, 2), padding=1, padding_mode="circular",
+                       dtype=np.float64, seed=1), (2, 4, 7, 8)),
+    (lambda: nn.Conv2D(2, 3, 3, padding=2, padding_mode="constant", fill_value=0.5, flip=True,
+                       dtype=np.float64, seed=1), (2, 2, 5, 5)),
+    (lambda: nn.Conv3D(2, 3, (2, 3, 2), stride=(1, 2, 1), padding=1, padding_mode="replicate",
+                       dtype=np.float64, seed=1), (2, 2, 4, 5, 4)),
+    (lambda: nn.Conv3D(3, 4, 2, connections=np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 0, 1]], bool),
+                       flip=True, dtype=np.float64, seed=1), (2, 3, 3, 4, 3)),
+    (lambda: nn.ConvTranspose1D(3, 4, 3, stride=2, padding=1, output_padding=1, dtype=np.float64, seed=1), (2, 3, 5)),
+    (lambda: nn.ConvTranspose2D(4, 6, (3, 2), stride=(2, 1), dilation=(1, 2), groups=2,
+                                dtype=np.float64, seed=1), (2, 4, 4, 3)),
+    (lambda: nn.ConvTranspose3D(2, 3, 2, stride=2, padding=(1, 0, 0), dtype=np.float64, seed=1), (1, 2, 3, 2, 3)),
+    (lambda: nn.MaxPool(3, stride=2, padding=1, ceil_mode=True), (2, 3, 7, 6)),
+    (lambda: nn.MaxPool((2, 3), stride=1, dilation=(2, 1)), (2, 2, 6, 7)),
+    (lambda: nn.MaxPool(2, stride=1), (2, 3, 7)),                       # 1-D, overlapping
+    (lambda: nn.MaxPool((2, 2, 2)), (1, 2, 4, 4, 6)),                   # 3-D
+    (lambda: nn.AvgPool(3, 3, "lecun_tanh", stride=2, padding=1, ceil_mode=True, dtype=np.float64), (2, 3, 8, 7)),
+    (lambda: nn.AvgPool(2, (3,), "tanh", stride=1, dtype=np.float64), (2, 2, 9)),
+    (lambda: nn.AvgPool(2, (2, 2, 3), "identity", padding=(1, 0, 1), dtype=np.float64), (1, 2, 4, 5, 6)),
     (lambda: nn.Dense(7, 5, dtype=np.float64, seed=1), (4, 7)),
     (lambda: nn.Flatten(), (2, 3, 2, 2)),
     (lambda: nn.Activation("sigmoid"), (3, 4)),
@@ -52,8 +74,9 @@ def test_layer_gradients_by_finite_differences(rng, make, shape):
     layer = make()
     for p in layer.params.values():
         p += 0.1 * rng.standard_normal(p.shape)       # beta, b away from their initial values
-    if isinstance(layer, nn.Conv2D) and layer.connections is not None:
-        layer.params["w"] *= layer._mask()[:, :, None, None]
+    for _, p in layer.named_parameters():
+        if p.mask is not None:
+            p.data *= p.mask
     x = rng.standard_normal(shape)
     errs = layer_grad_errors(layer, x, rng)
     assert max(errs.values()) < 1e-6, errs
@@ -62,19 +85,21 @@ def test_layer_gradients_by_finite_differences(rng, make, shape):
 def test_whole_lenet5_gradient_check(rng):
     """Every parameter tensor of LeNet-5 (float64), 12 sampled entries each, and the input."""
     net = nn.lenet5(dtype=np.float64, seed=3)
-    net.layers[0].needs_input_grad = True
     x = rng.standard_normal((3, 1, 32, 32))
     labels = np.array([1, 7, 3])
     loss_fn = nn.SoftmaxCrossEntropy()
     loss, delta = loss_fn(net.forward(x), labels)
-    dx = net.backward(delta)
+    assert net.backward(delta) is None          # the network asks its first layer for no dx
+    net.forward(x)
+    for layer in reversed(net.layers):          # ... and each layer alone still gives it
+        delta = layer.backward(delta)
+    dx = delta
     worst = 0.0
-    for name, layer, k in net.parameters():
-        p = layer.params[k]
-        g = layer.grads[k]
+    for name, param in net.named_parameters():
+        p, g = param.data, param.grad
         flat = np.flatnonzero(np.ones(p.size)) if p.size <= 12 else rng.choice(p.size, 12, replace=False)
-        if isinstance(layer, nn.Conv2D) and layer.connections is not None and k == "w":
-            mask = np.broadcast_to(layer._mask()[:, :, None, None], p.shape).ravel()
+        if param.mask is not None:
+            mask = np.broadcast_to(param.mask, p.shape).ravel()
             flat = rng.choice(np.flatnonzero(mask), 12, replace=False)
         for i in flat:
             idx = np.unravel_index(i, p.shape)
@@ -159,9 +184,9 @@ def test_float32_is_kept_through_the_network(rng):
     _, delta = nn.SoftmaxCrossEntropy()(out, np.array([0, 1, 2, 3]))
     assert delta.dtype == np.float32
     net.backward(delta)
-    for _, layer, k in net.parameters():
-        assert layer.params[k].dtype == np.float32
-        assert layer.grads[k].dtype == np.float32, (layer, k)
+    for name, p in net.named_parameters():
+        assert p.data.dtype == np.float32
+        assert p.grad.dtype == np.float32, name
 
 
 def test_layers_validate_input_shapes():
@@ -169,10 +194,22 @@ def test_layers_validate_input_shapes():
         nn.Conv2D(3, 4, 3).forward(np.zeros((1, 2, 8, 8), np.float32))
     with pytest.raises(ValueError, match="4-D"):
         nn.Conv2D(3, 4, 3).forward(np.zeros((3, 8, 8), np.float32))
-    with pytest.raises(ValueError, match="divisible"):
-        nn.AvgPool(1, 2).forward(np.zeros((1, 1, 5, 4), np.float32))
-    with pytest.raises(ValueError, match="divisible"):
-        nn.MaxPool(2).forward(np.zeros((1, 1, 4, 3)))
+    with pytest.raises(ValueError, match="AvgPool expects input"):
+        nn.AvgPool(2, 2).forward(np.zeros((1, 1, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="does not fit"):
+        nn.MaxPool(5).forward(np.zeros((1, 1, 4, 3)))
+    with pytest.raises(ValueError, match="needs a batch"):
+        nn.MaxPool((2, 2)).forward(np.zeros((1, 4, 4)))
+    with pytest.raises(ValueError, match="at most half the window"):
+        nn.MaxPool(2, padding=2)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        nn.AvgPool(3, 2, stride=0)
+    with pytest.raises(ValueError, match="groups=2 must divide"):
+        nn.Conv1D(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="padding_mode"):
+        nn.Conv2D(3, 4, 3, padding=1, padding_mode="mirror")
+    with pytest.raises(ValueError, match="output_padding"):
+        nn.ConvTranspose2D(3, 4, 3, stride=2, output_padding=3)
     with pytest.raises(ValueError, match="features"):
         nn.Dense(5, 2).forward(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="activation"):
@@ -230,9 +267,9 @@ def test_short_training_run_lowers_the_loss():
 def torch_lenet5(net, torch):
     """The same LeNet-5 from torch operations, sharing the weights of ``net``."""
     F = torch.nn.functional
-    params = {name: torch.tensor(layer.params[k], requires_grad=True)
-              for name, layer, k in net.parameters()}
-    names = [name for name, _, _ in net.parameters()]
+    params = {name: torch.tensor(p.data, requires_grad=True)
+              for name, p in net.named_parameters()}
+    names = list(params)
 
     def f(x):
         h = torch.tensor(x)
@@ -241,11 +278,11 @@ def torch_lenet5(net, torch):
             if isinstance(layer, nn.Conv2D):
                 w = params[names[i]]
                 if layer.connections is not None:
-                    w = w * torch.tensor(layer._mask())[:, :, None, None]
+                    w = w * torch.tensor(layer.connections.T.astype(float))[:, :, None, None]
                 h = F.conv2d(h, w, params[names[i + 1]])
                 i += 2
             elif isinstance(layer, nn.AvgPool):
-                s = F.avg_pool2d(h, layer.size) * layer.size**2
+                s = F.avg_pool2d(h, layer.kernel_size, divisor_override=1)
                 z = params[names[i]][None, :, None, None] * s + params[names[i + 1]][None, :, None, None]
                 h = 1.7159 * torch.tanh(z * (2 / 3))
                 i += 2
@@ -271,8 +308,8 @@ def test_lenet5_matches_torch_loss_gradients_and_sgd_steps(rng):
     tloss = torch.nn.functional.cross_entropy(f(x), torch.tensor(labels))
     tloss.backward()
     assert loss == pytest.approx(tloss.item(), rel=1e-12)
-    for name, layer, k in net.parameters():
-        np.testing.assert_allclose(layer.grads[k], params[name].grad.numpy(), rtol=1e-9, atol=1e-12)
+    for name, p in net.named_parameters():
+        np.testing.assert_allclose(p.grad, params[name].grad.numpy(), rtol=1e-9, atol=1e-12)
     # three SGD steps with momentum, in both frameworks, land on the same parameters
     opt = nn.SGD(net, lr=0.05, momentum=0.9)
     topt = torch.optim.SGD(list(params.values()), lr=0.05, momentum=0.9)
@@ -285,11 +322,11 @@ def test_lenet5_matches_torch_loss_gradients_and_sgd_steps(rng):
         opt.step()
         topt.step()
         with torch.no_grad():                       # torch's copy of the table constraint
-            for name, layer, k in net.parameters():
-                if isinstance(layer, nn.Conv2D) and layer.connections is not None and k == "w":
-                    params[name] *= torch.tensor(layer._mask())[:, :, None, None]
-    for name, layer, k in net.parameters():
-        np.testing.assert_allclose(layer.params[k], params[name].detach().numpy(), rtol=1e-9, atol=1e-12)
+            for name, p in net.named_parameters():
+                if p.mask is not None:
+                    params[name] *= torch.tensor(p.mask.astype(float))
+    for name, p in net.named_parameters():
+        np.testing.assert_allclose(p.data, params[name].detach().numpy(), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape_a, shape_b, ta, tb", [((37, 11), (11, 5), False, False),

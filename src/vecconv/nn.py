@@ -1,9 +1,11 @@
-"""The network the seeds derive: layers with forward and backward in the seed's form.
+"""Layers and LeNet-5, with forward and backward passes as Haoxiang Xu's notes (after
+Bouvrie, "Notes on Convolutional Neural Networks", 2006) derive them; LeNet-5 as LeCun et
+al. 1998 build it.
 
 Every layer maps a batch forward, keeps what its backward pass needs, and maps the error
-delta = dE/d(output) back to dE/d(input), filling ``grads`` for its ``params``. The
-convolution layers run on the compiled engine (``vecconv._plan``); float32 stays float32
-throughout.
+delta = dE/d(output) back to dE/d(input), setting the ``grad`` of each of its
+:class:`Parameter` s. The convolution and pooling layers run on the compiled engine;
+float32 stays float32 throughout.
 
 >>> import numpy as np, vecconv.nn as nn
 >>> net = nn.lenet5(dtype=np.float32, seed=0)
@@ -15,17 +17,19 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
+from collections.abc import MutableMapping
 
 import numpy as np
 
-from . import _engine
-from . import _plan
-from ._args import as_array, check_fits, check_ndim, int_tuple, integer
+from . import _conv, _engine, _plan, _pool
+from ._args import as_array, check_fits, check_ndim, float_dtype, int_tuple, integer
 
-__all__ = ["Conv2D", "AvgPool", "MaxPool", "Dense", "Flatten", "Activation", "Sequential",
-           "SquaredError", "SoftmaxCrossEntropy", "SGD", "lenet5", "lenet5_c3_table",
-           "load", "ACTIVATIONS"]
+__all__ = ["Layer", "Parameter", "Conv1D", "Conv2D", "Conv3D", "ConvTranspose1D",
+           "ConvTranspose2D", "ConvTranspose3D", "AvgPool", "MaxPool", "Dense", "Flatten",
+           "Activation", "Sequential", "SquaredError", "SoftmaxCrossEntropy", "SGD", "lenet5",
+           "lenet5_c3_table", "load", "ACTIVATIONS"]
 
 
 # ----------------------------------------------------------------------------- activations
@@ -52,17 +56,96 @@ def _activation(name):
 
 
 # ----------------------------------------------------------------------------- base
-class Layer:
-    """A layer: ``forward(x)``, ``backward(delta)``, ``params``/``grads`` dicts of arrays."""
+class Parameter:
+    """A trainable array, its gradient, and (optionally) the mask of entries that exist.
 
-    #: False for the first layer of a network: its input needs no error (saves a GEMM)
-    needs_input_grad = True
+    ``data`` is what the layer computes with, ``grad`` is dE/d(data) after the layer's
+    backward pass. ``mask`` (bool, broadcastable to ``data``) marks the entries that are
+    part of the model: a connection table's absent kernels are False, and an optimiser
+    keeps them exactly zero.
+    """
+
+    __slots__ = ("data", "grad", "mask")
+
+    def __init__(self, data, grad=None, mask=None):
+        self.data = data
+        self.grad = np.zeros_like(data) if grad is None else grad
+        self.mask = mask
+
+    def __repr__(self):
+        masked = "" if self.mask is None else ", masked"
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{masked})"
+
+
+class _Field(MutableMapping):
+    """A layer's parameters seen as {name: array} (``params``: data, ``grads``: grad)."""
+
+    def __init__(self, parameters, attr):
+        self._parameters, self._attr = parameters, attr
+
+    def __getitem__(self, name):
+        return getattr(self._parameters[name], self._attr)
+
+    def __setitem__(self, name, value):
+        if name not in self._parameters:
+            raise KeyError(f"no parameter {name!r}; the layer has {sorted(self._parameters)}")
+        setattr(self._parameters[name], self._attr, value)
+
+    def __delitem__(self, name):
+        raise TypeError("a layer's parameters cannot be removed")
+
+    def __iter__(self):
+        return iter(self._parameters)
+
+    def __len__(self):
+        return len(self._parameters)
+
+
+class Layer:
+    """A layer: ``forward(x)`` and ``backward(delta, input_grad=True)``.
+
+    ``forward`` maps a batch and keeps what the backward pass needs. ``backward`` takes
+    delta = dE/d(output), sets the ``grad`` of every :class:`Parameter` and returns
+    dE/d(input), or None when ``input_grad`` is False (a network's first layer: its input
+    needs no error, which saves the product of eq. 16-18).
+
+    A layer of your own subclasses this, registers its arrays with ``add_parameter`` and
+    implements ``forward`` and ``backward``; ``config()`` and ``param_shapes()`` let
+    ``Sequential.save`` and ``load`` store and rebuild it.
+    """
+
     #: a short label for summaries (LeNet-5's C1, S2, ...)
     name = None
 
     def __init__(self):
-        self.params = {}
-        self.grads = {}
+        self._parameters = {}
+
+    def add_parameter(self, name, data, mask=None):
+        """Register ``data`` as the trainable parameter ``name``; returns the Parameter."""
+        p = self._parameters[name] = Parameter(data, mask=mask)
+        return p
+
+    def named_parameters(self):
+        """(name, Parameter) pairs in registration order."""
+        return iter(self._parameters.items())
+
+    @property
+    def params(self):
+        """{name: data}; assigning replaces a parameter's data."""
+        return _Field(self._parameters, "data")
+
+    @property
+    def grads(self):
+        """{name: grad} after ``backward``."""
+        return _Field(self._parameters, "grad")
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, delta, input_grad=True):
+        raise NotImplementedError
+
+    __call__ = forward
 
     def config(self):
         """What ``load`` needs to rebuild the layer (parameters are stored separately)."""
@@ -79,10 +162,12 @@ class Layer:
         kernels are). The converted arrays replace the ones in ``params``."""
         shapes = self.param_shapes()
         kind = type(self).__name__
-        if set(self.params) != set(shapes):
-            raise ValueError(f"{kind} parameters must be {sorted(shapes)}, got {sorted(self.params)}")
+        if set(self._parameters) != set(shapes):
+            raise ValueError(f"{kind} parameters must be {sorted(shapes)}, got "
+                             f"{sorted(self._parameters)}")
         for name, shape in shapes.items():
-            a = as_array(f"{kind} parameter {name!r}", self.params[name])
+            p = self._parameters[name]
+            a = as_array(f"{kind} parameter {name!r}", p.data)
             if a.shape != tuple(shape):
                 raise ValueError(f"{kind} parameter {name!r} must have shape {tuple(shape)} "
                                  f"for this layer's configuration, got {a.shape}")
@@ -91,14 +176,17 @@ class Layer:
                                 f"got dtype {a.dtype}")
             if a.dtype != self.dtype or not a.flags.c_contiguous or not a.flags.writeable:
                 a = np.array(a, dtype=self.dtype, order="C")
-            self.params[name] = a
+            p.data = a
         return self.params
 
     def output_shape(self, input_shape):
         return input_shape
 
     def parameter_count(self):
-        return sum(p.size for p in self.params.values())
+        """Trainable entries (a mask's absent entries are not counted)."""
+        return int(sum(p.data.size if p.mask is None
+                       else np.broadcast_to(p.mask, p.data.shape).sum()
+                       for p in self._parameters.values()))
 
     def _check_input(self, x, ndim, layout, channels=None):
         x = as_array("x", x)
@@ -108,8 +196,13 @@ class Layer:
                              f"got input of shape {x.shape}")
         return x
 
-    def _dtype(self):
-        return next(iter(self.params.values())).dtype if self.params else None
+    def _forward_state(self, what):
+        """A value the forward pass kept, or a clear error when backward comes first."""
+        try:
+            return getattr(self, what)
+        except AttributeError:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a forward pass "
+                               "first") from None
 
     def describe(self):
         """One line for ``summary``: the label, the type and the essentials."""
@@ -139,64 +232,95 @@ def _lecun_uniform(rng, shape, fan_in, dtype):
     return rng.uniform(-a, a, size=shape).astype(dtype)
 
 
-# ----------------------------------------------------------------------------- layers
-class Conv2D(Layer):
-    """Convolution layer of the seed's eq. 1 on the vecconv engine.
+def _largest_int(value):
+    """The largest int inside a (nested) option, 0 when there is none ('same', ...)."""
+    if isinstance(value, (tuple, list)):
+        return max((_largest_int(v) for v in value), default=0)
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return 0
 
-    z_j = sum_{i in M_j} x_i * k_ij + b_j; its kernel gradient is eq. 12/13 and the error
-    for the previous layer eq. 16-18. ``connections`` is the (Cin, Cout) table M_j (the
-    seed's Table 1); unconnected kernels are neither used, trained nor counted.
-    The activation is a separate layer (``Activation``).
-    """
+
+def _probe_shape(channels, kernel, dilation, padding):
+    """A batch of one that any valid option set fits: every option of a layer is checked
+    at construction by planning this input (padding and dilation bounded by their
+    largest entries, so reflect padding and the window fit)."""
+    dl = _largest_int(dilation)
+    pad = _largest_int(padding)
+    return (1, channels) + tuple(max(dl, 1) * (k - 1) + 2 * pad + 2 for k in kernel)
+
+
+# ----------------------------------------------------------------------------- convolution
+class _Conv(Layer):
+    """Convolution over ``spatial`` axes (``Conv1D``/``Conv2D``/``Conv3D``)."""
+
+    spatial = 2
 
     def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
+                 padding_mode="zeros", fill_value=0.0, dilation=1, groups=1,
                  connections=None, flip=False, dtype=np.float32, seed=None, rng=None):
         super().__init__()
+        d = self.spatial
         self.in_channels = integer("in_channels", in_channels, 1)
         self.out_channels = integer("out_channels", out_channels, 1)
-        self.kernel_size = int_tuple("kernel_size", kernel_size, 2, 1)
-        self.stride, self.padding, self.flip = stride, padding, flip
+        self.kernel_size = int_tuple("kernel_size", kernel_size, d, 1)
+        self.groups = integer("groups", groups, 1)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.padding_mode, self.fill_value, self.flip = padding_mode, fill_value, flip
         self.dtype = layer_dtype(dtype)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={self.groups} must divide in_channels="
+                             f"{self.in_channels} and out_channels={self.out_channels}")
         if connections is not None:
-            connections = np.asarray(connections, dtype=bool)
+            if self.groups != 1:
+                raise ValueError("connections and groups cannot be combined")
+            connections = np.asarray(connections)
             if connections.shape != (self.in_channels, self.out_channels):
                 raise ValueError(f"connections must have shape (in_channels, out_channels) = "
-                                 f"({self.in_channels}, {self.out_channels}), got {connections.shape}")
+                                 f"({self.in_channels}, {self.out_channels}), got "
+                                 f"{connections.shape}")
+            if connections.dtype.kind != "b" and not np.isin(connections, (0, 1)).all():
+                raise ValueError("connections must hold only True/False (or 0/1)")
+            connections = connections.astype(bool)
         self.connections = connections
-        rng = rng if rng is not None else np.random.default_rng(seed)
-        kh, kw = self.kernel_size
-        shape = (self.out_channels, self.in_channels, kh, kw)
-        mask = self._mask()
-        fan_in = (mask.sum(axis=1) if mask is not None else np.full(self.out_channels, self.in_channels))
-        w = np.stack([_lecun_uniform(rng, shape[1:], max(f, 1) * kh * kw, self.dtype) for f in fan_in])
-        if mask is not None:
-            w *= mask[:, :, None, None]
-        self.params = {"w": w, "b": np.zeros(self.out_channels, dtype=self.dtype)}
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._plans = {}
-
-    def _mask(self):
-        return None if self.connections is None else self.connections.T.astype(self.dtype)
+        self._plan(_probe_shape(self.in_channels, self.kernel_size, dilation, padding))
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        taps = math.prod(self.kernel_size)
+        cin_g = self.in_channels // self.groups
+        mask = (None if connections is None
+                else connections.T.reshape((self.out_channels, self.in_channels) + (1,) * d))
+        fan_in = (connections.sum(axis=0) if connections is not None
+                  else np.full(self.out_channels, cin_g))
+        w = np.stack([_lecun_uniform(rng, (cin_g,) + self.kernel_size, max(f, 1) * taps,
+                                     self.dtype) for f in fan_in])
+        if mask is not None:
+            w *= mask
+        self.add_parameter("w", w, mask=mask)
+        self.add_parameter("b", np.zeros(self.out_channels, dtype=self.dtype))
 
     def param_shapes(self):
-        return {"w": (self.out_channels, self.in_channels) + self.kernel_size,
+        return {"w": (self.out_channels, self.in_channels // self.groups) + self.kernel_size,
                 "b": (self.out_channels,)}
 
     def _plan(self, x_shape):
         plan = self._plans.get(x_shape)
         if plan is None:
-            plan = _plan.make_plan(x_shape, self.params["w"].shape, (self.out_channels,),
+            plan = _plan.make_plan(x_shape, self.param_shapes()["w"], (self.out_channels,),
                                    dtype=self.dtype, stride=self.stride,
-                                   padding=self.padding, dilation=1, groups=1,
-                                   connections=self.connections, flip=self.flip,
-                                   workspace=None, spatial=2)
+                                   padding=self.padding, dilation=self.dilation,
+                                   groups=self.groups, connections=self.connections,
+                                   flip=self.flip, workspace=None, spatial=self.spatial,
+                                   padding_mode=self.padding_mode,
+                                   fill_value=self.fill_value)
             check_fits(plan.work_bytes() + plan.work_bytes(backward=True),
                        f"{type(self).__name__} on input {x_shape}")
             self._plans = {x_shape: plan}     # a network sees one or two batch shapes
         return plan
 
     def forward(self, x):
-        x = self._check_input(x, 4, "(N, C, H, W)", self.in_channels)
+        d = self.spatial
+        x = self._check_input(x, d + 2, f"(N, C, {_LAYOUT[d]})", self.in_channels)
         x = np.ascontiguousarray(x, dtype=self.dtype)
         params = self.checked_params()
         plan = self._plan(x.shape)
@@ -204,160 +328,328 @@ class Conv2D(Layer):
         self._w2 = _plan.effective_weight(params["w"], plan)
         return _plan.forward(x, self._w2, params["b"], plan)
 
-    def backward(self, delta):
-        plan = self._plan(self._x.shape)
-        delta = np.ascontiguousarray(delta, dtype=self.dtype)
-        dx, dw2 = _plan.backward(delta, self._x, self._w2, plan,
-                                 need_dx=self.needs_input_grad, need_dw=True)
-        self.grads["w"] = _plan.weight_gradient(dw2, plan)
-        self.grads["b"] = delta.sum(axis=(0, 2, 3))                      # eq. 10
-        return dx
+    def backward(self, delta, input_grad=True):
+        x = self._forward_state("_x")
+        plan = self._plan(x.shape)
+        delta = np.ascontiguousarray(as_array("delta", delta), dtype=self.dtype)
+        if delta.shape != plan.out_shape:
+            raise ValueError(f"{type(self).__name__} backward expects delta of shape "
+                             f"{plan.out_shape}, got {delta.shape}")
+        dx, dw2 = _plan.backward(delta, x, self._w2, plan, need_dx=bool(input_grad),
+                                 need_dw=True)
+        self._parameters["w"].grad = _plan.weight_gradient(dw2, plan)          # eq. 12-13
+        self._parameters["b"].grad = delta.sum(axis=tuple(range(2, delta.ndim))).sum(axis=0)
+        return dx                                                              # eq. 16-18
 
     def output_shape(self, input_shape):
         return (input_shape[0],) + self._plan((1,) + tuple(input_shape[1:])).out_shape[1:]
 
     def describe(self):
-        kh, kw = self.kernel_size
+        k = "x".join(map(str, self.kernel_size))
         table = f", table of {int(self.connections.sum())}" if self.connections is not None else ""
-        return f"{self.name + ' ' if self.name else ''}Conv2D {kh}x{kw} {self.in_channels}->{self.out_channels}{table}"
-
-    def parameter_count(self):
-        kh, kw = self.kernel_size
-        kernels = (self.connections.sum() if self.connections is not None
-                   else self.in_channels * self.out_channels)
-        return int(kernels * kh * kw + self.out_channels)
+        return (f"{self.name + ' ' if self.name else ''}{type(self).__name__} {k} "
+                f"{self.in_channels}->{self.out_channels}{table}")
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=self.stride,
-                    padding=self.padding, flip=self.flip, dtype=self.dtype.name,
+                    padding=self.padding, padding_mode=self.padding_mode,
+                    fill_value=self.fill_value, dilation=self.dilation, groups=self.groups,
+                    flip=self.flip, dtype=self.dtype.name,
                     connections=None if self.connections is None else self.connections.tolist())
 
 
-def _window_view(x, n):
-    """(N, C, H, W) -> (N, C, H/n, n, W/n, n): the non-overlapping n x n areas."""
-    N, C, H, W = x.shape
-    return x.reshape(N, C, H // n, n, W // n, n)
+_LAYOUT = {1: "L", 2: "H, W", 3: "D, H, W"}
+_CONV_DOC = """Convolution layer over {d} spatial axes, on the vecconv engine: input (N, Cin, {layout}).
 
+    Eq. 1 of the derivation: z_j = sum_{{i in M_j}} x_i * k_ij + b_j (the activation is a
+    separate layer, ``Activation``). Its kernel gradient is eq. 12-13 (one GEMM with the
+    patch matrix), the error for the previous layer eq. 16-18 (a GEMM and col2im).
 
-def down(x, n):
-    """The seed's down(): the sum of every non-overlapping n x n area.
-
-    n*n strided adds: several times faster in NumPy than a reduction over two
-    non-adjacent axes of the window view.
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or {d} ints
+    stride, dilation : int or {d} ints
+    padding : as ``vecconv.conv`` (ints, (before, after) pairs, 'valid', 'same', 'full')
+    padding_mode : {{'zeros', 'constant', 'reflect', 'replicate', 'circular', 'symmetric'}}
+    fill_value : float, the constant of ``padding_mode='constant'``
+    groups : int, PyTorch's grouped convolution; weight ``w`` is (Cout, Cin/groups, {kshape})
+    connections : (Cin, Cout) bool array, optional
+        Table 1 of the derivation (LeNet-5's S2 -> C3 table): output map j sees only the
+        input maps i with connections[i, j]. The absent kernels are masked in the
+        ``w`` Parameter: never used, trained nor counted.
+    flip : bool, true convolution (kernels rotated, eq. 14) instead of cross-correlation
+    dtype : float32 or float64
+    seed, rng : the initialisation's random source (LeCun's uniform, variance 1/fan-in)
     """
-    out = x[:, :, ::n, ::n].copy()
-    for p in range(n):
-        for q in range(n):
-            if p or q:
-                out += x[:, :, p::n, q::n]
-    return out
+
+
+class Conv1D(_Conv):
+    spatial = 1
+    __doc__ = _CONV_DOC.format(d=1, layout="L", kshape="k")
+
+
+class Conv2D(_Conv):
+    spatial = 2
+    __doc__ = _CONV_DOC.format(d=2, layout="H, W", kshape="kh, kw")
+
+
+class Conv3D(_Conv):
+    spatial = 3
+    __doc__ = _CONV_DOC.format(d=3, layout="D, H, W", kshape="kd, kh, kw")
+
+
+class _ConvTranspose(Layer):
+    """Transposed convolution over ``spatial`` axes (``ConvTranspose1D/2D/3D``)."""
+
+    spatial = 2
+
+    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
+                 output_padding=0, dilation=1, groups=1, dtype=np.float32, seed=None,
+                 rng=None):
+        super().__init__()
+        d = self.spatial
+        self.in_channels = integer("in_channels", in_channels, 1)
+        self.out_channels = integer("out_channels", out_channels, 1)
+        self.kernel_size = int_tuple("kernel_size", kernel_size, d, 1)
+        self.groups = integer("groups", groups, 1)
+        self.stride, self.padding = stride, padding
+        self.output_padding, self.dilation = output_padding, dilation
+        self.dtype = layer_dtype(dtype)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={self.groups} must divide in_channels="
+                             f"{self.in_channels} and out_channels={self.out_channels}")
+        probe = np.zeros(_probe_shape(self.in_channels, (1,) * d, 1, padding), self.dtype)
+        self._call(_conv.conv_transpose, probe, np.zeros(self.param_shapes()["w"], self.dtype))
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        fan_in = (self.in_channels // self.groups) * math.prod(self.kernel_size)
+        self.add_parameter("w", _lecun_uniform(rng, self.param_shapes()["w"], fan_in,
+                                               self.dtype))
+        self.add_parameter("b", np.zeros(self.out_channels, dtype=self.dtype))
+
+    def param_shapes(self):
+        return {"w": (self.in_channels, self.out_channels // self.groups) + self.kernel_size,
+                "b": (self.out_channels,)}
+
+    def _call(self, f, *args, **extra):
+        return f(*args, stride=self.stride, padding=self.padding,
+                 output_padding=self.output_padding, dilation=self.dilation,
+                 groups=self.groups, **extra)
+
+    def forward(self, x):
+        d = self.spatial
+        x = self._check_input(x, d + 2, f"(N, C, {_LAYOUT[d]})", self.in_channels)
+        self._x = np.ascontiguousarray(x, dtype=self.dtype)
+        params = self.checked_params()
+        return self._call(_conv.conv_transpose, self._x, params["w"], params["b"])
+
+    def backward(self, delta, input_grad=True):
+        x = self._forward_state("_x")
+        delta = np.asarray(as_array("delta", delta), dtype=self.dtype)
+        dx, dw, db = self._call(_conv.conv_transpose_backward, delta, x,
+                                self.checked_params()["w"], input_grad=bool(input_grad))
+        self._parameters["w"].grad = dw
+        self._parameters["b"].grad = db
+        return dx
+
+    def output_shape(self, input_shape):
+        probe = np.zeros((1,) + tuple(input_shape[1:]), self.dtype)
+        return (input_shape[0],) + self._call(_conv.conv_transpose, probe,
+                                              self.checked_params()["w"]).shape[1:]
+
+    def config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=self.stride,
+                    padding=self.padding, output_padding=self.output_padding,
+                    dilation=self.dilation, groups=self.groups, dtype=self.dtype.name)
+
+
+_TRANSPOSE_DOC = """Transposed convolution layer over {d} spatial axes: input (N, Cin, {layout}).
+
+    The adjoint of a convolution (eq. 16-18's path of the error, used as a layer: a GEMM
+    W^T X and col2im); PyTorch's ConvTranspose{d}d. Weight ``w`` is (Cin, Cout/groups,
+    {kshape}), bias ``b`` (Cout,).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or {d} ints
+    stride, dilation : int or {d} ints
+    padding : int, {d} ints or {d} (before, after) pairs: entries cropped from the output
+    output_padding : int or {d} ints, entries added at the end of each output axis
+    groups : int
+    dtype : float32 or float64
+    seed, rng : the initialisation's random source
+    """
+
+
+class ConvTranspose1D(_ConvTranspose):
+    spatial = 1
+    __doc__ = _TRANSPOSE_DOC.format(d=1, layout="L", kshape="k")
+
+
+class ConvTranspose2D(_ConvTranspose):
+    spatial = 2
+    __doc__ = _TRANSPOSE_DOC.format(d=2, layout="H, W", kshape="kh, kw")
+
+
+class ConvTranspose3D(_ConvTranspose):
+    spatial = 3
+    __doc__ = _TRANSPOSE_DOC.format(d=3, layout="D, H, W", kshape="kd, kh, kw")
+
+
+# ----------------------------------------------------------------------------- pooling
+def down(x, n):
+    """Eq. 2's down(): the sum of every non-overlapping n x n area of (N, C, H, W) maps
+    (H and W divisible by n)."""
+    return _pool.avg_pool(x, 2 * (n,), divisor_override=1)
 
 
 def up(d, n):
-    """The seed's up(): d (x) 1_{n x n}, every entry copied into an n x n block (eq. 6)."""
-    N, C, h, w = d.shape
-    out = np.empty((N, C, h * n, w * n), dtype=d.dtype)
-    _window_view(out, n)[...] = d[:, :, :, None, :, None]
-    return out
+    """Eq. 6's up(): d (x) 1_{n x n}, the Kronecker product, every entry copied into an
+    n x n block. ``AvgPool``'s backward pass is this for windows equal to the stride."""
+    return np.kron(d, np.ones((n, n), dtype=d.dtype))
 
 
-def _check_pool(layer, x, channels=None):
-    x = layer._check_input(x, 4, "(N, C, H, W)", channels)
-    n = layer.size
-    if x.shape[2] % n or x.shape[3] % n:
-        raise ValueError(f"{type(layer).__name__}({n}) needs H and W divisible by {n}, "
-                         f"got input of shape {x.shape}")
-    return x
+class _Pooling(Layer):
+    """The pooling geometry of a layer: a plan per input shape, options checked once."""
+
+    def _pool_plan(self, shape, dilation=1, count_include_pad=True):
+        key = tuple(shape)
+        if self._plan_key != key:
+            d, unbatched = _pool._spatial(shape, self.kernel_size, None, type(self).__name__)
+            if unbatched:
+                raise ValueError(f"{type(self).__name__} needs a batch (N, C, *spatial), "
+                                 f"got shape {key}")
+            self._plan = _pool.plan_pool(key, d, self.kernel_size, self.stride, self.padding,
+                                         dilation, self.ceil_mode, count_include_pad)
+            self._plan_key = key
+        return self._plan
+
+    def _check_options(self, dilation=1):
+        """Plan a probe input so that a bad option fails now, not at the first batch."""
+        k = self.kernel_size
+        ks = k if isinstance(k, (tuple, list)) else (k,)
+        if not 1 <= len(ks) <= 3:
+            raise ValueError(f"kernel_size must be an int or 1, 2 or 3 ints, got {k!r}")
+        d = len(ks) if isinstance(k, (tuple, list)) else 2
+        kd = int_tuple("kernel_size", k, d, 1)
+        self._plan_key = None
+        self._pool_plan(_probe_shape(1, kd, dilation, self.padding), dilation)
+        self._plan_key = None
+
+    def output_shape(self, input_shape):
+        return self._pool_plan(input_shape, getattr(self, "dilation", 1)).out_shape
 
 
-class AvgPool(Layer):
-    """The seed's average polymerization, eq. 2: x_j = f(beta_j down(x_j) + b_j).
+class AvgPool(_Pooling):
+    """Average polymerization with trainable beta and bias, eq. 2: x_j = f(beta_j down(x_j) + b_j).
 
-    down() sums every non-overlapping n x n area. Backward: delta_z = delta o f'(z);
-    dE/db_j = sum delta_z (eq. 20); dE/dbeta_j = sum delta_z o down(x) (eq. 21-22); the
-    error for the previous layer is beta_j up(delta_z) with up(d) = d (x) 1_{n x n}, the
-    Kronecker product (eq. 4-6).
+    down() sums each window (any window, stride, padding, ``ceil_mode``; 1, 2 or 3
+    spatial axes: an int ``kernel_size`` pools every spatial axis of the input, a tuple
+    fixes their number). beta starts at 1/window size, so the layer begins as a plain
+    average. Backward: delta_z = delta o f'(z); dE/db_j = sum delta_z (eq. 20);
+    dE/dbeta_j = sum delta_z o down(x) (eq. 21-22); the error for the previous layer is
+    beta_j times down()'s adjoint applied to delta_z, which for windows equal to the
+    stride is the Kronecker up-sampling up(delta_z) of eq. 4-6.
     """
 
-    def __init__(self, channels, size=2, activation="lecun_tanh", *, dtype=np.float32):
+    def __init__(self, channels, kernel_size=2, activation="lecun_tanh", *, stride=None,
+                 padding=0, ceil_mode=False, dtype=np.float32):
         super().__init__()
         self.channels = integer("channels", channels, 1)
-        self.size = integer("size", size, 1)
+        self.kernel_size = (list(kernel_size) if isinstance(kernel_size, (tuple, list))
+                            else kernel_size)
+        self.stride, self.padding, self.ceil_mode = stride, padding, ceil_mode
         self.activation = activation
         self._f, self._df = _activation(activation)
         self.dtype = layer_dtype(dtype)
-        # beta starts at 1/n^2, so down() begins as a plain average
-        self.params = {"beta": np.full(self.channels, 1.0 / self.size**2, dtype=self.dtype),
-                       "b": np.zeros(self.channels, dtype=self.dtype)}
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._check_options()
+        k = self.kernel_size
+        # beta_0 = 1/window: a tuple gives the window; an int n is taken as n x n (LeNet's
+        # maps; give a tuple for 1-D or 3-D maps to start at their 1/window)
+        window = math.prod(k) if isinstance(k, list) else k * k
+        self.add_parameter("beta", np.full(self.channels, 1.0 / window, dtype=self.dtype))
+        self.add_parameter("b", np.zeros(self.channels, dtype=self.dtype))
 
     def param_shapes(self):
         return {"beta": (self.channels,), "b": (self.channels,)}
 
     def forward(self, x):
-        x = _check_pool(self, x, self.channels)
-        x = np.asarray(x, dtype=self.dtype)
+        x = as_array("x", x)
+        if x.ndim < 3 or x.shape[1] != self.channels:
+            raise ValueError(f"AvgPool expects input (N, {self.channels}, *spatial), got "
+                             f"shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
         params = self.checked_params()
-        self._down = down(x, self.size)
-        self._z = (params["beta"][None, :, None, None] * self._down
-                   + params["b"][None, :, None, None])
+        plan = self._pool_plan(x.shape)
+        self._down = _pool.run_forward(x, plan, False, override=1.0)          # eq. 2
+        per_map = (1, -1) + (1,) * (x.ndim - 2)
+        self._z = params["beta"].reshape(per_map) * self._down + params["b"].reshape(per_map)
         self._a = self._f(self._z)
         return self._a
 
-    def backward(self, delta):
-        dz = np.asarray(delta, dtype=self.dtype) * self._df(self._z, self._a)
-        self.grads["b"] = dz.sum(axis=(0, 2, 3))                             # eq. 20
-        self.grads["beta"] = (dz * self._down).sum(axis=(0, 2, 3))          # eq. 21-22
-        if not self.needs_input_grad:
+    def backward(self, delta, input_grad=True):
+        z = self._forward_state("_z")
+        delta = np.asarray(as_array("delta", delta), dtype=self.dtype)
+        if delta.shape != z.shape:
+            raise ValueError(f"AvgPool backward expects delta of shape {z.shape}, got "
+                             f"{delta.shape}")
+        dz = delta * self._df(z, self._a)
+        axes = (0,) + tuple(range(2, dz.ndim))
+        self._parameters["b"].grad = dz.sum(axis=axes)                             # eq. 20
+        self._parameters["beta"].grad = (dz * self._down).sum(axis=axes)          # eq. 21-22
+        if not input_grad:
             return None
-        return up(dz * self.checked_params()["beta"][None, :, None, None], self.size)  # eq. 6
-
-    def output_shape(self, input_shape):
-        N, C, H, W = input_shape
-        return (N, C, H // self.size, W // self.size)
+        beta = self.checked_params()["beta"].reshape((1, -1) + (1,) * (dz.ndim - 2))
+        return _pool.run_backward(np.ascontiguousarray(dz * beta), self._plan, False,
+                                  override=1.0)                                    # eq. 6
 
     def config(self):
-        return dict(channels=self.channels, size=self.size, activation=self.activation,
-                    dtype=self.dtype.name)
+        return dict(channels=self.channels, kernel_size=self.kernel_size,
+                    activation=self.activation, stride=self.stride, padding=self.padding,
+                    ceil_mode=self.ceil_mode, dtype=self.dtype.name)
 
 
-class MaxPool(Layer):
-    """Max polymerization, eq. 3, with its error of eq. 7-8.
+class MaxPool(_Pooling):
+    """Max polymerization, eq. 3, with its error of eq. 7-8, over 1, 2 or 3 spatial axes.
 
-    The error goes only to the position that held the maximum of each n x n area. On ties
-    one element wins: the first in row-major order within the window, as in PyTorch.
+    Takes every option of ``vecconv.max_pool``. The error goes only to the position that
+    held each window's maximum (ties: the first in row-major order, as in PyTorch);
+    overlapping windows add up.
     """
 
-    def __init__(self, size=2):
+    def __init__(self, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
-        self.size = integer("size", size, 1)
+        self.kernel_size = (list(kernel_size) if isinstance(kernel_size, (tuple, list))
+                            else kernel_size)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.ceil_mode = ceil_mode
+        self._check_options(dilation)
 
     def forward(self, x):
-        x = _check_pool(self, x)
-        n = self.size
-        N, C, H, W = x.shape
-        win = _window_view(x, n).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, H // n, W // n, n * n)
-        self._arg = win.argmax(axis=-1)          # first maximum in row-major window order
-        self._shape = x.shape
-        return np.take_along_axis(win, self._arg[..., None], axis=-1)[..., 0]
+        x = as_array("x", x)
+        plan = self._pool_plan(x.shape, self.dilation)
+        dtype = float_dtype(x=x)
+        self._y, self._idx = _pool.run_forward(np.ascontiguousarray(x, dtype=dtype), plan,
+                                               True, want_indices=True)
+        return self._y
 
-    def backward(self, delta):
-        if not self.needs_input_grad:
+    def backward(self, delta, input_grad=True):
+        idx = self._forward_state("_idx")
+        if not input_grad:
             return None
-        n = self.size
-        N, C, H, W = self._shape
-        delta = np.asarray(delta)
-        win = np.zeros((N, C, H // n, W // n, n * n), dtype=delta.dtype)
-        np.put_along_axis(win, self._arg[..., None], delta[..., None], axis=-1)
-        return win.reshape(N, C, H // n, W // n, n, n).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, H, W)
-
-    def output_shape(self, input_shape):
-        N, C, H, W = input_shape
-        return (N, C, H // self.size, W // self.size)
+        delta = as_array("delta", delta)
+        if delta.shape != idx.shape:
+            raise ValueError(f"MaxPool backward expects delta of shape {idx.shape}, got "
+                             f"{delta.shape}")
+        delta = np.ascontiguousarray(delta, dtype=self._y.dtype)
+        return _pool.run_backward(delta, self._plan, True, indices=idx)
 
     def config(self):
-        return dict(size=self.size)
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    dilation=self.dilation, ceil_mode=self.ceil_mode)
 
 
 def _matmul(a, b, trans_a=False, trans_b=False):
@@ -402,10 +694,9 @@ class Dense(Layer):
         self.out_features = integer("out_features", out_features, 1)
         self.dtype = layer_dtype(dtype)
         rng = rng if rng is not None else np.random.default_rng(seed)
-        self.params = {"w": _lecun_uniform(rng, (self.out_features, self.in_features),
-                                           self.in_features, self.dtype),
-                       "b": np.zeros(self.out_features, dtype=self.dtype)}
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.add_parameter("w", _lecun_uniform(rng, (self.out_features, self.in_features),
+                                               self.in_features, self.dtype))
+        self.add_parameter("b", np.zeros(self.out_features, dtype=self.dtype))
 
     def forward(self, x):
         x = self._check_input(x, 2, "(N, features)", None)
@@ -421,14 +712,15 @@ class Dense(Layer):
     def param_shapes(self):
         return {"w": (self.out_features, self.in_features), "b": (self.out_features,)}
 
-    def backward(self, delta):
-        delta = np.ascontiguousarray(delta, dtype=self.dtype)
-        if delta.shape != (self._x.shape[0], self.out_features):
+    def backward(self, delta, input_grad=True):
+        x = self._forward_state("_x")
+        delta = np.ascontiguousarray(as_array("delta", delta), dtype=self.dtype)
+        if delta.shape != (x.shape[0], self.out_features):
             raise ValueError(f"Dense backward expects delta of shape "
-                             f"{(self._x.shape[0], self.out_features)}, got {delta.shape}")
-        self.grads["w"] = _matmul(delta, self._x, trans_a=True)
-        self.grads["b"] = delta.sum(axis=0)
-        return _matmul(delta, self.checked_params()["w"]) if self.needs_input_grad else None
+                             f"{(x.shape[0], self.out_features)}, got {delta.shape}")
+        self._parameters["w"].grad = _matmul(delta, x, trans_a=True)
+        self._parameters["b"].grad = delta.sum(axis=0)
+        return _matmul(delta, self.checked_params()["w"]) if input_grad else None
 
     def output_shape(self, input_shape):
         return (input_shape[0], self.out_features)
@@ -448,8 +740,9 @@ class Flatten(Layer):
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, delta):
-        return np.asarray(delta).reshape(self._shape)
+    def backward(self, delta, input_grad=True):
+        shape = self._forward_state("_shape")
+        return np.asarray(delta).reshape(shape) if input_grad else None
 
     def output_shape(self, input_shape):
         return (input_shape[0], math.prod(input_shape[1:]))
@@ -468,8 +761,9 @@ class Activation(Layer):
         self._a = self._f(self._z)
         return self._a
 
-    def backward(self, delta):
-        return np.asarray(delta) * self._df(self._z, self._a)
+    def backward(self, delta, input_grad=True):
+        z = self._forward_state("_z")
+        return np.asarray(delta) * self._df(z, self._a) if input_grad else None
 
     def config(self):
         return dict(function=self.function)
@@ -516,8 +810,10 @@ class Sequential:
 
     def __init__(self, layers):
         self.layers = list(layers)
-        if self.layers:
-            self.layers[0].needs_input_grad = False
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} must be a vecconv.nn.Layer, got "
+                                f"{type(layer).__name__}")
 
     def forward(self, x):
         for layer in self.layers:
@@ -527,17 +823,21 @@ class Sequential:
     __call__ = forward
 
     def backward(self, delta):
-        for layer in reversed(self.layers):
-            delta = layer.backward(delta)
+        """The chain rule through every layer; the first layer is told that its input
+        needs no error (the layer object itself is not changed). Returns None."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            delta = self.layers[i].backward(delta, input_grad=i > 0)
         return delta
 
-    def parameters(self):
-        """[(name, param array, grad array getter)] in a fixed order."""
-        out = []
+    def named_parameters(self):
+        """("index.Type.name", Parameter) pairs in a fixed order."""
         for i, layer in enumerate(self.layers):
-            for k in layer.params:
-                out.append((f"{i}.{type(layer).__name__}.{k}", layer, k))
-        return out
+            for k, p in layer.named_parameters():
+                yield f"{i}.{type(layer).__name__}.{k}", p
+
+    def parameters(self):
+        """Every Parameter, in the order of ``named_parameters``."""
+        return [p for _, p in self.named_parameters()]
 
     def parameter_count(self):
         return sum(layer.parameter_count() for layer in self.layers)
@@ -592,7 +892,9 @@ def _npz_path(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
-_LAYER_TYPES = {c.__name__: c for c in (Conv2D, AvgPool, MaxPool, Dense, Flatten, Activation)}
+_LAYER_TYPES = {c.__name__: c for c in (Conv1D, Conv2D, Conv3D, ConvTranspose1D,
+                                        ConvTranspose2D, ConvTranspose3D, AvgPool, MaxPool,
+                                        Dense, Flatten, Activation)}
 
 
 def load(path):
@@ -635,6 +937,8 @@ def load(path):
             config = item.get("config", {})
             if not isinstance(config, dict):
                 raise ValueError(f"{path}: layer {i} ({kind}) has no valid config")
+            if kind in ("AvgPool", "MaxPool") and "size" in config and "kernel_size" not in config:
+                config = dict(config, kernel_size=config.pop("size"))   # vecconv 0.1 files
             try:
                 layer = _LAYER_TYPES[kind](**config)
             except (TypeError, ValueError) as exc:
@@ -668,9 +972,11 @@ class SGD:
         self._velocity = {}
 
     def step(self):
-        for name, layer, k in self.net.parameters():
-            p, g = layer.params[k], layer.grads[k]
-            if self.weight_decay and k == "w":
+        """One update of every Parameter of the network from its ``grad``; weight decay
+        applies to the parameters named ``w``; masked-out entries stay exactly zero."""
+        for name, param in self.net.named_parameters():
+            p, g = param.data, param.grad
+            if self.weight_decay and name.rsplit(".", 1)[-1] == "w":
                 g = g + self.weight_decay * p
             v = self._velocity.get(name)
             if v is None:
@@ -678,9 +984,9 @@ class SGD:
             v *= self.momentum
             v -= np.asarray(self.lr, dtype=p.dtype) * g
             p += v
-            if isinstance(layer, Conv2D) and layer.connections is not None and k == "w":
-                # unconnected kernels stay exactly zero, whatever they held (NaN * 0 is NaN)
-                p[~layer.connections.T] = 0
+            if param.mask is not None:
+                # absent entries stay exactly zero, whatever they held (NaN * 0 is NaN)
+                np.copyto(p, 0, where=~np.broadcast_to(param.mask, p.shape))
 
 
 # ----------------------------------------------------------------------------- LeNet-5

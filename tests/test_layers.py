@@ -1,0 +1,285 @@
+"""The layer set beyond LeNet-5: 1-D and 3-D networks trained side by side with the same
+networks built from PyTorch operations, parameters with their gradients, networks that
+leave their layers unchanged, and save/load of every layer."""
+
+import numpy as np
+import pytest
+
+import vecconv.nn as nn
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+ACT = {"identity": lambda z: z, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+       "relu": torch.relu, "lecun_tanh": lambda z: 1.7159 * torch.tanh(z * (2 / 3))}
+PAD_MODES = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def _pairs(padding, d):
+    p = (padding,) * d if isinstance(padding, int) else tuple(padding)
+    return [(q, q) if isinstance(q, int) else tuple(q) for q in p]
+
+
+def torch_layer(layer, h, p):
+    """One vecconv layer as PyTorch operations on h, with the parameters p (torch leaf
+    tensors, shared with the vecconv layer's values)."""
+    if isinstance(layer, nn._Conv):
+        d = layer.spatial
+        w = p["w"]
+        if layer.connections is not None:
+            w = w * torch.tensor(layer.connections.T.astype(float)).reshape(
+                w.shape[:2] + (1,) * d).to(w.dtype)
+        if layer.flip:
+            w = torch.flip(w, dims=tuple(range(2, 2 + d)))
+        pads = _pairs(layer.padding, d)
+        flat = [v for pair in reversed(pads) for v in pair]           # F.pad: last axis first
+        if layer.padding_mode in PAD_MODES:
+            h = F.pad(h, flat, mode=PAD_MODES[layer.padding_mode])
+        else:
+            h = F.pad(h, flat)
+        conv = getattr(F, f"conv{d}d")
+        return conv(h, w, p["b"], stride=layer.stride, dilation=layer.dilation,
+                    groups=layer.groups)
+    if isinstance(layer, nn._ConvTranspose):
+        conv = getattr(F, f"conv_transpose{layer.spatial}d")
+        return conv(h, p["w"], p["b"], stride=layer.stride, padding=layer.padding,
+                    output_padding=layer.output_padding, groups=layer.groups,
+                    dilation=layer.dilation)
+    if isinstance(layer, nn.MaxPool):
+        d = h.dim() - 2
+        return getattr(F, f"max_pool{d}d")(h, layer.kernel_size, layer.stride, layer.padding,
+                                           layer.dilation, ceil_mode=layer.ceil_mode)
+    if isinstance(layer, nn.AvgPool):
+        d = h.dim() - 2
+        k = layer.kernel_size
+        if d == 1:       # torch's avg_pool1d has no divisor_override: pool a 1 x n window
+            s = F.avg_pool2d(h[:, :, None], (1,) + tuple(k), (1, layer.stride or k[0]),
+                             (0, layer.padding), ceil_mode=layer.ceil_mode,
+                             divisor_override=1)[:, :, 0]
+        else:
+            s = getattr(F, f"avg_pool{d}d")(h, k, layer.stride, layer.padding,
+                                            ceil_mode=layer.ceil_mode, divisor_override=1)
+        shape = (1, -1) + (1,) * d
+        return ACT[layer.activation](p["beta"].reshape(shape) * s + p["b"].reshape(shape))
+    if isinstance(layer, nn.Activation):
+        return ACT[layer.function](h)
+    if isinstance(layer, nn.Flatten):
+        return h.reshape(h.shape[0], -1)
+    if isinstance(layer, nn.Dense):
+        return h @ p["w"].T + p["b"]
+    raise TypeError(type(layer))
+
+
+def torch_twin(net):
+    """(f, params): the network as a torch function and its parameters by name."""
+    params = {name: torch.tensor(p.data.copy(), requires_grad=True)
+              for name, p in net.named_parameters()}
+
+    def f(x):
+        h = torch.tensor(x)
+        for i, layer in enumerate(net.layers):
+            prefix = f"{i}.{type(layer).__name__}."
+            h = torch_layer(layer, h, {k[len(prefix):]: v for k, v in params.items()
+                                       if k.startswith(prefix)})
+        return h
+    return f, params
+
+
+def net_1d(dtype):
+    rng = np.random.default_rng(4)
+    return nn.Sequential([
+        nn.Conv1D(2, 4, 3, padding=2, padding_mode="reflect", dtype=dtype, rng=rng),
+        nn.Activation("tanh"),
+        nn.AvgPool(4, (3,), "lecun_tanh", stride=2, padding=1, ceil_mode=True, dtype=dtype),
+        nn.Conv1D(4, 6, 3, groups=2, dilation=2, padding=((1, 3),), padding_mode="circular",
+                  flip=True, dtype=dtype, rng=rng),
+        nn.MaxPool(3, stride=2, padding=1, ceil_mode=True),
+        nn.ConvTranspose1D(6, 3, 3, stride=2, padding=1, output_padding=1, dtype=dtype, rng=rng),
+        nn.Activation("relu"),
+        nn.Flatten(),
+        nn.Dense(3 * 14, 5, dtype=dtype, rng=rng),
+    ])
+
+
+def net_3d(dtype):
+    rng = np.random.default_rng(5)
+    table = np.array([[1, 0, 1, 1], [0, 1, 1, 0]], bool)
+    return nn.Sequential([
+        nn.Conv3D(2, 4, (2, 3, 3), padding=(0, 1, 1), padding_mode="replicate",
+                  connections=table, dtype=dtype, rng=rng),
+        nn.Activation("lecun_tanh"),
+        nn.MaxPool((2, 2, 2), stride=(1, 2, 2), dilation=(2, 1, 1)),
+        nn.ConvTranspose3D(4, 4, 2, stride=(1, 2, 2), groups=2, dtype=dtype, rng=rng),
+        nn.AvgPool(4, (2, 2, 2), "sigmoid", dtype=dtype),
+        nn.Conv3D(4, 3, 2, stride=1, dilation=(1, 1, 2), padding=1, dtype=dtype, rng=rng),
+        nn.Activation("tanh"),
+        nn.Flatten(),
+        nn.Dense(72, 4, dtype=dtype, rng=rng),
+    ])
+
+
+CASES = {"1-D": (net_1d, (5, 2, 20), 5), "3-D": (net_3d, (3, 2, 5, 6, 7), 4)}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_network_trains_as_its_torch_twin(case, dtype):
+    """Loss, every gradient and four SGD steps with momentum agree with the same
+    network built from torch operations and trained by torch.optim.SGD."""
+    make, shape, classes = CASES[case]
+    net = make(dtype)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape).astype(dtype)
+    labels = rng.integers(0, classes, shape[0])
+    f, params = torch_twin(net)
+    opt = nn.SGD(net, lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(list(params.values()), lr=0.1, momentum=0.9)
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    for step in range(4):
+        loss, delta = nn.SoftmaxCrossEntropy()(net.forward(x), labels)
+        assert net.backward(delta) is None
+        topt.zero_grad()
+        tloss = F.cross_entropy(f(x), torch.tensor(labels))
+        tloss.backward()
+        assert loss == pytest.approx(tloss.item(), rel=rtol, abs=1e-6)
+        for name, p in net.named_parameters():
+            assert p.grad.dtype == dtype, name
+            np.testing.assert_allclose(p.grad, params[name].grad.numpy(), rtol=rtol,
+                                       atol=1e-10 if dtype == np.float64 else 1e-5,
+                                       err_msg=f"step {step}, {name}")
+        opt.step()
+        topt.step()
+        with torch.no_grad():                      # torch's copy of the table constraint
+            for name, p in net.named_parameters():
+                if p.mask is not None:
+                    params[name] *= torch.tensor(np.broadcast_to(p.mask, p.data.shape).astype(dtype))
+    assert loss < np.log(classes) * 1.5
+
+
+def test_sequential_leaves_its_layers_unchanged(rng):
+    conv = nn.Conv2D(1, 2, 3, dtype=np.float64, seed=0)
+    before = vars(conv).copy()
+    net = nn.Sequential([conv, nn.Flatten(), nn.Dense(2 * 4 * 4, 3, dtype=np.float64, seed=0)])
+    assert vars(conv).keys() == before.keys()
+    x = rng.standard_normal((2, 1, 6, 6))
+    _, delta = nn.SoftmaxCrossEntropy()(net.forward(x), np.array([0, 2]))
+    assert net.backward(delta) is None                      # the network needs no dx ...
+    y = conv.forward(x)
+    dx = conv.backward(np.ones_like(y))                     # ... the layer alone gives it
+    assert dx.shape == x.shape and np.abs(dx).sum() > 0
+    assert conv.backward(np.ones_like(y), input_grad=False) is None
+
+
+def test_parameters_carry_their_gradients():
+    conv = nn.Conv3D(2, 3, 2, connections=np.array([[1, 0, 1], [1, 1, 0]], bool), seed=0)
+    named = dict(conv.named_parameters())
+    assert list(named) == ["w", "b"]
+    w = named["w"]
+    assert isinstance(w, nn.Parameter) and w.grad.shape == w.data.shape
+    assert w.mask.shape == (3, 2, 1, 1, 1)
+    np.testing.assert_array_equal(w.mask[..., 0, 0, 0], conv.connections.T)
+    assert conv.params["w"] is w.data and conv.grads["w"] is w.grad
+    assert conv.parameter_count() == 4 * 8 + 3
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 3, 3)).astype(np.float32)
+    conv.backward(np.ones_like(conv.forward(x)))
+    assert (w.grad[~np.broadcast_to(w.mask, w.data.shape)] == 0).all()
+
+
+def test_sgd_keeps_masked_entries_zero_and_decays_only_weights(rng):
+    conv = nn.Conv3D(2, 3, 2, connections=np.array([[1, 0, 1], [1, 1, 0]], bool),
+                     dtype=np.float64, seed=0)
+    net = nn.Sequential([conv])
+    w = dict(conv.named_parameters())["w"]
+    w.data[~np.broadcast_to(w.mask, w.data.shape)] = np.nan            # whatever they hold
+    b = conv.params["b"]
+    b[:] = 1.0
+    for p in net.parameters():
+        p.grad = np.zeros_like(p.data)
+    nn.SGD(net, lr=0.1, momentum=0.0, weight_decay=0.5).step()
+    absent = ~np.broadcast_to(w.mask, w.data.shape)
+    assert (w.data[absent] == 0).all() and np.isfinite(w.data).all()
+    np.testing.assert_array_equal(conv.params["b"], 1.0)                # no decay of biases
+
+
+class Scale(nn.Layer):
+    """A layer a user writes: y = a * x with a trainable scalar a."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtype = np.dtype(np.float64)
+        self.add_parameter("a", np.array([2.0]))
+
+    def param_shapes(self):
+        return {"a": (1,)}
+
+    def forward(self, x):
+        self._x = x
+        return self.checked_params()["a"][0] * x
+
+    def backward(self, delta, input_grad=True):
+        self._parameters["a"].grad = np.array([np.sum(delta * self._x)])
+        return self.params["a"][0] * delta if input_grad else None
+
+
+def test_a_layer_of_your_own_trains_in_a_network(rng):
+    net = nn.Sequential([Scale(), nn.Flatten(), nn.Dense(4, 2, dtype=np.float64, seed=0)])
+    x = rng.standard_normal((3, 4))
+    before = net.layers[0].params["a"].copy()
+    _, delta = nn.SoftmaxCrossEntropy()(net.forward(x), np.array([0, 1, 1]))
+    net.backward(delta)
+    g = net.layers[0].grads["a"].copy()
+    nn.SGD(net, lr=0.5, momentum=0.0).step()
+    np.testing.assert_allclose(net.layers[0].params["a"], before - 0.5 * g)
+    assert "Layer" in nn.__all__ and "Parameter" in nn.__all__
+
+
+def test_backward_before_forward_is_a_clear_error():
+    for layer in (nn.Conv1D(1, 1, 2), nn.ConvTranspose2D(1, 1, 2), nn.MaxPool(2),
+                  nn.AvgPool(1, 2), nn.Dense(2, 2), nn.Flatten(), nn.Activation()):
+        with pytest.raises(RuntimeError, match="forward pass first"):
+            layer.backward(np.zeros((1, 1, 2, 2)))
+
+
+def test_save_and_load_every_layer(tmp_path):
+    for make, shape, _ in CASES.values():
+        net = make(np.float32)
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        path = net.save(tmp_path / "net")
+        again = nn.load(path)
+        assert [type(a) for a in again.layers] == [type(b) for b in net.layers]
+        assert ([nn._plain(a.config()) for a in again.layers]
+                == [nn._plain(b.config()) for b in net.layers])
+        np.testing.assert_array_equal(again.forward(x), net.forward(x))
+        for (n1, p1), (n2, p2) in zip(net.named_parameters(), again.named_parameters()):
+            assert n1 == n2
+            np.testing.assert_array_equal(p1.data, p2.data)
+            assert (p1.mask is None) == (p2.mask is None)
+
+
+def test_files_of_vecconv_0_1_pooling_layers_load(tmp_path):
+    """vecconv 0.1 wrote the pooling window as ``size``."""
+    import json
+    spec = [dict(type="MaxPool", name=None, config=dict(size=2)),
+            dict(type="AvgPool", name="S", config=dict(channels=1, size=2,
+                                                       activation="identity",
+                                                       dtype="float64"))]
+    path = tmp_path / "old.npz"
+    np.savez(path, __spec__=np.array(json.dumps(spec)), p1_beta=np.array([0.25]),
+             p1_b=np.array([0.0]))
+    net = nn.load(path)
+    y = net.forward(np.arange(16.0).reshape(1, 1, 4, 4))
+    # the max of each 2x2 area is [[5, 7], [13, 15]]; their sum times beta = 0.25
+    np.testing.assert_allclose(y, [[[[40 * 0.25]]]])
+
+
+def test_avgpool_backward_is_eq_6_for_windows_equal_to_the_stride(rng):
+    pool = nn.AvgPool(3, 2, "tanh", dtype=np.float64)
+    pool.params["beta"][:] = rng.standard_normal(3)
+    x = rng.standard_normal((2, 3, 6, 8))
+    z = pool.params["beta"][None, :, None, None] * nn.down(x, 2) + pool.params["b"][None, :, None, None]
+    np.testing.assert_allclose(pool.forward(x), np.tanh(z), rtol=1e-14)
+    delta = rng.standard_normal(z.shape)
+    dz = delta * (1 - np.tanh(z) ** 2)
+    dx = pool.backward(delta)
+    np.testing.assert_allclose(dx, nn.up(dz * pool.params["beta"][None, :, None, None], 2),
+                               rtol=1e-13)
