@@ -29,7 +29,7 @@ def pair(v):
 
 def ref_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, connections=None,
                flip=False):
-    """The seed's eq. 1 by scipy.signal.correlate2d/convolve2d, one map pair at a time."""
+    """The derivation's eq. 1 by scipy.signal.correlate2d/convolve2d, one map pair at a time."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     n, c = x.shape[:2]
@@ -77,7 +77,7 @@ def _sum_pairs(xp, w, groups, connections, one):
 
 
 def ref_conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, flip=False):
-    """The first seed's x_i = sum_a w_a y_{a+i} by scipy.signal.correlate/convolve."""
+    """The one-dimensional derivation's x_i = sum_a w_a y_{a+i} by scipy.signal.correlate/convolve."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     n, c, _ = x.shape

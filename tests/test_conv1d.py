@@ -1,4 +1,5 @@
-"""conv1d / conv1d_backward: the first seed's one-dimensional case against scipy.signal."""
+"""conv1d / conv1d_backward against scipy.signal: the one-dimensional derivation (a Q&A
+answer deriving backpropagation for x_i = sum_a w_a y_{a+i})."""
 
 import numpy as np
 import pytest

@@ -52,7 +52,7 @@ def test_groups_match_scipy(rng, dtype, groups):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lenet_c3_connection_table_forward_and_backward(rng, dtype, lenet_table):
-    assert lenet_table.sum() == 60           # the seed's Table 1: 60 kernels
+    assert lenet_table.sum() == 60           # Table 1 of the derivation (LeCun et al. 1998, Table I): 60 kernels
     x = rand(rng, (3, 6, 14, 14), dtype)
     w = rand(rng, (16, 6, 5, 5), dtype)
     b = rand(rng, (16,), dtype)

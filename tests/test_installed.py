@@ -20,3 +20,12 @@ def test_runtime_probe():
     if os.environ.get("VECCONV_EXPECT_RUNTIME", "1" if os.environ.get("CI") else "0") == "1":
         assert info["pool"], "vecconv was built without its worker pool: every call is serial"
         assert info["private_blas"], "the engine found no private BLAS (scipy-openblas32)"
+
+
+def test_version_is_written_once():
+    """meson.build's project() version is the one the metadata and the package report."""
+    import re
+    from importlib.metadata import version
+    with open(os.path.join(os.path.dirname(__file__), "..", "meson.build")) as fh:
+        written = re.search(r"version:\s*'([^']+)'", fh.read()).group(1)
+    assert vecconv.__version__ == version("vecconv") == written

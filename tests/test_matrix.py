@@ -1,4 +1,4 @@
-"""The seed's algebra, literally: vec/unvec and the patch matrix of eq. 12 and 13."""
+"""The derivation's algebra, literally: vec/unvec and the patch matrix of eq. 12 and 13."""
 
 import numpy as np
 import pytest
@@ -61,7 +61,7 @@ def test_patch_matrix_kernel_gradient_eq12_eq13(rng, m, k):
 
 
 def test_patch_matrix_blocks_are_the_seeds_c_pq():
-    """FIGURE 4 of the seed: a 3x3 map, a 2x2 kernel, [c]_{1,1} the top-left 2x2 block."""
+    """Figure 4 of the derivation: a 3x3 map, a 2x2 kernel, [c]_{1,1} the top-left 2x2 block."""
     x = np.arange(1.0, 10.0).reshape(3, 3)
     c = vc.patch_matrix(x, (2, 2))
     np.testing.assert_array_equal(vc.unvec(c[:, 0], (2, 2)), [[1, 2], [4, 5]])   # [c]_{1,1}

@@ -19,7 +19,11 @@ from ._pool import (avg_pool, avg_pool1d, avg_pool2d, avg_pool3d, avg_pool_backw
 from .matrix import patch_matrix, unvec, vec
 from . import nn  # noqa: E402  (the layers and LeNet-5, on the same engine)
 
-__version__ = "0.1.0"
+try:            # written once, in meson.build; the installed metadata carries it
+    from importlib.metadata import PackageNotFoundError, version as _version
+    __version__ = _version("vecconv")
+except PackageNotFoundError:      # imported from a build tree that was never installed
+    __version__ = "unknown"
 
 __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_backward",
            "conv1d", "conv1d_backward", "conv2d", "conv2d_backward", "conv3d",

@@ -1,11 +1,11 @@
 """The public convolution API: validation here, computation in ``vecconv._engine``.
 
-Conventions (the seed's section 2.1 and its discussion of the J flips, eq. 14):
+Conventions (the derivation's section 2.1 and its discussion of the J flips, eq. 14):
 
 * ``flip=False`` is cross-correlation, z[i, j] = sum_pq k[p, q] x[i+p, j+q]: PyTorch's
   conv2d and ``scipy.signal.correlate2d``.
 * ``flip=True`` rotates every kernel by 180 degrees first (J k J): true convolution as in
-  the seed's eq. 1, ``scipy.signal.convolve2d`` and MATLAB's ``convn``.
+  the derivation's eq. 1, ``scipy.signal.convolve2d`` and MATLAB's ``convn``.
 """
 
 from __future__ import annotations
@@ -550,7 +550,7 @@ def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1,
            padding_mode="zeros", fill_value=0.0):
     """The adjoint of ``im2col``: every patch entry added back to the pixel it came from.
 
-    This is how the seed's eq. 16-18 becomes matrix form: the full convolution of delta
+    This is how the derivation's eq. 16-18 becomes matrix form: the full convolution of delta
     with the flipped kernel equals col2im(delta-columns), overlapping patches summed.
 
     Parameters

@@ -1,4 +1,4 @@
-"""The seed's matrix algebra, literally: vec, unvec and the patch matrix of eq. 12.
+"""The derivation's matrix algebra, literally: vec, unvec and the patch matrix of eq. 12.
 
 This is the teaching form — small, pure NumPy, one map and one kernel at a time — so that
 the algebra of the derivation can be checked line by line. The fast batched form of the

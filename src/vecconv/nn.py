@@ -771,7 +771,7 @@ class Activation(Layer):
 
 # ----------------------------------------------------------------------------- losses
 class SquaredError:
-    """E = 1/2 sum (y - t)^2 / N, the seed's error; t is one-hot from integer labels."""
+    """E = 1/2 sum (y - t)^2 / N, the derivation's error; t is one-hot from integer labels."""
 
     def __call__(self, y, labels):
         t = _one_hot(labels, y.shape, y.dtype)
@@ -806,7 +806,7 @@ def _one_hot(labels, shape, dtype):
 
 # ----------------------------------------------------------------------------- network
 class Sequential:
-    """Layers in order; ``backward`` runs the chain rule of the seed's section 3 through them."""
+    """Layers in order; ``backward`` runs the chain rule of the derivation's section 3 through them."""
 
     def __init__(self, layers):
         self.layers = list(layers)
@@ -1003,7 +1003,7 @@ def lenet5_c3_table():
 
 def lenet5(*, dtype=np.float32, seed=0, activation="lecun_tanh", pooling="avg",
            num_classes=10):
-    """LeCun et al. 1998's LeNet-5 on 32 x 32 inputs, as the seed derives it.
+    """LeCun et al. 1998's LeNet-5 on 32 x 32 inputs, as Xu's derivation uses it.
 
     C1 6@28x28 (5x5) - S2 6@14x14 (AvgPool 2 with beta, b) - C3 16@10x10 (Table I, 60
     kernels, 1516 parameters) - S4 16@5x5 - C5 120 (5x5 conv) - F6 84 - 10 outputs.
