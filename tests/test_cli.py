@@ -41,3 +41,21 @@ def test_bad_command_lines_exit_with_usage(argv):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+def test_progress_into_a_log_file_is_a_line_per_epoch(tmp_path):
+    """stderr not a terminal: no bar redrawn per batch (a log once grew 450 KB), one line
+    per epoch instead."""
+    import subprocess
+    import sys
+    pytest.importorskip("mlxtend")
+    pytest.importorskip("tqdm")
+    err, out = tmp_path / "err.log", tmp_path / "out.log"
+    with open(err, "w") as fe, open(out, "w") as fo:
+        subprocess.run([sys.executable, "-m", "vecconv", "train", "--epochs", "2",
+                        "--train-size", "100", "--batch-size", "1"], stdout=fo, stderr=fe,
+                       check=True, timeout=300)
+    assert err.stat().st_size < 1000, err.read_text()[:500]
+    lines = out.read_text().splitlines()
+    assert [ln.split(":")[0] for ln in lines if ln.startswith("epoch")] == ["epoch  1", "epoch  2"]
+    assert len(lines) <= 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -73,9 +74,11 @@ def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="flo
     total_steps = epochs * steps_per_epoch
     history = []
     bar = None
-    if progress:
+    if progress and _is_terminal(sys.stderr):
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, unit="batch", dynamic_ncols=True)
+    # not on a terminal (a log file, a pipe): one line per epoch instead of a bar
+    epoch_line = bar.write if bar is not None else (log if progress else None)
     t0 = time.perf_counter()
     step = 0
     for epoch in range(epochs):
@@ -102,9 +105,10 @@ def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="flo
         history.append(dict(epoch=epoch + 1, train_loss=run_loss / seen,
                             train_accuracy=run_correct / seen, test_loss=test_loss,
                             test_accuracy=test_acc))
-        if bar is not None:
-            bar.write(f"epoch {epoch + 1:2d}: train loss {run_loss / seen:.4f} "
-                      f"acc {run_correct / seen:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f}")
+        if epoch_line is not None:
+            epoch_line(f"epoch {epoch + 1:2d}: train loss {run_loss / seen:.4f} "
+                       f"acc {run_correct / seen:.4f} | test loss {test_loss:.4f} "
+                       f"acc {test_acc:.4f}")
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
@@ -120,7 +124,7 @@ def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="flo
         net.save(os.path.join(out, "lenet5.npz"))
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
-        _plots(net, history, x_test, out)
+        _plots(net, metrics, x_test, y_test, out)
         log(f"wrote {out}/lenet5.npz, metrics.json, curves.png, c1_kernels.png, feature_maps.png")
     if json_path:
         with open(json_path, "w") as f:
@@ -128,11 +132,19 @@ def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="flo
     return metrics, net
 
 
-def _plots(net, history, x_test, out):
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):      # replaced or closed stderr
+        return False
+
+
+def _plots(net, metrics, x_test, y_test, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    history = metrics["history"]
     ep = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
@@ -141,14 +153,20 @@ def _plots(net, history, x_test, out):
     a2.plot(ep, [h["train_accuracy"] for h in history], "o-", label="train")
     a2.plot(ep, [h["test_accuracy"] for h in history], "s-", label="test")
     a2.set_xlabel("epoch"); a2.set_ylabel("accuracy"); a2.legend()
-    fig.suptitle("LeNet-5 on 4,000 MNIST digits (vecconv)")
+    fig.suptitle(f"LeNet-5 (vecconv) on {metrics['train_digits']:,} MNIST training digits: "
+                 f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_digits']:,}, "
+                 f"{metrics['dtype']}, seed {metrics['seed']}")
     fig.tight_layout(); fig.savefig(os.path.join(out, "curves.png"), dpi=100); plt.close(fig)
 
     w = net.layers[0].params["w"]
-    fig, axes = plt.subplots(1, w.shape[0], figsize=(2 * w.shape[0], 2.2))
+    lim = float(np.abs(w).max()) or 1.0          # one colour scale for every kernel
+    fig, axes = plt.subplots(1, w.shape[0], figsize=(2 * w.shape[0] + 1, 2.4),
+                             layout="constrained")
     for j, ax in enumerate(axes):
-        ax.imshow(w[j, 0], cmap="gray"); ax.set_title(f"C1 kernel {j}"); ax.axis("off")
-    fig.tight_layout(); fig.savefig(os.path.join(out, "c1_kernels.png"), dpi=100); plt.close(fig)
+        im = ax.imshow(w[j, 0], cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(f"C1 kernel {j}"); ax.axis("off")
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="weight")
+    fig.savefig(os.path.join(out, "c1_kernels.png"), dpi=100); plt.close(fig)
 
     digit = x_test[:1]
     maps = {}
@@ -157,10 +175,14 @@ def _plots(net, history, x_test, out):
         x = layer.forward(x)
         if layer.name in ("C1", "C3") and x.ndim == 4:
             maps[layer.name] = x[0]
-    fig, axes = plt.subplots(3, 8, figsize=(12, 5))
+    predicted = int(net.predict(digit)[0])
+    fig, axes = plt.subplots(3, 8, figsize=(12, 5.4))
     for ax in axes.ravel():
         ax.axis("off")
-    axes[0, 0].imshow(digit[0, 0], cmap="gray"); axes[0, 0].set_title("input")
+    axes[0, 0].imshow(digit[0, 0], cmap="gray")
+    axes[0, 0].set_title(f"label {int(y_test[0])}, predicted {predicted}", fontsize=8)
+    fig.suptitle("C1 and C3 feature maps of a test digit (convolution outputs, before the "
+                 "activation)")
     for j in range(6):
         axes[0, j + 1].imshow(maps["C1"][j], cmap="gray"); axes[0, j + 1].set_title(f"C1 map {j}")
     for j in range(16):
