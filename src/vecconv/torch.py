@@ -47,54 +47,38 @@ def _dtypes(*tensors):
     return tuple(None if t is None else t.dtype for t in tensors)
 
 
-class _Conv(torch.autograd.Function):
-    @staticmethod
+def _convolution(name, forward_fn, backward_fn):
+    """The autograd Function of a convolution: forward_fn(x, w, bias, **opts) and
+    backward_fn(dy, x, w, input_grad=, weight_grad=, **opts) -> (dx, dw, db)."""
+
     def forward(ctx, x, w, bias, opts):
-        y = _conv.conv(_array("x", x), _array("w", w),
+        y = forward_fn(_array("x", x), _array("w", w),
                        None if bias is None else _array("bias", bias), **opts)
         ctx.save_for_backward(x, w)
         ctx.opts = opts
         ctx.dtypes = _dtypes(x, w, bias)
         return torch.from_numpy(y)
 
-    @staticmethod
     @once_differentiable
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if not (need_x or need_w or need_b):
             return None, None, None, None
-        dx, dw, db = _conv.conv_backward(_array("dy", dy), _array("x", x), _array("w", w),
-                                         input_grad=bool(need_x),
-                                         weight_grad=bool(need_w or need_b), **ctx.opts)
+        dx, dw, db = backward_fn(_array("dy", dy), _array("x", x), _array("w", w),
+                                 input_grad=bool(need_x), weight_grad=bool(need_w or need_b),
+                                 **ctx.opts)
         tx, tw, tb = ctx.dtypes
         return (_tensor(dx, tx) if need_x else None, _tensor(dw, tw) if need_w else None,
                 _tensor(db, tb) if need_b else None, None)
 
+    return type(name, (torch.autograd.Function,),
+                dict(forward=staticmethod(forward), backward=staticmethod(backward)))
 
-class _ConvTranspose(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, bias, opts):
-        y = _conv.conv_transpose(_array("x", x), _array("w", w),
-                                 None if bias is None else _array("bias", bias), **opts)
-        ctx.save_for_backward(x, w)
-        ctx.opts = opts
-        ctx.dtypes = _dtypes(x, w, bias)
-        return torch.from_numpy(y)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        x, w = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if not (need_x or need_w or need_b):
-            return None, None, None, None
-        dx, dw, db = _conv.conv_transpose_backward(
-            _array("dy", dy), _array("x", x), _array("w", w), input_grad=bool(need_x),
-            weight_grad=bool(need_w or need_b), **ctx.opts)
-        tx, tw, tb = ctx.dtypes
-        return (_tensor(dx, tx) if need_x else None, _tensor(dw, tw) if need_w else None,
-                _tensor(db, tb) if need_b else None, None)
+_Conv = _convolution("_Conv", _conv.conv, _conv.conv_backward)
+_ConvTranspose = _convolution("_ConvTranspose", _conv.conv_transpose,
+                              _conv.conv_transpose_backward)
 
 
 class _MaxPool(torch.autograd.Function):
