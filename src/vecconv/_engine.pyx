@@ -54,6 +54,7 @@ cdef extern from "_runtime.h":
     int vc_workers_started() noexcept nogil
     int vc_get_num_threads() noexcept nogil
     void vc_set_num_threads(int n) noexcept nogil
+    void vc_flag(int *flag) noexcept nogil
 
 cdef enum:
     TRACE_DOMAIN = 0x76656363     # 'vecc'

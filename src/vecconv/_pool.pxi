@@ -7,8 +7,8 @@
 # inside the map (count[o]; the taps are first, first + dilation, ...), and the axis's
 # factor of the average's divisor (div[o]). The kernels only walk those windows:
 #
-#   max:  y[o] = max over the window (ties: the first in row-major order; NaN wins, as in
-#         PyTorch), idx[o] = its flat position in the map; a window with no tap inside the
+#   max:  y[o] = max over the window (ties: the first in row-major order; a NaN wins, the
+#         last NaN of the window if several, as in PyTorch), idx[o] = its flat position; a window with no tap inside the
 #         map gives -inf and idx -1.
 #   avg:  y[o] = (sum over the window) / divisor, divisor = override, or the product of
 #         the three axes' div[o].
@@ -73,7 +73,8 @@ cdef inline double divisor(const PoolJob *j, Py_ssize_t od, Py_ssize_t oh,
                            Py_ssize_t ow) noexcept nogil:
     if j.override != 0:
         return j.override
-    return <double>(j.div[0][od] * j.div[1][oh] * j.div[2][ow])
+    # in double: the product of three int64 factors may not fit in one
+    return <double>j.div[0][od] * <double>j.div[1][oh] * <double>j.div[2][ow]
 
 
 cdef inline floating window_sum(const PoolJob *j, const floating *xm, Py_ssize_t od,
@@ -274,7 +275,7 @@ cdef void pool_maps_back(PoolJob *j, Py_ssize_t u, floating dummy) noexcept nogi
                 if k >= 0 and k < j.S:
                     dxm[k] += dym[o]
                 elif k != -1:
-                    j.bad = 1
+                    vc_flag(&j.bad)
             continue
         for od in range(j.o[0]):
             for oh in range(j.o[1]):
@@ -302,7 +303,7 @@ cdef int make_pool_job(PoolJob *j, tables, inner, Py_ssize_t maps, bint is_max,
     """Fill j from the planner's tables: three (n, dilation, first, count, div) axes, the
     int64 arrays kept alive by the caller."""
     cdef const int64_t[::1] first, count, div
-    cdef Py_ssize_t k
+    cdef Py_ssize_t k, o, n, dl
     memset(j, 0, sizeof(PoolJob))
     j.maps = maps
     j.is_max = is_max
@@ -315,8 +316,13 @@ cdef int make_pool_job(PoolJob *j, tables, inner, Py_ssize_t maps, bint is_max,
         j.n[k] = n
         j.dl[k] = dl
         j.o[k] = first.shape[0]
-        if count.shape[0] != j.o[k] or div.shape[0] != j.o[k] or j.o[k] < 1 or n < 1:
+        if count.shape[0] != j.o[k] or div.shape[0] != j.o[k] or j.o[k] < 1 or n < 1 or dl < 1:
             raise ValueError("vecconv engine: inconsistent pooling tables")
+        for o in range(j.o[k]):        # every tap of every window inside the map
+            if count[o] < 0 or div[o] < 1 or (count[o] > 0 and (
+                    first[o] < 0 or first[o] + (count[o] - 1) * dl >= n)):
+                raise ValueError(f"vecconv engine: pooling window {o} of axis {k} leaves "
+                                 f"the map")
         j.first[k] = &first[0]
         j.count[k] = &count[0]
         j.div[k] = &div[0]
@@ -326,6 +332,9 @@ cdef int make_pool_job(PoolJob *j, tables, inner, Py_ssize_t maps, bint is_max,
             (j.hi <= j.lo or (j.lo * j.sw - j.pw >= 0 and
              (j.hi - 1) * j.sw - j.pw + (j.kw - 1) * j.dl[2] < j.n[2]))):
         raise ValueError("vecconv engine: the pooling interior leaves the map")
+    for o in range(j.lo, j.hi):        # the interior is what the W table says it is
+        if j.count[2][o] != j.kw or j.first[2][o] != o * j.sw - j.pw:
+            raise ValueError("vecconv engine: the pooling interior disagrees with its table")
     return 0
 
 
@@ -357,7 +366,7 @@ def pool_forward(const floating[::1] x, floating[::1] y, int64_t[::1] idx, table
     j.rows = maps * j.o[0] * j.o[1]
     j.rows_per_unit = max(rows_per_unit, 1)
     threads = max(threads, 1)
-    if j.idx != NULL and j.is_max:
+    if j.idx != NULL and j.is_max and j.hi > j.lo:     # only the interior uses it
         j.window = j.kw * max_count(j.count[0], j.o[0]) * max_count(j.count[1], j.o[1])
         if j.window >= 2**31:
             raise ValueError("vecconv engine: a pooling window of 2**31 taps or more")

@@ -122,11 +122,12 @@ def plan_pool(x_shape, d, kernel_size, stride, padding, dilation, ceil_mode,
         if 2 * p[a] > k[a]:
             raise ValueError(f"padding must be at most half the window: padding {p[a]} for a "
                              f"window of {k[a]} (kernel_size={k}, padding={p})")
-    return _plan(tuple(int(n) for n in x_shape), d, k, s, p, dl, bool(ceil_mode),
-                 bool(count_include_pad))
+    args = (tuple(int(n) for n in x_shape), d, k, s, p, dl, bool(ceil_mode),
+            bool(count_include_pad))
+    # the tables hold a few int64 per output index of each axis: cached when small
+    return (_cached_plan if sum(x_shape[2:]) <= 1 << 16 else _plan)(*args)
 
 
-@functools.lru_cache(maxsize=64)
 def _plan(x_shape, d, k, s, p, dl, ceil_mode, count_include_pad):
     """The plan of validated options (cached: a network pools the same shapes every
     step; the tables are read-only)."""
@@ -151,6 +152,9 @@ def _plan(x_shape, d, k, s, p, dl, ceil_mode, count_include_pad):
     return PoolPlan(tuple(x_shape), out_shape, tuple(tables), inner, maps, maps * O * window,
                     rows_per_unit=max(1, UNIT_TAPS // row),
                     maps_per_unit=max(1, UNIT_TAPS // max(1, S + O * window)))
+
+
+_cached_plan = functools.lru_cache(maxsize=64)(_plan)
 
 
 def _batched_shape(shape, kernel_size, fixed, fname):
@@ -206,6 +210,11 @@ def _check_memory(plan, dtype, extra=0):
 
 
 # ----------------------------------------------------------------------------- public
+_BATCH_RULE = ("        With an int ``kernel_size`` x is batched and has d = ``x.ndim - 2`` "
+               "spatial axes;\n        with a tuple, d = ``len(kernel_size)`` and x may be "
+               "batched or unbatched.\n")
+
+
 def avg_pool(x, kernel_size, *, stride=None, padding=0, ceil_mode=False,
              count_include_pad=True, divisor_override=None):
     """Average pooling over 1, 2 or 3 spatial axes (PyTorch's ``avg_pool{1,2,3}d``).
@@ -216,9 +225,7 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, ceil_mode=False,
     Parameters
     ----------
     x : array_like, shape (N, C, *spatial) or unbatched (C, *spatial)
-        With an int ``kernel_size`` x is batched and has d = ``x.ndim - 2`` spatial axes;
-        with a tuple, d = ``len(kernel_size)`` and x may be batched or unbatched.
-    kernel_size : int or d ints
+{rule}    kernel_size : int or d ints
         The window.
     stride : int or d ints, optional
         The window's step; ``kernel_size`` when None.
@@ -235,8 +242,8 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, ceil_mode=False,
 
     Returns
     -------
-    y : ndarray, shape (N, C, *out) (unbatched for an unbatched x), float32 for float32 x,
-        float64 otherwise. out = floor((n + 2 p - k) / s) + 1 (ceil with ``ceil_mode``).
+    y : ndarray, shape (N, C, *out) (unbatched for an unbatched x): float32 for float32
+        and float16 x, float64 for float64, integer and bool x. out = floor((n + 2 p - k) / s) + 1 (ceil with ``ceil_mode``).
     """
     return _avg(None, "avg_pool", x, kernel_size, stride, padding, ceil_mode,
                 count_include_pad, divisor_override)
@@ -255,13 +262,16 @@ def _avg(fixed, fname, x, kernel_size, stride, padding, ceil_mode, count_include
     return y[0] if unbatched else y
 
 
+avg_pool.__doc__ = avg_pool.__doc__.replace("{rule}", _BATCH_RULE)
+
+
 def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
              return_indices=False):
     """Max pooling over 1, 2 or 3 spatial axes (PyTorch's ``max_pool{1,2,3}d``).
 
     Eq. 3 of the derivation: the largest entry of each window. Ties go to the first entry
-    in row-major order within the window; a NaN in the window gives NaN (its position is
-    the index), as in PyTorch.
+    in row-major order within the window; a NaN in the window gives NaN, and the index of
+    the last NaN of the window, as in PyTorch.
 
     Parameters
     ----------
@@ -438,9 +448,10 @@ def _fixed(kind, d):
     f.__name__ = f.__qualname__ = name
     f.__module__ = __name__
     f.__doc__ = (f"``{base.__name__}`` with {d} spatial axe{'s' if d > 1 else ''}: x is "
-                 f"(N, C, *{_NAMES[d]}) or unbatched (C, *{_NAMES[d]}); an int "
-                 f"kernel_size, stride, padding{', dilation' if kind == 'max' else ''} "
-                 f"applies to every axis.\n\n" + base.__doc__.split("\n\n", 1)[1])
+                 f"(N, C, *{_NAMES[d]}) or unbatched (C, *{_NAMES[d]}), whether "
+                 f"kernel_size is an int or a tuple; an int kernel_size, stride, "
+                 f"padding{', dilation' if kind == 'max' else ''} applies to every axis.\n\n"
+                 + base.__doc__.split("\n\n", 1)[1].replace(_BATCH_RULE, ""))
     return f
 
 

@@ -225,6 +225,16 @@ static void vc_private_blas_single(void) {
         vc_private_set_threads(1);
 }
 
+/* A flag that several units may raise at once (an error found in a worker): an atomic
+   store, so that the race is a defined one. */
+static void vc_flag(int *flag) {
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
+#else
+    *flag = 1;
+#endif
+}
+
 static int vc_get_num_threads(void) { return vc_nthreads; }
 static void vc_set_num_threads(int n) { vc_nthreads = n < 1 ? 1 : (n > 1024 ? 1024 : n); }
 

@@ -19,6 +19,8 @@ import json
 import math
 import numbers
 import os
+import warnings
+import zipfile
 from collections.abc import MutableMapping
 
 import numpy as np
@@ -145,7 +147,8 @@ class Layer:
     def backward(self, delta, input_grad=True):
         raise NotImplementedError
 
-    __call__ = forward
+    def __call__(self, x):
+        return self.forward(x)
 
     def config(self):
         """What ``load`` needs to rebuild the layer (parameters are stored separately)."""
@@ -189,7 +192,7 @@ class Layer:
                        for p in self._parameters.values()))
 
     def _check_input(self, x, ndim, layout, channels=None):
-        x = as_array("x", x)
+        x = _real("x", x)
         check_ndim(f"{type(self).__name__} input", x.shape, ndim, layout)
         if channels is not None and x.shape[1] != channels:
             raise ValueError(f"{type(self).__name__} expects {channels} input channels, "
@@ -213,6 +216,14 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "connections")
         return f"{type(self).__name__}({args})"
+
+
+def _real(name, value):
+    """An array of real numbers (integers and bools allowed): complex, strings and objects
+    are refused with a TypeError naming the argument, as the functions do."""
+    a = as_array(name, value)
+    float_dtype(**{name: a})
+    return a
 
 
 def layer_dtype(dtype):
@@ -282,9 +293,7 @@ class _Conv(Layer):
             if connections.dtype.kind != "b" and not np.isin(connections, (0, 1)).all():
                 raise ValueError("connections must hold only True/False (or 0/1)")
             connections = connections.astype(bool)
-        self.connections = connections
         self._plans = {}
-        self._plan(_probe_shape(self.in_channels, self.kernel_size, dilation, padding))
         rng = rng if rng is not None else np.random.default_rng(seed)
         taps = math.prod(self.kernel_size)
         cin_g = self.in_channels // self.groups
@@ -298,24 +307,34 @@ class _Conv(Layer):
             w *= mask
         self.add_parameter("w", w, mask=mask)
         self.add_parameter("b", np.zeros(self.out_channels, dtype=self.dtype))
+        self._plan(_probe_shape(self.in_channels, self.kernel_size, dilation, padding))
+
+    @property
+    def connections(self):
+        """The (Cin, Cout) connection table, read from the mask of the ``w`` Parameter
+        (its one home: change the mask and the layer follows), or None."""
+        mask = self._parameters["w"].mask
+        return None if mask is None else mask.reshape(mask.shape[:2]).T
 
     def param_shapes(self):
         return {"w": (self.out_channels, self.in_channels // self.groups) + self.kernel_size,
                 "b": (self.out_channels,)}
 
     def _plan(self, x_shape):
-        plan = self._plans.get(x_shape)
+        table = self.connections
+        key = (x_shape, None if table is None else np.packbits(table).tobytes())
+        plan = self._plans.get(key)
         if plan is None:
             plan = _plan.make_plan(x_shape, self.param_shapes()["w"], (self.out_channels,),
                                    dtype=self.dtype, stride=self.stride,
                                    padding=self.padding, dilation=self.dilation,
-                                   groups=self.groups, connections=self.connections,
+                                   groups=self.groups, connections=table,
                                    flip=self.flip, workspace=None, spatial=self.spatial,
                                    padding_mode=self.padding_mode,
                                    fill_value=self.fill_value)
             check_fits(plan.work_bytes() + plan.work_bytes(backward=True),
                        f"{type(self).__name__} on input {x_shape}")
-            self._plans = {x_shape: plan}     # a network sees one or two batch shapes
+            self._plans = {key: plan}     # a network sees one or two batch shapes
         return plan
 
     def forward(self, x):
@@ -331,14 +350,14 @@ class _Conv(Layer):
     def backward(self, delta, input_grad=True):
         x = self._forward_state("_x")
         plan = self._plan(x.shape)
-        delta = np.ascontiguousarray(as_array("delta", delta), dtype=self.dtype)
+        delta = np.ascontiguousarray(_real("delta", delta), dtype=self.dtype)
         if delta.shape != plan.out_shape:
             raise ValueError(f"{type(self).__name__} backward expects delta of shape "
                              f"{plan.out_shape}, got {delta.shape}")
         dx, dw2 = _plan.backward(delta, x, self._w2, plan, need_dx=bool(input_grad),
                                  need_dw=True)
         self._parameters["w"].grad = _plan.weight_gradient(dw2, plan)          # eq. 12-13
-        self._parameters["b"].grad = delta.sum(axis=tuple(range(2, delta.ndim))).sum(axis=0)
+        self._parameters["b"].grad = delta.sum(axis=tuple(range(2, delta.ndim))).sum(axis=0)  # eq. 10
         return dx                                                              # eq. 16-18
 
     def output_shape(self, input_shape):
@@ -446,7 +465,7 @@ class _ConvTranspose(Layer):
 
     def backward(self, delta, input_grad=True):
         x = self._forward_state("_x")
-        delta = np.asarray(as_array("delta", delta), dtype=self.dtype)
+        delta = np.asarray(_real("delta", delta), dtype=self.dtype)
         dx, dw, db = self._call(_conv.conv_transpose_backward, delta, x,
                                 self.checked_params()["w"], input_grad=bool(input_grad))
         self._parameters["w"].grad = dw
@@ -513,63 +532,102 @@ def up(d, n):
 
 
 class _Pooling(Layer):
-    """The pooling geometry of a layer: a plan per input shape, options checked once."""
+    """The pooling geometry of a layer: its options, checked at construction; the plan of
+    the last forward pass, which its backward pass uses."""
 
-    def _pool_plan(self, shape, dilation=1, count_include_pad=True):
-        key = tuple(shape)
-        if self._plan_key != key:
-            d, unbatched = _pool._spatial(shape, self.kernel_size, None, type(self).__name__)
-            if unbatched:
-                raise ValueError(f"{type(self).__name__} needs a batch (N, C, *spatial), "
-                                 f"got shape {key}")
-            self._plan = _pool.plan_pool(key, d, self.kernel_size, self.stride, self.padding,
-                                         dilation, self.ceil_mode, count_include_pad)
-            self._plan_key = key
-        return self._plan
+    def _options(self, kernel_size, stride, padding, dilation, ceil_mode):
+        self.kernel_size = (list(kernel_size) if isinstance(kernel_size, (tuple, list))
+                            else kernel_size)
+        self.stride = list(stride) if isinstance(stride, (tuple, list)) else stride
+        self.padding = list(padding) if isinstance(padding, (tuple, list)) else padding
+        self.dilation = list(dilation) if isinstance(dilation, (tuple, list)) else dilation
+        self.ceil_mode = ceil_mode
+        # the number of spatial axes the options imply: a tuple's length (2 when every
+        # option is an int, which fits any number of axes)
+        lengths = {len(v) for v in (self.kernel_size, self.stride, self.padding,
+                                    self.dilation) if isinstance(v, list)}
+        if len(lengths) > 1 or (lengths and not lengths <= {1, 2, 3}):
+            raise ValueError(f"{type(self).__name__}: kernel_size, stride, padding and "
+                             f"dilation given as tuples must all have 1, 2 or 3 entries, "
+                             f"the same number; got {self.config()}")
+        d = lengths.pop() if lengths else 2
+        kd = int_tuple("kernel_size", self.kernel_size, d, 1)
+        self._plan_for(_probe_shape(1, kd, self.dilation, self.padding))   # checks them all
+        self._plan = None
 
-    def _check_options(self, dilation=1):
-        """Plan a probe input so that a bad option fails now, not at the first batch."""
-        k = self.kernel_size
-        ks = k if isinstance(k, (tuple, list)) else (k,)
-        if not 1 <= len(ks) <= 3:
-            raise ValueError(f"kernel_size must be an int or 1, 2 or 3 ints, got {k!r}")
-        d = len(ks) if isinstance(k, (tuple, list)) else 2
-        kd = int_tuple("kernel_size", k, d, 1)
-        self._plan_key = None
-        self._pool_plan(_probe_shape(1, kd, dilation, self.padding), dilation)
-        self._plan_key = None
+    def _plan_for(self, shape):
+        """The plan of a batch of ``shape`` (the layer's cached plan is left alone)."""
+        shape, d, unbatched = _pool._batched_shape(tuple(shape), self.kernel_size, None,
+                                                    type(self).__name__)
+        if unbatched:
+            raise ValueError(f"{type(self).__name__} needs a batch (N, C, *spatial), got "
+                             f"shape {shape}")
+        return _pool.plan_pool(shape, d, self.kernel_size, self.stride, self.padding,
+                               self.dilation, self.ceil_mode, True)
 
     def output_shape(self, input_shape):
-        return self._pool_plan(input_shape, getattr(self, "dilation", 1)).out_shape
+        return self._plan_for(input_shape).out_shape
+
+    def describe(self):
+        k = self.kernel_size
+        window = "x".join(map(str, k)) if isinstance(k, list) else str(k)
+        step = "" if self.stride is None else f" /{self.stride}"
+        return f"{self.name + ' ' if self.name else ''}{type(self).__name__} {window}{step}"
+
+
+_POOL_OPTIONS = """kernel_size : int or d ints
+        The window. An int pools every spatial axis of the input{int_note}.
+    stride : int or d ints, optional
+        The window's step; the window when None.
+    padding : int or d ints
+        Padding on both sides of each axis, at most half the window ({pad_note}).
+    {extra}ceil_mode : bool
+        Keep a last, partial window that starts inside the input (PyTorch's rule)."""
 
 
 class AvgPool(_Pooling):
     """Average polymerization with trainable beta and bias, eq. 2: x_j = f(beta_j down(x_j) + b_j).
 
-    down() sums each window (any window, stride, padding, ``ceil_mode``; 1, 2 or 3
-    spatial axes: an int ``kernel_size`` pools every spatial axis of the input, a tuple
-    fixes their number). beta starts at 1/window size, so the layer begins as a plain
-    average. Backward: delta_z = delta o f'(z); dE/db_j = sum delta_z (eq. 20);
+    down() sums each window over 1, 2 or 3 spatial axes, with any window, stride, padding
+    (zeros) and ``ceil_mode``. beta starts at 1/window size, so the layer begins as an
+    average over whole windows (a window clipped by the padding or ``ceil_mode`` sums
+    fewer entries). Backward: delta_z = delta o f'(z); dE/db_j = sum delta_z (eq. 20);
     dE/dbeta_j = sum delta_z o down(x) (eq. 21-22); the error for the previous layer is
     beta_j times down()'s adjoint applied to delta_z, which for windows equal to the
     stride is the Kronecker up-sampling up(delta_z) of eq. 4-6.
+
+    Parameters
+    ----------
+    channels : int
+        The maps pooled, each with its own beta and b.
+    {options}
+    activation : str
+        f, one of ``ACTIVATIONS`` ('identity' for none).
+    spatial : int
+        The number of spatial axes an int ``kernel_size`` means (1, 2 or 3; LeNet-5's
+        2). A tuple ``kernel_size`` gives it by its length.
+    dtype : float32 or float64
+    size : int, optional
+        Deprecated name of ``kernel_size`` (vecconv 0.1).
     """
 
     def __init__(self, channels, kernel_size=2, activation="lecun_tanh", *, stride=None,
-                 padding=0, ceil_mode=False, dtype=np.float32):
+                 padding=0, ceil_mode=False, spatial=2, dtype=np.float32, size=None):
         super().__init__()
+        if size is not None:
+            warnings.warn("AvgPool(size=) is now AvgPool(kernel_size=)", DeprecationWarning,
+                          stacklevel=2)
+            kernel_size = size
         self.channels = integer("channels", channels, 1)
-        self.kernel_size = (list(kernel_size) if isinstance(kernel_size, (tuple, list))
-                            else kernel_size)
-        self.stride, self.padding, self.ceil_mode = stride, padding, ceil_mode
+        self.spatial = integer("spatial", spatial, 1, 3)
+        if not isinstance(kernel_size, (tuple, list)):
+            kernel_size = (integer("kernel_size", kernel_size, 1),) * self.spatial
         self.activation = activation
         self._f, self._df = _activation(activation)
         self.dtype = layer_dtype(dtype)
-        self._check_options()
-        k = self.kernel_size
-        # beta_0 = 1/window: a tuple gives the window; an int n is taken as n x n (LeNet's
-        # maps; give a tuple for 1-D or 3-D maps to start at their 1/window)
-        window = math.prod(k) if isinstance(k, list) else k * k
+        self._options(kernel_size, stride, padding, 1, ceil_mode)
+        self.spatial = len(self.kernel_size)
+        window = math.prod(self.kernel_size)
         self.add_parameter("beta", np.full(self.channels, 1.0 / window, dtype=self.dtype))
         self.add_parameter("b", np.zeros(self.channels, dtype=self.dtype))
 
@@ -577,13 +635,13 @@ class AvgPool(_Pooling):
         return {"beta": (self.channels,), "b": (self.channels,)}
 
     def forward(self, x):
-        x = as_array("x", x)
-        if x.ndim < 3 or x.shape[1] != self.channels:
-            raise ValueError(f"AvgPool expects input (N, {self.channels}, *spatial), got "
-                             f"shape {x.shape}")
+        x = _real("x", x)
+        if x.ndim != self.spatial + 2 or x.shape[1] != self.channels:
+            raise ValueError(f"AvgPool expects input (N, {self.channels}, "
+                             f"{_LAYOUT[self.spatial]}), got shape {x.shape}")
         x = np.ascontiguousarray(x, dtype=self.dtype)
         params = self.checked_params()
-        plan = self._pool_plan(x.shape)
+        self._plan = plan = self._plan_for(x.shape)
         self._down = _pool.run_forward(x, plan, False, override=1.0)          # eq. 2
         per_map = (1, -1) + (1,) * (x.ndim - 2)
         self._z = params["beta"].reshape(per_map) * self._down + params["b"].reshape(per_map)
@@ -592,7 +650,7 @@ class AvgPool(_Pooling):
 
     def backward(self, delta, input_grad=True):
         z = self._forward_state("_z")
-        delta = np.asarray(as_array("delta", delta), dtype=self.dtype)
+        delta = np.asarray(_real("delta", delta), dtype=self.dtype)
         if delta.shape != z.shape:
             raise ValueError(f"AvgPool backward expects delta of shape {z.shape}, got "
                              f"{delta.shape}")
@@ -615,22 +673,27 @@ class AvgPool(_Pooling):
 class MaxPool(_Pooling):
     """Max polymerization, eq. 3, with its error of eq. 7-8, over 1, 2 or 3 spatial axes.
 
-    Takes every option of ``vecconv.max_pool``. The error goes only to the position that
-    held each window's maximum (ties: the first in row-major order, as in PyTorch);
-    overlapping windows add up.
+    The error goes only to the position that held each window's maximum (ties: the first
+    in row-major order; a NaN in the window wins, as in PyTorch); overlapping windows add
+    up.
+
+    Parameters
+    ----------
+    {options}
     """
 
-    def __init__(self, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size=2, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+                 size=None):
         super().__init__()
-        self.kernel_size = (list(kernel_size) if isinstance(kernel_size, (tuple, list))
-                            else kernel_size)
-        self.stride, self.padding, self.dilation = stride, padding, dilation
-        self.ceil_mode = ceil_mode
-        self._check_options(dilation)
+        if size is not None:
+            warnings.warn("MaxPool(size=) is now MaxPool(kernel_size=)", DeprecationWarning,
+                          stacklevel=2)
+            kernel_size = size
+        self._options(kernel_size, stride, padding, dilation, ceil_mode)
 
     def forward(self, x):
         x = as_array("x", x)
-        plan = self._pool_plan(x.shape, self.dilation)
+        self._plan = plan = self._plan_for(x.shape)
         dtype = float_dtype(x=x)
         self._y, self._idx = _pool.run_forward(np.ascontiguousarray(x, dtype=dtype), plan,
                                                True, want_indices=True)
@@ -640,7 +703,7 @@ class MaxPool(_Pooling):
         idx = self._forward_state("_idx")
         if not input_grad:
             return None
-        delta = as_array("delta", delta)
+        delta = _real("delta", delta)
         if delta.shape != idx.shape:
             raise ValueError(f"MaxPool backward expects delta of shape {idx.shape}, got "
                              f"{delta.shape}")
@@ -650,6 +713,13 @@ class MaxPool(_Pooling):
     def config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                     dilation=self.dilation, ceil_mode=self.ceil_mode)
+
+
+AvgPool.__doc__ = AvgPool.__doc__.format(options=_POOL_OPTIONS.format(
+    int_note=" (``spatial`` of them)", pad_note="zeros", extra=""))
+MaxPool.__doc__ = MaxPool.__doc__.format(options=_POOL_OPTIONS.format(
+    int_note="", pad_note="-inf",
+    extra="dilation : int or d ints\n        The step between a window's taps.\n    "))
 
 
 def _matmul(a, b, trans_a=False, trans_b=False):
@@ -714,7 +784,7 @@ class Dense(Layer):
 
     def backward(self, delta, input_grad=True):
         x = self._forward_state("_x")
-        delta = np.ascontiguousarray(as_array("delta", delta), dtype=self.dtype)
+        delta = np.ascontiguousarray(_real("delta", delta), dtype=self.dtype)
         if delta.shape != (x.shape[0], self.out_features):
             raise ValueError(f"Dense backward expects delta of shape "
                              f"{(x.shape[0], self.out_features)}, got {delta.shape}")
@@ -738,11 +808,15 @@ class Flatten(Layer):
         if x.ndim < 2:
             raise ValueError(f"Flatten input must have a batch axis, got shape {x.shape}")
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def backward(self, delta, input_grad=True):
         shape = self._forward_state("_shape")
-        return np.asarray(delta).reshape(shape) if input_grad else None
+        delta = as_array("delta", delta)
+        if delta.size != math.prod(shape):
+            raise ValueError(f"Flatten backward expects delta of {math.prod(shape)} entries "
+                             f"(input shape {shape}), got shape {delta.shape}")
+        return delta.reshape(shape) if input_grad else None
 
     def output_shape(self, input_shape):
         return (input_shape[0], math.prod(input_shape[1:]))
@@ -757,13 +831,17 @@ class Activation(Layer):
         self._f, self._df = _activation(function)
 
     def forward(self, x):
-        self._z = as_array("x", x)
+        self._z = _real("x", x)
         self._a = self._f(self._z)
         return self._a
 
     def backward(self, delta, input_grad=True):
         z = self._forward_state("_z")
-        return np.asarray(delta) * self._df(z, self._a) if input_grad else None
+        delta = _real("delta", delta)
+        if delta.shape != z.shape:
+            raise ValueError(f"Activation backward expects delta of shape {z.shape}, got "
+                             f"{delta.shape}")
+        return delta * self._df(z, self._a) if input_grad else None
 
     def config(self):
         return dict(function=self.function)
@@ -820,7 +898,8 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    __call__ = forward
+    def __call__(self, x):
+        return self.forward(x)
 
     def backward(self, delta):
         """The chain rule through every layer; the first layer is told that its input
@@ -911,8 +990,8 @@ def load(path):
         path = _npz_path(path)
     try:
         f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, (FileNotFoundError, IsADirectoryError)):
             raise
         raise ValueError(f"{path} is not a vecconv model (an .npz saved by "
                          f"Sequential.save): {exc}") from None
@@ -926,25 +1005,33 @@ def load(path):
             spec = json.loads(str(f["__spec__"]))
             if not isinstance(spec, list) or not all(isinstance(i, dict) for i in spec):
                 raise ValueError("not a list of layers")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: the model's __spec__ is not valid: {exc}") from None
         layers, expected = [], set()
         for i, item in enumerate(spec):
             kind = item.get("type")
-            if kind not in _LAYER_TYPES:
+            if not isinstance(kind, str) or kind not in _LAYER_TYPES:
                 raise ValueError(f"{path}: layer {i} has unknown type {kind!r}; known: "
                                  f"{sorted(_LAYER_TYPES)}")
             config = item.get("config", {})
             if not isinstance(config, dict):
                 raise ValueError(f"{path}: layer {i} ({kind}) has no valid config")
             if kind in ("AvgPool", "MaxPool") and "size" in config and "kernel_size" not in config:
-                config = dict(config, kernel_size=config.pop("size"))   # vecconv 0.1 files
+                config = dict(config)
+                config["kernel_size"] = config.pop("size")          # vecconv 0.1 files
+            if {"seed", "rng"} & set(config):
+                raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
+                                 "a saved layer carries no random source")
+            name = item.get("name")
+            if name is not None and not isinstance(name, str):
+                raise ValueError(f"{path}: layer {i} ({kind}) has a name that is not a "
+                                 f"string: {name!r}")
             try:
                 layer = _LAYER_TYPES[kind](**config)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
                                  f"{exc}") from None
-            layer.name = item.get("name")
+            layer.name = name
             for k, shape in layer.param_shapes().items():
                 key = f"p{i}_{k}"
                 expected.add(key)
