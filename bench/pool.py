@@ -11,12 +11,15 @@ this array can reach.
 
 import argparse
 import json
-import platform
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
 
 import vecconv
+from bench import machine_facts       # the benchmark's machine report: CPU, vector units, BLAS
 
 try:
     import torch
@@ -45,19 +48,42 @@ def best(f, repeats):
     return min(times)
 
 
-def cpu():
-    name, flags = platform.processor(), set()
+def user_conditions(repeats):
+    """The same pooling as a user's process sees it: beside two busy processes, from two
+    Python threads at once, and in a process that imported and ran PyTorch first. Each
+    is reported next to the clean figure measured in the same run."""
+    x = np.random.default_rng(0).standard_normal((32, 64, 112, 112)).astype(np.float32)
+    f = lambda: vecconv.max_pool(x, (2, 2), return_indices=True)
+    out = dict(case="max 2x2/2 with indices, 32x64x112^2 float32", clean_ms=best(f, repeats) * 1e3)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name") and not name:
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    ext = [f for f in ("avx2", "fma", "avx512f", "amx_tile") if f in flags]
-    return name, ext
+        time.sleep(0.5)
+        out["busy_ms"] = best(f, repeats) * 1e3
+        with vecconv.threads(1):
+            out["busy_one_thread_ms"] = best(f, repeats) * 1e3
+    finally:
+        for p in busy:
+            p.kill()
+    def pair():
+        ts = [threading.Thread(target=f) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    out["two_threads_both_ms"] = best(pair, repeats) * 1e3      # two calls, side by side
+    # in fresh processes, with and without PyTorch imported and run first
+    for key, first in (("child_ms", ""), ("torch_first_child_ms", "import torch; torch.nn."
+                       "functional.conv2d(torch.randn(8, 3, 64, 64), torch.randn(8, 3, 3, 3)); ")):
+        if first and torch is None:
+            continue
+        code = (f"import time, numpy as np; {first}import vecconv; x = np.random.default_rng(0)"
+                ".standard_normal((32, 64, 112, 112)).astype(np.float32); "
+                "f = lambda: vecconv.max_pool(x, (2, 2), return_indices=True); f(); ts = []\n"
+                f"for _ in range({repeats}):\n t = time.perf_counter(); f(); "
+                "ts.append(time.perf_counter() - t)\nprint(min(ts) * 1e3)")
+        out[key] = float(subprocess.run([sys.executable, "-c", code], check=True,
+                                        capture_output=True, text=True).stdout)
+    return out
 
 
 def run_case(name, shape, k, s, p, dtype, repeats):
@@ -101,17 +127,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json")
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--only-user", action="store_true",
+                    help="only the user-condition measurements")
     args = ap.parse_args()
-    name, ext = cpu()
-    info = dict(cpu=name, extensions=ext, threads=vecconv.get_num_threads(),
-                numpy=np.__version__, torch=None if torch is None else torch.__version__,
-                torch_threads=None if torch is None else torch.get_num_threads())
-    print(f"# {name} [{' '.join(ext)}], vecconv threads {info['threads']}, torch "
-          f"{info['torch']} on {info['torch_threads']} threads")
+    info = machine_facts()
+    blas = [f"{b['internal_api']} {b['version']} {b['architecture']} ({b['role'] or b['prefix']})"
+            for b in info["blas"]] if isinstance(info["blas"], list) else [info["blas"]]
+    print(f"# {info['cpu']} [{' '.join(info['vector_extensions'])}], vecconv threads "
+          f"{vecconv.get_num_threads()}, torch {info['torch']} on {info.get('torch_threads')} "
+          f"threads\n# BLAS: {'; '.join(blas)}")
     print(f"{'case':<40}{'dtype':<8}{'op':<14}{'ms':>8}{'GB/s':>7}{'copy':>7}{'of copy':>8}"
           f"{'1 thr ms':>9}{'torch ms':>9}")
     rows = []
-    for dtype in (np.float32, np.float64):
+    for dtype in ((np.float32, np.float64) if not args.only_user else ()):
         for case in CASES:
             for r in run_case(*case, dtype, args.repeats):
                 rows.append(r)
@@ -119,9 +147,13 @@ def main():
                 print(f"{r['case']:<40}{r['dtype']:<8}{r['op']:<14}{r['ms']:8.2f}"
                       f"{r['gbs']:7.1f}{r['copy_gbs']:7.1f}{r['of_copy']:8.2f}"
                       f"{r['one_thread_ms']:9.2f}{tm}", flush=True)
+    user = user_conditions(args.repeats)
+    print("# as a user runs it: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else
+                                               f"{k} {v}" for k, v in user.items()))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(machine=info, rows=rows), fh, indent=1)
+            json.dump(dict(machine=info, rows=rows, user_conditions=user), fh, indent=1,
+                      default=str)
 
 
 if __name__ == "__main__":

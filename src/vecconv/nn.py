@@ -262,6 +262,19 @@ def _probe_shape(channels, kernel, dilation, padding):
 
 
 # ----------------------------------------------------------------------------- convolution
+def _sizes(layer, in_channels, out_channels, kernel_size, groups, dtype):
+    """The sizes every convolution layer checks and keeps: channels, window, groups (which
+    must divide both channel counts) and dtype."""
+    layer.in_channels = integer("in_channels", in_channels, 1)
+    layer.out_channels = integer("out_channels", out_channels, 1)
+    layer.kernel_size = int_tuple("kernel_size", kernel_size, layer.spatial, 1)
+    layer.groups = integer("groups", groups, 1)
+    layer.dtype = layer_dtype(dtype)
+    if layer.in_channels % layer.groups or layer.out_channels % layer.groups:
+        raise ValueError(f"groups={layer.groups} must divide in_channels="
+                         f"{layer.in_channels} and out_channels={layer.out_channels}")
+
+
 class _Conv(Layer):
     """Convolution over ``spatial`` axes (``Conv1D``/``Conv2D``/``Conv3D``)."""
 
@@ -272,16 +285,9 @@ class _Conv(Layer):
                  connections=None, flip=False, dtype=np.float32, seed=None, rng=None):
         super().__init__()
         d = self.spatial
-        self.in_channels = integer("in_channels", in_channels, 1)
-        self.out_channels = integer("out_channels", out_channels, 1)
-        self.kernel_size = int_tuple("kernel_size", kernel_size, d, 1)
-        self.groups = integer("groups", groups, 1)
+        _sizes(self, in_channels, out_channels, kernel_size, groups, dtype)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.padding_mode, self.fill_value, self.flip = padding_mode, fill_value, flip
-        self.dtype = layer_dtype(dtype)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"groups={self.groups} must divide in_channels="
-                             f"{self.in_channels} and out_channels={self.out_channels}")
         if connections is not None:
             if self.groups != 1:
                 raise ValueError("connections and groups cannot be combined")
@@ -429,16 +435,9 @@ class _ConvTranspose(Layer):
                  rng=None):
         super().__init__()
         d = self.spatial
-        self.in_channels = integer("in_channels", in_channels, 1)
-        self.out_channels = integer("out_channels", out_channels, 1)
-        self.kernel_size = int_tuple("kernel_size", kernel_size, d, 1)
-        self.groups = integer("groups", groups, 1)
+        _sizes(self, in_channels, out_channels, kernel_size, groups, dtype)
         self.stride, self.padding = stride, padding
         self.output_padding, self.dilation = output_padding, dilation
-        self.dtype = layer_dtype(dtype)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"groups={self.groups} must divide in_channels="
-                             f"{self.in_channels} and out_channels={self.out_channels}")
         probe = np.zeros(_probe_shape(self.in_channels, (1,) * d, 1, padding), self.dtype)
         self._call(_conv.conv_transpose, probe, np.zeros(self.param_shapes()["w"], self.dtype))
         rng = rng if rng is not None else np.random.default_rng(seed)
@@ -565,6 +564,13 @@ class _Pooling(Layer):
         return _pool.plan_pool(shape, d, self.kernel_size, self.stride, self.padding,
                                self.dilation, self.ceil_mode, True)
 
+    def _forward_plan(self, shape):
+        """The plan of this forward pass, kept for its backward pass (reused while the
+        batch shape repeats: a network pools the same shape every step)."""
+        if self._plan is None or self._plan.x_shape != tuple(shape):
+            self._plan = self._plan_for(shape)
+        return self._plan
+
     def output_shape(self, input_shape):
         return self._plan_for(input_shape).out_shape
 
@@ -641,7 +647,7 @@ class AvgPool(_Pooling):
                              f"{_LAYOUT[self.spatial]}), got shape {x.shape}")
         x = np.ascontiguousarray(x, dtype=self.dtype)
         params = self.checked_params()
-        self._plan = plan = self._plan_for(x.shape)
+        plan = self._forward_plan(x.shape)
         self._down = _pool.run_forward(x, plan, False, override=1.0)          # eq. 2
         per_map = (1, -1) + (1,) * (x.ndim - 2)
         self._z = params["beta"].reshape(per_map) * self._down + params["b"].reshape(per_map)
@@ -693,7 +699,7 @@ class MaxPool(_Pooling):
 
     def forward(self, x):
         x = as_array("x", x)
-        self._plan = plan = self._plan_for(x.shape)
+        plan = self._forward_plan(x.shape)
         dtype = float_dtype(x=x)
         self._y, self._idx = _pool.run_forward(np.ascontiguousarray(x, dtype=dtype), plan,
                                                True, want_indices=True)
