@@ -268,19 +268,33 @@ def _transpose_plan(x_shape, w_shape, d, dtype, stride, padding, output_padding,
     is a convolution weight from Cout to Cin maps). Returns (plan, extra): extra[a] zero
     entries to append to x along axis a when output_padding >= stride (possible only with
     dilation > stride), so that the convolution's output matches x."""
+    stride, dilation, pads, out = _transpose_options(
+        x_shape, w_shape, d, stride=stride, padding=padding, output_padding=output_padding,
+        dilation=dilation, groups=groups, output_size=output_size)
+    cout = w_shape[1] * groups
+    plan = make_plan((x_shape[0], cout) + out, tuple(w_shape), None, dtype=dtype,
+                     stride=stride, padding=pads, dilation=dilation, groups=groups,
+                     connections=None, flip=False, workspace=workspace, spatial=d)
+    extra = tuple(o - i for o, i in zip(plan.out_shape[2:], x_shape[2:]))
+    return plan, extra
+
+
+def _transpose_options(x_shape, w_shape, d, *, stride, padding, output_padding, dilation,
+                       groups, output_size, workspace=None):
+    """A transposed convolution's options checked against the shapes, by arithmetic alone:
+    (stride, dilation, (before, after) crops, output spatial size)."""
     layout, _, names = LAYOUTS[d]
     if len(x_shape) != d + 2:
         raise ValueError(f"x must be {d + 2}-D {layout} or unbatched, got shape {x_shape}")
     if len(w_shape) != d + 2:
         raise ValueError(f"w must be (Cin, Cout/groups, *kernel), got shape {w_shape}")
     groups = integer("groups", groups, 1)
-    n, cin = x_shape[:2]
+    cin = x_shape[1]
     if w_shape[0] != cin:
         raise ValueError(f"w must have shape (Cin, Cout/groups, *kernel) with Cin = {cin} "
                          f"(the channels of x), got {w_shape}")
     if cin % groups:
         raise ValueError(f"groups={groups} must divide the input channels ({cin})")
-    cout = w_shape[1] * groups
     stride = int_tuple("stride", stride, d, 1)
     dilation = int_tuple("dilation", dilation, d, 1)
     if isinstance(padding, str):
@@ -317,11 +331,7 @@ def _transpose_plan(x_shape, w_shape, d, dtype, stride, padding, output_padding,
     if min(out) < 1:
         raise ValueError(f"the output would have size {out}: padding crops more than the "
                          "full result")
-    plan = make_plan((n, cout) + out, tuple(w_shape), None, dtype=dtype, stride=stride,
-                     padding=pads, dilation=dilation, groups=groups, connections=None,
-                     flip=False, workspace=workspace, spatial=d)
-    extra = tuple(o - i for o, i in zip(plan.out_shape[2:], x_shape[2:]))
-    return plan, extra
+    return stride, dilation, pads, out
 
 
 def _grow(a, extra):

@@ -141,20 +141,47 @@ def _plan(x_shape, d, k, s, p, dl, ceil_mode, count_include_pad):
         outs.append(o)
         tables.append(table)
     tables = [_unit_axis()] * (3 - d) + tables
-    full = np.flatnonzero(tables[2][3] == k[-1])     # count == window: wholly inside x
+    return _finish(x_shape, tables, (k[-1], s[-1], p[-1]), math.prod(k))
+
+
+def _finish(x_shape, tables, kw_sw_pw, window):
+    """The plan of three axis tables: the last axis's interior (the run of windows wholly
+    inside x, which the kernels walk tap by tap) and the work split."""
+    kw, sw, pw = kw_sw_pw
+    full = np.flatnonzero(tables[2][3] == kw)        # count == window: wholly inside x
     lo, hi = (int(full[0]), int(full[-1]) + 1) if full.size else (0, 0)
-    inner = (k[-1], s[-1], p[-1], lo, hi)
+    outs = [t[2].shape[0] for t in tables]
     maps = x_shape[0] * x_shape[1]
-    out_shape = tuple(x_shape[:2]) + tuple(outs)
-    window = math.prod(k)
+    out_shape = tuple(x_shape[:2]) + tuple(outs[3 - (len(x_shape) - 2):])
     row = max(1, outs[-1] * window)
     O, S = math.prod(outs), math.prod(x_shape[2:])
-    return PoolPlan(tuple(x_shape), out_shape, tuple(tables), inner, maps, maps * O * window,
-                    rows_per_unit=max(1, UNIT_TAPS // row),
+    return PoolPlan(tuple(x_shape), out_shape, tuple(tables), (kw, sw, pw, lo, hi), maps,
+                    maps * O * window, rows_per_unit=max(1, UNIT_TAPS // row),
                     maps_per_unit=max(1, UNIT_TAPS // max(1, S + O * window)))
 
 
 _cached_plan = functools.lru_cache(maxsize=64)(_plan)
+
+
+def block_plan(plan, x_shape, spans):
+    """The plan of one block of a larger pooling (``vecconv.dask``): the windows
+    ``o0 <= o < o1`` of each spatial axis, read from a block of x that starts at entry
+    ``origin`` of that axis. ``spans`` holds one (origin, o0, o1) per spatial axis and
+    ``x_shape`` is the block's batched shape. The windows keep their taps and divisors,
+    so a block computes exactly what the whole pooling computes there."""
+    d = len(spans)
+    tables = list(plan.tables[:3 - d])
+    for (origin, o0, o1), n, table in zip(spans, x_shape[2:], plan.tables[3 - d:]):
+        _, dl, first, count, div = table
+        count = count[o0:o1]
+        local = np.where(count > 0, first[o0:o1] - origin, 0)
+        tables.append((n, dl, local, np.ascontiguousarray(count),
+                       np.ascontiguousarray(div[o0:o1])))
+    kw, sw, pw = plan.inner[:3]
+    origin, o0, _ = spans[-1]
+    # the window's size only sizes the work units here: its taps inside x will do
+    window = math.prod(max(1, int(t[3].max(initial=0))) for t in plan.tables)
+    return _finish(tuple(x_shape), tables, (kw, sw, pw + origin - o0 * sw), window)
 
 
 def _batched_shape(shape, kernel_size, fixed, fname):
