@@ -278,6 +278,50 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+# The interface every layer implements, documented once here (a layer's own forward and
+# backward carry these docstrings in the API reference, where autodoc inherits them).
+Layer.forward.__doc__ = """Map a batch forward and keep what the backward pass needs.
+
+        Parameters
+        ----------
+        x : ndarray
+            The batch, in the layer's input layout (``(N, C, *spatial)`` for convolution
+            and pooling layers, ``(N, features)`` for ``Dense``).
+
+        Returns
+        -------
+        ndarray
+            The layer's output for the batch.
+        """
+Layer.backward.__doc__ = """Map the error back: set every Parameter's ``grad``, return dE/d(input).
+
+        Parameters
+        ----------
+        delta : ndarray
+            dE/d(output), of the shape the last ``forward`` returned.
+        input_grad : bool
+            False when the input needs no error (a network's first layer): nothing is
+            computed for it and None is returned.
+
+        Returns
+        -------
+        ndarray or None
+            dE/d(input), of the last input's shape; None when ``input_grad`` is False.
+        """
+Layer.output_shape.__doc__ = """The output shape for an input of ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            A batch's shape, batch axis first.
+
+        Returns
+        -------
+        tuple of int
+            The shape ``forward`` returns for such a batch.
+        """
+
+
 def _real(name, value):
     """An array of real numbers (integers and bools allowed): complex, strings and objects
     are refused with a TypeError naming the argument, as the functions do."""
@@ -1149,6 +1193,41 @@ class Sequential:
                 for layer in self.layers]
         np.savez(path, __spec__=np.array(json.dumps(spec)), **arrays)
         return path
+
+
+Sequential.forward.__doc__ = """Run the batch through every layer in order.
+
+        Parameters
+        ----------
+        x : ndarray
+            The first layer's input.
+
+        Returns
+        -------
+        ndarray
+            The last layer's output.
+        """
+Sequential.parameter_count.__doc__ = """Trainable entries of all layers.
+
+        Returns
+        -------
+        int
+            The sum of the layers' ``parameter_count()`` (60,850 for ``lenet5()``).
+        """
+Sequential.predict.__doc__ = """The predicted class of every input: the argmax of the output.
+
+        Parameters
+        ----------
+        x : array_like
+            The inputs, batch axis first.
+        batch_size : int
+            How many inputs go forward at once.
+
+        Returns
+        -------
+        ndarray of intp, shape (N,)
+            The index of each input's largest output.
+        """
 
 
 def _plain(value):
