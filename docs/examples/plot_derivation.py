@@ -432,3 +432,11 @@ e_minus = 0.5 * ((net.forward(digits) - target) ** 2).sum()
 w_c3[0, 1, 2, 3] += eps
 np.testing.assert_allclose((e_plus - e_minus) / (2 * eps), g, rtol=1e-5, atol=1e-9)
 print(f"dE/dk for C3 kernel (S2 map 1 -> C3 map 0), entry (2, 3): {g:.6f}")
+
+# %%
+# References
+# ----------
+# The works cited on this page — Xu's derivation [Xu2014]_, Bouvrie's notes [Bouvrie2006]_,
+# LeCun et al.'s LeNet-5 paper [LeCun1998]_, Magnus and Neudecker's matrix calculus
+# [Magnus2007]_ and Scherer et al. on pooling [Scherer2010]_ — are listed with their full
+# details on the :doc:`References </references>` page.
