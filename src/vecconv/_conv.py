@@ -132,12 +132,18 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
 
     Parameters
     ----------
-    x : array_like, shape (N, C, *spatial) or unbatched (C, *spatial)
-        d = ``w.ndim - 2`` spatial axes (1, 2 or 3). An unbatched x gives an unbatched y.
-    w : array_like, shape (Cout, C/groups, *kernel)
+    x : array_like, shape ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``
+        The input maps: d = ``w.ndim - 2`` spatial axes (1, 2 or 3). An unbatched x gives
+        an unbatched y.
+    w : array_like, shape ``(Cout, C/groups, *kernel)``
+        The kernels k_ij: ``w[j, i]`` is the kernel from input map i (of its group) to
+        output map j.
     bias : array_like, shape (Cout,), optional
+        b_j, added to every entry of output map j. None adds nothing.
     stride, dilation : int or d ints, >= 1
+        The step between output positions, and the step between a kernel's taps.
     padding : int, d ints, d (before, after) pairs, or 'valid' | 'same' | 'full'
+        Entries added around every spatial axis before the correlation.
         The strings mean what they mean in the scipy.signal function of the same rank:
         1-D ``correlate``/``convolve`` and 3-D ``correlate``/``convolve`` (even kernels:
         k//2 before), 2-D ``correlate2d`` ((k-1)//2 before) and ``convolve2d`` (k//2).
@@ -165,8 +171,10 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
 
     Returns
     -------
-    y : ndarray, shape (N, Cout, *out) (or (Cout, *out) for an unbatched x); float32 if
-        every input is float32, else float64.
+    y : ndarray, shape ``(N, Cout, *out)``, or ``(Cout, *out)`` for an unbatched x
+        The output maps z_j before the activation: float32 if every input is float32,
+        else float64. Along each axis of n entries, the output has
+        1 + (n + pad_before + pad_after - dilation (k - 1) - 1) // stride entries.
 
     Examples
     --------
@@ -193,19 +201,47 @@ def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connec
       as the GEMM W^T dy followed by col2im;
     * ``db``: eq. 10, the sum of delta over the batch and every position.
 
-    Takes the keywords of ``conv``; ``dy`` has conv's output shape (unbatched with an
-    unbatched x). ``input_grad=False`` skips dx (a first layer needs none) and
-    ``weight_grad=False`` skips dw and db: the engine then makes neither their GEMMs nor
-    their column buffers.
+    Parameters
+    ----------
+    dy : array_like
+        dE/dy, the error delta of the output maps: ``conv``'s output shape (unbatched with
+        an unbatched x).
+    x, w : array_like
+        The input and the kernels given to ``conv``.
+    stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace
+        The keywords given to ``conv``, with the same meaning.
+    input_grad : bool
+        False skips dx (a first layer needs none): the engine then makes neither its GEMMs
+        nor its column buffers.
+    weight_grad : bool
+        False skips dw and db in the same way.
 
     Returns
     -------
-    dx, dw, db : ndarrays shaped like x, w and (Cout,), or None for a gradient not asked for.
+    dx : ndarray or None
+        dE/dx, shaped like x (eq. 16-18); None when ``input_grad`` is False.
+    dw : ndarray or None
+        dE/dw, shaped like w (eq. 12/13); exactly zero where the connection table has no
+        connection. None when ``weight_grad`` is False.
+    db : ndarray or None
+        dE/db, shape (Cout,) (eq. 10); None when ``weight_grad`` is False.
     """
     opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                 connections=connections, flip=flip, padding_mode=padding_mode,
                 fill_value=fill_value, workspace=workspace)
     return _backward(None, "conv_backward", dy, x, w, opts, input_grad, weight_grad)
+
+
+def _sections(doc, examples=True):
+    """The Parameters section onwards of a public function's docstring (dedented), for
+    the docstrings of its fixed-rank variants; without Examples when ``examples`` is
+    False (they call the general function)."""
+    import inspect
+    text = inspect.cleandoc(doc)
+    text = text[text.index("Parameters\n----------"):]
+    if not examples and "Examples\n--------" in text:
+        text = text[:text.index("Examples\n--------")].rstrip() + "\n"
+    return text
 
 
 def _fixed(d, backward):
@@ -220,7 +256,8 @@ def _fixed(d, backward):
                         fill_value=fill_value, workspace=workspace)
             return _backward(d, name, dy, x, w, opts, input_grad, weight_grad)
         doc = (f"``conv_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched): "
-               "the gradients (dx, dw, db) of eq. 16-18, 12/13 and 10.")
+               "the gradients (dx, dw, db) of eq. 16-18, 12/13 and 10.\n\n"
+               + _sections(conv_backward.__doc__))
     else:
         def f(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
               connections=None, flip=False, padding_mode="zeros", fill_value=0.0,
@@ -230,7 +267,8 @@ def _fixed(d, backward):
                         fill_value=fill_value, workspace=workspace)
             return _forward(d, name, x, w, bias, opts)
         doc = (f"``conv`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and weights "
-               f"{LAYOUTS[d][1]}; see ``conv`` for the keywords.")
+               f"{LAYOUTS[d][1]}; see ``conv`` for the keywords.\n\n"
+               + _sections(conv.__doc__, examples=False))
     return _named(f, name, doc)
 
 
@@ -239,6 +277,8 @@ conv1d_backward, conv2d_backward, conv3d_backward = (_fixed(1, True), _fixed(2, 
                                                      _fixed(3, True))
 conv1d.__doc__ += """
 
+Notes
+-----
 The first derivation's 1-D case, x_i = sum_a w_a y_{a+i}.
 
 Examples
@@ -359,10 +399,15 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
 
     Parameters
     ----------
-    x : array_like, shape (N, Cin, *spatial) or unbatched (Cin, *spatial)
-    w : array_like, shape (Cin, Cout/groups, *kernel)
+    x : array_like, shape ``(N, Cin, *spatial)`` or unbatched ``(Cin, *spatial)``
+        The input maps (in the derivation's reading: the error of the next layer).
+    w : array_like, shape ``(Cin, Cout/groups, *kernel)``
+        The kernels, in the layout of the convolution this one is the adjoint of
+        (PyTorch's ``conv_transpose`` layout).
     bias : array_like, shape (Cout,), optional
+        Added to every entry of output map j. None adds nothing.
     stride, dilation : int or d ints
+        The stride and dilation of the convolution this one is the adjoint of.
     padding : int, d ints or d (before, after) pairs
         Entries cropped from each side of the full result (no strings).
     output_padding : int or d ints
@@ -374,8 +419,10 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
 
     Returns
     -------
-    y : ndarray, shape (N, Cout, *out), out = (in - 1)*stride - pad_before - pad_after
-        + dilation*(k - 1) + output_padding + 1 (unbatched for an unbatched x).
+    y : ndarray, shape ``(N, Cout, *out)``, unbatched for an unbatched x
+        Along each axis of n entries, the output has
+        (n - 1) stride - pad_before - pad_after + dilation (k - 1) + output_padding + 1
+        entries. float32 if every input is float32, else float64.
     """
     opts = dict(stride=stride, padding=padding, output_padding=output_padding,
                 dilation=dilation, groups=groups, output_size=output_size, workspace=workspace)
@@ -407,11 +454,29 @@ def conv_transpose_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, 
                             weight_grad=True):
     """Gradients of ``conv_transpose``: dx is a convolution of dy with w (im2col + GEMM),
     dw a GEMM of x with the patch matrix of dy (eq. 12 with the roles of x and delta
-    exchanged), db the sum of dy. Takes the keywords of ``conv_transpose``.
+    exchanged), db the sum of dy, given dy = dE/dy.
+
+    Parameters
+    ----------
+    dy : array_like
+        dE/dy, of ``conv_transpose``'s output shape (unbatched with an unbatched x).
+    x, w : array_like
+        The input and the kernels given to ``conv_transpose``.
+    stride, padding, output_padding, dilation, groups, output_size, workspace
+        The keywords given to ``conv_transpose``, with the same meaning.
+    input_grad : bool
+        False skips dx.
+    weight_grad : bool
+        False skips dw and db.
 
     Returns
     -------
-    dx, dw, db : shaped like x, w and (Cout,), or None for a gradient not asked for.
+    dx : ndarray or None
+        dE/dx, shaped like x; None when ``input_grad`` is False.
+    dw : ndarray or None
+        dE/dw, shaped like w; None when ``weight_grad`` is False.
+    db : ndarray or None
+        dE/db, shape (Cout,); None when ``weight_grad`` is False.
     """
     opts = dict(stride=stride, padding=padding, output_padding=output_padding,
                 dilation=dilation, groups=groups, output_size=output_size, workspace=workspace)
@@ -461,7 +526,8 @@ def _fixed_transpose(d, backward_pass):
                         dilation=dilation, groups=groups, output_size=output_size,
                         workspace=workspace)
             return _transposed_backward(d, name, dy, x, w, opts, input_grad, weight_grad)
-        doc = f"``conv_transpose_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched)."
+        doc = (f"``conv_transpose_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or "
+               "unbatched).\n\n" + _sections(conv_transpose_backward.__doc__))
     else:
         def f(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
               groups=1, output_size=None, workspace=None):
@@ -470,7 +536,8 @@ def _fixed_transpose(d, backward_pass):
                         workspace=workspace)
             return _transposed(d, name, x, w, bias, opts)
         doc = (f"``conv_transpose`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and "
-               f"weights (Cin, Cout/groups, *kernel); see ``conv_transpose``.")
+               f"weights ``(Cin, Cout/groups, *kernel)``; see ``conv_transpose``.\n\n"
+               + _sections(conv_transpose.__doc__))
     return _named(f, name, doc)
 
 
@@ -518,7 +585,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
 
     Parameters
     ----------
-    x : array_like, shape (N, C, *spatial), 1 to 3 spatial axes
+    x : array_like, shape ``(N, C, *spatial)``, 1 to 3 spatial axes
+        The input maps.
     kernel_size : int or d ints
         d ints give d spatial axes; an int means d = x.ndim - 2.
     stride, padding, dilation, padding_mode, fill_value
@@ -526,12 +594,12 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
 
     Returns
     -------
-    cols : ndarray, shape (N*Ho*Wo, C*kh*kw)
+    cols : ndarray, shape ``(N*Ho*Wo, C*kh*kw)``
         Row ``(n*Ho + i)*Wo + j`` holds the patch under output position (i, j) of image n;
         column ``(c*kh + p)*kw + q`` the tap (p, q) of channel c — PyTorch's
         ``unfold(x).transpose(1, 2)`` stacked over the batch (in 1-D and 3-D the same, with
         positions and taps in C order). The array is the transpose of the engine's
-        C-contiguous (C*taps, N*positions) buffer, so it is Fortran-ordered.
+        C-contiguous ``(C*taps, N*positions)`` buffer, so it is Fortran-ordered.
 
     Examples
     --------
@@ -565,15 +633,19 @@ def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1,
 
     Parameters
     ----------
-    cols : array_like, shape (N*positions, C*taps)
-    input_shape : (N, C, *spatial)
-    kernel_size, stride, padding, dilation, padding_mode, fill_value : as for ``im2col``
-        (a padded tap's entry is added to the pixel it was read from; a constant pad's
-        is dropped)
+    cols : array_like, shape ``(N*positions, C*taps)``
+        A column matrix in ``im2col``'s layout, e.g. the product dy W of the backward pass.
+    input_shape : tuple of int
+        ``(N, C, *spatial)``, the shape of the maps the columns were taken from.
+    kernel_size, stride, padding, dilation, padding_mode, fill_value
+        As for ``im2col`` (a padded tap's entry is added to the pixel it was read from; a
+        constant pad's is dropped).
 
     Returns
     -------
     x : ndarray, shape ``input_shape``
+        Every entry of ``cols`` added to the pixel its patch read; float32 for float32
+        columns, else float64.
     """
     cols = as_array("cols", cols)
     if not isinstance(input_shape, (tuple, list)):

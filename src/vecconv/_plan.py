@@ -64,6 +64,17 @@ def set_workspace(nbytes):
     the engine picks tiles of about 4 MiB, which stay in cache between im2col and the
     GEMM that reads them. The budget is exceeded only when a single output position's
     column is larger than it.
+
+    Parameters
+    ----------
+    nbytes : int
+        The new budget in bytes, at least 1. A call's ``workspace=`` overrides it for that
+        call.
+
+    Returns
+    -------
+    old : int
+        The budget before this call.
     """
     global _workspace
     old = _workspace
@@ -72,7 +83,13 @@ def set_workspace(nbytes):
 
 
 def get_workspace():
-    """The default workspace budget in bytes (64 MiB unless changed)."""
+    """The default workspace budget of the column buffers.
+
+    Returns
+    -------
+    nbytes : int
+        The budget in bytes (64 MiB unless ``set_workspace`` changed it).
+    """
     return _workspace
 
 

@@ -251,7 +251,8 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, ceil_mode=False,
 
     Parameters
     ----------
-    x : array_like, shape (N, C, *spatial) or unbatched (C, *spatial)
+    x : array_like, shape ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``
+        The maps to pool.
 {rule}    kernel_size : int or d ints
         The window.
     stride : int or d ints, optional
@@ -269,8 +270,10 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, ceil_mode=False,
 
     Returns
     -------
-    y : ndarray, shape (N, C, *out) (unbatched for an unbatched x): float32 for float32
-        and float16 x, float64 for float64, integer and bool x. out = floor((n + 2 p - k) / s) + 1 (ceil with ``ceil_mode``).
+    y : ndarray, shape ``(N, C, *out)``, unbatched for an unbatched x
+        The window means: float32 for float32 and float16 x, float64 for float64, integer
+        and bool x. Along each axis of n entries, out = floor((n + 2 p - k) / s) + 1
+        (ceil with ``ceil_mode``).
     """
     return _avg(None, "avg_pool", x, kernel_size, stride, padding, ceil_mode,
                 count_include_pad, divisor_override)
@@ -302,8 +305,8 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
 
     Parameters
     ----------
-    x : array_like, shape (N, C, *spatial) or unbatched (C, *spatial)
-        As for ``avg_pool``.
+    x : array_like, shape ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``
+        The maps to pool, as for ``avg_pool``.
     kernel_size : int or d ints
         The window (before dilation).
     stride : int or d ints, optional
@@ -322,8 +325,12 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
 
     Returns
     -------
-    y : ndarray, shape (N, C, *out), out = floor((n + 2 p - dilation (k - 1) - 1) / s) + 1
-    indices : ndarray of int64, the shape of y (only with ``return_indices``)
+    y : ndarray, shape ``(N, C, *out)``, unbatched for an unbatched x
+        The window maxima, in x's float dtype. Along each axis of n entries,
+        out = floor((n + 2 p - dilation (k - 1) - 1) / s) + 1 (ceil with ``ceil_mode``).
+    indices : ndarray of int64
+        Only with ``return_indices``: the shape of y, each maximum's flat position in
+        its map.
     """
     return _max(None, "max_pool", x, kernel_size, stride, padding, dilation, ceil_mode,
                 return_indices)
@@ -391,7 +398,8 @@ def avg_pool_backward(dy, x_or_x_shape, *, kernel_size, stride=None, padding=0,
 
     Returns
     -------
-    dx : ndarray of x's shape, in dy's float dtype (float32 stays float32).
+    dx : ndarray
+        dE/dx, of x's shape, in dy's float dtype (float32 stays float32).
     """
     x_shape, x = _x_shape(x_or_x_shape)
     fname = "avg_pool_backward"
@@ -426,7 +434,8 @@ def max_pool_backward(dy, x, *, kernel_size, stride=None, padding=0, dilation=1,
 
     Returns
     -------
-    dx : ndarray of x's shape, in dy's float dtype.
+    dx : ndarray
+        dE/dx, of x's shape, in dy's float dtype; zero where no window took its maximum.
     """
     fname = "max_pool_backward"
     x_shape, xa = _x_shape(x)
@@ -475,7 +484,7 @@ def _fixed(kind, d):
     f.__name__ = f.__qualname__ = name
     f.__module__ = __name__
     f.__doc__ = (f"``{base.__name__}`` with {d} spatial axe{'s' if d > 1 else ''}: x is "
-                 f"(N, C, *{_NAMES[d]}) or unbatched (C, *{_NAMES[d]}), whether "
+                 f"``(N, C, *{_NAMES[d]})`` or unbatched ``(C, *{_NAMES[d]})``, whether "
                  f"kernel_size is an int or a tuple; an int kernel_size, stride, "
                  f"padding{', dilation' if kind == 'max' else ''} applies to every axis.\n\n"
                  + base.__doc__.split("\n\n", 1)[1].replace(_BATCH_RULE, ""))

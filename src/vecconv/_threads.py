@@ -95,6 +95,16 @@ def set_num_threads(n):
     library's thread count is changed. The default is the number of CPUs this process may
     run on, or ``VECCONV_NUM_THREADS`` when set. Results are bit-for-bit the same for any
     setting.
+
+    Parameters
+    ----------
+    n : int
+        The number of threads, 1 to 1024; 1 runs every call on the calling thread.
+
+    Returns
+    -------
+    old : int
+        The setting before this call.
     """
     old = _engine.get_num_threads()
     _engine.set_num_threads(integer("n", n, 1, MAX_THREADS))
@@ -103,7 +113,14 @@ def set_num_threads(n):
 
 def get_num_threads():
     """How many threads vecconv's engine uses here (the caller included): the innermost
-    ``threads(n)`` block's n, else the process's setting."""
+    ``threads(n)`` block's n, else the process's setting.
+
+    Returns
+    -------
+    n : int
+        The innermost ``threads(n)`` block's n in the current thread, else the process's
+        setting (``set_num_threads``).
+    """
     if not _registered and "threadpoolctl" in sys.modules:
         _register_threadpoolctl()
     scoped = _scoped.get()
@@ -117,6 +134,16 @@ def threads(n):
     The override belongs to the current thread (a context variable): two Python threads
     in blocks of their own do not see, or undo, each other's. Threads started inside the
     block do not inherit it.
+
+    Parameters
+    ----------
+    n : int
+        The number of threads for the block's calls, 1 to 1024.
+
+    Yields
+    ------
+    None
+        The block runs with the override; it is undone when the block is left.
     """
     token = _scoped.set(integer("n", n, 1, MAX_THREADS))
     try:
@@ -127,7 +154,16 @@ def threads(n):
 
 def runtime_info():
     """What the engine runs on: its thread setting, whether it has the worker pool and
-    its private single-threaded BLAS, and how many workers are alive."""
+    its private single-threaded BLAS, and how many workers are alive.
+
+    Returns
+    -------
+    info : dict
+        ``num_threads``: the thread setting here (``get_num_threads()``); ``pool``: whether
+        the engine was built with its worker pool; ``private_blas``: whether it loaded its
+        own single-threaded OpenBLAS (else SciPy's BLAS runs the GEMMs on the calling
+        thread); ``workers``: how many worker threads are alive.
+    """
     return dict(num_threads=get_num_threads(), pool=_engine.have_threads(),
                 private_blas=_engine.private_blas(), workers=_engine.workers_started())
 

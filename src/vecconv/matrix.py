@@ -20,6 +20,26 @@ __all__ = ["vec", "unvec", "patch_matrix"]
 def vec(a):
     """Stack the columns of a matrix into one vector (Magnus & Neudecker's vec).
 
+    The vec of the derivation's eq. 12: vec(delta) is the error map unfolded column by
+    column, vec([c]_{p,q}) a block of the input.
+
+    Parameters
+    ----------
+    a : array_like
+        A matrix (or any array of at least one dimension; its entries are taken in
+        column-major, Fortran, order).
+
+    Returns
+    -------
+    v : ndarray, shape (a.size,)
+        A new one-dimensional array: the first column of ``a``, then the second, and so on.
+
+    See Also
+    --------
+    unvec : the inverse.
+
+    Examples
+    --------
     >>> vec([[1, 2], [3, 4]])
     array([1, 3, 2, 4])
     """
@@ -32,6 +52,27 @@ def vec(a):
 def unvec(v, shape):
     """The inverse of ``vec``: refill a matrix of ``shape`` column by column.
 
+    The unvec_{K1,K2} of the derivation's eq. 12, which turns the row vector
+    vec(delta)^T [c] back into the K1 x K2 kernel gradient.
+
+    Parameters
+    ----------
+    v : array_like
+        A vector: one-dimensional, or a single row or column.
+    shape : tuple of int
+        The shape of the result; its entries must multiply to ``v.size``.
+
+    Returns
+    -------
+    a : ndarray, shape ``shape``
+        A new array whose column-major (Fortran-order) entries are those of ``v``.
+
+    See Also
+    --------
+    vec : the inverse.
+
+    Examples
+    --------
     >>> unvec([1, 3, 2, 4], (2, 2))
     array([[1, 2],
            [3, 4]])
@@ -59,11 +100,19 @@ def patch_matrix(x, kernel_shape):
     Parameters
     ----------
     x : array_like, shape (M1, M2)
+        One input map.
     kernel_shape : int or (K1, K2)
+        The kernel's shape; an int means a square K x K kernel. At most the shape of ``x``.
 
     Returns
     -------
     C : ndarray, shape ((M1-K1+1)*(M2-K2+1), K1*K2)
+        A new C-ordered array. Column p + q*K1 (0-based) is vec([c]_{p,q}); row r is the
+        output position r of vec's column-major order.
+
+    See Also
+    --------
+    im2col : the same matrix for a batch of many maps, rows and columns in row-major order.
     """
     x = as_array("x", x)
     check_ndim("x", x.shape, 2, "(M1, M2)")

@@ -65,6 +65,15 @@ class Parameter:
     backward pass. ``mask`` (bool, broadcastable to ``data``) marks the entries that are
     part of the model: a connection table's absent kernels are False, and an optimiser
     keeps them exactly zero.
+
+    Parameters
+    ----------
+    data : ndarray
+        The parameter's values; kept as given (not copied).
+    grad : ndarray, optional
+        Its gradient; zeros of ``data``'s shape and dtype when None.
+    mask : ndarray of bool, optional
+        The entries that exist (broadcastable to ``data``); None: all of them.
     """
 
     __slots__ = ("data", "grad", "mask")
@@ -123,12 +132,33 @@ class Layer:
         self._parameters = {}
 
     def add_parameter(self, name, data, mask=None):
-        """Register ``data`` as the trainable parameter ``name``; returns the Parameter."""
+        """Register ``data`` as the trainable parameter ``name``; returns the Parameter.
+
+        Parameters
+        ----------
+        name : str
+            The parameter's name in ``params`` and ``grads`` (``'w'``, ``'b'``, ...).
+        data : ndarray
+            Its initial values.
+        mask : ndarray of bool, optional
+            The entries that exist (a connection table's kernels); None: all of them.
+
+        Returns
+        -------
+        Parameter
+            The registered parameter, its ``grad`` zeros.
+        """
         p = self._parameters[name] = Parameter(data, mask=mask)
         return p
 
     def named_parameters(self):
-        """(name, Parameter) pairs in registration order."""
+        """(name, Parameter) pairs in registration order.
+
+        Returns
+        -------
+        iterator of (str, Parameter)
+            One pair per parameter of this layer.
+        """
         return iter(self._parameters.items())
 
     @property
@@ -151,18 +181,36 @@ class Layer:
         return self.forward(x)
 
     def config(self):
-        """What ``load`` needs to rebuild the layer (parameters are stored separately)."""
+        """What ``load`` needs to rebuild the layer (parameters are stored separately).
+
+        Returns
+        -------
+        dict
+            The constructor's keyword arguments, as JSON can hold them.
+        """
         return {}
 
     def param_shapes(self):
-        """{name: shape} of every parameter this layer's configuration implies."""
+        """{name: shape} of every parameter this layer's configuration implies.
+
+        Returns
+        -------
+        dict of str to tuple of int
+            Empty for a layer without parameters.
+        """
         return {}
 
     def checked_params(self):
         """``params``, each checked against the layer's configuration before any compiled
         code reads it: the names, the shapes, and a real numeric dtype, converted to the
         layer's dtype (a float64 bias given to a float32 layer is converted, as the
-        kernels are). The converted arrays replace the ones in ``params``."""
+        kernels are). The converted arrays replace the ones in ``params``.
+
+        Returns
+        -------
+        mapping of str to ndarray
+            ``params`` after the checks.
+        """
         shapes = self.param_shapes()
         kind = type(self).__name__
         if set(self._parameters) != set(shapes):
@@ -186,7 +234,13 @@ class Layer:
         return input_shape
 
     def parameter_count(self):
-        """Trainable entries (a mask's absent entries are not counted)."""
+        """Trainable entries (a mask's absent entries are not counted).
+
+        Returns
+        -------
+        int
+            The number of entries of all parameters that take part in the model.
+        """
         return int(sum(p.data.size if p.mask is None
                        else np.broadcast_to(p.mask, p.data.shape).sum()
                        for p in self._parameters.values()))
@@ -208,7 +262,13 @@ class Layer:
                                "first") from None
 
     def describe(self):
-        """One line for ``summary``: the label, the type and the essentials."""
+        """One line for ``summary``: the label, the type and the essentials.
+
+        Returns
+        -------
+        str
+            For example ``'C1 Conv2D(1, 6, [5, 5], ...)'``.
+        """
         cfg = {k: v for k, v in self.config().items() if k not in ("connections", "dtype")}
         args = ", ".join(f"{v}" for v in cfg.values())
         return f"{self.name + ' ' if self.name else ''}{type(self).__name__}({args})"
@@ -216,6 +276,50 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "connections")
         return f"{type(self).__name__}({args})"
+
+
+# The interface every layer implements, documented once here (a layer's own forward and
+# backward carry these docstrings in the API reference, where autodoc inherits them).
+Layer.forward.__doc__ = """Map a batch forward and keep what the backward pass needs.
+
+        Parameters
+        ----------
+        x : ndarray
+            The batch, in the layer's input layout (``(N, C, *spatial)`` for convolution
+            and pooling layers, ``(N, features)`` for ``Dense``).
+
+        Returns
+        -------
+        ndarray
+            The layer's output for the batch.
+        """
+Layer.backward.__doc__ = """Map the error back: set every Parameter's ``grad``, return dE/d(input).
+
+        Parameters
+        ----------
+        delta : ndarray
+            dE/d(output), of the shape the last ``forward`` returned.
+        input_grad : bool
+            False when the input needs no error (a network's first layer): nothing is
+            computed for it and None is returned.
+
+        Returns
+        -------
+        ndarray or None
+            dE/d(input), of the last input's shape; None when ``input_grad`` is False.
+        """
+Layer.output_shape.__doc__ = """The output shape for an input of ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            A batch's shape, batch axis first.
+
+        Returns
+        -------
+        tuple of int
+            The shape ``forward`` returns for such a batch.
+        """
 
 
 def _real(name, value):
@@ -394,19 +498,32 @@ _CONV_DOC = """Convolution layer over {d} spatial axes, on the vecconv engine: i
     Parameters
     ----------
     in_channels, out_channels : int
+        The number of input maps (Cin) and of output maps (Cout).
     kernel_size : int or {d} ints
+        The kernels' size; an int is the same along every axis.
     stride, dilation : int or {d} ints
-    padding : as ``vecconv.conv`` (ints, (before, after) pairs, 'valid', 'same', 'full')
+        As for ``vecconv.conv``: the step between output positions and between taps.
+    padding : int, {d} ints, {d} (before, after) pairs, or 'valid' | 'same' | 'full'
+        As for ``vecconv.conv``; the strings mean what they mean in ``scipy.signal``.
     padding_mode : {{'zeros', 'constant', 'reflect', 'replicate', 'circular', 'symmetric'}}
-    fill_value : float, the constant of ``padding_mode='constant'``
-    groups : int, PyTorch's grouped convolution; weight ``w`` is (Cout, Cin/groups, {kshape})
+        What the padding holds, as for ``vecconv.conv``.
+    fill_value : float
+        The constant of ``padding_mode='constant'``.
+    groups : int
+        PyTorch's grouped convolution; the weight ``w`` is (Cout, Cin/groups, {kshape}).
     connections : (Cin, Cout) bool array, optional
         Table 1 of the derivation (LeNet-5's S2 -> C3 table): output map j sees only the
         input maps i with connections[i, j]. The absent kernels are masked in the
         ``w`` Parameter: never used, trained nor counted.
-    flip : bool, true convolution (kernels rotated, eq. 14) instead of cross-correlation
+    flip : bool
+        True convolution (kernels rotated by 180 degrees, the J k J of eq. 14) instead of
+        cross-correlation.
     dtype : float32 or float64
-    seed, rng : the initialisation's random source (LeCun's uniform, variance 1/fan-in)
+        The dtype of the parameters, of the computation and of the output.
+    seed, rng : int or numpy.random.Generator, optional
+        The initialisation's random source: a Generator ``rng``, else one made from
+        ``seed``. The kernels are drawn from LeCun's uniform distribution (variance
+        1/fan-in); the biases start at zero.
     """
 
 
@@ -492,13 +609,22 @@ _TRANSPOSE_DOC = """Transposed convolution layer over {d} spatial axes: input (N
     Parameters
     ----------
     in_channels, out_channels : int
+        The number of input maps (Cin) and of output maps (Cout).
     kernel_size : int or {d} ints
+        The kernels' size; an int is the same along every axis.
     stride, dilation : int or {d} ints
-    padding : int, {d} ints or {d} (before, after) pairs: entries cropped from the output
-    output_padding : int or {d} ints, entries added at the end of each output axis
+        The stride and dilation of the convolution this layer is the adjoint of.
+    padding : int, {d} ints or {d} (before, after) pairs
+        Entries cropped from the output.
+    output_padding : int or {d} ints
+        Entries added at the end of each output axis; each below max(stride, dilation).
     groups : int
+        Input and output maps split into ``groups`` independent blocks.
     dtype : float32 or float64
-    seed, rng : the initialisation's random source
+        The dtype of the parameters, of the computation and of the output.
+    seed, rng : int or numpy.random.Generator, optional
+        The initialisation's random source: a Generator ``rng``, else one made from
+        ``seed`` (LeCun's uniform distribution, variance 1/fan-in; zero biases).
     """
 
 
@@ -520,13 +646,43 @@ class ConvTranspose3D(_ConvTranspose):
 # ----------------------------------------------------------------------------- pooling
 def down(x, n):
     """Eq. 2's down(): the sum of every non-overlapping n x n area of (N, C, H, W) maps
-    (H and W divisible by n)."""
+    (H and W divisible by n).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+        The maps; H and W are divisible by n (a remainder is left out, as PyTorch's
+        pooling leaves it).
+    n : int
+        The side of the areas summed.
+
+    Returns
+    -------
+    ndarray, shape (N, C, H // n, W // n)
+        The window sums (``vecconv.avg_pool`` with ``divisor_override=1``).
+    """
     return _pool.avg_pool(x, 2 * (n,), divisor_override=1)
 
 
 def up(d, n):
     """Eq. 6's up(): d (x) 1_{n x n}, the Kronecker product, every entry copied into an
-    n x n block. ``AvgPool``'s backward pass is this for windows equal to the stride."""
+    n x n block. ``AvgPool``'s backward pass is beta times this for windows equal to the
+    stride (eq. 4-6).
+
+    Parameters
+    ----------
+    d : ndarray
+        The error maps; the last two axes are up-sampled (a batch (N, C, H, W) is kept
+        whole).
+    n : int
+        The side of the blocks.
+
+    Returns
+    -------
+    ndarray
+        ``numpy.kron(d, numpy.ones((n, n)))``: the last two axes n times longer, in d's
+        dtype.
+    """
     return np.kron(d, np.ones((n, n), dtype=d.dtype))
 
 
@@ -613,6 +769,7 @@ class AvgPool(_Pooling):
         The number of spatial axes an int ``kernel_size`` means (1, 2 or 3; LeNet-5's
         2). A tuple ``kernel_size`` gives it by its length.
     dtype : float32 or float64
+        The dtype of beta, b, the computation and the output.
     size : int, optional
         Deprecated name of ``kernel_size`` (vecconv 0.1).
     """
@@ -686,6 +843,8 @@ class MaxPool(_Pooling):
     Parameters
     ----------
     {options}
+    size : int, optional
+        Deprecated name of ``kernel_size`` (vecconv 0.1).
     """
 
     def __init__(self, kernel_size=2, *, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -762,7 +921,22 @@ def _matmul(a, b, trans_a=False, trans_b=False):
 
 
 class Dense(Layer):
-    """Fully connected: z = x W^T + b; error back delta^l = (W^{l+1})^T delta^{l+1}."""
+    """Fully connected: z = x W^T + b; error back delta^l = (W^{l+1})^T delta^{l+1}.
+
+    The products run on the engine's BLAS and threads. Input (N, in_features), output
+    (N, out_features); the weight ``w`` is (out_features, in_features), the bias ``b``
+    (out_features,).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        The sizes of the input and of the output vectors.
+    dtype : float32 or float64
+        The dtype of the parameters, of the computation and of the output.
+    seed, rng : int or numpy.random.Generator, optional
+        The initialisation's random source: a Generator ``rng``, else one made from
+        ``seed`` (LeCun's uniform distribution, variance 1/fan-in; zero biases).
+    """
 
     def __init__(self, in_features, out_features, *, dtype=np.float32, seed=None, rng=None):
         super().__init__()
@@ -829,7 +1003,14 @@ class Flatten(Layer):
 
 
 class Activation(Layer):
-    """An elementwise f; backward multiplies by f'(z) (the o f'(z^l) of eq. 4, 7, 18)."""
+    """An elementwise f; backward multiplies by f'(z) (the o f'(z^l) of eq. 4, 7, 18).
+
+    Parameters
+    ----------
+    function : str
+        The name of f in ``ACTIVATIONS``: 'lecun_tanh' (LeCun's 1.7159 tanh(2x/3), the
+        default), 'tanh', 'sigmoid', 'relu' or 'identity'.
+    """
 
     def __init__(self, function="lecun_tanh"):
         super().__init__()
@@ -855,7 +1036,12 @@ class Activation(Layer):
 
 # ----------------------------------------------------------------------------- losses
 class SquaredError:
-    """E = 1/2 sum (y - t)^2 / N, the derivation's error; t is one-hot from integer labels."""
+    """E = 1/2 sum (y - t)^2 / N, the derivation's error; t is one-hot from integer labels.
+
+    Calling it with the network's output y (N, classes) and N integer labels returns
+    ``(E, delta)``: the loss as a float and its error delta = dE/dy = (y - t) / N, in y's
+    dtype, ready for ``Sequential.backward``.
+    """
 
     def __call__(self, y, labels):
         t = _one_hot(labels, y.shape, y.dtype)
@@ -865,7 +1051,11 @@ class SquaredError:
 
 
 class SoftmaxCrossEntropy:
-    """E = -mean log softmax(y)[label]; its error is (softmax(y) - onehot) / N."""
+    """E = -mean log softmax(y)[label]; its error is (softmax(y) - onehot) / N.
+
+    Calling it with the network's output y (N, classes) and N integer labels returns
+    ``(E, delta)``: the loss as a float and delta = dE/dy in y's dtype.
+    """
 
     def __call__(self, y, labels):
         t = _one_hot(labels, y.shape, y.dtype)
@@ -890,7 +1080,13 @@ def _one_hot(labels, shape, dtype):
 
 # ----------------------------------------------------------------------------- network
 class Sequential:
-    """Layers in order; ``backward`` runs the chain rule of the derivation's section 3 through them."""
+    """Layers in order; ``backward`` runs the chain rule of the derivation's section 3 through them.
+
+    Parameters
+    ----------
+    layers : iterable of Layer
+        The layers, first to last; kept in the ``layers`` list.
+    """
 
     def __init__(self, layers):
         self.layers = list(layers)
@@ -909,7 +1105,19 @@ class Sequential:
 
     def backward(self, delta):
         """The chain rule through every layer; the first layer is told that its input
-        needs no error (the layer object itself is not changed). Returns None."""
+        needs no error (the layer object itself is not changed).
+
+        Parameters
+        ----------
+        delta : ndarray
+            dE/d(output) of the last layer (a loss's error).
+
+        Returns
+        -------
+        None
+            Every layer's parameters have their ``grad`` set; the first layer computes no
+            error for its input.
+        """
         for i in range(len(self.layers) - 1, -1, -1):
             delta = self.layers[i].backward(delta, input_grad=i > 0)
         return delta
@@ -921,7 +1129,13 @@ class Sequential:
                 yield f"{i}.{type(layer).__name__}.{k}", p
 
     def parameters(self):
-        """Every Parameter, in the order of ``named_parameters``."""
+        """Every Parameter, in the order of ``named_parameters``.
+
+        Returns
+        -------
+        list of Parameter
+            The layers' parameters, first layer first.
+        """
         return [p for _, p in self.named_parameters()]
 
     def parameter_count(self):
@@ -934,7 +1148,19 @@ class Sequential:
             np.zeros(0, dtype=np.intp)
 
     def summary(self, input_shape=(1, 1, 32, 32)):
-        """A table of every layer's output shape and parameter count, and the total."""
+        """A table of every layer's output shape and parameter count, and the total.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            The shape of a batch given to the first layer (LeNet-5's (1, 1, 32, 32) by
+            default).
+
+        Returns
+        -------
+        str
+            The table, one line per layer.
+        """
         lines = [f"{'layer':<34}{'output shape':<22}{'parameters':>12}", "-" * 68]
         shape = tuple(input_shape)
         for layer in self.layers:
@@ -949,6 +1175,16 @@ class Sequential:
 
         A path without the ``.npz`` suffix gets it (as ``numpy.savez`` does), and ``load``
         finds the file by the same path.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write.
+
+        Returns
+        -------
+        str
+            The path written (with ``.npz``).
         """
         path = _npz_path(path)
         arrays = {f"p{i}_{k}": v for i, layer in enumerate(self.layers)
@@ -957,6 +1193,41 @@ class Sequential:
                 for layer in self.layers]
         np.savez(path, __spec__=np.array(json.dumps(spec)), **arrays)
         return path
+
+
+Sequential.forward.__doc__ = """Run the batch through every layer in order.
+
+        Parameters
+        ----------
+        x : ndarray
+            The first layer's input.
+
+        Returns
+        -------
+        ndarray
+            The last layer's output.
+        """
+Sequential.parameter_count.__doc__ = """Trainable entries of all layers.
+
+        Returns
+        -------
+        int
+            The sum of the layers' ``parameter_count()`` (60,850 for ``lenet5()``).
+        """
+Sequential.predict.__doc__ = """The predicted class of every input: the argmax of the output.
+
+        Parameters
+        ----------
+        x : array_like
+            The inputs, batch axis first.
+        batch_size : int
+            How many inputs go forward at once.
+
+        Returns
+        -------
+        ndarray of intp, shape (N,)
+            The index of each input's largest output.
+        """
 
 
 def _plain(value):
@@ -990,6 +1261,16 @@ def load(path):
     the parameter arrays must be exactly the ones the configuration implies (no missing
     or extra arrays; each of the layer's shape and dtype). A path without ``.npz`` is
     read with the suffix added when only that file exists (as ``save`` writes it).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``Sequential.save``.
+
+    Returns
+    -------
+    Sequential
+        The network, its layers configured and their parameters set as saved.
     """
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(_npz_path(path)):
@@ -1058,7 +1339,19 @@ def load(path):
 
 # ----------------------------------------------------------------------------- training
 class SGD:
-    """Stochastic gradient descent with momentum: v <- mu v - lr g; p <- p + v."""
+    """Stochastic gradient descent with momentum: v <- mu v - lr g; p <- p + v.
+
+    Parameters
+    ----------
+    net : Sequential
+        The network whose parameters ``step`` updates.
+    lr : float
+        The learning rate.
+    momentum : float
+        mu, the fraction of the last update kept (0 for plain gradient descent).
+    weight_decay : float
+        L2 decay added to the gradient of every parameter named ``w`` (not the biases).
+    """
 
     def __init__(self, net, lr=0.01, momentum=0.9, weight_decay=0.0):
         self.net, self.lr, self.momentum, self.weight_decay = net, lr, momentum, weight_decay
@@ -1084,7 +1377,15 @@ class SGD:
 
 # ----------------------------------------------------------------------------- LeNet-5
 def lenet5_c3_table():
-    """LeCun et al. 1998, Table I: the (6, 16) S2 -> C3 connection table (60 True)."""
+    """LeCun et al. 1998, Table I: the (6, 16) S2 -> C3 connection table (60 True).
+
+    Returns
+    -------
+    ndarray of bool, shape (6, 16)
+        ``table[i, j]`` is True when S2's map i feeds C3's map j: maps 0-5 read three
+        neighbouring maps, 6-11 four neighbouring, 12-14 four not all neighbouring, and 15
+        all six. Pass it as ``connections=`` to ``Conv2D`` or ``vecconv.conv2d``.
+    """
     inputs = [(0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
               (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
               (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5)]
@@ -1103,6 +1404,26 @@ def lenet5(*, dtype=np.float32, seed=0, activation="lecun_tanh", pooling="avg",
     Every layer up to F6 ends in the squashing function (LeCun's 1.7159 tanh(2x/3)).
     The output layer is linear (a softmax loss replaces the paper's RBF units).
     ``pooling='max'`` swaps S2/S4 for max pooling followed by the activation.
+
+    Parameters
+    ----------
+    dtype : float32 or float64
+        The dtype of every layer.
+    seed : int
+        The seed of the initialisation's random source.
+    activation : str
+        The squashing function, a name in ``ACTIVATIONS``.
+    pooling : {'avg', 'max'}
+        S2 and S4: average pooling with trainable beta and b (eq. 2), or max pooling
+        (eq. 3) followed by the activation.
+    num_classes : int
+        The number of outputs.
+
+    Returns
+    -------
+    Sequential
+        The network, its layers labelled C1, S2, C3, S4, C5, F6 and out (60,850
+        parameters with the defaults).
     """
     dtype = layer_dtype(dtype)
     rng = np.random.default_rng(seed)

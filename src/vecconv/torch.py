@@ -127,24 +127,79 @@ def conv(x, w, bias=None, **options):
 
     Returns
     -------
-    torch.Tensor : ``vecconv.conv(x, w, bias, **options)``, its gradient recorded.
+    torch.Tensor
+        ``vecconv.conv(x, w, bias, **options)`` as a CPU tensor of x's dtype, its gradient
+        recorded: the backward pass is ``vecconv.conv_backward``.
     """
     return _Conv.apply(x, w, bias, options)
 
 
 def conv_transpose(x, w, bias=None, **options):
     """``vecconv.conv_transpose`` as a differentiable torch operation (keywords as there;
-    w is (Cin, Cout/groups, *k))."""
+    w is ``(Cin, Cout/groups, *k)``).
+
+    Parameters
+    ----------
+    x, w, bias : torch.Tensor
+        CPU tensors, as ``vecconv.conv_transpose`` takes arrays (w is
+        ``(Cin, Cout/groups, *kernel)``); bias may be None; any may require grad.
+    **options
+        The keywords of ``vecconv.conv_transpose`` (stride, padding, output_padding,
+        dilation, groups, output_size, workspace).
+
+    Returns
+    -------
+    torch.Tensor
+        ``vecconv.conv_transpose(x, w, bias, **options)``, its gradient recorded: the
+        backward pass is ``vecconv.conv_transpose_backward``.
+    """
     return _ConvTranspose.apply(x, w, bias, options)
 
 
 def max_pool(x, kernel_size, *, return_indices=False, **options):
     """``vecconv.max_pool`` as a differentiable torch operation; the indices (int64, not
-    differentiable) are returned too with ``return_indices=True``."""
+    differentiable) are returned too with ``return_indices=True``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        A CPU tensor, as ``vecconv.max_pool`` takes an array; it may require grad.
+    kernel_size : int or d ints
+        The window, as for ``vecconv.max_pool``.
+    return_indices : bool
+        Also return where each maximum came from.
+    **options
+        The other keywords of ``vecconv.max_pool`` (stride, padding, dilation, ceil_mode).
+
+    Returns
+    -------
+    y : torch.Tensor
+        The window maxima, their gradient recorded (eq. 7-8: each delta goes to its
+        window's argmax).
+    indices : torch.Tensor
+        Only with ``return_indices=True``: int64, not differentiable, as PyTorch's.
+    """
     y, idx = _MaxPool.apply(x, dict(kernel_size=kernel_size, **options))
     return (y, idx) if return_indices else y
 
 
 def avg_pool(x, kernel_size, **options):
-    """``vecconv.avg_pool`` as a differentiable torch operation (keywords as there)."""
+    """``vecconv.avg_pool`` as a differentiable torch operation.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        A CPU tensor, as ``vecconv.avg_pool`` takes an array; it may require grad.
+    kernel_size : int or d ints
+        The window, as for ``vecconv.avg_pool``.
+    **options
+        The other keywords of ``vecconv.avg_pool`` (stride, padding, ceil_mode,
+        count_include_pad, divisor_override).
+
+    Returns
+    -------
+    torch.Tensor
+        The window means, their gradient recorded (``vecconv.avg_pool_backward``: eq. 6's
+        up-sampling for windows that tile the map).
+    """
     return _AvgPool.apply(x, dict(kernel_size=kernel_size, **options))

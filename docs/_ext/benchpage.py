@@ -1,0 +1,258 @@
+"""The benchmark page's table, machine facts and charts, made from ``bench/results/*.json``.
+
+At ``builder-inited`` every JSON file in ``bench/results/`` is read and recognised by its
+structure: ``bench/bench.py`` writes ``machine`` + ``cases`` (convolutions, one entry per
+case, dtype and pass, with every method's timings), ``bench/pool.py`` writes ``machine`` +
+``rows`` (pooling, one entry per case and operation). For each file the extension writes
+an reST fragment and a chart (PNG) into ``docs/_generated/``, and ``benchmarks.rst``
+includes ``_generated/bench.rst``. A file of another structure is named on the page and
+left out; it never fails the build. Nothing is measured here: the page shows the numbers
+of the runs that wrote the files, on the machine those files describe.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+METHODS = ["vecconv", "torch", "numpy-im2col", "direct-scipy"]   # the chart's bars
+COMPARED = [("torch", "torch ×"), ("numpy-im2col", "numpy-im2col ×"),
+            ("direct-scipy", "direct ×")]
+
+
+# ----------------------------------------------------------------------------- reST helpers
+def _table(header, rows, title=None):
+    """A list-table directive; numbers are right-aligned by docs/_static/vecconv.css."""
+    out = [f".. list-table:: {title or ''}".rstrip(), "   :header-rows: 1",
+           "   :class: bench-table", ""]
+    for row in [header] + rows:
+        out.append("   * - " + str(row[0]))
+        out.extend("     - " + (str(cell) if str(cell) else "..") for cell in row[1:])
+    return out + [""]
+
+
+def _fmt(value, digits=2):
+    if value is None:
+        return "—"
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _machine(m):
+    """The machine a result file was measured on, as the file records it."""
+    lines = [f"- **CPU:** {m.get('cpu', 'not recorded')}, {m.get('cores', '?')} cores "
+             "as the process saw them."]
+    vec = m.get("vector_extensions")
+    if vec:
+        lines.append("- **Vector extensions:** " + ", ".join(f"``{v}``" for v in vec) + ".")
+    soft = [f"{name} {m[key]}" for name, key in (("Python", "python"), ("NumPy", "numpy"),
+            ("SciPy", "scipy"), ("vecconv", "vecconv"), ("PyTorch", "torch")) if m.get(key)]
+    lines.append("- **Software:** " + ", ".join(soft) + ".")
+    rt = m.get("vecconv_runtime") or {}
+    if rt:
+        lines.append(f"- **vecconv's runtime:** {rt.get('num_threads')} threads, worker pool "
+                     f"{'on' if rt.get('pool') else 'off'}, private BLAS "
+                     f"{'loaded' if rt.get('private_blas') else 'not loaded'}.")
+    blas = m.get("blas")
+    if isinstance(blas, list):
+        for lib in blas:
+            if lib.get("internal_api") != "openblas":
+                continue
+            role = lib.get("role") or "loaded in the process"
+            lines.append(f"- **BLAS ({role}):** OpenBLAS {lib.get('version')}, "
+                         f"**{lib.get('architecture')} kernel**, {lib.get('threads')} "
+                         f"thread{'s' if lib.get('threads') != 1 else ''}.")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if m.get(var):
+            lines.append(f"- ``{var}={m[var]}`` was set (it forces an older BLAS kernel).")
+    if m.get("torch_backends"):
+        lines.append("- **PyTorch's convolution:** " + ", ".join(
+            f"{k} {v}" for k, v in m["torch_backends"].items())
+            + f" on {m.get('torch_threads', '?')} threads.")
+    return lines + [""]
+
+
+# ----------------------------------------------------------------------------- bench.py
+def _shape(shape):
+    n, c, h, w, cout, k, stride, pad, table = shape
+    s = f"{n}×{c}×{h}×{w} → {cout}, {k}×{k}"
+    if stride != 1:
+        s += f" /{stride}"
+    if pad:
+        s += f" pad {pad}"
+    if table:
+        s += ", Table I"
+    return s
+
+
+def _conv_rows(data, pass_):
+    rows = []
+    imports = data.get("import_order", {})
+    for case in data["cases"]:
+        if case["pass_"] != pass_:
+            continue
+        m = case["methods"]
+        v = m["vecconv"]
+        row = [case["case"], _shape(case["shape"]), case["dtype"], f"{v['median'] * 1e3:.2f}",
+               _fmt(v.get("gflops"), 0), _fmt(case.get("roofline_fraction"))]
+        for key, _ in COMPARED:
+            other = m.get(key)
+            if other is None:
+                row.append("—")
+                continue
+            mark = "~" if other.get("extrapolated") else ""
+            row.append(mark + _fmt(other.get("ratio_to_vecconv")))
+        if pass_ == "forward+backward":
+            ratio = imports.get(f"{case['case']}/{case['dtype']}", {}).get("ratio")
+            row.append(_fmt(ratio))
+        rows.append(row)
+    return rows
+
+
+def _conv_chart(data, path):
+    cases = [c for c in data["cases"] if c["pass_"] == "forward+backward"]
+    dtypes = sorted({c["dtype"] for c in cases})
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(5.2 * len(dtypes), 4.6), sharey=True,
+                             squeeze=False)
+    for ax, dt in zip(axes[0], dtypes):
+        sub = [c for c in cases if c["dtype"] == dt]
+        names = [c["case"] for c in sub]
+        height = 0.8 / len(METHODS)
+        for i, meth in enumerate(METHODS):
+            ms = [c["methods"].get(meth, {}).get("median", float("nan")) * 1e3 for c in sub]
+            ax.barh([j + i * height for j in range(len(sub))], ms, height=height, label=meth)
+        ax.set_yticks([j + 0.4 - height / 2 for j in range(len(sub))], names)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("forward + backward, ms (log scale; shorter is faster)")
+        ax.set_title(dt)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _conv_page(name, data, chart):
+    out = [f"Convolutions (``bench/results/{name}``)", "-" * 80, ""]
+    out += ["Measured by ``bench/bench.py`` on this machine:", ""] + _machine(data["machine"])
+    peak = data.get("peak_gemm_gflops")
+    if peak:
+        out += ["Peak GEMM (2048³), GFLOP/s: " + "; ".join(
+            f"{dt} {v['numpy']:.0f} through NumPy's BLAS, {v['engine']:.0f} through "
+            f"vecconv's" for dt, v in peak.items()) + ".", ""]
+    out += [f".. image:: /_generated/{chart}", "   :alt: forward + backward time of each method, per "
+            "case, log scale", "   :class: bench-chart", ""]
+    out += ["*of roofline*: the GEMMs alone divided by vecconv's time. *×*: the other "
+            "method's time divided by vecconv's (above 1: vecconv is faster); ``~`` marks a "
+            "direct-convolution time extrapolated from part of the (image, map) pairs. "
+            "*torch first*: vecconv's time in a fresh process that imported and ran PyTorch "
+            "first, over its time in one that did not. Times are medians.", ""]
+    header = ["case", "shape (N×C×H×W → Cout, k)", "dtype", "vecconv ms", "GFLOP/s",
+              "of roofline"] + [label for _, label in COMPARED]
+    out += _table(header + ["torch first"], _conv_rows(data, "forward+backward"),
+                  "Forward + backward (dx, dw, db)")
+    out += _table(header, _conv_rows(data, "forward"), "Forward alone")
+    extra = []
+    for step in data.get("lenet5_step", []):
+        extra.append(f"- LeNet-5 training step ({step['dtype']}): vecconv "
+                     f"{step['vecconv']['median'] * 1e3:.2f} ms, PyTorch "
+                     f"{step['torch']['median'] * 1e3:.2f} ms (PyTorch's time over "
+                     f"vecconv's: {step['torch_over_vecconv']:.2f}).")
+    for dt, t in data.get("threads", {}).items():
+        extra.append(f"- Two Python threads calling at once ({dt}): {t['speedup']:.2f}× the "
+                     "throughput of one.")
+    load = data.get("under_load")
+    if load:
+        extra.append(f"- Beside two busy processes: {load['loaded_over_idle']:.2f}× the idle "
+                     f"time, {load['loaded_over_one_thread']:.2f}× the time of one thread "
+                     "under the same load.")
+    return out + extra + [""]
+
+
+# ----------------------------------------------------------------------------- pool.py
+def _pool_chart(data, path):
+    rows = data["rows"]
+    labels = [f"{r['case'].split(' (')[0]} {r['op']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
+    ys = range(len(rows))
+    ax.barh([y - 0.2 for y in ys], [r["gbs"] for r in rows], height=0.4, label="vecconv")
+    ax.barh([y + 0.2 for y in ys], [r["copy_gbs"] for r in rows], height=0.4,
+            label="numpy copy of the input", alpha=0.6)
+    ax.set_yticks(list(ys), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("GB/s (bytes a pass must move at least; longer is faster)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pool_page(name, data, chart):
+    out = [f"Pooling (``bench/results/{name}``)", "-" * 80, ""]
+    out += ["Measured by ``bench/pool.py`` (float32) on this machine:", ""]
+    out += _machine(data["machine"])
+    out += [f".. image:: /_generated/{chart}", "   :alt: pooling throughput against a numpy copy",
+            "   :class: bench-chart", ""]
+    rows = [[r["case"], r["op"], f"{r['ms']:.2f}", f"{r['gbs']:.1f}", _fmt(r["of_copy"]),
+             f"{r['one_thread_ms']:.2f}",
+             f"{r['torch_ms']:.2f}" if r.get("torch_ms") is not None else "—"]
+            for r in data["rows"]]
+    out += _table(["case", "operation", "vecconv ms", "GB/s", "of the copy's speed",
+                   "one thread ms", "PyTorch ms"], rows, "Pooling, float32")
+    u = data.get("user_conditions")
+    if u:
+        out += [f"As a user runs it ({u['case']}): {u['clean_ms']:.1f} ms alone, "
+                f"{u['busy_ms']:.1f} ms beside two busy processes "
+                f"({u['busy_one_thread_ms']:.1f} ms on one thread there), "
+                f"{u['two_threads_both_ms']:.1f} ms for two calls from two Python threads"
+                + (f", {u['torch_first_ms']:.1f} ms with PyTorch imported and run first"
+                   if u.get("torch_first_ms") is not None else "") + ".", ""]
+    return out
+
+
+# ----------------------------------------------------------------------------- the page
+def write_pages(repo: Path, out_dir: Path):
+    """Write ``out_dir/bench.rst`` and one chart per result file; returns the files read."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = sorted((repo / "bench" / "results").glob("*.json"))
+    page, skipped = [], []
+    for path in results:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            skipped.append(path.name)
+            continue
+        chart = f"bench-{path.stem}.png"        # written beside bench.rst
+        if isinstance(data, dict) and "cases" in data and "machine" in data:
+            _conv_chart(data, out_dir / chart)
+            page += _conv_page(path.name, data, chart)
+        elif isinstance(data, dict) and "rows" in data and "machine" in data:
+            _pool_chart(data, out_dir / chart)
+            page += _pool_page(path.name, data, chart)
+        else:
+            skipped.append(path.name)
+    if not results:
+        page += ["No result files were found in ``bench/results/``.", ""]
+    if skipped:
+        page += ["Not shown (a structure this page does not know): "
+                 + ", ".join(f"``{s}``" for s in skipped) + ".", ""]
+    (out_dir / "bench.rst").write_text("\n".join(page) + "\n")
+    return results
+
+
+def _on_builder_inited(app):
+    docs = Path(app.srcdir)
+    write_pages(docs.parent, docs / "_generated")
+
+
+def setup(app):
+    app.connect("builder-inited", _on_builder_inited)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
