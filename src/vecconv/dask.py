@@ -298,20 +298,24 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
 
     Parameters
     ----------
-    x : dask.array.Array (or array_like), shape (N, C, *spatial) or (C, *spatial)
-        Chunked any way along the batch and spatial axes; the channels are gathered into
-        one chunk.
-    w : array_like, shape (Cout, C/groups, *kernel)
-        In memory (NumPy).
+    x : dask.array.Array or array_like, shape ``(N, C, *spatial)`` or ``(C, *spatial)``
+        The input maps, chunked any way along the batch and spatial axes; the channels are
+        gathered into one chunk. A NumPy array is taken as one chunk.
+    w : array_like, shape ``(Cout, C/groups, *kernel)``
+        The kernels, in memory (NumPy); d = ``w.ndim - 2`` spatial axes.
     bias : array_like, shape (Cout,), optional
-    stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace
-        As for ``vecconv.conv``; ``workspace`` applies to each block's call.
+        Added to every entry of each output map.
+    stride, padding, dilation, groups, connections, flip, padding_mode, fill_value : optional
+        As for :func:`vecconv.conv`, which checks them before any graph is made.
+    workspace : int, optional
+        Byte budget of the column buffers of each block's call.
 
     Returns
     -------
-    y : dask.array.Array, shape (N, Cout, *out)
-        One chunk per input chunk along the batch and spatial axes (its length the
-        number of windows that start in that input chunk), the output channels in one.
+    y : dask.array.Array, shape ``(N, Cout, *out)``
+        Lazy. One chunk per input chunk along the batch and spatial axes (its length the
+        number of windows that start in that input chunk), the output channels in one;
+        float32 if every input is float32.
     """
     s = _conv_setup("conv", x, w, bias, stride, padding, dilation, groups, connections, flip,
                     padding_mode, fill_value, workspace, lambda st, e: e - 1)
@@ -365,14 +369,18 @@ def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connec
 
     Parameters
     ----------
-    dy : dask.array.Array (or array_like), conv's output shape
+    dy : dask.array.Array or array_like, the shape of ``conv``'s output
         dE/dy, chunked any way (it is rechunked to the blocks of ``conv``'s output).
-    x : dask.array.Array (or array_like), shape (N, C, *spatial) or (C, *spatial)
-    w : array_like, shape (Cout, C/groups, *kernel)
-    stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace
-        As for ``vecconv.conv``.
+    x : dask.array.Array or array_like, shape ``(N, C, *spatial)`` or ``(C, *spatial)``
+        The input of the forward pass, chunked any way along the batch and spatial axes.
+    w : array_like, shape ``(Cout, C/groups, *kernel)``
+        The kernels, in memory.
+    stride, padding, dilation, groups, connections, flip, padding_mode, fill_value : optional
+        As for :func:`vecconv.conv`.
+    workspace : int, optional
+        Byte budget of the column buffers of each block's call.
     input_grad, weight_grad : bool
-        Skip dx, or dw and db, as ``vecconv.conv_backward`` does.
+        False skips dx, or dw and db, as :func:`vecconv.conv_backward` does.
 
     Returns
     -------
@@ -447,17 +455,22 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
 
     Parameters
     ----------
-    x : dask.array.Array (or array_like), shape (N, Cin, *spatial) or (Cin, *spatial)
-    w : array_like, shape (Cin, Cout/groups, *kernel)
+    x : dask.array.Array or array_like, shape ``(N, Cin, *spatial)`` or ``(Cin, *spatial)``
+        The input maps, chunked any way along the batch and spatial axes.
+    w : array_like, shape ``(Cin, Cout/groups, *kernel)``
+        The kernels, in memory.
     bias : array_like, shape (Cout,), optional
-    stride, padding, output_padding, dilation, groups, output_size, workspace
-        As for ``vecconv.conv_transpose``.
+        Added to every entry of each output map.
+    stride, padding, output_padding, dilation, groups, output_size : optional
+        As for :func:`vecconv.conv_transpose`.
+    workspace : int, optional
+        Byte budget of the column buffers of each block's call.
 
     Returns
     -------
-    y : dask.array.Array, shape (N, Cout, *out)
-        Each input chunk [a0, a1) gives the output entries [a0 * stride, a1 * stride)
-        before the padding is cropped.
+    y : dask.array.Array, shape ``(N, Cout, *out)``
+        Lazy. Each input chunk [a0, a1) gives the output entries [a0 * stride,
+        a1 * stride) before the padding is cropped.
     """
     x = _dask("x", x)
     w = _conv.as_array("w", w)
@@ -593,14 +606,16 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, ceil_mode=False,
 
     Parameters
     ----------
-    x : dask.array.Array (or array_like), shape (N, C, *spatial) or (C, *spatial)
-        Chunked any way, channels included (each map pools alone).
-    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-        As for ``vecconv.avg_pool``.
+    x : dask.array.Array or array_like, shape ``(N, C, *spatial)`` or ``(C, *spatial)``
+        The maps, chunked any way, channels included (each map pools alone).
+    kernel_size : int or d ints
+        The window.
+    stride, padding, ceil_mode, count_include_pad, divisor_override : optional
+        As for :func:`vecconv.avg_pool`.
 
     Returns
     -------
-    y : dask.array.Array, shape (N, C, *out)
+    y : dask.array.Array, shape ``(N, C, *out)``
         Each window computed by the same compiled kernel, with the same taps and divisor,
         as in memory: the same bits.
     """
@@ -615,16 +630,21 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
 
     Parameters
     ----------
-    x : dask.array.Array (or array_like), shape (N, C, *spatial) or (C, *spatial)
-        Chunked any way, channels included.
-    kernel_size, stride, padding, dilation, ceil_mode, return_indices
-        As for ``vecconv.max_pool``; the indices are flat positions in the whole map.
+    x : dask.array.Array or array_like, shape ``(N, C, *spatial)`` or ``(C, *spatial)``
+        The maps, chunked any way, channels included.
+    kernel_size : int or d ints
+        The window (before dilation).
+    stride, padding, dilation, ceil_mode : optional
+        As for :func:`vecconv.max_pool`.
+    return_indices : bool
+        Also return where each maximum came from: flat positions in the whole map.
 
     Returns
     -------
-    y : dask.array.Array, shape (N, C, *out)
+    y : dask.array.Array, shape ``(N, C, *out)``
         The same bits as in memory (ties and NaNs resolved the same way).
-    indices : dask.array.Array of int64 (only with ``return_indices``)
+    indices : dask.array.Array of int64
+        Only with ``return_indices``: the shape of y.
     """
     _pool._check_flag("return_indices", return_indices)
     return _pooling("max_pool", x, kernel_size, stride, padding, dilation, ceil_mode, True,
