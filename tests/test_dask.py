@@ -303,3 +303,35 @@ def test_process_cluster(client, rng):
     for f, g, o in ((vd.max_pool, vecconv.max_pool, dict(kernel_size=3, stride=2, padding=1)),
                     (vd.avg_pool, vecconv.avg_pool, dict(kernel_size=2, ceil_mode=True))):
         np.testing.assert_array_equal(client.compute(f(xd, **o), sync=True), g(x, **o))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular", "symmetric", "replicate"])
+def test_padding_adjoint_keeps_an_inf_where_it_lands(mode):
+    """The gradient of a padded entry is added to the entry it was read from, and to no
+    other: an inf in dy must not turn its neighbours into NaN (0 * inf)."""
+    x = np.zeros((1, 1, 10))
+    w = np.ones((1, 1, 1))
+    dy = np.zeros((1, 1, 16))
+    dy[..., 0] = np.inf
+    dy[..., 15] = 2.0
+    want = vecconv.conv_backward(dy, x, w, padding=3, padding_mode=mode)[0]
+    got = vd.conv_backward(dy, da.from_array(x, chunks=(1, 1, 3)), w, padding=3,
+                           padding_mode=mode)[0].compute()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_unknown_chunk_sizes_are_refused_by_name():
+    x = da.ones((4, 1, 12), chunks=2)
+    x = x[da.from_array(np.array([True, False, True, True]), chunks=2)]   # nan chunks
+    w = np.ones((1, 1, 3))
+    for call in (lambda: vd.conv(x, w), lambda: vd.max_pool(x, 2),
+                 lambda: vd.conv_transpose(x, w)):
+        with pytest.raises(ValueError, match="x has unknown chunk sizes"):
+            call()
+    with pytest.raises(ValueError, match="dy has unknown chunk sizes"):
+        vd.conv_backward(x, da.ones((3, 1, 14)), w)
+
+
+def test_errors_name_the_callers_shape():
+    with pytest.raises(ValueError, match=r"\(5, 0, 50, 50\)"):
+        vd.conv(da.zeros((5, 0, 50, 50)), np.zeros((2, 0, 3, 3)))

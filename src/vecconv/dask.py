@@ -18,7 +18,7 @@ a constant, reflect, replicate, circular or symmetric, any width), so a block co
 
 The adjoints run the other way round. A block of ``dx`` (eq. 16-18 of the derivation: the
 full convolution of delta with the flipped kernels) needs the deltas of every window that
-covers it: the deltas it owns plus a halo on the left, ``ceil(extent - 1) / stride)``
+covers it: the deltas it owns plus a halo on the left, ``ceil((extent - 1) / stride)``
 of them. The padding's adjoint then adds the gradient of each padded entry to the entry it
 was read from. ``dw`` and ``db`` (eq. 12-13 and 10) are sums over every block: each block
 gives its own, and Dask adds them in a tree (``split_every`` at a time), never all in one
@@ -60,7 +60,8 @@ _NUMPY_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap",
 
 # ----------------------------------------------------------------------------- inputs
 def _dask(name, a):
-    """``a`` as a dask array (NumPy arrays are wrapped as one chunk)."""
+    """``a`` as a dask array (a NumPy array is wrapped with Dask's automatic chunks);
+    refuses dtypes vecconv does not compute in and chunk sizes Dask does not know."""
     if isinstance(a, da.Array):
         arr = a
     else:
@@ -68,6 +69,9 @@ def _dask(name, a):
             raise TypeError(f"{name} must be a dask or NumPy array, got {type(a).__name__}")
         arr = da.from_array(np.asarray(a))
     float_dtype(**{name: np.empty(0, arr.dtype)})          # refuses complex, object, str
+    if any(math.isnan(c) for axis in arr.chunks for c in axis):
+        raise ValueError(f"{name} has unknown chunk sizes (after boolean indexing, say): call "
+                         f"{name}.compute_chunk_sizes() first")
     return arr
 
 
@@ -131,6 +135,18 @@ def _pad(x, pads, mode, fill):
     return x
 
 
+def _route(part, idx, span, axis):
+    """Add slab i of ``part`` (along ``axis``) into slab ``idx[i]`` of a zero array of
+    ``span`` slabs: the padded entries' gradients sent to where they were read from (a
+    scatter-add, so an inf or NaN stays where it lands)."""
+    shape = part.shape[:axis] + (span,) + part.shape[axis + 1:]
+    out = np.zeros(shape, dtype=part.dtype)
+    lead = (slice(None),) * axis
+    for i, t in enumerate(idx):
+        out[lead + (int(t),)] += part[lead + (i,)]
+    return out
+
+
 def _pad_adjoint(g, sizes, pads, mode):
     """The adjoint of ``_pad``: the gradient of each padded entry added to the entry it
     was read from (the constant of a constant pad takes none)."""
@@ -144,10 +160,11 @@ def _pad_adjoint(g, sizes, pads, mode):
                 if not idx.size:
                     continue
                 t0, t1 = int(idx.min()), int(idx.max()) + 1
-                route = np.zeros((idx.size, t1 - t0), dtype=g.dtype)
-                route[np.arange(idx.size), idx - t0] = 1
                 part = g[(slice(None),) * axis + (slice(lo, lo + idx.size),)]
-                extra = da.moveaxis(da.tensordot(part, route, axes=([axis], [0])), -1, axis)
+                part = part.rechunk({axis: -1})
+                extra = part.map_blocks(_route, idx=idx - t0, span=t1 - t0, axis=axis,
+                                        chunks=part.chunks[:axis] + ((t1 - t0,),)
+                                        + part.chunks[axis + 1:], dtype=g.dtype)
                 pieces = [_take(mid, axis, slice(0, t0)),
                           _take(mid, axis, slice(t0, t1)) + extra,
                           _take(mid, axis, slice(t1, n))]
@@ -242,10 +259,14 @@ def _conv_setup(fname, x, w, bias, stride, padding, dilation, groups, connection
     # every other option, checked by the in-memory planner on an input just big enough to
     # hold the padding and one window (the whole image may be past a BLAS dimension)
     probe = tuple(min(n, e + pb + pa + 1) for n, e, (pb, pa) in zip(sizes, extents, pads))
-    make_plan((1, x.shape[1]) + probe, w.shape, None if bias is None else bias.shape,
-              dtype=dtype, stride=st, padding=pads, dilation=dl, groups=groups,
-              connections=connections, flip=flip, workspace=workspace, spatial=d,
-              padding_mode=padding_mode, fill_value=fill_value)
+    try:
+        make_plan((1, x.shape[1]) + probe, w.shape, None if bias is None else bias.shape,
+                  dtype=dtype, stride=st, padding=pads, dilation=dl, groups=groups,
+                  connections=connections, flip=flip, workspace=workspace, spatial=d,
+                  padding_mode=padding_mode, fill_value=fill_value)
+    except ValueError as exc:        # name the caller's shape, not the probe's
+        raise ValueError(str(exc).replace(str((1, x.shape[1]) + probe),
+                                          str(tuple(x.shape)))) from None
     outs = tuple(output_size(f"input {nm}", n, p, e, s)
                  for nm, n, p, e, s in zip(names, sizes, pads, extents, st))
     chunks = x.chunks
@@ -262,7 +283,7 @@ def _conv_setup(fname, x, w, bias, stride, padding, dilation, groups, connection
                       pads, padding_mode, axes, opts)
 
 
-def _window_slices(axes, block_id, d):
+def _window_slices(axes, block_id):
     """For block ``block_id``: the outputs it owns and the slice of its overlapped input
     that their windows read, per spatial axis (None when it owns none)."""
     index = [slice(None), slice(None)]
@@ -277,7 +298,7 @@ def _window_slices(axes, block_id, d):
 
 
 def _conv_block(xb, w, bias, axes, opts, block_id=None):
-    index = _window_slices(axes, block_id, len(axes))
+    index = _window_slices(axes, block_id)
     if index is None or xb.shape[0] == 0:       # no window starts in this block
         owned = tuple(o1 - o0 for o0, o1 in (ax.owned(block_id[2 + a])
                                              for a, ax in enumerate(axes)))
@@ -313,9 +334,11 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
     Returns
     -------
     y : dask.array.Array, shape ``(N, Cout, *out)``
-        Lazy. One chunk per input chunk along the batch and spatial axes (its length the
-        number of windows that start in that input chunk), the output channels in one;
-        float32 if every input is float32.
+        Lazy. One chunk per block along the batch and spatial axes, holding the windows
+        that start in that block (chunks shorter than the window are first joined to a
+        neighbour; a block where no window starts, possible with a stride larger than
+        the chunks, gives an empty chunk); the output channels in one chunk; float32 if
+        every input is float32.
     """
     s = _conv_setup("conv", x, w, bias, stride, padding, dilation, groups, connections, flip,
                     padding_mode, fill_value, workspace, lambda st, e: e - 1)
@@ -331,7 +354,7 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
 
 def _dw_block(xb, dyb, w, axes, opts, block_id=None):
     # block_id indexes the partials (N, *spatial, *w.shape): no channel axis
-    index = _window_slices(axes, (block_id[0], 0) + tuple(block_id[1:]), len(axes))
+    index = _window_slices(axes, (block_id[0], 0) + tuple(block_id[1:]))
     lead = (1,) * (xb.ndim - 1)
     if index is None or dyb.shape[0] == 0:
         return np.zeros(lead + w.shape, dtype=w.dtype)
@@ -524,7 +547,6 @@ class _PoolAxis(NamedTuple):
 
 def _pool_block(xb, options, spatial, axes, is_max, override, want_indices, work,
                 block_id=None):
-    dtype = work
     spans = []
     for a, ax in enumerate(axes):
         j = block_id[2 + a]
@@ -533,12 +555,12 @@ def _pool_block(xb, options, spatial, axes, is_max, override, want_indices, work
     counts = tuple(o1 - o0 for _, o0, o1 in spans)
     out_shape = xb.shape[:2] + counts
     if 0 in out_shape:
-        y = np.zeros(out_shape, dtype=dtype)
+        y = np.zeros(out_shape, dtype=work)
         idx = np.zeros(out_shape, dtype=np.int64)
     else:
         plan = _pool.plan_pool(xb.shape[:2] + spatial, len(spatial), *options)
         sub = _pool.block_plan(plan, xb.shape, spans)
-        out = _pool.run_forward(floats(dtype, xb), sub, is_max, override, want_indices)
+        out = _pool.run_forward(floats(work, xb), sub, is_max, override, want_indices)
         if not want_indices:
             return out
         y, idx = out
@@ -548,7 +570,7 @@ def _pool_block(xb, options, spatial, axes, is_max, override, want_indices, work
             tuple(c + origin for c, (origin, _, _) in zip(coords, spans)), spatial)
     if not want_indices:
         return y
-    rec = np.empty(out_shape, dtype=[("y", dtype), ("i", np.int64)])
+    rec = np.empty(out_shape, dtype=[("y", work), ("i", np.int64)])
     rec["y"], rec["i"] = y, idx
     return rec
 
@@ -567,7 +589,7 @@ def _pooling(fname, x, kernel_size, stride, padding, dilation, ceil_mode, count_
     dl = int_tuple("dilation", dilation, d, 1)
     merged, axes = {}, []
     for a in range(d):
-        n, _, first, count, _ = plan.tables[3 - d + a]
+        n, _, _, count, _ = plan.tables[3 - d + a]
         # a window belongs to the chunk in which it starts (clipped into the map)
         owner = np.clip(np.arange(count.size) * s[a] - p[a], 0, n - 1)
         reach = dl[a] * (k[a] - 1)
