@@ -56,7 +56,7 @@ _DEFAULT_WORKSPACE = 64 * 2**20
 _workspace = _DEFAULT_WORKSPACE
 
 
-def set_workspace(nbytes):
+def set_workspace(nbytes: int) -> int:
     """Set the default workspace budget (bytes) for the column buffers; returns the old one.
 
     The convolution is computed in tiles (groups of images, or bands of output positions
@@ -71,7 +71,7 @@ def set_workspace(nbytes):
     return old
 
 
-def get_workspace():
+def get_workspace() -> int:
     """The default workspace budget in bytes (64 MiB unless changed)."""
     return _workspace
 

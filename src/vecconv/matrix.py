@@ -9,15 +9,18 @@ GEMMs want, where ``patch_matrix`` follows vec's column-major order).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._args import check_fits, as_array, check_ndim, int_tuple, integer
+from ._typing import ArrayInput, Shape
 
 __all__ = ["vec", "unvec", "patch_matrix"]
 
 
-def vec(a):
+def vec(a: ArrayInput) -> NDArray[Any]:
     """Stack the columns of a matrix into one vector (Magnus & Neudecker's vec).
 
     >>> vec([[1, 2], [3, 4]])
@@ -29,7 +32,7 @@ def vec(a):
     return a.ravel(order="F").copy()
 
 
-def unvec(v, shape):
+def unvec(v: ArrayInput, shape: Shape) -> NDArray[Any]:
     """The inverse of ``vec``: refill a matrix of ``shape`` column by column.
 
     >>> unvec([1, 3, 2, 4], (2, 2))
@@ -47,7 +50,7 @@ def unvec(v, shape):
     return v.reshape(-1).reshape(shape, order="F").copy()
 
 
-def patch_matrix(x, kernel_shape):
+def patch_matrix(x: ArrayInput, kernel_shape: Shape) -> NDArray[Any]:
     """The matrix of eq. 12: [vec([c]_{1,1}) ... vec([c]_{K1,1}) vec([c]_{1,2}) ... vec([c]_{K1,K2})].
 
     [c]_{p,q} is the (M1-K1+1) x (M2-K2+1) block of ``x`` that meets kernel element (p, q)
