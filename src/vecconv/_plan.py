@@ -236,7 +236,8 @@ def pool_threads(flops):
 def threads_for(flops):
     """Threads for a convolution pass: as pool_threads, and 1 when the GEMMs cannot be
     held to one thread each (no private BLAS: SciPy's BLAS then parallelises them)."""
-    return pool_threads(flops) if _engine.private_blas() else 1
+    threads = pool_threads(flops)      # first: it reads the setting (threadpoolctl hook)
+    return threads if _engine.private_blas() else 1
 
 
 def _ceil_div(a, b):
