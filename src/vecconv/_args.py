@@ -10,14 +10,17 @@ import math
 import numbers
 import operator
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 INT32_MAX = 2**31 - 1  # BLAS dimensions are C ints in scipy.linalg.cython_blas
 
 
 # ----------------------------------------------------------------------------- dtypes
-def float_dtype(**arrays):
+def float_dtype(**arrays: NDArray[Any] | None) -> np.dtype[Any]:
     """The working dtype of a call: float32 only when every float input is float32.
 
     Integer and bool inputs promote to float64; float16 to float32. Complex, object,
@@ -45,7 +48,7 @@ def float_dtype(**arrays):
     return np.dtype(np.float64) if result is None else result.newbyteorder("=")
 
 
-def as_array(name, value):
+def as_array(name: str, value: object) -> NDArray[Any]:
     """np.asarray with a message that names the argument when it is not array-like."""
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
@@ -60,12 +63,12 @@ def as_array(name, value):
     return a
 
 
-def floats(dtype, a):
+def floats(dtype: DTypeLike, a: NDArray[Any]) -> NDArray[Any]:
     """A C-contiguous copy-if-needed of ``a`` in ``dtype`` (never a view we could write)."""
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def check_ndim(name, shape, ndim, layout):
+def check_ndim(name: str, shape: Sequence[int], ndim: int, layout: str) -> None:
     if len(shape) != ndim:
         raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(shape)}")
 
@@ -75,7 +78,7 @@ def check_ndim(name, shape, ndim, layout):
 INDEX_MAX = 2**62
 
 
-def integer(name, value, minimum, maximum=INDEX_MAX):
+def integer(name: str, value: object, minimum: int, maximum: int = INDEX_MAX) -> int:
     """An int in [minimum, maximum]; bool, float and None are refused (1.0 is not a size)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
@@ -87,7 +90,7 @@ def integer(name, value, minimum, maximum=INDEX_MAX):
     return v
 
 
-def int_tuple(name, value, n, minimum):
+def int_tuple(name: str, value: object, n: int, minimum: int) -> tuple[int, ...]:
     """An int, or a sequence of n ints, each >= minimum, as a tuple of n ints."""
     if isinstance(value, (tuple, list)):
         if len(value) != n:
@@ -158,7 +161,7 @@ def _available_bytes():
         return None
 
 
-def check_fits(nbytes, what):
+def check_fits(nbytes: int, what: str) -> None:
     """Refuse, before allocating, an array the machine cannot hold.
 
     Linux over-commits: a too-large np.empty can succeed and the process is killed later
@@ -173,5 +176,5 @@ def check_fits(nbytes, what):
                           f"{avail / 2**30:.2f} GiB of memory is available")
 
 
-def nbytes_of(shape, dtype):
+def nbytes_of(shape: Sequence[int], dtype: DTypeLike) -> int:
     return math.prod(shape) * np.dtype(dtype).itemsize

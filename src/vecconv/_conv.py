@@ -10,6 +10,9 @@ Conventions (the derivation's section 2.1 and its discussion of the J flips, eq.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from . import _engine
@@ -17,6 +20,8 @@ from ._args import (as_array, check_fits, check_ndim, float_dtype, floats, int_t
                     integer, nbytes_of)
 from ._plan import (LAYOUTS, backward, effective_weight, forward, get_workspace, make_plan,
                     set_workspace, weight_gradient)
+from ._typing import ArrayInput, FloatArray, Gradients, Padding, PaddingMode, Shape, Size
+from ._typing import like as _like
 
 __all__ = ["im2col", "col2im", "conv", "conv_backward", "conv1d", "conv1d_backward",
            "conv2d", "conv2d_backward", "conv3d", "conv3d_backward", "conv_transpose",
@@ -79,7 +84,7 @@ def _check_grad_flags(input_grad, weight_grad):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
 
 
-def _named(f, name, doc):
+def _named(f: Callable[..., Any], name: str, doc: str) -> Callable[..., Any]:
     """A generated public function, under its own name (conv2d, conv_transpose3d, ...)."""
     f.__doc__ = doc
     f.__name__ = f.__qualname__ = name
@@ -121,8 +126,11 @@ def _backward(fixed, fname, dy, x, w, opts, input_grad=True, weight_grad=True):
     return dx, dw, db
 
 
-def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
-         flip=False, padding_mode="zeros", fill_value=0.0, workspace=None):
+def conv(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *, stride: Size = 1,
+         padding: Padding = 0, dilation: Size = 1, groups: int = 1,
+         connections: ArrayInput | None = None, flip: bool = False,
+         padding_mode: PaddingMode = "zeros", fill_value: float = 0.0,
+         workspace: int | None = None) -> FloatArray:
     """1-, 2- or 3-D convolution by im2col and one GEMM per image and group.
 
     Implements eq. 1 of the derivation (without the activation f): output map j is the sum
@@ -190,9 +198,12 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
     return _forward(None, "conv", x, w, bias, opts)
 
 
-def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
-                  flip=False, padding_mode="zeros", fill_value=0.0, workspace=None,
-                  input_grad=True, weight_grad=True):
+def conv_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, stride: Size = 1,
+                  padding: Padding = 0, dilation: Size = 1, groups: int = 1,
+                  connections: ArrayInput | None = None, flip: bool = False,
+                  padding_mode: PaddingMode = "zeros", fill_value: float = 0.0,
+                  workspace: int | None = None, input_grad: bool = True,
+                  weight_grad: bool = True) -> Gradients:
     """Gradients of ``conv`` with respect to x, w and bias, given dy = dE/dy.
 
     * ``dw``: eq. 12/13, dE/dk_ij = unvec(vec(delta_j)^T [c_i]): one GEMM of dy with the
@@ -259,7 +270,7 @@ def _fixed(d, backward):
                "the gradients (dx, dw, db) of eq. 16-18, 12/13 and 10.\n\n"
                + _sections(conv_backward.__doc__))
     else:
-        def f(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
+        def f(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1,  # type: ignore[misc]
               connections=None, flip=False, padding_mode="zeros", fill_value=0.0,
               workspace=None):
             opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -272,9 +283,9 @@ def _fixed(d, backward):
     return _named(f, name, doc)
 
 
-conv1d, conv2d, conv3d = _fixed(1, False), _fixed(2, False), _fixed(3, False)
-conv1d_backward, conv2d_backward, conv3d_backward = (_fixed(1, True), _fixed(2, True),
-                                                     _fixed(3, True))
+conv1d, conv2d, conv3d = (_like(conv, _fixed(d, False)) for d in (1, 2, 3))
+conv1d_backward, conv2d_backward, conv3d_backward = (_like(conv_backward, _fixed(d, True))
+                                                     for d in (1, 2, 3))
 conv1d.__doc__ += """
 
 Notes
@@ -389,8 +400,10 @@ def _transpose_call(fixed, fname, x, w):
     return x, w, d, unbatched
 
 
-def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
-                   groups=1, output_size=None, workspace=None):
+def conv_transpose(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *,
+                   stride: Size = 1, padding: Padding = 0, output_padding: Size = 0,
+                   dilation: Size = 1, groups: int = 1, output_size: Shape | None = None,
+                   workspace: int | None = None) -> FloatArray:
     """Transposed convolution (PyTorch's conv_transpose{1,2,3}d, ONNX ConvTranspose).
 
     In matrix form this is the derivation's path of the error back to the previous layer
@@ -449,9 +462,11 @@ def _transposed(fixed, fname, x, w, bias, opts):
     return y[0] if unbatched else y
 
 
-def conv_transpose_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, dilation=1,
-                            groups=1, output_size=None, workspace=None, input_grad=True,
-                            weight_grad=True):
+def conv_transpose_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, stride: Size = 1,
+                            padding: Padding = 0, output_padding: Size = 0,
+                            dilation: Size = 1, groups: int = 1,
+                            output_size: Shape | None = None, workspace: int | None = None,
+                            input_grad: bool = True, weight_grad: bool = True) -> Gradients:
     """Gradients of ``conv_transpose``: dx is a convolution of dy with w (im2col + GEMM),
     dw a GEMM of x with the patch matrix of dy (eq. 12 with the roles of x and delta
     exchanged), db the sum of dy, given dy = dE/dy.
@@ -529,7 +544,7 @@ def _fixed_transpose(d, backward_pass):
         doc = (f"``conv_transpose_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or "
                "unbatched).\n\n" + _sections(conv_transpose_backward.__doc__))
     else:
-        def f(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
+        def f(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,  # type: ignore[misc]
               groups=1, output_size=None, workspace=None):
             opts = dict(stride=stride, padding=padding, output_padding=output_padding,
                         dilation=dilation, groups=groups, output_size=output_size,
@@ -542,9 +557,9 @@ def _fixed_transpose(d, backward_pass):
 
 
 conv_transpose1d, conv_transpose2d, conv_transpose3d = (
-    _fixed_transpose(1, False), _fixed_transpose(2, False), _fixed_transpose(3, False))
+    _like(conv_transpose, _fixed_transpose(d, False)) for d in (1, 2, 3))
 conv_transpose1d_backward, conv_transpose2d_backward, conv_transpose3d_backward = (
-    _fixed_transpose(1, True), _fixed_transpose(2, True), _fixed_transpose(3, True))
+    _like(conv_transpose_backward, _fixed_transpose(d, True)) for d in (1, 2, 3))
 
 
 # ----------------------------------------------------------------------------- im2col API
@@ -569,7 +584,7 @@ def _unfold_plan(x_shape, kernel_size, stride, padding, dilation, padding_mode, 
                      padding_mode=padding_mode, fill_value=fill_value)
 
 
-def _unfold_units(plan):
+def _unfold_units(plan: Any) -> tuple[int, int]:
     """(channels per unit, threads) of an im2col/col2im alone: (image, channel block)
     units, at least MIN_UNITS of them when the shapes allow."""
     from ._plan import MIN_UNITS, pool_threads
@@ -579,8 +594,9 @@ def _unfold_units(plan):
     return -(-c // blocks), pool_threads(2 * elems)
 
 
-def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zeros",
-           fill_value=0.0):
+def im2col(x: ArrayInput, kernel_size: Size, *, stride: Size = 1, padding: Padding = 0,
+           dilation: Size = 1, padding_mode: PaddingMode = "zeros",
+           fill_value: float = 0.0) -> FloatArray:
     """The batched patch matrix of eq. 12: one row per output position, one column per tap.
 
     Parameters
@@ -624,8 +640,9 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
     return cols.T
 
 
-def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1,
-           padding_mode="zeros", fill_value=0.0):
+def col2im(cols: ArrayInput, input_shape: Shape, kernel_size: Size, *, stride: Size = 1,
+           padding: Padding = 0, dilation: Size = 1, padding_mode: PaddingMode = "zeros",
+           fill_value: float = 0.0) -> FloatArray:
     """The adjoint of ``im2col``: every patch entry added back to the pixel it came from.
 
     This is how the derivation's eq. 16-18 becomes matrix form: the full convolution of delta

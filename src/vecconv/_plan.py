@@ -56,7 +56,7 @@ _DEFAULT_WORKSPACE = 64 * 2**20
 _workspace = _DEFAULT_WORKSPACE
 
 
-def set_workspace(nbytes):
+def set_workspace(nbytes: int) -> int:
     """Set the default workspace budget (bytes) for the column buffers; returns the old one.
 
     The convolution is computed in tiles (groups of images, or bands of output positions
@@ -82,7 +82,7 @@ def set_workspace(nbytes):
     return old
 
 
-def get_workspace():
+def get_workspace() -> int:
     """The default workspace budget of the column buffers.
 
     Returns
@@ -253,7 +253,8 @@ def pool_threads(flops):
 def threads_for(flops):
     """Threads for a convolution pass: as pool_threads, and 1 when the GEMMs cannot be
     held to one thread each (no private BLAS: SciPy's BLAS then parallelises them)."""
-    return pool_threads(flops) if _engine.private_blas() else 1
+    threads = pool_threads(flops)      # first: it reads the setting (threadpoolctl hook)
+    return threads if _engine.private_blas() else 1
 
 
 def _ceil_div(a, b):

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _engine
 from ._args import as_array, check_fits, float_dtype, floats, int_tuple, integer, nbytes_of
 from ._threads import env_int, get_num_threads
+from ._typing import ArrayInput, FloatArray, IntArray, Shape, Size
+from ._typing import like as _like
 
 __all__ = ["avg_pool", "avg_pool1d", "avg_pool2d", "avg_pool3d", "avg_pool_backward",
            "max_pool", "max_pool1d", "max_pool2d", "max_pool3d", "max_pool_backward"]
@@ -242,8 +245,9 @@ _BATCH_RULE = ("        With an int ``kernel_size`` x is batched and has d = ``x
                "batched or unbatched.\n")
 
 
-def avg_pool(x, kernel_size, *, stride=None, padding=0, ceil_mode=False,
-             count_include_pad=True, divisor_override=None):
+def avg_pool(x: ArrayInput, kernel_size: Size, *, stride: Size | None = None,
+             padding: Size = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+             divisor_override: int | None = None) -> FloatArray:
     """Average pooling over 1, 2 or 3 spatial axes (PyTorch's ``avg_pool{1,2,3}d``).
 
     The mean of each window, eq. 2 of the derivation with beta = 1/window and no bias
@@ -292,11 +296,24 @@ def _avg(fixed, fname, x, kernel_size, stride, padding, ceil_mode, count_include
     return y[0] if unbatched else y
 
 
-avg_pool.__doc__ = avg_pool.__doc__.replace("{rule}", _BATCH_RULE)
+avg_pool.__doc__ = avg_pool.__doc__.replace("{rule}", _BATCH_RULE)  # type: ignore[union-attr]
 
 
-def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
-             return_indices=False):
+@overload
+def max_pool(x: ArrayInput, kernel_size: Size, *, stride: Size | None = None,
+             padding: Size = 0, dilation: Size = 1, ceil_mode: bool = False,
+             return_indices: Literal[False] = False) -> FloatArray: ...
+@overload
+def max_pool(x: ArrayInput, kernel_size: Size, *, stride: Size | None = None,
+             padding: Size = 0, dilation: Size = 1, ceil_mode: bool = False,
+             return_indices: Literal[True]) -> tuple[FloatArray, IntArray]: ...
+@overload
+def max_pool(x: ArrayInput, kernel_size: Size, *, stride: Size | None = None,
+             padding: Size = 0, dilation: Size = 1, ceil_mode: bool = False,
+             return_indices: bool) -> FloatArray | tuple[FloatArray, IntArray]: ...
+def max_pool(x: ArrayInput, kernel_size: Size, *, stride: Size | None = None,
+             padding: Size = 0, dilation: Size = 1, ceil_mode: bool = False,
+             return_indices: bool = False) -> FloatArray | tuple[FloatArray, IntArray]:
     """Max pooling over 1, 2 or 3 spatial axes (PyTorch's ``max_pool{1,2,3}d``).
 
     Eq. 3 of the derivation: the largest entry of each window. Ties go to the first entry
@@ -355,7 +372,8 @@ def _check_flag(name, value):
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def _backward_input(fname, dy, x_shape, kernel_size):
+def _backward_input(fname: str, dy: object, x_shape: Any,
+                    kernel_size: Any) -> tuple[NDArray[Any], Any, int, bool]:
     """(dy batched, batched x shape, d, unbatched) for a backward call."""
     dy = as_array("dy", dy)
     xb_shape, d, unbatched = _batched_shape(x_shape, kernel_size, None, fname)
@@ -381,8 +399,10 @@ def _check_dy(dy, plan, unbatched):
                          f"{dy.shape[1:] if unbatched else dy.shape}")
 
 
-def avg_pool_backward(dy, x_or_x_shape, *, kernel_size, stride=None, padding=0,
-                      ceil_mode=False, count_include_pad=True, divisor_override=None):
+def avg_pool_backward(dy: ArrayInput, x_or_x_shape: ArrayInput | Shape, *, kernel_size: Size,
+                      stride: Size | None = None, padding: Size = 0, ceil_mode: bool = False,
+                      count_include_pad: bool = True,
+                      divisor_override: int | None = None) -> FloatArray:
     """dE/dx of ``avg_pool`` given dy = dE/dy: each delta divided by its window's divisor
     and added to every entry of the window (eq. 6's up-sampling for non-overlapping
     windows).
@@ -415,8 +435,9 @@ def avg_pool_backward(dy, x_or_x_shape, *, kernel_size, stride=None, padding=0,
     return dx[0] if unbatched else dx
 
 
-def max_pool_backward(dy, x, *, kernel_size, stride=None, padding=0, dilation=1,
-                      ceil_mode=False, indices=None):
+def max_pool_backward(dy: ArrayInput, x: ArrayInput | Shape, *, kernel_size: Size,
+                      stride: Size | None = None, padding: Size = 0, dilation: Size = 1,
+                      ceil_mode: bool = False, indices: ArrayInput | None = None) -> FloatArray:
     """dE/dx of ``max_pool`` given dy = dE/dy: each delta goes to the position its window
     took the maximum from (eq. 7-8); overlapping windows add up.
 
@@ -475,7 +496,7 @@ def _fixed(kind, d):
                         count_include_pad, divisor_override)
         base = avg_pool
     else:
-        def f(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+        def f(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,  # type: ignore[misc]
               return_indices=False):
             return _max(d, f.__name__, x, kernel_size, stride, padding, dilation, ceil_mode,
                         return_indices)
@@ -491,5 +512,8 @@ def _fixed(kind, d):
     return f
 
 
-avg_pool1d, avg_pool2d, avg_pool3d = (_fixed("avg", d) for d in (1, 2, 3))
-max_pool1d, max_pool2d, max_pool3d = (_fixed("max", d) for d in (1, 2, 3))
+avg_pool1d, avg_pool2d, avg_pool3d = (_like(avg_pool, _fixed("avg", d)) for d in (1, 2, 3))
+if TYPE_CHECKING:      # max_pool's overloads (on return_indices); a ParamSpec keeps one
+    max_pool1d = max_pool2d = max_pool3d = max_pool
+else:
+    max_pool1d, max_pool2d, max_pool3d = (_like(max_pool, _fixed("max", d)) for d in (1, 2, 3))

@@ -43,12 +43,28 @@ static void (*vc_private_set_threads)(int) = NULL;
 static int (*vc_private_get_threads)(void) = NULL;
 static int vc_nthreads = 1;          /* the setting (vecconv.set_num_threads) */
 
-#if !defined(_WIN32)
-#include <dlfcn.h>
+/* What the platform gives, each with a fallback (src/vecconv/meson.build probes them and
+   says which are missing):
+ *  - the worker pool needs POSIX threads and GCC/Clang atomics: without them (Windows,
+ *    or -Dserial=true, which defines VC_NO_THREADS to test this path on Linux) every job
+ *    runs on the calling thread;
+ *  - the private BLAS needs dlopen/dlsym (VC_NO_DLOPEN when missing, always on Windows):
+ *    without it the engine calls SciPy's BLAS, and the GEMM passes run on the calling
+ *    thread (_plan.py asks private_blas() before it hands GEMMs to workers). */
+#if !defined(_WIN32) && !defined(VC_NO_THREADS) && (defined(__GNUC__) || defined(__clang__))
+#define VC_HAVE_THREADS 1
+#else
+#define VC_HAVE_THREADS 0
+#endif
+#if !defined(_WIN32) && !defined(VC_NO_DLOPEN)
+#define VC_HAVE_DLOPEN 1
+#else
+#define VC_HAVE_DLOPEN 0
+#endif
+
+#if VC_HAVE_THREADS
 #include <pthread.h>
 #include <signal.h>
-
-#define VC_HAVE_THREADS 1
 
 typedef struct vc_job {
     vc_task_fn fn;
@@ -174,6 +190,21 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     pthread_mutex_unlock(&vc_mu);
 }
 
+#else   /* no worker pool: every job runs in the calling thread */
+
+static void vc_runtime_init(void) {}
+static int vc_workers_started(void) { return 0; }
+static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
+    Py_ssize_t u;
+    (void)threads;
+    for (u = 0; u < n_units; u++) fn(ctx, u, 0);
+}
+
+#endif
+
+#if VC_HAVE_DLOPEN
+#include <dlfcn.h>
+
 /* Load a private OpenBLAS (scipy-openblas32's library) and hold it at one thread.
    Returns 1 on success, 0 when it cannot be used (the engine then keeps SciPy's BLAS). */
 static int vc_load_private_blas(const char *path) {
@@ -201,16 +232,8 @@ static int vc_load_private_blas(const char *path) {
     return 1;
 }
 
-#else   /* no pthreads: every job runs in the calling thread */
+#else   /* no dlopen: the engine keeps SciPy's BLAS */
 
-#define VC_HAVE_THREADS 0
-static void vc_runtime_init(void) {}
-static int vc_workers_started(void) { return 0; }
-static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
-    Py_ssize_t u;
-    (void)threads;
-    for (u = 0; u < n_units; u++) fn(ctx, u, 0);
-}
 static int vc_load_private_blas(const char *path) { (void)path; return 0; }
 
 #endif

@@ -12,6 +12,8 @@ import contextlib
 import contextvars
 import os
 import sys
+from collections.abc import Iterator
+from typing import TypedDict
 
 from . import _engine
 from ._args import integer
@@ -82,11 +84,20 @@ def _load_private_blas():
     return False
 
 
+class RuntimeInfo(TypedDict):
+    """``runtime_info()``'s answer."""
+    num_threads: int
+    pool: bool
+    private_blas: bool
+    workers: int
+
+
 #: threads(n) blocks: a per-context (so per-Python-thread) override of the setting
-_scoped = contextvars.ContextVar("vecconv_threads", default=None)
+_scoped: contextvars.ContextVar[int | None] = contextvars.ContextVar("vecconv_threads",
+                                                                  default=None)
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> int:
     """Set how many threads vecconv's engine uses (the caller included); returns the old
     setting.
 
@@ -111,7 +122,7 @@ def set_num_threads(n):
     return old
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """How many threads vecconv's engine uses here (the caller included): the innermost
     ``threads(n)`` block's n, else the process's setting.
 
@@ -128,7 +139,7 @@ def get_num_threads():
 
 
 @contextlib.contextmanager
-def threads(n):
+def threads(n: int) -> Iterator[None]:
     """``with vecconv.threads(1): ...`` runs the block's vecconv calls on n threads.
 
     The override belongs to the current thread (a context variable): two Python threads
@@ -152,7 +163,7 @@ def threads(n):
         _scoped.reset(token)
 
 
-def runtime_info():
+def runtime_info() -> RuntimeInfo:
     """What the engine runs on: its thread setting, whether it has the worker pool and
     its private single-threaded BLAS, and how many workers are alive.
 

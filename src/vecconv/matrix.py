@@ -9,15 +9,18 @@ GEMMs want, where ``patch_matrix`` follows vec's column-major order).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._args import check_fits, as_array, check_ndim, int_tuple, integer
+from ._typing import ArrayInput, Shape
 
 __all__ = ["vec", "unvec", "patch_matrix"]
 
 
-def vec(a):
+def vec(a: ArrayInput) -> NDArray[Any]:
     """Stack the columns of a matrix into one vector (Magnus & Neudecker's vec).
 
     The vec of the derivation's eq. 12: vec(delta) is the error map unfolded column by
@@ -49,7 +52,7 @@ def vec(a):
     return a.ravel(order="F").copy()
 
 
-def unvec(v, shape):
+def unvec(v: ArrayInput, shape: Shape) -> NDArray[Any]:
     """The inverse of ``vec``: refill a matrix of ``shape`` column by column.
 
     The unvec_{K1,K2} of the derivation's eq. 12, which turns the row vector
@@ -88,7 +91,7 @@ def unvec(v, shape):
     return v.reshape(-1).reshape(shape, order="F").copy()
 
 
-def patch_matrix(x, kernel_shape):
+def patch_matrix(x: ArrayInput, kernel_shape: Shape) -> NDArray[Any]:
     """The matrix of eq. 12: [vec([c]_{1,1}) ... vec([c]_{K1,1}) vec([c]_{1,2}) ... vec([c]_{K1,K2})].
 
     [c]_{p,q} is the (M1-K1+1) x (M2-K2+1) block of ``x`` that meets kernel element (p, q)

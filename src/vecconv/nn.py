@@ -21,12 +21,18 @@ import numbers
 import os
 import warnings
 import zipfile
-from collections.abc import MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from . import _conv, _engine, _plan, _pool
 from ._args import as_array, check_fits, check_ndim, float_dtype, int_tuple, integer
+from ._typing import ArrayInput, FloatArray, IntArray, Padding, PaddingMode, Shape, Size
+
+#: the names of ``ACTIVATIONS``
+ActivationName = Literal["identity", "sigmoid", "tanh", "lecun_tanh", "relu"]
 
 __all__ = ["Layer", "Parameter", "Conv1D", "Conv2D", "Conv3D", "ConvTranspose1D",
            "ConvTranspose2D", "ConvTranspose3D", "AvgPool", "MaxPool", "Dense", "Flatten",
@@ -78,12 +84,13 @@ class Parameter:
 
     __slots__ = ("data", "grad", "mask")
 
-    def __init__(self, data, grad=None, mask=None):
+    def __init__(self, data: NDArray[Any], grad: NDArray[Any] | None = None,
+                 mask: NDArray[np.bool_] | None = None) -> None:
         self.data = data
         self.grad = np.zeros_like(data) if grad is None else grad
         self.mask = mask
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         masked = "" if self.mask is None else ", masked"
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{masked})"
 
@@ -126,12 +133,15 @@ class Layer:
     """
 
     #: a short label for summaries (LeNet-5's C1, S2, ...)
-    name = None
+    name: str | None = None
+    #: the float dtype of the layer's parameters and outputs
+    dtype: np.dtype[Any]
 
-    def __init__(self):
-        self._parameters = {}
+    def __init__(self) -> None:
+        self._parameters: dict[str, Parameter] = {}
 
-    def add_parameter(self, name, data, mask=None):
+    def add_parameter(self, name: str, data: NDArray[Any],
+                      mask: NDArray[np.bool_] | None = None) -> Parameter:
         """Register ``data`` as the trainable parameter ``name``; returns the Parameter.
 
         Parameters
@@ -151,7 +161,7 @@ class Layer:
         p = self._parameters[name] = Parameter(data, mask=mask)
         return p
 
-    def named_parameters(self):
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """(name, Parameter) pairs in registration order.
 
         Returns
@@ -162,25 +172,25 @@ class Layer:
         return iter(self._parameters.items())
 
     @property
-    def params(self):
+    def params(self) -> MutableMapping[str, NDArray[Any]]:
         """{name: data}; assigning replaces a parameter's data."""
         return _Field(self._parameters, "data")
 
     @property
-    def grads(self):
+    def grads(self) -> MutableMapping[str, NDArray[Any]]:
         """{name: grad} after ``backward``."""
         return _Field(self._parameters, "grad")
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
         raise NotImplementedError
 
-    def backward(self, delta, input_grad=True):
+    def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         raise NotImplementedError
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayInput) -> FloatArray:
         return self.forward(x)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         """What ``load`` needs to rebuild the layer (parameters are stored separately).
 
         Returns
@@ -190,7 +200,7 @@ class Layer:
         """
         return {}
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """{name: shape} of every parameter this layer's configuration implies.
 
         Returns
@@ -200,7 +210,7 @@ class Layer:
         """
         return {}
 
-    def checked_params(self):
+    def checked_params(self) -> MutableMapping[str, NDArray[Any]]:
         """``params``, each checked against the layer's configuration before any compiled
         code reads it: the names, the shapes, and a real numeric dtype, converted to the
         layer's dtype (a float64 bias given to a float32 layer is converted, as the
@@ -230,10 +240,10 @@ class Layer:
             p.data = a
         return self.params
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return input_shape
 
-    def parameter_count(self):
+    def parameter_count(self) -> int:
         """Trainable entries (a mask's absent entries are not counted).
 
         Returns
@@ -245,7 +255,8 @@ class Layer:
                        else np.broadcast_to(p.mask, p.data.shape).sum()
                        for p in self._parameters.values()))
 
-    def _check_input(self, x, ndim, layout, channels=None):
+    def _check_input(self, x: object, ndim: int, layout: str,
+                     channels: int | None = None) -> NDArray[Any]:
         x = _real("x", x)
         check_ndim(f"{type(self).__name__} input", x.shape, ndim, layout)
         if channels is not None and x.shape[1] != channels:
@@ -261,7 +272,7 @@ class Layer:
             raise RuntimeError(f"{type(self).__name__}.backward needs a forward pass "
                                "first") from None
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for ``summary``: the label, the type and the essentials.
 
         Returns
@@ -273,7 +284,7 @@ class Layer:
         args = ", ".join(f"{v}" for v in cfg.values())
         return f"{self.name + ' ' if self.name else ''}{type(self).__name__}({args})"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "connections")
         return f"{type(self).__name__}({args})"
 
@@ -322,7 +333,7 @@ Layer.output_shape.__doc__ = """The output shape for an input of ``input_shape``
         """
 
 
-def _real(name, value):
+def _real(name: str, value: object) -> NDArray[Any]:
     """An array of real numbers (integers and bools allowed): complex, strings and objects
     are refused with a TypeError naming the argument, as the functions do."""
     a = as_array(name, value)
@@ -330,7 +341,7 @@ def _real(name, value):
     return a
 
 
-def layer_dtype(dtype):
+def layer_dtype(dtype: DTypeLike) -> np.dtype[Any]:
     """The dtype a layer computes in: float32 or float64 in native byte order."""
     try:
         dt = np.dtype(dtype)
@@ -383,10 +394,18 @@ class _Conv(Layer):
     """Convolution over ``spatial`` axes (``Conv1D``/``Conv2D``/``Conv3D``)."""
 
     spatial = 2
+    # set by _sizes
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    groups: int
 
-    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
-                 padding_mode="zeros", fill_value=0.0, dilation=1, groups=1,
-                 connections=None, flip=False, dtype=np.float32, seed=None, rng=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size, *,
+                 stride: Size = 1, padding: Padding = 0, padding_mode: PaddingMode = "zeros",
+                 fill_value: float = 0.0, dilation: Size = 1, groups: int = 1,
+                 connections: ArrayInput | None = None, flip: bool = False,
+                 dtype: DTypeLike = np.float32, seed: int | None = None,
+                 rng: np.random.Generator | None = None) -> None:
         super().__init__()
         d = self.spatial
         _sizes(self, in_channels, out_channels, kernel_size, groups, dtype)
@@ -403,7 +422,7 @@ class _Conv(Layer):
             if connections.dtype.kind != "b" and not np.isin(connections, (0, 1)).all():
                 raise ValueError("connections must hold only True/False (or 0/1)")
             connections = connections.astype(bool)
-        self._plans = {}
+        self._plans: dict[Any, Any] = {}
         rng = rng if rng is not None else np.random.default_rng(seed)
         taps = math.prod(self.kernel_size)
         cin_g = self.in_channels // self.groups
@@ -420,13 +439,13 @@ class _Conv(Layer):
         self._plan(_probe_shape(self.in_channels, self.kernel_size, dilation, padding))
 
     @property
-    def connections(self):
+    def connections(self) -> NDArray[np.bool_] | None:
         """The (Cin, Cout) connection table, read from the mask of the ``w`` Parameter
         (its one home: change the mask and the layer follows), or None."""
         mask = self._parameters["w"].mask
         return None if mask is None else mask.reshape(mask.shape[:2]).T
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"w": (self.out_channels, self.in_channels // self.groups) + self.kernel_size,
                 "b": (self.out_channels,)}
 
@@ -447,7 +466,7 @@ class _Conv(Layer):
             self._plans = {key: plan}     # a network sees one or two batch shapes
         return plan
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
         d = self.spatial
         x = self._check_input(x, d + 2, f"(N, C, {_LAYOUT[d]})", self.in_channels)
         x = np.ascontiguousarray(x, dtype=self.dtype)
@@ -457,7 +476,7 @@ class _Conv(Layer):
         self._w2 = _plan.effective_weight(params["w"], plan)
         return _plan.forward(x, self._w2, params["b"], plan)
 
-    def backward(self, delta, input_grad=True):
+    def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         x = self._forward_state("_x")
         plan = self._plan(x.shape)
         delta = np.ascontiguousarray(_real("delta", delta), dtype=self.dtype)
@@ -470,16 +489,16 @@ class _Conv(Layer):
         self._parameters["b"].grad = delta.sum(axis=tuple(range(2, delta.ndim))).sum(axis=0)  # eq. 10
         return dx                                                              # eq. 16-18
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (input_shape[0],) + self._plan((1,) + tuple(input_shape[1:])).out_shape[1:]
 
-    def describe(self):
+    def describe(self) -> str:
         k = "x".join(map(str, self.kernel_size))
         table = f", table of {int(self.connections.sum())}" if self.connections is not None else ""
         return (f"{self.name + ' ' if self.name else ''}{type(self).__name__} {k} "
                 f"{self.in_channels}->{self.out_channels}{table}")
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=self.stride,
                     padding=self.padding, padding_mode=self.padding_mode,
@@ -546,10 +565,16 @@ class _ConvTranspose(Layer):
     """Transposed convolution over ``spatial`` axes (``ConvTranspose1D/2D/3D``)."""
 
     spatial = 2
+    # set by _sizes
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    groups: int
 
-    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
-                 output_padding=0, dilation=1, groups=1, dtype=np.float32, seed=None,
-                 rng=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size, *,
+                 stride: Size = 1, padding: Padding = 0, output_padding: Size = 0,
+                 dilation: Size = 1, groups: int = 1, dtype: DTypeLike = np.float32,
+                 seed: int | None = None, rng: np.random.Generator | None = None) -> None:
         super().__init__()
         d = self.spatial
         _sizes(self, in_channels, out_channels, kernel_size, groups, dtype)
@@ -563,7 +588,7 @@ class _ConvTranspose(Layer):
                                                self.dtype))
         self.add_parameter("b", np.zeros(self.out_channels, dtype=self.dtype))
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"w": (self.in_channels, self.out_channels // self.groups) + self.kernel_size,
                 "b": (self.out_channels,)}
 
@@ -572,14 +597,14 @@ class _ConvTranspose(Layer):
                  output_padding=self.output_padding, dilation=self.dilation,
                  groups=self.groups, **extra)
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
         d = self.spatial
         x = self._check_input(x, d + 2, f"(N, C, {_LAYOUT[d]})", self.in_channels)
         self._x = np.ascontiguousarray(x, dtype=self.dtype)
         params = self.checked_params()
         return self._call(_conv.conv_transpose, self._x, params["w"], params["b"])
 
-    def backward(self, delta, input_grad=True):
+    def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         x = self._forward_state("_x")
         delta = np.asarray(_real("delta", delta), dtype=self.dtype)
         dx, dw, db = self._call(_conv.conv_transpose_backward, delta, x,
@@ -588,12 +613,12 @@ class _ConvTranspose(Layer):
         self._parameters["b"].grad = db
         return dx
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         probe = np.zeros((1,) + tuple(input_shape[1:]), self.dtype)
         return (input_shape[0],) + self._call(_conv.conv_transpose, probe,
                                               self.checked_params()["w"]).shape[1:]
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=self.stride,
                     padding=self.padding, output_padding=self.output_padding,
@@ -727,10 +752,10 @@ class _Pooling(Layer):
             self._plan = self._plan_for(shape)
         return self._plan
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self._plan_for(input_shape).out_shape
 
-    def describe(self):
+    def describe(self) -> str:
         k = self.kernel_size
         window = "x".join(map(str, k)) if isinstance(k, list) else str(k)
         step = "" if self.stride is None else f" /{self.stride}"
@@ -774,8 +799,10 @@ class AvgPool(_Pooling):
         Deprecated name of ``kernel_size`` (vecconv 0.1).
     """
 
-    def __init__(self, channels, kernel_size=2, activation="lecun_tanh", *, stride=None,
-                 padding=0, ceil_mode=False, spatial=2, dtype=np.float32, size=None):
+    def __init__(self, channels: int, kernel_size: Size = 2,
+                 activation: ActivationName = "lecun_tanh", *, stride: Size | None = None,
+                 padding: Size = 0, ceil_mode: bool = False, spatial: int = 2,
+                 dtype: DTypeLike = np.float32, size: Size | None = None) -> None:
         super().__init__()
         if size is not None:
             warnings.warn("AvgPool(size=) is now AvgPool(kernel_size=)", DeprecationWarning,
@@ -794,10 +821,10 @@ class AvgPool(_Pooling):
         self.add_parameter("beta", np.full(self.channels, 1.0 / window, dtype=self.dtype))
         self.add_parameter("b", np.zeros(self.channels, dtype=self.dtype))
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"beta": (self.channels,), "b": (self.channels,)}
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
         x = _real("x", x)
         if x.ndim != self.spatial + 2 or x.shape[1] != self.channels:
             raise ValueError(f"AvgPool expects input (N, {self.channels}, "
@@ -811,7 +838,7 @@ class AvgPool(_Pooling):
         self._a = self._f(self._z)
         return self._a
 
-    def backward(self, delta, input_grad=True):
+    def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         z = self._forward_state("_z")
         delta = np.asarray(_real("delta", delta), dtype=self.dtype)
         if delta.shape != z.shape:
@@ -827,7 +854,7 @@ class AvgPool(_Pooling):
         return _pool.run_backward(np.ascontiguousarray(dz * beta), self._plan, False,
                                   override=1.0)                                    # eq. 6
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return dict(channels=self.channels, kernel_size=self.kernel_size,
                     activation=self.activation, stride=self.stride, padding=self.padding,
                     ceil_mode=self.ceil_mode, dtype=self.dtype.name)
@@ -847,8 +874,8 @@ class MaxPool(_Pooling):
         Deprecated name of ``kernel_size`` (vecconv 0.1).
     """
 
-    def __init__(self, kernel_size=2, *, stride=None, padding=0, dilation=1, ceil_mode=False,
-                 size=None):
+    def __init__(self, kernel_size: Size = 2, *, stride: Size | None = None, padding: Size = 0,
+                 dilation: Size = 1, ceil_mode: bool = False, size: Size | None = None) -> None:
         super().__init__()
         if size is not None:
             warnings.warn("MaxPool(size=) is now MaxPool(kernel_size=)", DeprecationWarning,
@@ -856,7 +883,7 @@ class MaxPool(_Pooling):
             kernel_size = size
         self._options(kernel_size, stride, padding, dilation, ceil_mode)
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
         x = as_array("x", x)
         plan = self._forward_plan(x.shape)
         dtype = float_dtype(x=x)
@@ -864,7 +891,7 @@ class MaxPool(_Pooling):
                                                True, want_indices=True)
         return self._y
 
-    def backward(self, delta, input_grad=True):
+    def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         idx = self._forward_state("_idx")
         if not input_grad:
             return None
@@ -875,14 +902,14 @@ class MaxPool(_Pooling):
         delta = np.ascontiguousarray(delta, dtype=self._y.dtype)
         return _pool.run_backward(delta, self._plan, True, indices=idx)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                     dilation=self.dilation, ceil_mode=self.ceil_mode)
 
 
-AvgPool.__doc__ = AvgPool.__doc__.format(options=_POOL_OPTIONS.format(
+AvgPool.__doc__ = AvgPool.__doc__.format(options=_POOL_OPTIONS.format(  # type: ignore[union-attr]
     int_note=" (``spatial`` of them)", pad_note="zeros", extra=""))
-MaxPool.__doc__ = MaxPool.__doc__.format(options=_POOL_OPTIONS.format(
+MaxPool.__doc__ = MaxPool.__doc__.format(options=_POOL_OPTIONS.format(  # type: ignore[union-attr]
     int_note="", pad_note="-inf",
     extra="dilation : int or d ints\n        The step between a window's taps.\n    "))
 
@@ -938,7 +965,8 @@ class Dense(Layer):
         ``seed`` (LeCun's uniform distribution, variance 1/fan-in; zero biases).
     """
 
-    def __init__(self, in_features, out_features, *, dtype=np.float32, seed=None, rng=None):
+    def __init__(self, in_features: int, out_features: int, *, dtype: DTypeLike = np.float32,
+                 seed: int | None = None, rng: np.random.Generator | None = None) -> None:
         super().__init__()
         self.in_features = integer("in_features", in_features, 1)
         self.out_features = integer("out_features", out_features, 1)
@@ -948,7 +976,7 @@ class Dense(Layer):
                                                self.in_features, self.dtype))
         self.add_parameter("b", np.zeros(self.out_features, dtype=self.dtype))
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
         x = self._check_input(x, 2, "(N, features)", None)
         if x.shape[1] != self.in_features:
             raise ValueError(f"Dense expects {self.in_features} input features, got input of "
@@ -959,10 +987,10 @@ class Dense(Layer):
         out += params["b"]
         return out
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"w": (self.out_features, self.in_features), "b": (self.out_features,)}
 
-    def backward(self, delta, input_grad=True):
+    def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         x = self._forward_state("_x")
         delta = np.ascontiguousarray(_real("delta", delta), dtype=self.dtype)
         if delta.shape != (x.shape[0], self.out_features):
@@ -972,10 +1000,10 @@ class Dense(Layer):
         self._parameters["b"].grad = delta.sum(axis=0)
         return _matmul(delta, self.checked_params()["w"]) if input_grad else None
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (input_shape[0], self.out_features)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return dict(in_features=self.in_features, out_features=self.out_features,
                     dtype=self.dtype.name)
 
@@ -983,14 +1011,14 @@ class Dense(Layer):
 class Flatten(Layer):
     """(N, C, H, W) -> (N, C*H*W)."""
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
         x = as_array("x", x)
         if x.ndim < 2:
             raise ValueError(f"Flatten input must have a batch axis, got shape {x.shape}")
         self._shape = x.shape
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
-    def backward(self, delta, input_grad=True):
+    def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         shape = self._forward_state("_shape")
         delta = as_array("delta", delta)
         if delta.size != math.prod(shape):
@@ -998,7 +1026,7 @@ class Flatten(Layer):
                              f"(input shape {shape}), got shape {delta.shape}")
         return delta.reshape(shape) if input_grad else None
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (input_shape[0], math.prod(input_shape[1:]))
 
 
@@ -1012,17 +1040,17 @@ class Activation(Layer):
         default), 'tanh', 'sigmoid', 'relu' or 'identity'.
     """
 
-    def __init__(self, function="lecun_tanh"):
+    def __init__(self, function: ActivationName = "lecun_tanh") -> None:
         super().__init__()
         self.function = function
         self._f, self._df = _activation(function)
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
         self._z = _real("x", x)
         self._a = self._f(self._z)
         return self._a
 
-    def backward(self, delta, input_grad=True):
+    def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         z = self._forward_state("_z")
         delta = _real("delta", delta)
         if delta.shape != z.shape:
@@ -1030,7 +1058,7 @@ class Activation(Layer):
                              f"{delta.shape}")
         return delta * self._df(z, self._a) if input_grad else None
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return dict(function=self.function)
 
 
@@ -1043,7 +1071,8 @@ class SquaredError:
     dtype, ready for ``Sequential.backward``.
     """
 
-    def __call__(self, y, labels):
+    def __call__(self, y: NDArray[np.floating[Any]],
+                 labels: ArrayInput) -> tuple[float, FloatArray]:
         t = _one_hot(labels, y.shape, y.dtype)
         diff = y - t
         n = y.shape[0]
@@ -1057,7 +1086,8 @@ class SoftmaxCrossEntropy:
     ``(E, delta)``: the loss as a float and delta = dE/dy in y's dtype.
     """
 
-    def __call__(self, y, labels):
+    def __call__(self, y: NDArray[np.floating[Any]],
+                 labels: ArrayInput) -> tuple[float, FloatArray]:
         t = _one_hot(labels, y.shape, y.dtype)
         z = y - y.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -1088,22 +1118,23 @@ class Sequential:
         The layers, first to last; kept in the ``layers`` list.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers: Iterable[Layer]) -> None:
         self.layers = list(layers)
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} must be a vecconv.nn.Layer, got "
                                 f"{type(layer).__name__}")
 
-    def forward(self, x):
+    def forward(self, x: ArrayInput) -> FloatArray:
+        out: Any = x
         for layer in self.layers:
-            x = layer.forward(x)
-        return x
+            out = layer.forward(out)
+        return out
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayInput) -> FloatArray:
         return self.forward(x)
 
-    def backward(self, delta):
+    def backward(self, delta: ArrayInput) -> None:
         """The chain rule through every layer; the first layer is told that its input
         needs no error (the layer object itself is not changed).
 
@@ -1118,17 +1149,17 @@ class Sequential:
             Every layer's parameters have their ``grad`` set; the first layer computes no
             error for its input.
         """
+        grad: Any = delta
         for i in range(len(self.layers) - 1, -1, -1):
-            delta = self.layers[i].backward(delta, input_grad=i > 0)
-        return delta
+            grad = self.layers[i].backward(grad, input_grad=i > 0)
 
-    def named_parameters(self):
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """("index.Type.name", Parameter) pairs in a fixed order."""
         for i, layer in enumerate(self.layers):
             for k, p in layer.named_parameters():
                 yield f"{i}.{type(layer).__name__}.{k}", p
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """Every Parameter, in the order of ``named_parameters``.
 
         Returns
@@ -1138,16 +1169,16 @@ class Sequential:
         """
         return [p for _, p in self.named_parameters()]
 
-    def parameter_count(self):
+    def parameter_count(self) -> int:
         return sum(layer.parameter_count() for layer in self.layers)
 
-    def predict(self, x, batch_size=256):
+    def predict(self, x: ArrayInput, batch_size: int = 256) -> NDArray[np.intp]:
         x = as_array("x", x)
         return np.concatenate([self.forward(x[i:i + batch_size]).argmax(axis=1)
                                for i in range(0, len(x), batch_size)]) if len(x) else \
             np.zeros(0, dtype=np.intp)
 
-    def summary(self, input_shape=(1, 1, 32, 32)):
+    def summary(self, input_shape: Shape = (1, 1, 32, 32)) -> str:
         """A table of every layer's output shape and parameter count, and the total.
 
         Parameters
@@ -1170,7 +1201,7 @@ class Sequential:
         lines.append(f"{'total':<56}{self.parameter_count():>12,}")
         return "\n".join(lines)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> str:
         """Architecture (JSON) and parameters in one .npz file; returns the path written.
 
         A path without the ``.npz`` suffix gets it (as ``numpy.savez`` does), and ``load``
@@ -1187,7 +1218,7 @@ class Sequential:
             The path written (with ``.npz``).
         """
         path = _npz_path(path)
-        arrays = {f"p{i}_{k}": v for i, layer in enumerate(self.layers)
+        arrays: dict[str, Any] = {f"p{i}_{k}": v for i, layer in enumerate(self.layers)
                   for k, v in layer.checked_params().items()}
         spec = [dict(type=type(layer).__name__, name=layer.name, config=_plain(layer.config()))
                 for layer in self.layers]
@@ -1243,7 +1274,7 @@ def _plain(value):
     return value
 
 
-def _npz_path(path):
+def _npz_path(path: str | os.PathLike[str]) -> str:
     path = os.fspath(path)
     return path if path.endswith(".npz") else path + ".npz"
 
@@ -1253,7 +1284,7 @@ _LAYER_TYPES = {c.__name__: c for c in (Conv1D, Conv2D, Conv3D, ConvTranspose1D,
                                         Dense, Flatten, Activation)}
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Sequential:
     """Rebuild a network saved by ``Sequential.save``; it predicts the same outputs.
 
     Everything in the file is checked before it is used: it must be a vecconv model
@@ -1353,11 +1384,12 @@ class SGD:
         L2 decay added to the gradient of every parameter named ``w`` (not the biases).
     """
 
-    def __init__(self, net, lr=0.01, momentum=0.9, weight_decay=0.0):
+    def __init__(self, net: Sequential, lr: float = 0.01, momentum: float = 0.9,
+                 weight_decay: float = 0.0) -> None:
         self.net, self.lr, self.momentum, self.weight_decay = net, lr, momentum, weight_decay
-        self._velocity = {}
+        self._velocity: dict[str, NDArray[Any]] = {}
 
-    def step(self):
+    def step(self) -> None:
         """One update of every Parameter of the network from its ``grad``; weight decay
         applies to the parameters named ``w``; masked-out entries stay exactly zero."""
         for name, param in self.net.named_parameters():
@@ -1376,7 +1408,7 @@ class SGD:
 
 
 # ----------------------------------------------------------------------------- LeNet-5
-def lenet5_c3_table():
+def lenet5_c3_table() -> NDArray[np.bool_]:
     """LeCun et al. 1998, Table I: the (6, 16) S2 -> C3 connection table (60 True).
 
     Returns
@@ -1395,8 +1427,9 @@ def lenet5_c3_table():
     return table
 
 
-def lenet5(*, dtype=np.float32, seed=0, activation="lecun_tanh", pooling="avg",
-           num_classes=10):
+def lenet5(*, dtype: DTypeLike = np.float32, seed: int | None = 0,
+           activation: ActivationName = "lecun_tanh", pooling: Literal["avg", "max"] = "avg",
+           num_classes: int = 10) -> Sequential:
     """LeCun et al. 1998's LeNet-5 on 32 x 32 inputs, as Xu's derivation uses it.
 
     C1 6@28x28 (5x5) - S2 6@14x14 (AvgPool 2 with beta, b) - C3 16@10x10 (Table I, 60

@@ -18,11 +18,15 @@ Only first derivatives are provided (``once_differentiable``).
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
+from typing_extensions import Unpack      # typing's own from Python 3.11; torch requires it
 
 from . import _conv, _pool
+from ._typing import AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions, Size
 
 __all__ = ["conv", "conv_transpose", "max_pool", "avg_pool"]
 
@@ -114,7 +118,8 @@ class _AvgPool(torch.autograd.Function):
         return _tensor(dx, ctx.x_dtype), None
 
 
-def conv(x, w, bias=None, **options):
+def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
+         **options: Unpack[ConvOptions]) -> torch.Tensor:
     """``vecconv.conv`` as a differentiable torch operation.
 
     Parameters
@@ -134,7 +139,8 @@ def conv(x, w, bias=None, **options):
     return _Conv.apply(x, w, bias, options)
 
 
-def conv_transpose(x, w, bias=None, **options):
+def conv_transpose(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
+                   **options: Unpack[ConvTransposeOptions]) -> torch.Tensor:
     """``vecconv.conv_transpose`` as a differentiable torch operation (keywords as there;
     w is ``(Cin, Cout/groups, *k)``).
 
@@ -156,7 +162,17 @@ def conv_transpose(x, w, bias=None, **options):
     return _ConvTranspose.apply(x, w, bias, options)
 
 
-def max_pool(x, kernel_size, *, return_indices=False, **options):
+@overload
+def max_pool(x: torch.Tensor, kernel_size: Size, *, return_indices: Literal[False] = False,
+             **options: Unpack[MaxPoolOptions]) -> torch.Tensor: ...
+@overload
+def max_pool(x: torch.Tensor, kernel_size: Size, *, return_indices: Literal[True],
+             **options: Unpack[MaxPoolOptions]) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def max_pool(x: torch.Tensor, kernel_size: Size, *, return_indices: bool,
+             **options: Unpack[MaxPoolOptions]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+def max_pool(x: torch.Tensor, kernel_size: Size, *, return_indices: bool = False,
+             **options: Unpack[MaxPoolOptions]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``vecconv.max_pool`` as a differentiable torch operation; the indices (int64, not
     differentiable) are returned too with ``return_indices=True``.
 
@@ -183,7 +199,8 @@ def max_pool(x, kernel_size, *, return_indices=False, **options):
     return (y, idx) if return_indices else y
 
 
-def avg_pool(x, kernel_size, **options):
+def avg_pool(x: torch.Tensor, kernel_size: Size,
+             **options: Unpack[AvgPoolOptions]) -> torch.Tensor:
     """``vecconv.avg_pool`` as a differentiable torch operation.
 
     Parameters
