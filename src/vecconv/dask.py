@@ -75,12 +75,6 @@ def _dask(name, a):
     return arr
 
 
-def _batched(x, d):
-    if x.ndim == d + 1:
-        return x[None], True
-    return x, False
-
-
 def _merge(chunks, least):
     """Chunks of at least ``least`` entries, made by joining each short chunk to its
     neighbour (an axis shorter than ``least`` becomes one chunk)."""
@@ -247,7 +241,7 @@ def _conv_setup(fname, x, w, bias, stride, padding, dilation, groups, connection
     w = _conv.as_array("w", w)
     bias = None if bias is None else _conv.as_array("bias", bias)
     d = _conv._spatial_axes(w, None, fname)
-    x, unbatched = _batched(x, d)
+    x, unbatched = _conv._batched(x, d)
     names = LAYOUTS[d][2]
     _conv.check_ndim("x", x.shape, d + 2, LAYOUTS[d][0])
     dtype = float_dtype(x=np.empty(0, x.dtype), w=w, bias=bias)
@@ -499,7 +493,7 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
     w = _conv.as_array("w", w)
     bias = None if bias is None else _conv.as_array("bias", bias)
     d = _conv._spatial_axes(w, None, "conv_transpose")
-    x, unbatched = _batched(x, d)
+    x, unbatched = _conv._batched(x, d)
     dtype = float_dtype(x=np.empty(0, x.dtype), w=w, bias=bias)
     opts = dict(stride=stride, padding=padding, output_padding=output_padding,
                 dilation=dilation, groups=groups, output_size=output_size, workspace=workspace)
