@@ -16,6 +16,16 @@ def tol(dtype):
     return TOL[np.dtype(dtype).type]
 
 
+def same_pairs(kernel, dilation, flip):
+    """The (before, after) pairs that padding='same' means at stride 1, per axis, as
+    scipy.signal centres the window: correlate2d (k-1)//2 before, convolve2d and the 1-D
+    and N-d functions k//2 before. A strided call must give these itself (vecconv refuses
+    'same' with a stride, as PyTorch does)."""
+    ext = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    before = [e // 2 if (flip or len(ext) != 2) else (e - 1) // 2 for e in ext]
+    return tuple((b, e - 1 - b) for b, e in zip(before, ext))
+
+
 def dilate_kernel(k, dh, dw):
     kh, kw = k.shape
     out = np.zeros((dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=k.dtype)

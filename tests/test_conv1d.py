@@ -38,9 +38,16 @@ def test_same_differs_from_correlate2d_for_even_kernels(rng):
 def test_stride_dilation_groups(rng, stride, dilation, groups):
     x = rng.standard_normal((2, 4, 20))
     w = rng.standard_normal((8, 4 // groups, 3))
-    y = vc.conv1d(x, w, stride=stride, dilation=dilation, groups=groups, padding="same")
+    # 'same' is for stride 1 (as in PyTorch); a strided call says its padding explicitly:
+    # here the pairs 'same' gives at stride 1 (k//2 before, as scipy's 1-D correlate)
+    e = dilation * 2 + 1
+    pads = "same" if stride == 1 else ((e // 2, e - 1 - e // 2),)
+    y = vc.conv1d(x, w, stride=stride, dilation=dilation, groups=groups, padding=pads)
     np.testing.assert_allclose(y, ref_conv1d(x, w, stride=stride, dilation=dilation,
                                              groups=groups, padding="same"), rtol=1e-12, atol=1e-12)
+    if stride > 1:
+        with pytest.raises(ValueError, match=r"padding='same'.*stride"):
+            vc.conv1d(x, w, stride=stride, dilation=dilation, groups=groups, padding="same")
 
 
 def test_seed_gradient_formulas(rng):

@@ -5,7 +5,7 @@ import pytest
 import scipy.signal as ss
 
 import vecconv as vc
-from reference import numeric_grad, ref_conv2d, rel_err, tol
+from reference import numeric_grad, ref_conv2d, rel_err, same_pairs, tol
 
 DTYPES = [np.float32, np.float64]
 
@@ -35,7 +35,13 @@ def test_stride_and_dilation_match_scipy(rng, dtype, stride, dilation, padding):
     x = rand(rng, (2, 2, 13, 10), dtype)
     w = rand(rng, (3, 2, 3, 2), dtype)
     for flip in (False, True):
-        y = vc.conv2d(x, w, stride=stride, dilation=dilation, padding=padding, flip=flip)
+        pads = padding
+        if padding == "same":       # strided: say the pairs 'same' means at stride 1
+            pads = same_pairs(w.shape[2:], dilation if isinstance(dilation, tuple)
+                              else (dilation,) * 2, flip)
+            with pytest.raises(ValueError, match=r"padding='same'.*stride"):
+                vc.conv2d(x, w, stride=stride, dilation=dilation, padding="same", flip=flip)
+        y = vc.conv2d(x, w, stride=stride, dilation=dilation, padding=pads, flip=flip)
         ref = ref_conv2d(x, w, stride=stride, dilation=dilation, padding=padding, flip=flip)
         np.testing.assert_allclose(y, ref, **tol(dtype))
 
@@ -97,7 +103,7 @@ def _grad_check(x, w, b, **opts):
     dict(padding="same", flip=True),
     dict(padding="full"),
     dict(stride=2, padding=1),
-    dict(stride=(1, 2), dilation=(2, 1), padding="same"),
+    dict(stride=(1, 2), dilation=(2, 1), padding=((2, 2), (0, 1))),   # 'same' at stride 1
     dict(groups=2, padding=1),
     dict(padding=((2, 0), (1, 3)), stride=(2, 3)),
 ])

@@ -146,8 +146,8 @@ def test_the_number_of_axes_is_checked(rng):
 
 
 def test_conv3d_on_the_pool_is_bit_identical_for_any_thread_count(rng, monkeypatch):
-    from vecconv import _plan
-    monkeypatch.setattr(_plan, "GRAIN_FLOPS", 0)
+    from vecconv import _config
+    monkeypatch.setattr(_config, "GRAIN_FLOPS", 0)
     x = rng.standard_normal((3, 4, 9, 10, 8))
     w = rng.standard_normal((6, 2, 3, 2, 3))
     with vc.threads(1):

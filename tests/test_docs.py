@@ -7,12 +7,14 @@ import re
 import pytest
 
 import vecconv
-import vecconv._conv
+import vecconv.functional.convolution
+import vecconv.functional.unfold
 import vecconv.matrix
 import vecconv.nn
 
 
-@pytest.mark.parametrize("module", [vecconv._conv, vecconv.matrix, vecconv.nn])
+@pytest.mark.parametrize("module", [vecconv.functional.convolution, vecconv.functional.unfold,
+                                    vecconv.matrix, vecconv.nn])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"{module.__name__} has no examples"

@@ -13,7 +13,8 @@ import pytest
 
 import vecconv as vc
 import vecconv.nn as nn
-from vecconv import _args, _plan
+from vecconv import _plan, _run, _validate
+from vecconv._options import conv_options
 from vecconv.__main__ import main
 
 rng_ = np.random.default_rng(7)
@@ -110,10 +111,8 @@ def test_the_engine_entry_points_check_sizes_themselves():
     from vecconv import _engine
     x = np.ones((2, 3, 8, 8))
     w = np.ones((4, 3, 3, 3))
-    plan = _plan.make_plan(x.shape, w.shape, (4,), dtype=np.dtype(np.float64), stride=1,
-                           padding=0, dilation=1, groups=1, connections=None, flip=False,
-                           workspace=None, spatial=2)
-    w2 = _plan.effective_weight(w, plan)
+    plan = _plan.plan_conv(x.shape, w.shape, (4,), np.float64, conv_options(2))
+    w2 = _run.effective_weight(w, plan)
     y = np.empty(plan.out_shape)
     args = (plan.geometry, plan.schedule, 2, 4, 1, 1, 1)
     for xx, ww, bb, yy in ((x.ravel()[:-1], w2.ravel(), np.ones(4), y.ravel()),
@@ -275,7 +274,7 @@ def test_unconnected_kernels_of_a_layer_stay_exactly_zero(table_case):
 # ----------------------------------------------------------------------------- 3. memory
 @pytest.fixture
 def little_memory(monkeypatch):
-    monkeypatch.setattr(_args, "_available_bytes", lambda: 300 * 2**20)
+    monkeypatch.setattr(_validate, "_available_bytes", lambda: 300 * 2**20)
 
 
 @pytest.mark.parametrize("call", ["conv2d", "conv2d_backward", "conv1d", "im2col", "col2im",
@@ -304,15 +303,14 @@ def test_every_large_allocation_is_counted_before_any_is_made(little_memory, cal
 
 
 def test_work_bytes_count_the_column_buffers_and_accumulators():
-    plan = _plan.make_plan((32, 64, 56, 56), (64, 64, 3, 3), None, dtype=np.dtype(np.float32),
-                           stride=1, padding=1, dilation=1, groups=1, connections=None,
-                           flip=False, workspace=None, spatial=2)
+    plan = _plan.plan_conv((32, 64, 56, 56), (64, 64, 3, 3), None, np.float32,
+                           conv_options(2, padding=1))
     s = plan.schedule
     slots = plan.slots(plan.threads())
     w_bytes = 64 * 64 * 9 * 4
-    assert plan.work_bytes() == (slots * s.buf_elems * 4 + w_bytes
+    assert plan.memory() == (slots * s.buf_elems * 4 + w_bytes
                                  + math.prod(plan.out_shape) * 4)
-    assert plan.work_bytes(backward=True) == (slots * s.buf_elems * 4 + w_bytes
+    assert plan.memory(backward=True) == (slots * s.buf_elems * 4 + w_bytes
                                               + math.prod(plan.x_shape) * 4
                                               + (s.n_acc + 2) * w_bytes)
 

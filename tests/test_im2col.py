@@ -39,7 +39,7 @@ def test_im2col_matches_definition(rng, dtype, k, s, p, d):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k,s,p,d", [((3, 3), 1, 0, 1), ((2, 4), (2, 1), (1, 2), 1),
-                                     ((3, 2), 3, "same", (2, 1)), ((4, 4), 2, "full", 1), ((1, 1), 1, 0, 1)])
+                                     ((3, 2), 3, ((2, 2), (0, 1)), (2, 1)), ((4, 4), 2, "full", 1), ((1, 1), 1, 0, 1)])
 def test_col2im_is_the_adjoint_of_im2col(rng, dtype, k, s, p, d):
     """<im2col(x), Y> = <x, col2im(Y)> for random x, Y."""
     x = rng.standard_normal((3, 2, 10, 7)).astype(dtype)

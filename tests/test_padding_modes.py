@@ -92,8 +92,8 @@ def test_the_backward_pass_is_the_adjoint_of_the_pad(rng, mode):
 def test_padding_modes_on_the_pool_are_bit_identical(rng, mode, monkeypatch):
     """A reflected or wrapped tap may read a pixel far from its output position; the dx
     units still own their elements (channel blocks of one image span per round)."""
-    from vecconv import _plan
-    monkeypatch.setattr(_plan, "GRAIN_FLOPS", 0)
+    from vecconv import _config, _plan
+    monkeypatch.setattr(_config, "GRAIN_FLOPS", 0)
     monkeypatch.setattr(_plan, "ROUND_ELEMS", 3000)
     x = rng.standard_normal((1, 8, 23, 19))
     w = rng.standard_normal((6, 8, 3, 5))

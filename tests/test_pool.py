@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import vecconv as vc
-import vecconv._pool as vpool
+import vecconv._config as vconfig
 from reference import tol
 
 try:
@@ -372,7 +372,7 @@ def test_empty_batch_and_channels():
 
 
 def test_threads_give_the_same_bits(rng, monkeypatch):
-    monkeypatch.setattr(vpool, "POOL_GRAIN", 0)
+    monkeypatch.setattr(vconfig, "POOL_GRAIN", 0)
     x = rng.standard_normal((3, 5, 37, 29)).astype(np.float32)
     x[0, 0, :4, :4] = np.nan
     runs = []

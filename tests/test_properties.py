@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import vecconv as vc
-from reference import ref_conv1d, ref_conv2d, ref_conv3d
+import pytest
+
+from reference import ref_conv1d, ref_conv2d, ref_conv3d, same_pairs
 
 
 def layouts(a, how):
@@ -58,13 +60,16 @@ def conv_cases(draw):
     else:
         extra = (2 * padding[0], 2 * padding[1])
     assume(h + extra[0] >= eh and w + extra[1] >= ew)
+    flip = draw(st.booleans())
+    if padding == "same" and max(sh, sw) > 1:        # 'same' is for stride 1: say the pairs
+        padding = same_pairs((kh, kw), (dh, dw), flip)
     table = None
     if use_table:
         table = np.array(draw(st.lists(st.booleans(), min_size=c * cout, max_size=c * cout))).reshape(c, cout)
         assume(table.any())
     return dict(shape=(n, c, h, w), wshape=(cout, c // groups, kh, kw), groups=groups,
                 connections=table, stride=(sh, sw), dilation=(dh, dw), padding=padding,
-                flip=draw(st.booleans()), dtype=draw(st.sampled_from([np.float32, np.float64])),
+                flip=flip, dtype=draw(st.sampled_from([np.float32, np.float64])),
                 layout=draw(st.sampled_from(["c", "fortran", "negative", "strided", "readonly"])),
                 seed=draw(st.integers(0, 2**32 - 1)),
                 workspace=draw(st.sampled_from([None, 1, 300, 5000])))
@@ -130,6 +135,10 @@ def test_conv1d_forward_and_backward(n, c, cout, length, k, stride, dilation, pa
     x = rng.standard_normal((n, c, length)).astype(dtype)
     w = rng.standard_normal((cout, c, k)).astype(dtype)
     opts = dict(stride=stride, dilation=dilation, padding=padding, flip=flip)
+    if padding == "same" and stride > 1:     # 'same' is for stride 1, as in PyTorch
+        with pytest.raises(ValueError, match=r"padding='same'.*stride"):
+            vc.conv1d(x, w, **opts)
+        return
     y = vc.conv1d(x, w, **opts)
     ref = ref_conv1d(x, w, **opts)
     np.testing.assert_allclose(y, ref, rtol=5e-4 if dtype == np.float32 else 1e-10,
@@ -164,6 +173,9 @@ def conv3d_cases(draw):
     else:
         extra = tuple(sum(p) for p in padding)
     assume(all(s + x >= e for s, x, e in zip(size, extra, ext)))
+    flip = draw(st.booleans())
+    if padding == "same" and max(stride) > 1:        # 'same' is for stride 1: say the pairs
+        padding = same_pairs(k, dil, flip)
     table = None
     if use_table:
         table = np.array(draw(st.lists(st.booleans(), min_size=c * cout, max_size=c * cout))).reshape(c, cout)
@@ -176,7 +188,7 @@ def conv3d_cases(draw):
         assume(all(max(p) < s for p, s in zip(pads, size)))
     return dict(shape=(n, c) + size, wshape=(cout, c // groups) + k, groups=groups,
                 connections=table, stride=stride, dilation=dil, padding=padding,
-                flip=draw(st.booleans()), dtype=draw(st.sampled_from([np.float32, np.float64])),
+                flip=flip, dtype=draw(st.sampled_from([np.float32, np.float64])),
                 seed=draw(st.integers(0, 2**32 - 1)), workspace=draw(st.sampled_from([None, 700])),
                 padding_mode=mode, fill_value=1.25 if mode == "constant" else 0.0)
 

@@ -17,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vecconv as vc
+from vecconv._options import conv_options
+from reference import same_pairs
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -26,7 +28,8 @@ CASES = {
     "whole-images": ((16, 3, 12, 11), (12, 3, 3, 2), dict(padding=1)),
     "whole-images-staged": ((16, 3, 12, 11), (5, 3, 3, 2), dict(padding=1)),
     "staged": ((40, 4, 5, 5), (6, 4, 3, 3), dict()),
-    "bands": ((2, 5, 40, 33), (7, 5, 5, 4), dict(stride=(2, 1), padding="same", workspace=5000)),
+    "bands": ((2, 5, 40, 33), (7, 5, 5, 4), dict(stride=(2, 1), padding=((2, 2), (1, 2)),
+                                                   workspace=5000)),
     "pointwise": ((3, 8, 9, 10), (6, 8, 1, 1), dict()),
     "pointwise-batch": ((12, 8, 9, 10), (10, 8, 1, 1), dict()),
     "groups": ((9, 6, 10, 9), (20, 3, 3, 3), dict(groups=2, dilation=(1, 2))),
@@ -50,8 +53,8 @@ def big_grain(monkeypatch):
     """Make every call parallel, however small (the grain size otherwise keeps small
     calls on the calling thread), and cut it into several rounds (so the round offsets
     and the dW accumulators reused across rounds run on the pool too)."""
-    from vecconv import _plan
-    monkeypatch.setattr(_plan, "GRAIN_FLOPS", 0)
+    from vecconv import _config, _plan
+    monkeypatch.setattr(_config, "GRAIN_FLOPS", 0)
     monkeypatch.setattr(_plan, "ROUND_ELEMS", 2000)
 
 
@@ -245,8 +248,8 @@ if first == "torch":
     import torch
 import numpy as np
 import vecconv as vc
-from vecconv import _plan
-_plan.GRAIN_FLOPS = 0
+from vecconv import _config
+_config.GRAIN_FLOPS = 0
 changed = {k: os.environ.get(k) for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}
 rng = np.random.default_rng(1)
 x = rng.standard_normal((2, 5, 40, 33)); w = rng.standard_normal((7, 5, 5, 4))
@@ -367,10 +370,9 @@ def test_cases_reach_every_way_of_cutting_the_work():
     seen = set()
     for xs, ws, opts in CASES.values():
         groups = opts.get("groups", 1)
-        plan = _plan.make_plan(xs, ws, None, dtype=np.dtype(np.float64), spatial=2,
-                               stride=opts.get("stride", 1), padding=opts.get("padding", 0),
-                               dilation=opts.get("dilation", 1), groups=groups,
-                               connections=None, flip=False, workspace=opts.get("workspace"))
+        options = conv_options(2, stride=opts.get("stride", 1), padding=opts.get("padding", 0),
+                               dilation=opts.get("dilation", 1), groups=groups)
+        plan = _plan.plan_conv(xs, ws, None, np.float64, options, opts.get("workspace"))
         s = plan.schedule
         seen.add(("pointwise" if s.pointwise else "staged" if s.staged else "columns",
                   "images" if s.tile_images else "bands", "dx-spans" if not s.dx_images else "dx-images",
@@ -390,6 +392,8 @@ def _geometries(draw):
     size = (draw(st.integers(4, 14)), draw(st.integers(4, 14)))
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = draw(st.sampled_from([0, 1, "same", "full"]))
+    if padding == "same" and max(stride) > 1:        # 'same' is for stride 1
+        padding = same_pairs(k, (1, 1), False)
     workspace = draw(st.sampled_from([None, 3000, 20000]))
     return (n, c) + size, (cout, c // groups) + k, dict(stride=stride, padding=padding,
                                                         groups=groups, workspace=workspace)
@@ -400,10 +404,10 @@ def _geometries(draw):
 def test_random_geometries_on_the_pool_are_bit_identical_for_any_thread_count(case, dtype):
     """Every random geometry on the pool (grain 0, small rounds), with 1, 2 and 3 threads:
     the same bits, and scipy's answer."""
-    from vecconv import _plan
+    from vecconv import _config, _plan
     xs, ws, opts = case
-    old = _plan.GRAIN_FLOPS, _plan.ROUND_ELEMS
-    _plan.GRAIN_FLOPS, _plan.ROUND_ELEMS = 0, 3000
+    old = _config.GRAIN_FLOPS, _plan.ROUND_ELEMS
+    _config.GRAIN_FLOPS, _plan.ROUND_ELEMS = 0, 3000
     try:
         rng = np.random.default_rng(0)
         x = rng.standard_normal(xs).astype(dtype)
@@ -414,7 +418,7 @@ def test_random_geometries_on_the_pool_are_bit_identical_for_any_thread_count(ca
                 y = vc.conv2d(x, w, **opts)
                 results.append((y,) + vc.conv2d_backward(np.cos(y), x, w, **opts))
     finally:
-        _plan.GRAIN_FLOPS, _plan.ROUND_ELEMS = old
+        _config.GRAIN_FLOPS, _plan.ROUND_ELEMS = old
     for other in results[1:]:
         for a, r in zip(other, results[0]):
             np.testing.assert_array_equal(a, r)
@@ -517,9 +521,7 @@ def test_every_round_has_units_to_share(xs, ws):
     (found by a hostile test: a batch of 8 large images ran dx one image per round, so
     serially). The planner's arithmetic, checked for each job kind."""
     from vecconv import _plan
-    plan = _plan.make_plan(xs, ws, None, dtype=np.dtype(np.float32), stride=1, padding=1,
-                           dilation=1, groups=1, connections=None, flip=False,
-                           workspace=None, spatial=2)
+    plan = _plan.plan_conv(xs, ws, None, np.float32, conv_options(2, padding=1))
     s = plan.schedule
     want = _plan.MIN_UNITS
     forward_units = min(s.round_tiles, s.n_tiles)

@@ -8,22 +8,31 @@ vecconv's own threads (``set_num_threads``); importing vecconv changes no enviro
 variable and no other library's thread count.
 """
 
-from ._threads import get_num_threads, runtime_info, set_num_threads, threads
-from ._conv import (col2im, conv, conv1d, conv1d_backward, conv2d, conv2d_backward, conv3d,
-                    conv3d_backward, conv_backward, conv_transpose, conv_transpose1d,
-                    conv_transpose1d_backward, conv_transpose2d, conv_transpose2d_backward,
-                    conv_transpose3d, conv_transpose3d_backward, conv_transpose_backward,
-                    get_workspace, im2col, set_workspace)
-from ._pool import (avg_pool, avg_pool1d, avg_pool2d, avg_pool3d, avg_pool_backward, max_pool,
-                    max_pool1d, max_pool2d, max_pool3d, max_pool_backward)
+from ._config import (config, get_config, get_num_threads, get_workspace, set_config,
+                      set_num_threads, set_workspace, threads)
+from ._runtime import runtime_info
+from .functional import (avg_pool, avg_pool1d, avg_pool2d, avg_pool3d, avg_pool_backward,
+                         col2im, conv, conv1d, conv1d_backward, conv2d, conv2d_backward,
+                         conv3d, conv3d_backward, conv_backward, conv_transpose,
+                         conv_transpose1d, conv_transpose1d_backward, conv_transpose2d,
+                         conv_transpose2d_backward, conv_transpose3d,
+                         conv_transpose3d_backward, conv_transpose_backward, im2col, max_pool,
+                         max_pool1d, max_pool2d, max_pool3d, max_pool_backward)
+from . import functional
 from .matrix import patch_matrix, unvec, vec
 from . import nn  # noqa: E402  (the layers and LeNet-5, on the same engine)
 
-try:            # written once, in meson.build; the installed metadata carries it
-    from importlib.metadata import PackageNotFoundError, version as _version
-    __version__ = _version("vecconv")
-except PackageNotFoundError:      # imported from a build tree that was never installed
-    __version__ = "unknown"
+
+def _installed_version() -> str:
+    """Written once, in meson.build; the installed metadata carries it."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("vecconv")
+    except PackageNotFoundError:  # imported from a build tree that was never installed
+        return "unknown"
+
+
+__version__ = _installed_version()
 
 __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_backward",
            "conv1d", "conv1d_backward", "conv2d", "conv2d_backward", "conv3d",
@@ -33,5 +42,6 @@ __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_bac
            "avg_pool", "avg_pool1d", "avg_pool2d", "avg_pool3d", "avg_pool_backward",
            "max_pool", "max_pool1d", "max_pool2d", "max_pool3d", "max_pool_backward",
            "set_workspace", "get_workspace", "set_num_threads",
-           "get_num_threads", "threads", "runtime_info", "nn"]
+           "get_num_threads", "threads", "config", "get_config", "set_config",
+           "runtime_info", "functional", "nn"]
 

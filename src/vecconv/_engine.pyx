@@ -55,6 +55,7 @@ cdef extern from "_runtime.h":
     int vc_get_num_threads() noexcept nogil
     void vc_set_num_threads(int n) noexcept nogil
     void vc_flag(int *flag) noexcept nogil
+    enum: VC_MAX_THREADS
 
 cdef enum:
     TRACE_DOMAIN = 0x76656363     # 'vecc'
@@ -62,6 +63,9 @@ cdef enum:
 
 # ----------------------------------------------------------------------------- runtime
 vc_runtime_init()
+
+#: the thread count's cap, written once in _runtime.h
+MAX_THREADS = VC_MAX_THREADS
 
 
 def load_private_blas(str path):

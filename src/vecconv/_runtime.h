@@ -24,6 +24,10 @@
 #ifndef VECCONV_RUNTIME_H
 #define VECCONV_RUNTIME_H
 
+/* More threads than this is surely a mistake (the pool would create them); Python reads
+   the same number as _engine.MAX_THREADS. */
+#define VC_MAX_THREADS 1024
+
 #include <stddef.h>
 #include <string.h>
 
@@ -259,7 +263,7 @@ static void vc_flag(int *flag) {
 }
 
 static int vc_get_num_threads(void) { return vc_nthreads; }
-static void vc_set_num_threads(int n) { vc_nthreads = n < 1 ? 1 : (n > 1024 ? 1024 : n); }
+static void vc_set_num_threads(int n) { vc_nthreads = n < 1 ? 1 : (n > VC_MAX_THREADS ? VC_MAX_THREADS : n); }
 
 /* For threadpoolctl's custom-controller API: plain C symbols it can call by ctypes. */
 #if defined(_WIN32)

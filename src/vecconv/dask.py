@@ -45,9 +45,11 @@ try:
 except ImportError as exc:          # pragma: no cover - the extra is missing
     raise ImportError("vecconv.dask needs Dask: pip install 'vecconv[dask]'") from exc
 
-from . import _conv, _pool
-from ._args import float_dtype, floats, int_tuple, output_size, resolve_padding
-from ._plan import LAYOUTS, make_plan
+from . import _plan, _run, functional
+from ._options import conv_options, conv_transpose_options, pool_options
+from ._pool_plan import block_plan, plan_pool
+from ._shapes import LAYOUTS, batched, kernel_axes, pool_axes
+from ._validate import as_array, check_ndim, flag, float_dtype, floats, integer
 
 __all__ = ["conv", "conv_backward", "conv_transpose", "avg_pool", "max_pool"]
 
@@ -238,33 +240,26 @@ class _ConvSetup(NamedTuple):
 def _conv_setup(fname, x, w, bias, stride, padding, dilation, groups, connections, flip,
                 padding_mode, fill_value, workspace, least):
     x = _dask("x", x)
-    w = _conv.as_array("w", w)
-    bias = None if bias is None else _conv.as_array("bias", bias)
-    d = _conv._spatial_axes(w, None, fname)
-    x, unbatched = _conv._batched(x, d)
-    names = LAYOUTS[d][2]
-    _conv.check_ndim("x", x.shape, d + 2, LAYOUTS[d][0])
+    w = as_array("w", w)
+    bias = None if bias is None else as_array("bias", bias)
+    d = kernel_axes(w.shape, None, fname)
+    options = conv_options(d, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, connections=connections, flip=flip,
+                           padding_mode=padding_mode, fill_value=fill_value)
+    if workspace is not None:
+        integer("workspace", workspace, 1)
+    x, unbatched = batched(x, d)
+    check_ndim("x", x.shape, d + 2, LAYOUTS[d][0])
     dtype = float_dtype(x=np.empty(0, x.dtype), w=w, bias=bias)
-    dl = int_tuple("dilation", dilation, d, 1)
-    st = int_tuple("stride", stride, d, 1)
+    # the whole array's shapes against the options, by arithmetic (it may be past what
+    # one engine call takes; each block is planned when it runs)
+    pads, outs = _plan.check_conv(tuple(x.shape), w.shape,
+                                  None if bias is None else bias.shape, options)
+    st, dl = options.stride, options.dilation
     extents = tuple(g * (k - 1) + 1 for g, k in zip(dl, w.shape[2:]))
-    pads = resolve_padding(padding, extents, flip, signal_1d=(d != 2))
     sizes = tuple(int(n) for n in x.shape[2:])
-    # every other option, checked by the in-memory planner on an input just big enough to
-    # hold the padding and one window (the whole image may be past a BLAS dimension)
-    probe = tuple(min(n, e + pb + pa + 1) for n, e, (pb, pa) in zip(sizes, extents, pads))
-    try:
-        make_plan((1, x.shape[1]) + probe, w.shape, None if bias is None else bias.shape,
-                  dtype=dtype, stride=st, padding=pads, dilation=dl, groups=groups,
-                  connections=connections, flip=flip, workspace=workspace, spatial=d,
-                  padding_mode=padding_mode, fill_value=fill_value)
-    except ValueError as exc:        # name the caller's shape, not the probe's
-        raise ValueError(str(exc).replace(str((1, x.shape[1]) + probe),
-                                          str(tuple(x.shape)))) from None
-    outs = tuple(output_size(f"input {nm}", n, p, e, s)
-                 for nm, n, p, e, s in zip(names, sizes, pads, extents, st))
     chunks = x.chunks
-    xp = _pad(x.astype(dtype), pads, padding_mode, float(fill_value))
+    xp = _pad(x.astype(dtype), pads, padding_mode, options.fill_value)
     merged = {1: -1}
     for a in range(d):
         merged[2 + a] = _merge(xp.chunks[2 + a], least(st[a], extents[a]))
@@ -297,7 +292,7 @@ def _conv_block(xb, w, bias, axes, opts, block_id=None):
         owned = tuple(o1 - o0 for o0, o1 in (ax.owned(block_id[2 + a])
                                              for a, ax in enumerate(axes)))
         return np.zeros((xb.shape[0], w.shape[0]) + owned, dtype=w.dtype)
-    return _conv.conv(xb[index], w, bias, padding=0, **opts)
+    return functional.conv(xb[index], w, bias, padding=0, **opts)
 
 
 def _depth(ndim, halos, side):
@@ -352,7 +347,7 @@ def _dw_block(xb, dyb, w, axes, opts, block_id=None):
     lead = (1,) * (xb.ndim - 1)
     if index is None or dyb.shape[0] == 0:
         return np.zeros(lead + w.shape, dtype=w.dtype)
-    _, dw, _ = _conv.conv_backward(dyb, xb[index], w, padding=0, input_grad=False, **opts)
+    _, dw, _ = functional.conv_backward(dyb, xb[index], w, padding=0, input_grad=False, **opts)
     return dw.reshape(lead + w.shape)
 
 
@@ -375,7 +370,7 @@ def _dx_block(dyb, w, channels, axes, opts, block_id=None):
         return np.zeros(dyb.shape[:1] + (channels,) + tuple(target_len), dtype=w.dtype)
     region = tuple((m - 1) * ax.stride + ax.extent for m, ax in zip(dy_local.shape[2:], axes))
     x_local = np.zeros(dyb.shape[:1] + (channels,) + region, dtype=w.dtype)
-    dx, _, _ = _conv.conv_backward(dy_local, x_local, w, padding=0, weight_grad=False, **opts)
+    dx, _, _ = functional.conv_backward(dy_local, x_local, w, padding=0, weight_grad=False, **opts)
     return _place(dx, start, target_start, target_len)
 
 
@@ -408,7 +403,8 @@ def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connec
     db : dask.array.Array or None
         Shape (Cout,): the sum of dy over the batch and every position (a tree sum).
     """
-    _conv._check_grad_flags(input_grad, weight_grad)
+    flag("input_grad", input_grad)
+    flag("weight_grad", weight_grad)
     s = _conv_setup("conv_backward", x, w, None, stride, padding, dilation, groups,
                     connections, flip, padding_mode, fill_value, workspace, _least_backward)
     dy = _dask("dy", dy)
@@ -462,7 +458,7 @@ def _transpose_block(xb, w, axes, opts, total, block_id=None):
         target_start.append(a0 * ax.stride)
         end = total[a] if j == len(ax.edges) - 2 else a1 * ax.stride
         target_len.append(end - a0 * ax.stride)
-    full = _conv.conv_transpose(xb, w, padding=0, **opts)
+    full = functional.conv_transpose(xb, w, padding=0, **opts)
     return _place(full, start, target_start, target_len)
 
 
@@ -490,22 +486,23 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
         a1 * stride) before the padding is cropped.
     """
     x = _dask("x", x)
-    w = _conv.as_array("w", w)
-    bias = None if bias is None else _conv.as_array("bias", bias)
-    d = _conv._spatial_axes(w, None, "conv_transpose")
-    x, unbatched = _conv._batched(x, d)
+    w = as_array("w", w)
+    bias = None if bias is None else as_array("bias", bias)
+    d = kernel_axes(w.shape, None, "conv_transpose")
+    options = conv_transpose_options(d, stride=stride, padding=padding,
+                                     output_padding=output_padding, dilation=dilation,
+                                     groups=groups, output_size=output_size)
+    if workspace is not None:
+        integer("workspace", workspace, 1)
+    x, unbatched = batched(x, d)
     dtype = float_dtype(x=np.empty(0, x.dtype), w=w, bias=bias)
-    opts = dict(stride=stride, padding=padding, output_padding=output_padding,
-                dilation=dilation, groups=groups, output_size=output_size, workspace=workspace)
-    st, dl, pads, out = _conv._transpose_options(tuple(x.shape), w.shape, d, **opts)
-    # the rest, checked in memory on an input as small as the options allow
-    probe = tuple(min(n, 2 * (pb + pa + g * (k - 1) + 1) + 2) for n, (pb, pa), g, k in
-                  zip(x.shape[2:], pads, dl, w.shape[2:]))
-    op = tuple(o - ((n - 1) * s - pb - pa + g * (k - 1) + 1) for o, n, s, (pb, pa), g, k in
-               zip(out, x.shape[2:], st, pads, dl, w.shape[2:]))
-    _conv.conv_transpose(np.zeros((1, x.shape[1]) + probe, dtype), w.astype(dtype),
-                         None if bias is None else bias.astype(dtype), stride=st, padding=pads,
-                         output_padding=op, dilation=dl, groups=groups, workspace=workspace)
+    y_shape = _plan.transposed_output_shape(tuple(x.shape), w.shape, options)
+    if bias is not None:
+        check_ndim("bias", bias.shape, 1, "(Cout,)")
+        if bias.shape[0] != y_shape[1]:
+            raise ValueError(f"bias must have shape ({y_shape[1]},) to match w, got "
+                             f"{bias.shape}")
+    st, dl, pads, out = options.stride, options.dilation, options.padding, y_shape[2:]
     extents = tuple(g * (k - 1) + 1 for g, k in zip(dl, w.shape[2:]))
     merged = {1: -1}
     for a in range(d):      # each chunk at least the left halo deep
@@ -539,8 +536,7 @@ class _PoolAxis(NamedTuple):
     owned: tuple        # (o0, o1) per chunk
 
 
-def _pool_block(xb, options, spatial, axes, is_max, override, want_indices, work,
-                block_id=None):
+def _pool_block(xb, options, spatial, axes, is_max, want_indices, work, block_id=None):
     spans = []
     for a, ax in enumerate(axes):
         j = block_id[2 + a]
@@ -552,9 +548,9 @@ def _pool_block(xb, options, spatial, axes, is_max, override, want_indices, work
         y = np.zeros(out_shape, dtype=work)
         idx = np.zeros(out_shape, dtype=np.int64)
     else:
-        plan = _pool.plan_pool(xb.shape[:2] + spatial, len(spatial), *options)
-        sub = _pool.block_plan(plan, xb.shape, spans)
-        out = _pool.run_forward(floats(work, xb), sub, is_max, override, want_indices)
+        plan = plan_pool(xb.shape[:2] + spatial, options)
+        sub = block_plan(plan, xb.shape, spans)
+        out = _run.pool_forward(floats(work, xb), sub, is_max, options.divisor, want_indices)
         if not want_indices:
             return out
         y, idx = out
@@ -569,18 +565,18 @@ def _pool_block(xb, options, spatial, axes, is_max, override, want_indices, work
     return rec
 
 
-def _pooling(fname, x, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad,
-          override, is_max, want_indices):
+def _pooling(fname, x, kernel_size, is_max, want_indices, **keywords):
     x = _dask("x", x)
-    shape, d, unbatched = _pool._batched_shape(tuple(x.shape), kernel_size, None, fname)
+    shape = tuple(x.shape)
+    d, unbatched = pool_axes(shape, kernel_size, None, fname)
+    if any(n == 0 for n in shape[-d:]):
+        raise ValueError(f"x must have spatial axes of at least 1 entry, got shape {shape}")
+    options = pool_options(d, kernel_size, **keywords)
+    shape = ((1,) if unbatched else ()) + shape
     x = x.reshape(shape) if unbatched else x
-    plan = _pool.plan_pool(shape, d, kernel_size, stride, padding, dilation, ceil_mode,
-                           count_include_pad)
+    plan = plan_pool(shape, options)
     dtype = float_dtype(x=np.empty(0, x.dtype))
-    k = int_tuple("kernel_size", kernel_size, d, 1)
-    s = k if stride is None else int_tuple("stride", stride, d, 1)
-    p = int_tuple("padding", padding, d, 0)
-    dl = int_tuple("dilation", dilation, d, 1)
+    k, s, p, dl = options.kernel_size, options.stride, options.padding, options.dilation
     merged, axes = {}, []
     for a in range(d):
         n, _, _, count, _ = plan.tables[3 - d + a]
@@ -604,12 +600,11 @@ def _pooling(fname, x, kernel_size, stride, padding, dilation, ceil_mode, count_
         depth[2 + a] = (0, h)
     chunks = x.chunks[:2] + tuple(tuple(o1 - o0 for o0, o1 in ax.owned) for ax in axes)
     out_dtype = np.dtype([("y", dtype), ("i", np.int64)]) if want_indices else dtype
-    options = (kernel_size, stride, padding, dilation, ceil_mode, count_include_pad)
     res = da.map_overlap(_pool_block, x, depth=depth, boundary="none", trim=False,
                          allow_rechunk=False, chunks=chunks, dtype=out_dtype,
                          meta=_meta(x.ndim, out_dtype), options=options,
                          spatial=tuple(shape[2:]), axes=tuple(axes), is_max=is_max,
-                         override=override, want_indices=want_indices, work=dtype)
+                         want_indices=want_indices, work=dtype)
     if want_indices:
         y, idx = res["y"], res["i"]
         return (y[0], idx[0]) if unbatched else (y, idx)
@@ -635,9 +630,9 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, ceil_mode=False,
         Each window computed by the same compiled kernel, with the same taps and divisor,
         as in memory: the same bits.
     """
-    _pool._check_flag("count_include_pad", count_include_pad)
-    return _pooling("avg_pool", x, kernel_size, stride, padding, 1, ceil_mode,
-                 count_include_pad, _pool._divisor(divisor_override), False, False)
+    return _pooling("avg_pool", x, kernel_size, False, False, stride=stride, padding=padding,
+                    ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                    divisor_override=divisor_override)
 
 
 def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -662,6 +657,5 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
     indices : dask.array.Array of int64
         Only with ``return_indices``: the shape of y.
     """
-    _pool._check_flag("return_indices", return_indices)
-    return _pooling("max_pool", x, kernel_size, stride, padding, dilation, ceil_mode, True,
-                 0.0, True, bool(return_indices))
+    return _pooling("max_pool", x, kernel_size, True, flag("return_indices", return_indices),
+                    stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)

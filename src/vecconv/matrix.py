@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._args import check_fits, as_array, check_ndim, int_tuple, integer
+from ._validate import check_fits, as_array, check_ndim, int_tuple, integer
 from ._typing import ArrayInput, Shape
 
 __all__ = ["vec", "unvec", "patch_matrix"]

@@ -27,8 +27,12 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from . import _conv, _engine, _plan, _pool
-from ._args import as_array, check_fits, check_ndim, float_dtype, int_tuple, integer
+from . import _plan, _run, functional
+from ._options import conv_options, conv_transpose_options, pool_options
+from ._pool_plan import plan_pool
+from ._shapes import pool_axes
+from ._validate import (as_array, check_fits, check_ndim, float_dtype, int_tuple, integer,
+                        layer_dtype)
 from ._typing import ArrayInput, FloatArray, IntArray, Padding, PaddingMode, Shape, Size
 
 #: the names of ``ACTIVATIONS``
@@ -341,39 +345,10 @@ def _real(name: str, value: object) -> NDArray[Any]:
     return a
 
 
-def layer_dtype(dtype: DTypeLike) -> np.dtype[Any]:
-    """The dtype a layer computes in: float32 or float64 in native byte order."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)) or not dt.isnative:
-        raise TypeError(f"dtype must be float32 or float64 (native byte order), got {dt.str!r}")
-    return dt
-
-
 def _lecun_uniform(rng, shape, fan_in, dtype):
     """Uniform with variance 1/fan_in (LeCun et al., 'Efficient BackProp')."""
     a = math.sqrt(3.0 / fan_in)
     return rng.uniform(-a, a, size=shape).astype(dtype)
-
-
-def _largest_int(value):
-    """The largest int inside a (nested) option, 0 when there is none ('same', ...)."""
-    if isinstance(value, (tuple, list)):
-        return max((_largest_int(v) for v in value), default=0)
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-        return int(value)
-    return 0
-
-
-def _probe_shape(channels, kernel, dilation, padding):
-    """A batch of one that any valid option set fits: every option of a layer is checked
-    at construction by planning this input (padding and dilation bounded by their
-    largest entries, so reflect padding and the window fit)."""
-    dl = _largest_int(dilation)
-    pad = _largest_int(padding)
-    return (1, channels) + tuple(max(dl, 1) * (k - 1) + 2 * pad + 2 for k in kernel)
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -411,17 +386,16 @@ class _Conv(Layer):
         _sizes(self, in_channels, out_channels, kernel_size, groups, dtype)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.padding_mode, self.fill_value, self.flip = padding_mode, fill_value, flip
-        if connections is not None:
-            if self.groups != 1:
-                raise ValueError("connections and groups cannot be combined")
-            connections = np.asarray(connections)
-            if connections.shape != (self.in_channels, self.out_channels):
-                raise ValueError(f"connections must have shape (in_channels, out_channels) = "
-                                 f"({self.in_channels}, {self.out_channels}), got "
-                                 f"{connections.shape}")
-            if connections.dtype.kind != "b" and not np.isin(connections, (0, 1)).all():
-                raise ValueError("connections must hold only True/False (or 0/1)")
-            connections = connections.astype(bool)
+        # every option checked here, without inventing an input
+        options = conv_options(d, stride=stride, padding=padding, dilation=dilation,
+                               groups=self.groups, connections=connections, flip=flip,
+                               padding_mode=padding_mode, fill_value=fill_value)
+        connections = options.connections
+        if connections is not None and connections.shape != (self.in_channels,
+                                                             self.out_channels):
+            raise ValueError(f"connections must have shape (in_channels, out_channels) = "
+                             f"({self.in_channels}, {self.out_channels}), got "
+                             f"{connections.shape}")
         self._plans: dict[Any, Any] = {}
         rng = rng if rng is not None else np.random.default_rng(seed)
         taps = math.prod(self.kernel_size)
@@ -436,7 +410,6 @@ class _Conv(Layer):
             w *= mask
         self.add_parameter("w", w, mask=mask)
         self.add_parameter("b", np.zeros(self.out_channels, dtype=self.dtype))
-        self._plan(_probe_shape(self.in_channels, self.kernel_size, dilation, padding))
 
     @property
     def connections(self) -> NDArray[np.bool_] | None:
@@ -449,19 +422,20 @@ class _Conv(Layer):
         return {"w": (self.out_channels, self.in_channels // self.groups) + self.kernel_size,
                 "b": (self.out_channels,)}
 
+    def _options(self):
+        return conv_options(self.spatial, stride=self.stride, padding=self.padding,
+                            dilation=self.dilation, groups=self.groups,
+                            connections=self.connections, flip=self.flip,
+                            padding_mode=self.padding_mode, fill_value=self.fill_value)
+
     def _plan(self, x_shape):
         table = self.connections
         key = (x_shape, None if table is None else np.packbits(table).tobytes())
         plan = self._plans.get(key)
         if plan is None:
-            plan = _plan.make_plan(x_shape, self.param_shapes()["w"], (self.out_channels,),
-                                   dtype=self.dtype, stride=self.stride,
-                                   padding=self.padding, dilation=self.dilation,
-                                   groups=self.groups, connections=table,
-                                   flip=self.flip, workspace=None, spatial=self.spatial,
-                                   padding_mode=self.padding_mode,
-                                   fill_value=self.fill_value)
-            check_fits(plan.work_bytes() + plan.work_bytes(backward=True),
+            plan = _plan.plan_conv(x_shape, self.param_shapes()["w"], (self.out_channels,),
+                                   self.dtype, self._options())
+            check_fits(plan.memory() + plan.memory(backward=True),
                        f"{type(self).__name__} on input {x_shape}")
             self._plans = {key: plan}     # a network sees one or two batch shapes
         return plan
@@ -473,8 +447,8 @@ class _Conv(Layer):
         params = self.checked_params()
         plan = self._plan(x.shape)
         self._x = x
-        self._w2 = _plan.effective_weight(params["w"], plan)
-        return _plan.forward(x, self._w2, params["b"], plan)
+        self._w2 = _run.effective_weight(params["w"], plan)
+        return _run.forward(x, self._w2, params["b"], plan)
 
     def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         x = self._forward_state("_x")
@@ -483,10 +457,10 @@ class _Conv(Layer):
         if delta.shape != plan.out_shape:
             raise ValueError(f"{type(self).__name__} backward expects delta of shape "
                              f"{plan.out_shape}, got {delta.shape}")
-        dx, dw2 = _plan.backward(delta, x, self._w2, plan, need_dx=bool(input_grad),
-                                 need_dw=True)
-        self._parameters["w"].grad = _plan.weight_gradient(dw2, plan)          # eq. 12-13
-        self._parameters["b"].grad = delta.sum(axis=tuple(range(2, delta.ndim))).sum(axis=0)  # eq. 10
+        dx, dw2 = _run.backward(delta, x, self._w2, plan, need_dx=bool(input_grad),
+                                need_dw=True)
+        self._parameters["w"].grad = _run.weight_gradient(dw2, plan)           # eq. 12-13
+        self._parameters["b"].grad = _run.bias_gradient(delta, self.dtype)     # eq. 10
         return dx                                                              # eq. 16-18
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -580,8 +554,9 @@ class _ConvTranspose(Layer):
         _sizes(self, in_channels, out_channels, kernel_size, groups, dtype)
         self.stride, self.padding = stride, padding
         self.output_padding, self.dilation = output_padding, dilation
-        probe = np.zeros(_probe_shape(self.in_channels, (1,) * d, 1, padding), self.dtype)
-        self._call(_conv.conv_transpose, probe, np.zeros(self.param_shapes()["w"], self.dtype))
+        conv_transpose_options(d, stride=stride, padding=padding,
+                               output_padding=output_padding, dilation=dilation,
+                               groups=self.groups)            # every option checked here
         rng = rng if rng is not None else np.random.default_rng(seed)
         fan_in = (self.in_channels // self.groups) * math.prod(self.kernel_size)
         self.add_parameter("w", _lecun_uniform(rng, self.param_shapes()["w"], fan_in,
@@ -602,12 +577,12 @@ class _ConvTranspose(Layer):
         x = self._check_input(x, d + 2, f"(N, C, {_LAYOUT[d]})", self.in_channels)
         self._x = np.ascontiguousarray(x, dtype=self.dtype)
         params = self.checked_params()
-        return self._call(_conv.conv_transpose, self._x, params["w"], params["b"])
+        return self._call(functional.conv_transpose, self._x, params["w"], params["b"])
 
     def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         x = self._forward_state("_x")
         delta = np.asarray(_real("delta", delta), dtype=self.dtype)
-        dx, dw, db = self._call(_conv.conv_transpose_backward, delta, x,
+        dx, dw, db = self._call(functional.conv_transpose_backward, delta, x,
                                 self.checked_params()["w"], input_grad=bool(input_grad))
         self._parameters["w"].grad = dw
         self._parameters["b"].grad = db
@@ -615,7 +590,7 @@ class _ConvTranspose(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         probe = np.zeros((1,) + tuple(input_shape[1:]), self.dtype)
-        return (input_shape[0],) + self._call(_conv.conv_transpose, probe,
+        return (input_shape[0],) + self._call(functional.conv_transpose, probe,
                                               self.checked_params()["w"]).shape[1:]
 
     def config(self) -> dict[str, Any]:
@@ -686,7 +661,7 @@ def down(x, n):
     ndarray, shape (N, C, H // n, W // n)
         The window sums (``vecconv.avg_pool`` with ``divisor_override=1``).
     """
-    return _pool.avg_pool(x, 2 * (n,), divisor_override=1)
+    return functional.avg_pool(x, 2 * (n,), divisor_override=1)
 
 
 def up(d, n):
@@ -731,19 +706,23 @@ class _Pooling(Layer):
                              f"dilation given as tuples must all have 1, 2 or 3 entries, "
                              f"the same number; got {self.config()}")
         d = lengths.pop() if lengths else 2
-        kd = int_tuple("kernel_size", self.kernel_size, d, 1)
-        self._plan_for(_probe_shape(1, kd, self.dilation, self.padding))   # checks them all
+        pool_options(d, self.kernel_size, stride=self.stride, padding=self.padding,
+                     dilation=self.dilation, ceil_mode=ceil_mode)    # checks them all
         self._plan = None
 
     def _plan_for(self, shape):
         """The plan of a batch of ``shape`` (the layer's cached plan is left alone)."""
-        shape, d, unbatched = _pool._batched_shape(tuple(shape), self.kernel_size, None,
-                                                    type(self).__name__)
+        shape = tuple(shape)
+        d, unbatched = pool_axes(shape, self.kernel_size, None, type(self).__name__)
         if unbatched:
             raise ValueError(f"{type(self).__name__} needs a batch (N, C, *spatial), got "
                              f"shape {shape}")
-        return _pool.plan_pool(shape, d, self.kernel_size, self.stride, self.padding,
-                               self.dilation, self.ceil_mode, True)
+        if any(n == 0 for n in shape[2:]):
+            raise ValueError(f"x must have spatial axes of at least 1 entry, got shape "
+                             f"{shape}")
+        return plan_pool(shape, pool_options(d, self.kernel_size, stride=self.stride,
+                                             padding=self.padding, dilation=self.dilation,
+                                             ceil_mode=self.ceil_mode))
 
     def _forward_plan(self, shape):
         """The plan of this forward pass, kept for its backward pass (reused while the
@@ -832,7 +811,7 @@ class AvgPool(_Pooling):
         x = np.ascontiguousarray(x, dtype=self.dtype)
         params = self.checked_params()
         plan = self._forward_plan(x.shape)
-        self._down = _pool.run_forward(x, plan, False, override=1.0)          # eq. 2
+        self._down = _run.pool_forward(x, plan, False, divisor=1.0)          # eq. 2
         per_map = (1, -1) + (1,) * (x.ndim - 2)
         self._z = params["beta"].reshape(per_map) * self._down + params["b"].reshape(per_map)
         self._a = self._f(self._z)
@@ -851,8 +830,8 @@ class AvgPool(_Pooling):
         if not input_grad:
             return None
         beta = self.checked_params()["beta"].reshape((1, -1) + (1,) * (dz.ndim - 2))
-        return _pool.run_backward(np.ascontiguousarray(dz * beta), self._plan, False,
-                                  override=1.0)                                    # eq. 6
+        return _run.pool_backward(np.ascontiguousarray(dz * beta), self._plan, False,
+                                  divisor=1.0)                                    # eq. 6
 
     def config(self) -> dict[str, Any]:
         return dict(channels=self.channels, kernel_size=self.kernel_size,
@@ -887,7 +866,7 @@ class MaxPool(_Pooling):
         x = as_array("x", x)
         plan = self._forward_plan(x.shape)
         dtype = float_dtype(x=x)
-        self._y, self._idx = _pool.run_forward(np.ascontiguousarray(x, dtype=dtype), plan,
+        self._y, self._idx = _run.pool_forward(np.ascontiguousarray(x, dtype=dtype), plan,
                                                True, want_indices=True)
         return self._y
 
@@ -900,7 +879,7 @@ class MaxPool(_Pooling):
             raise ValueError(f"MaxPool backward expects delta of shape {idx.shape}, got "
                              f"{delta.shape}")
         delta = np.ascontiguousarray(delta, dtype=self._y.dtype)
-        return _pool.run_backward(delta, self._plan, True, indices=idx)
+        return _run.pool_backward(delta, self._plan, True, indices=idx)
 
     def config(self) -> dict[str, Any]:
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
@@ -912,39 +891,6 @@ AvgPool.__doc__ = AvgPool.__doc__.format(options=_POOL_OPTIONS.format(  # type: 
 MaxPool.__doc__ = MaxPool.__doc__.format(options=_POOL_OPTIONS.format(  # type: ignore[union-attr]
     int_note="", pad_note="-inf",
     extra="dilation : int or d ints\n        The step between a window's taps.\n    "))
-
-
-def _matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) through the engine's BLAS, not NumPy's: blocks of rows spread over
-    the engine's threads, one single-threaded GEMM each.
-
-    NumPy and SciPy each bundle an OpenBLAS with its own thread pool; a network that used
-    NumPy's beside the engine's would keep another pool of spinning workers on the same
-    cores (measured with vecconv 0.1: a LeNet-5 step took 2-4x longer).
-    """
-    a = np.ascontiguousarray(a)
-    b = np.ascontiguousarray(b, dtype=a.dtype)
-    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if ka != kb:
-        raise ValueError(f"matrix product of {a.shape}{'^T' if trans_a else ''} and "
-                         f"{b.shape}{'^T' if trans_b else ''}: inner sizes {ka} and {kb} differ")
-    out = np.empty((m, n), dtype=a.dtype)
-    if not out.size:
-        return out
-    threads = min(_plan.threads_for(2 * m * n * ka), m)
-    rows = -(-m // threads)
-    full = m // rows
-    # blocks of `rows` rows of the output, one GEMM each, spread over the engine's threads
-    # (op(a)'s rows are a's rows, or its columns when transposed)
-    a_block = a[:, :rows] if trans_a else a[:rows]
-    _engine.gemm_into(a_block, b, out[:rows], trans_a, trans_b, count=full,
-                      a_step=rows if trans_a else rows * a.shape[1], c_step=rows * n,
-                      threads=threads)
-    if full * rows < m:
-        _engine.gemm_into(a[:, full * rows:] if trans_a else a[full * rows:], b,
-                          out[full * rows:], trans_a, trans_b)
-    return out
 
 
 class Dense(Layer):
@@ -983,7 +929,7 @@ class Dense(Layer):
                              f"shape {x.shape}")
         self._x = np.ascontiguousarray(x, dtype=self.dtype)
         params = self.checked_params()
-        out = _matmul(self._x, params["w"], trans_b=True)
+        out = _run.matmul(self._x, params["w"], trans_b=True)
         out += params["b"]
         return out
 
@@ -996,9 +942,9 @@ class Dense(Layer):
         if delta.shape != (x.shape[0], self.out_features):
             raise ValueError(f"Dense backward expects delta of shape "
                              f"{(x.shape[0], self.out_features)}, got {delta.shape}")
-        self._parameters["w"].grad = _matmul(delta, x, trans_a=True)
+        self._parameters["w"].grad = _run.matmul(delta, x, trans_a=True)
         self._parameters["b"].grad = delta.sum(axis=0)
-        return _matmul(delta, self.checked_params()["w"]) if input_grad else None
+        return _run.matmul(delta, self.checked_params()["w"]) if input_grad else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (input_shape[0], self.out_features)

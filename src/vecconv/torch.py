@@ -25,7 +25,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from typing_extensions import Unpack      # typing's own from Python 3.11; torch requires it
 
-from . import _conv, _pool
+from . import functional
 from ._typing import AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions, Size
 
 __all__ = ["conv", "conv_transpose", "max_pool", "avg_pool"]
@@ -80,15 +80,15 @@ def _convolution(name, forward_fn, backward_fn):
                 dict(forward=staticmethod(forward), backward=staticmethod(backward)))
 
 
-_Conv = _convolution("_Conv", _conv.conv, _conv.conv_backward)
-_ConvTranspose = _convolution("_ConvTranspose", _conv.conv_transpose,
-                              _conv.conv_transpose_backward)
+_Conv = _convolution("_Conv", functional.conv, functional.conv_backward)
+_ConvTranspose = _convolution("_ConvTranspose", functional.conv_transpose,
+                              functional.conv_transpose_backward)
 
 
 class _MaxPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, opts):
-        y, idx = _pool.max_pool(_array("x", x), return_indices=True, **opts)
+        y, idx = functional.max_pool(_array("x", x), return_indices=True, **opts)
         ctx.x_shape, ctx.opts, ctx.x_dtype = tuple(x.shape), opts, x.dtype
         indices = torch.from_numpy(idx)
         ctx.save_for_backward(indices)
@@ -99,7 +99,7 @@ class _MaxPool(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy, _):
         (indices,) = ctx.saved_tensors
-        dx = _pool.max_pool_backward(_array("dy", dy), ctx.x_shape, indices=indices.numpy(),
+        dx = functional.max_pool_backward(_array("dy", dy), ctx.x_shape, indices=indices.numpy(),
                                      **ctx.opts)
         return _tensor(dx, ctx.x_dtype), None
 
@@ -107,14 +107,14 @@ class _MaxPool(torch.autograd.Function):
 class _AvgPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, opts):
-        y = _pool.avg_pool(_array("x", x), **opts)
+        y = functional.avg_pool(_array("x", x), **opts)
         ctx.x_shape, ctx.opts, ctx.x_dtype = tuple(x.shape), opts, x.dtype
         return torch.from_numpy(y)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        dx = _pool.avg_pool_backward(_array("dy", dy), ctx.x_shape, **ctx.opts)
+        dx = functional.avg_pool_backward(_array("dy", dy), ctx.x_shape, **ctx.opts)
         return _tensor(dx, ctx.x_dtype), None
 
 

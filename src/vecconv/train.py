@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from . import nn
-from ._args import integer
+from ._validate import integer
 from .data import load_digits
 
 __all__ = ["train", "shift_batch"]

@@ -1,7 +1,10 @@
-"""Argument checking shared by every public function: one place for each rule.
+"""Argument checks shared by every front end: one place for each rule.
 
-The compiled kernels assume clean input; everything a user can get wrong is caught here
-and turned into a ``TypeError``/``ValueError`` that names the argument.
+The compiled kernels assume clean input; everything a user can get wrong about a single
+argument (its type, dtype, range, or whether memory can hold it) is caught here and
+turned into a ``TypeError``/``ValueError`` that names the argument. Rules that relate
+several arguments live with what they decide: ``_options`` (options without shapes),
+``_shapes`` (sizes), ``_plan`` (options against shapes).
 """
 
 from __future__ import annotations
@@ -68,6 +71,25 @@ def floats(dtype: DTypeLike, a: NDArray[Any]) -> NDArray[Any]:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def copy_bytes(a: NDArray[Any], dtype: DTypeLike) -> int:
+    """Bytes ``floats(dtype, a)`` would allocate (0 when ``a`` is already clean)."""
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return 0
+    return a.size * np.dtype(dtype).itemsize
+
+
+def layer_dtype(dtype: DTypeLike) -> np.dtype[Any]:
+    """The dtype a layer computes in: float32 or float64 in native byte order (the
+    policy of ``float_dtype`` for a dtype a user names)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)) or not dt.isnative:
+        raise TypeError(f"dtype must be float32 or float64 (native byte order), got {dt.str!r}")
+    return dt
+
+
 def check_ndim(name: str, shape: Sequence[int], ndim: int, layout: str) -> None:
     if len(shape) != ndim:
         raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(shape)}")
@@ -90,6 +112,26 @@ def integer(name: str, value: object, minimum: int, maximum: int = INDEX_MAX) ->
     return v
 
 
+def flag(name: str, value: object) -> bool:
+    """True or False (NumPy's bools too); anything else is refused: 0, 1 and "no" are
+    not answers to a yes/no option."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def real(name: str, value: object) -> float:
+    """A real number as a Python float (inf and nan allowed; too large to be a float, a
+    bool, a complex or a string refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)) \
+            or np.iscomplexobj(value):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must fit in a float64, got {value!r}") from None
+
+
 def int_tuple(name: str, value: object, n: int, minimum: int) -> tuple[int, ...]:
     """An int, or a sequence of n ints, each >= minimum, as a tuple of n ints."""
     if isinstance(value, (tuple, list)):
@@ -99,51 +141,6 @@ def int_tuple(name: str, value: object, n: int, minimum: int) -> tuple[int, ...]
     if isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be an int or a tuple of {n} ints, got an array")
     return (integer(name, value, minimum),) * n
-
-
-# ----------------------------------------------------------------------------- padding
-PADDING_MODES = ("valid", "same", "full")
-
-
-def resolve_padding(padding, extents, flip, signal_1d=False):
-    """Padding before/after each spatial axis, as ((before, after), ...).
-
-    ``extents`` are the dilated kernel sizes d*(k-1)+1. The string modes mean exactly what
-    they mean in scipy.signal: 'full' pads k-1 on both sides; 'same' keeps the input size
-    and, for even kernels, scipy centres the window differently per function:
-    ``correlate2d`` pads (k-1)//2 before, ``convolve2d`` pads k//2 before (the flipped
-    kernel moves its centre), and the 1-D ``correlate``/``convolve`` both pad k//2 before.
-    """
-    if isinstance(padding, str):
-        if padding == "valid":
-            return tuple((0, 0) for _ in extents)
-        if padding == "full":
-            return tuple((k - 1, k - 1) for k in extents)
-        if padding == "same":
-            out = []
-            for k in extents:
-                before = k // 2 if (flip or signal_1d) else (k - 1) // 2
-                out.append((before, k - 1 - before))
-            return tuple(out)
-        raise ValueError(f"padding must be an int >= 0, a tuple of ints, or one of "
-                         f"{PADDING_MODES}, got {padding!r}")
-    n = len(extents)
-    if isinstance(padding, (tuple, list)) and len(padding) == n and all(
-            isinstance(p, (tuple, list)) for p in padding):
-        out = []
-        for p in padding:
-            before, after = int_tuple("padding", p, 2, 0)
-            out.append((before, after))
-        return tuple(out)
-    return tuple((p, p) for p in int_tuple("padding", padding, n, 0))
-
-
-def output_size(name_in, size, pad, extent, stride):
-    padded = size + pad[0] + pad[1]
-    if padded < extent:
-        raise ValueError(f"kernel (dilated extent {extent}) is larger than the padded "
-                         f"{name_in} ({size} + padding {pad[0]}+{pad[1]} = {padded})")
-    return (padded - extent) // stride + 1
 
 
 # ----------------------------------------------------------------------------- memory

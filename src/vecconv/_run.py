@@ -1,0 +1,350 @@
+"""Running plans: the one path from validated arrays and a Plan to the engine.
+
+Every front end ends here: ``conv_forward``, ``conv_backward``, ``transposed_forward``
+and ``transposed_backward`` take arrays (any layout; copied to clean contiguous arrays of
+the plan's dtype) and a plan from ``_plan``, check that the machine can hold what the
+pass allocates (copies included), run the plan's route, and return new arrays. Pooling
+plans run through ``pool_forward``/``pool_backward``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _engine
+from ._plan import Plan, Route, threads_for
+from ._validate import check_fits, copy_bytes, floats, nbytes_of
+
+
+# ----------------------------------------------------------------------------- weights
+def _per_tap(mask, ndim):
+    return mask.reshape(mask.shape + (1,) * (ndim - 2))
+
+
+def _flipped(w):
+    return w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]
+
+
+def effective_weight(w, plan):
+    """The (Cout, C/groups*taps) matrix the GEMMs use: flipped, masked, contiguous.
+
+    The rows are vec of each kernel read in C order, to match the column buffer. Kernels
+    of pairs the connection table leaves out are exactly 0, whatever they hold (selected
+    away, not multiplied by 0: NaN * 0 is NaN).
+    """
+    w = np.asarray(w).reshape(plan.w_shape)
+    if plan.flip:
+        w = _flipped(w)                                    # J k J (eq. 14)
+    if plan.mask is not None:
+        w = np.where(_per_tap(plan.mask, w.ndim), w, 0)
+    return np.ascontiguousarray(w, dtype=plan.dtype).reshape(plan.w_shape[0], -1)
+
+
+def weight_gradient(dw2, plan):
+    """The kernel gradient in the layout of w from the engine's (Cout, K) matrix; exactly
+    0 for pairs the connection table leaves out. Always a new array with positive strides
+    (a flipped view of size-1 axes would count as contiguous with negative strides)."""
+    dw = dw2.reshape(plan.w_shape)
+    if plan.flip:
+        dw = _flipped(dw)
+    if plan.mask is not None:
+        dw = np.where(_per_tap(plan.mask, dw.ndim), dw, 0)
+    return np.array(dw, dtype=plan.dtype, order="C", copy=True)
+
+
+def bias_gradient(dy, dtype):
+    """dE/db_j = the sum of delta_j over the batch and every position (eq. 10)."""
+    return dy.sum(axis=tuple(range(2, dy.ndim)), dtype=dtype).sum(axis=0)
+
+
+# ----------------------------------------------------------------------------- routes
+def _finite_images(fill, *arrays):
+    """Per image: whether every value it reads is finite (a non-finite constant pad makes
+    every image non-finite)."""
+    n = next(a.shape[0] for a in arrays if a is not None)
+    if not math.isfinite(fill):
+        return np.zeros(n, dtype=bool)
+    ok = np.ones(n, dtype=bool)
+    for a in arrays:
+        if a is not None and a.size:
+            ok &= np.isfinite(a.reshape(n, -1)).all(axis=1)
+    return ok
+
+
+def _split(plan, *arrays):
+    """The batch split by route: (indices, route) pairs that cover it. A plan whose table
+    leaves pairs out sends each image with a NaN or inf to the PER_MAP route alone, so one
+    image's values never change another's result."""
+    n = plan.x_shape[0]
+    if not plan.masked:
+        return [(None, plan.route)]
+    ok = _finite_images(plan.geometry.fill, *arrays)
+    if ok.all():
+        return [(None, plan.route)]
+    if not ok.any():
+        return [(None, Route.PER_MAP)]
+    idx = np.arange(n)
+    return [(idx[ok], plan.route), (idx[~ok], Route.PER_MAP)]
+
+
+def _by_output_map(plan, w2):
+    """(j, the input maps j reads, its plan, its (1, |M_j|*taps) weight) for each map j:
+    eq. 1 literally, z_j = sum over i in M_j of x_i * k_ij."""
+    taps = plan.geometry.taps
+    for j in range(plan.out_shape[1]):
+        inputs = np.flatnonzero(plan.mask[j])
+        if inputs.size:
+            wj = w2[j].reshape(-1, taps)[inputs].reshape(1, -1)
+            yield j, inputs, plan.for_inputs(inputs), np.ascontiguousarray(wj)
+
+
+def _flat(a):
+    return a.reshape(-1)
+
+
+def _engine_args(plan):
+    n, cout = plan.out_shape[:2]
+    threads = plan.threads()
+    return plan.geometry, plan.schedule, n, cout, plan.groups, threads, plan.slots(threads)
+
+
+def _engine_forward(x, w2, bias, plan):
+    y = np.empty(plan.out_shape, dtype=plan.dtype)
+    b = bias if bias is not None else np.empty(0, dtype=plan.dtype)
+    _engine.conv_forward(_flat(x), _flat(w2), b, _flat(y), bias is not None,
+                         *_engine_args(plan))
+    return y
+
+
+def _per_map_forward(x, w2, bias, plan):
+    y = np.zeros(plan.out_shape, dtype=plan.dtype)
+    if bias is not None:            # a map that reads no input is its bias
+        y[:] = bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+    for j, inputs, sub, wj in _by_output_map(plan, w2):
+        y[:, j:j + 1] = _engine_forward(np.ascontiguousarray(x[:, inputs]), wj,
+                                        None if bias is None else bias[j:j + 1], sub)
+    return y
+
+
+def forward(x, w2, bias, plan):
+    """The forward pass on clean arrays (x, w2 and bias contiguous in plan.dtype)."""
+    parts = _split(plan, x)
+    if len(parts) == 1:
+        run = _per_map_forward if parts[0][1] is Route.PER_MAP else _engine_forward
+        return run(x, w2, bias, plan)
+    y = np.empty(plan.out_shape, dtype=plan.dtype)
+    for idx, route in parts:
+        sub = plan.for_batch(idx.size)
+        run = _per_map_forward if route is Route.PER_MAP else _engine_forward
+        y[idx] = run(np.ascontiguousarray(x[idx]), w2, bias, sub)
+    return y
+
+
+def _engine_backward(dy, x, w2, plan, need_dx, need_dw):
+    dt = plan.dtype
+    empty = np.empty(0, dtype=dt)
+    if x is None:                       # the dx pass alone needs no x (conv_transpose)
+        x, need_dw = empty, False
+    dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
+    k = math.prod(plan.w_shape[1:])
+    n_acc = plan.schedule.n_acc
+    acc = np.zeros((n_acc, plan.w_shape[0], k), dtype=dt) if need_dw else None
+    _engine.conv_backward(_flat(dy), _flat(x), _flat(w2),
+                          _flat(dx) if need_dx else empty, _flat(acc) if need_dw else empty,
+                          need_dx, need_dw, *_engine_args(plan))
+    dw2 = None
+    if need_dw:
+        dw2 = acc[0]
+        for i in range(1, n_acc):       # a fixed order: the same bits with any thread count
+            dw2 += acc[i]
+    return dx, dw2
+
+
+def _per_map_backward(dy, x, w2, plan, need_dx, need_dw):
+    dt = plan.dtype
+    dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
+    dw2 = np.zeros((plan.w_shape[0], math.prod(plan.w_shape[1:])), dtype=dt) if need_dw else None
+    taps = plan.geometry.taps
+    for j, inputs, sub, wj in _by_output_map(plan, w2):
+        dxj, dwj = _engine_backward(np.ascontiguousarray(dy[:, j:j + 1]),
+                                    np.ascontiguousarray(x[:, inputs]), wj, sub, need_dx,
+                                    need_dw)
+        if need_dx:
+            dx[:, inputs] += dxj
+        if need_dw:
+            dw2[j].reshape(-1, taps)[inputs] = dwj.reshape(-1, taps)
+    return dx, dw2
+
+
+def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
+    """The backward pass on clean arrays: (dx shaped like x, or None; dw2 (Cout, K), or
+    None)."""
+    parts = _split(plan, x, dy)
+    if len(parts) == 1:
+        run = _per_map_backward if parts[0][1] is Route.PER_MAP else _engine_backward
+        return run(dy, x, w2, plan, need_dx, need_dw)
+    dx = np.empty(plan.x_shape, dtype=plan.dtype) if need_dx else None
+    dw2 = None
+    for idx, route in parts:            # dense images first: a fixed order of the sum
+        sub = plan.for_batch(idx.size)
+        run = _per_map_backward if route is Route.PER_MAP else _engine_backward
+        dxp, dwp = run(np.ascontiguousarray(dy[idx]), np.ascontiguousarray(x[idx]), w2, sub,
+                       need_dx, need_dw)
+        if need_dx:
+            dx[idx] = dxp
+        if need_dw:
+            dw2 = dwp if dw2 is None else dw2 + dwp
+    return dx, dw2
+
+
+# ----------------------------------------------------------------------------- passes
+def conv_forward(x, w, bias, plan: Plan):
+    """y of ``conv`` for a batched x under ``plan`` (x, w, bias any layout and dtype)."""
+    dtype = plan.dtype
+    check_fits(plan.memory() + copy_bytes(x, dtype) + copy_bytes(w, dtype),
+               "this convolution (output, column buffers, weight and input copies)")
+    return forward(floats(dtype, x), effective_weight(w, plan),
+                   None if bias is None else floats(dtype, bias), plan)
+
+
+def conv_backward(dy, x, w, plan: Plan, need_dx=True, need_dw=True):
+    """(dx, dw, db) of ``conv`` under ``plan``; None for a gradient not asked for."""
+    dtype = plan.dtype
+    check_fits(plan.memory(backward=True, need_dx=need_dx, need_dw=need_dw)
+               + copy_bytes(x, dtype) + copy_bytes(dy, dtype) + copy_bytes(w, dtype),
+               "this convolution's backward pass (dx, dW accumulators, column buffers, "
+               "weight and input copies)")
+    x = floats(dtype, x)
+    dy = floats(dtype, dy)
+    dx = dw = db = None
+    if need_dx or need_dw:
+        dx, dw2 = backward(dy, x, effective_weight(w, plan), plan, need_dx, need_dw)
+        if need_dw:
+            dw = weight_gradient(dw2, plan)                      # eq. 12-13
+            db = bias_gradient(dy, dtype)                        # eq. 10
+    return dx, dw, db
+
+
+def _grow(a, extra):
+    """a with extra[k] zero entries appended along spatial axis k."""
+    if not any(extra):
+        return a
+    return np.pad(a, ((0, 0), (0, 0)) + tuple((0, e) for e in extra))
+
+
+def transposed_forward(x, w, bias, plan: Plan):
+    """y of ``conv_transpose`` for a batched x, under the plan of its adjoint convolution:
+    the derivation's path of the error (eq. 16-18), W^T X then col2im."""
+    dtype = plan.dtype
+    check_fits(plan.memory(backward=True, need_dw=False) + copy_bytes(x, dtype)
+               + copy_bytes(w, dtype), "this transposed convolution (output, column "
+               "buffers, weight and input copies)")
+    xg = np.ascontiguousarray(_grow(floats(dtype, x), plan.extra))
+    y, _ = _engine_backward(xg, None, effective_weight(w, plan), plan, True, False)
+    if bias is not None:
+        y += floats(dtype, bias).reshape((1, -1) + (1,) * (y.ndim - 2))
+    return y
+
+
+def transposed_backward(dy, x, w, plan: Plan, need_dx=True, need_dw=True):
+    """(dx, dw, db) of ``conv_transpose``: dx is the adjoint convolution's forward pass of
+    dy, dw its kernel gradient with x in the place of delta (eq. 12), db the sum of dy."""
+    dtype = plan.dtype
+    check_fits(plan.memory() + plan.memory(backward=True, need_dx=False)
+               + copy_bytes(x, dtype) + copy_bytes(dy, dtype) + copy_bytes(w, dtype),
+               "this transposed convolution's backward pass")
+    dy = floats(dtype, dy)
+    w2 = effective_weight(w, plan)
+    dx = dw = db = None
+    if need_dx:
+        dx = _engine_forward(dy, w2, None, plan)
+        if any(plan.extra):
+            dx = np.ascontiguousarray(dx[(slice(None), slice(None)) + tuple(
+                slice(0, s) for s in x.shape[2:])])
+    if need_dw:
+        xg = np.ascontiguousarray(_grow(floats(dtype, x), plan.extra))
+        _, dw2 = _engine_backward(xg, dy, w2, plan, False, True)
+        dw = weight_gradient(dw2, plan)
+        db = bias_gradient(dy, dtype)
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- unfold
+def unfold(x, plan, units):
+    """The batched patch matrix (C*taps, N*positions) of a clean x (im2col)."""
+    n, c = plan.x_shape[:2]
+    cols = np.empty((c * plan.geometry.taps, n * plan.geometry.positions), dtype=x.dtype)
+    _engine.unfold(_flat(x), _flat(cols), plan.geometry, n, *units, False)
+    return cols
+
+
+def fold(cols_t, plan, units):
+    """col2im: every entry of a clean (C*taps, N*positions) matrix added back to the pixel
+    it was read from."""
+    x = np.zeros(plan.x_shape, dtype=cols_t.dtype)
+    _engine.unfold(_flat(cols_t), _flat(x), plan.geometry, plan.x_shape[0], *units, True)
+    return x
+
+
+# ----------------------------------------------------------------------------- products
+def matmul(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) through the engine's BLAS, not NumPy's: blocks of rows spread over
+    the engine's threads, one single-threaded GEMM each.
+
+    NumPy and SciPy each bundle an OpenBLAS with its own thread pool; a network that used
+    NumPy's beside the engine's would keep another pool of spinning workers on the same
+    cores (measured with vecconv 0.1: a LeNet-5 step took 2-4x longer).
+    """
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b, dtype=a.dtype)
+    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if ka != kb:
+        raise ValueError(f"matrix product of {a.shape}{'^T' if trans_a else ''} and "
+                         f"{b.shape}{'^T' if trans_b else ''}: inner sizes {ka} and {kb} differ")
+    out = np.empty((m, n), dtype=a.dtype)
+    if not out.size:
+        return out
+    threads = min(threads_for(2 * m * n * ka), m)
+    rows = -(-m // threads)
+    full = m // rows
+    # blocks of `rows` rows of the output, one GEMM each, spread over the engine's threads
+    # (op(a)'s rows are a's rows, or its columns when transposed)
+    a_block = a[:, :rows] if trans_a else a[:rows]
+    _engine.gemm_into(a_block, b, out[:rows], trans_a, trans_b, count=full,
+                      a_step=rows if trans_a else rows * a.shape[1], c_step=rows * n,
+                      threads=threads)
+    if full * rows < m:
+        _engine.gemm_into(a[:, full * rows:] if trans_a else a[full * rows:], b,
+                          out[full * rows:], trans_a, trans_b)
+    return out
+
+
+# ----------------------------------------------------------------------------- pooling
+def pool_forward(x, plan, is_max, divisor=0.0, want_indices=False):
+    """y (and the argmax indices, for max pooling) of a clean x under a pooling plan."""
+    y = np.empty(plan.out_shape, dtype=x.dtype)
+    idx = np.empty(plan.out_shape if want_indices else 0, dtype=np.int64)
+    _engine.pool_forward(_flat(x), _flat(y), _flat(idx), plan.tables, plan.inner, plan.maps,
+                         is_max, divisor, plan.rows_per_unit, plan.threads())
+    return (y, idx) if want_indices else y
+
+
+def pool_backward(dy, plan, is_max, divisor=0.0, indices=None):
+    """dx of shape plan.x_shape from a clean dy (and the argmax indices for max)."""
+    dx = np.empty(plan.x_shape, dtype=dy.dtype)
+    idx = np.empty(0, dtype=np.int64) if indices is None else indices
+    ok = _engine.pool_backward(_flat(dy), _flat(dx), _flat(idx), plan.tables, plan.inner,
+                               plan.maps, is_max, divisor, plan.maps_per_unit, plan.threads())
+    if not ok:
+        raise ValueError(f"indices must be positions inside each map, 0 <= i < "
+                         f"{math.prod(plan.x_shape[2:])} (or -1 for a window that held no "
+                         f"entry of x)")
+    return dx
+
+
+def check_pool_memory(plan, dtype, extra=0):
+    """Refuse a pooling whose output (and ``extra`` bytes) the machine cannot hold."""
+    check_fits(nbytes_of(plan.out_shape, dtype) + extra, "this pooling's output")
