@@ -6,7 +6,65 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from ._plan import Geometry, Schedule
+
+# the planner-kernel contract (declared in _engine.pxd)
+class Geometry:
+    channels: int
+    size: tuple[int, int, int]
+    kernel: tuple[int, int, int]
+    stride: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    pad: tuple[int, int, int]
+    out: tuple[int, int, int]
+    mode: int
+    fill: float
+    def __init__(self, channels: int, size: tuple[int, ...], kernel: tuple[int, ...],
+                 stride: tuple[int, ...], dilation: tuple[int, ...], pad: tuple[int, ...],
+                 out: tuple[int, ...], mode: int = ..., fill: float = ...) -> None: ...
+    @property
+    def taps(self) -> int: ...
+    @property
+    def positions(self) -> int: ...
+    def replace(self, **changes: Any) -> Geometry: ...
+
+class Schedule:
+    pointwise: bool
+    staged: bool
+    tile_images: int
+    tile_positions: int
+    n_tiles: int
+    round_tiles: int
+    n_acc: int
+    dx_images: int
+    dx_span: int
+    dx_cblock: int
+    dx_pieces: int
+    dx_round: int
+    buf_elems: int
+    max_slots: int
+    def __init__(self, pointwise: bool, staged: bool, tile_images: int, tile_positions: int,
+                 n_tiles: int, round_tiles: int, n_acc: int, dx_images: int, dx_span: int,
+                 dx_cblock: int, dx_pieces: int, dx_round: int, buf_elems: int,
+                 max_slots: int) -> None: ...
+
+class PoolAxis:
+    n: int
+    dilation: int
+    first: NDArray[np.int64]
+    count: NDArray[np.int64]
+    div: NDArray[np.int64]
+    def __init__(self, n: int, dilation: int, first: NDArray[np.int64],
+                 count: NDArray[np.int64], div: NDArray[np.int64]) -> None: ...
+
+class PoolInterior:
+    kw: int
+    sw: int
+    pw: int
+    lo: int
+    hi: int
+    def __init__(self, kw: int, sw: int, pw: int, lo: int, hi: int) -> None: ...
+
+MAX_THREADS: int
 
 # one float dtype per call: Cython's fused `floating`
 _F = TypeVar("_F", np.float32, np.float64)
@@ -29,9 +87,9 @@ def conv_backward(dy: NDArray[_F], x: NDArray[_F], w2: NDArray[_F], dx: NDArray[
                   slots: int) -> None: ...
 def unfold(src: NDArray[_F], dst: NDArray[_F], geometry: Geometry, N: int, cblock: int,
            threads: int, scatter: bool) -> None: ...
-def pool_forward(x: NDArray[_F], y: NDArray[_F], idx: NDArray[np.int64], tables: Any,
-                 inner: Any, maps: int, is_max: bool, override: float, rows_per_unit: int,
+def pool_forward(x: NDArray[_F], y: NDArray[_F], idx: NDArray[np.int64],
+                 tables: tuple[PoolAxis, ...], inner: PoolInterior, maps: int, is_max: bool, override: float, rows_per_unit: int,
                  threads: int) -> None: ...
-def pool_backward(dy: NDArray[_F], dx: NDArray[_F], idx: NDArray[np.int64], tables: Any,
-                  inner: Any, maps: int, is_max: bool, override: float, maps_per_unit: int,
+def pool_backward(dy: NDArray[_F], dx: NDArray[_F], idx: NDArray[np.int64],
+                  tables: tuple[PoolAxis, ...], inner: PoolInterior, maps: int, is_max: bool, override: float, maps_per_unit: int,
                   threads: int) -> bool: ...

@@ -203,6 +203,94 @@ def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
         vc_run(gemm_unit, &q, count, threads)
 
 
+# ----------------------------------------------------------------------------- the contract
+# (declared in _engine.pxd)
+cdef tuple _three(str name, value):
+    value = tuple(int(v) for v in value)
+    if len(value) != 3:
+        raise ValueError(f"vecconv engine: {name} needs 3 entries, got {value}")
+    return value
+
+
+cdef class Geometry:
+    def __init__(self, Py_ssize_t channels, size, kernel, stride, dilation, pad, out,
+                 int mode=0, double fill=0.0):
+        self.channels = channels
+        self.size = _three("size", size)
+        self.kernel = _three("kernel", kernel)
+        self.stride = _three("stride", stride)
+        self.dilation = _three("dilation", dilation)
+        self.pad = _three("pad", pad)
+        self.out = _three("out", out)
+        self.mode = mode
+        self.fill = fill
+
+    @property
+    def taps(self):
+        """Kernel taps per input channel."""
+        return self.kernel[0] * self.kernel[1] * self.kernel[2]
+
+    @property
+    def positions(self):
+        """Output positions per map."""
+        return self.out[0] * self.out[1] * self.out[2]
+
+    def replace(self, **changes):
+        """A copy with some fields changed."""
+        f = dict(channels=self.channels, size=self.size, kernel=self.kernel,
+                 stride=self.stride, dilation=self.dilation, pad=self.pad, out=self.out,
+                 mode=self.mode, fill=self.fill)
+        f.update(changes)
+        return Geometry(**f)
+
+    def __repr__(self):
+        return (f"Geometry(channels={self.channels}, size={self.size}, kernel={self.kernel}, "
+                f"stride={self.stride}, dilation={self.dilation}, pad={self.pad}, "
+                f"out={self.out}, mode={self.mode}, fill={self.fill})")
+
+
+cdef class Schedule:
+    def __init__(self, bint pointwise, bint staged, Py_ssize_t tile_images,
+                 Py_ssize_t tile_positions, Py_ssize_t n_tiles, Py_ssize_t round_tiles,
+                 Py_ssize_t n_acc, Py_ssize_t dx_images, Py_ssize_t dx_span,
+                 Py_ssize_t dx_cblock, Py_ssize_t dx_pieces, Py_ssize_t dx_round,
+                 Py_ssize_t buf_elems, Py_ssize_t max_slots):
+        self.pointwise, self.staged = pointwise, staged
+        self.tile_images, self.tile_positions = tile_images, tile_positions
+        self.n_tiles, self.round_tiles, self.n_acc = n_tiles, round_tiles, n_acc
+        self.dx_images, self.dx_span, self.dx_cblock = dx_images, dx_span, dx_cblock
+        self.dx_pieces, self.dx_round = dx_pieces, dx_round
+        self.buf_elems, self.max_slots = buf_elems, max_slots
+
+    def __repr__(self):
+        return (f"Schedule(pointwise={self.pointwise}, staged={self.staged}, "
+                f"tile_images={self.tile_images}, tile_positions={self.tile_positions}, "
+                f"n_tiles={self.n_tiles}, round_tiles={self.round_tiles}, "
+                f"n_acc={self.n_acc}, dx_images={self.dx_images}, dx_span={self.dx_span}, "
+                f"dx_cblock={self.dx_cblock}, dx_pieces={self.dx_pieces}, "
+                f"dx_round={self.dx_round}, buf_elems={self.buf_elems}, "
+                f"max_slots={self.max_slots})")
+
+
+cdef class PoolAxis:
+    def __init__(self, Py_ssize_t n, Py_ssize_t dilation, first, count, div):
+        self.n, self.dilation = n, dilation
+        self.first, self.count, self.div = first, count, div
+
+    def __repr__(self):
+        return f"PoolAxis(n={self.n}, dilation={self.dilation}, windows={len(self.first)})"
+
+
+cdef class PoolInterior:
+    def __init__(self, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t pw, Py_ssize_t lo,
+                 Py_ssize_t hi):
+        self.kw, self.sw, self.pw, self.lo, self.hi = kw, sw, pw, lo, hi
+
+    def __repr__(self):
+        return (f"PoolInterior(kw={self.kw}, sw={self.sw}, pw={self.pw}, lo={self.lo}, "
+                f"hi={self.hi})")
+
+
 # ----------------------------------------------------------------------------- geometry
 ctypedef struct Tap:
     # where one kernel tap reads: input offsets on the D and H axes for output row 0, the
@@ -228,9 +316,9 @@ ctypedef struct Geom:
     Py_ssize_t P                # output positions per map
 
 
-cdef Geom make_geom(geometry) except *:
-    """The engine's copy of ``vecconv._plan.Geometry`` (a NamedTuple of the same fields),
-    with its tap table computed once per call. Free it with free_geom."""
+cdef Geom make_geom(Geometry geometry) except *:
+    """The kernels' working copy of a Geometry, with its tap table computed once per
+    call. Free it with free_geom."""
     cdef Geom g
     cdef int a
     cdef Py_ssize_t t
@@ -677,7 +765,7 @@ cdef void free_buffers(void *buf) noexcept:
         free(buf)
 
 
-cdef Job make_job(geometry, sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups,
+cdef Job make_job(Geometry geometry, Schedule sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups,
                   bint f64) except *:
     cdef Job j
     memset(&j, 0, sizeof(Job))
@@ -737,7 +825,8 @@ cdef void run_rounds(Job *j, vc_task_fn fn, Py_ssize_t total, Py_ssize_t per_rou
 
 
 def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[::1] bias,
-                 floating[::1] y, bint has_bias, geometry, sched, Py_ssize_t N,
+                 floating[::1] y, bint has_bias, Geometry geometry, Schedule sched,
+                 Py_ssize_t N,
                  Py_ssize_t cout, Py_ssize_t groups, int threads, int slots):
     """y = conv(x, w2) + bias, tile by tile, on the calling thread and the pool.
 
@@ -767,8 +856,8 @@ def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[:
 
 
 def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[::1] w2,
-                  floating[::1] dx, floating[::1] acc, bint need_dx, bint need_dw, geometry,
-                  sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups, int threads,
+                  floating[::1] dx, floating[::1] acc, bint need_dx, bint need_dw,
+                  Geometry geometry, Schedule sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups, int threads,
                   int slots):
     """Backward pass: dx (zeroed by the caller) gets the error for the previous layer
     (eq. 16-18), and acc ((n_acc, Cout, K), zeroed) += the kernel gradient chunk by chunk
@@ -831,7 +920,7 @@ cdef void unfold_piece(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
                    0, f.g.P, c0, c1, f.scatter)
 
 
-def unfold(const floating[::1] src, floating[::1] dst, geometry, Py_ssize_t N,
+def unfold(const floating[::1] src, floating[::1] dst, Geometry geometry, Py_ssize_t N,
            Py_ssize_t cblock, int threads, bint scatter):
     """The whole batch's patch matrix, in (image, channel block) units on the pool.
 

@@ -4,7 +4,8 @@
 and the workspace budget, and returns a :class:`Plan`: the geometry (a :class:`Geometry`,
 which the engine reads as its ``Geom`` struct), **the route** (a :class:`Route`, chosen by
 one function, :func:`select_route`), how the work is cut into units for the thread pool
-(a :class:`Schedule`), and the memory a pass needs. ``_run`` executes plans; every front
+(a :class:`Schedule`), and the memory a pass needs. Geometry and Schedule are declared
+once, in ``_engine.pxd``: the kernels read the same objects' typed fields. ``_run`` executes plans; every front
 end (the functions, the layers, ``vecconv.torch``, ``vecconv.dask``, the benchmark)
 plans through here.
 
@@ -18,11 +19,11 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 import numpy as np
 
 from . import _config, _engine
+from ._engine import Geometry, Schedule
 from ._options import PADDING_MODES, ConvOptions
 from ._shapes import (LAYOUTS, conv_output_size, resolve_padding, transposed_output_size)
 from ._validate import INT32_MAX, check_ndim, integer
@@ -43,49 +44,6 @@ MAX_ACCUMULATORS = 8
 
 
 # ----------------------------------------------------------------------------- records
-class Geometry(NamedTuple):
-    """One convolution's geometry over three spatial axes (D, H, W); 1-D and 2-D
-    convolutions have leading axes of size 1. The engine's ``Geom`` struct has the same
-    fields."""
-
-    channels: int       # input channels C
-    size: tuple         # input size per axis
-    kernel: tuple       # kernel size per axis
-    stride: tuple
-    dilation: tuple
-    pad: tuple          # padding before each axis (after is implied by out)
-    out: tuple          # output size per axis
-    mode: int = 0       # _options.PADDING_MODES[padding_mode]: how a padded tap reads
-    fill: float = 0.0   # the value of a constant pad
-
-    @property
-    def taps(self):
-        return math.prod(self.kernel)
-
-    @property
-    def positions(self):
-        return math.prod(self.out)
-
-
-class Schedule(NamedTuple):
-    """How a convolution's work is cut into units (read by name by the engine)."""
-
-    pointwise: bool      # route POINTWISE: the GEMMs read x itself
-    staged: bool         # route STAGED: one GEMM per tile over a staged matrix
-    tile_images: int     # whole images per tile, or 0: tiles are bands of one image
-    tile_positions: int  # output positions per band (tile_images == 0)
-    n_tiles: int
-    round_tiles: int     # tiles per round (forward and dW)
-    n_acc: int           # dW chunks per round, each with its own accumulator
-    dx_images: int       # whole images per dx piece, or 0: spans of one image
-    dx_span: int         # output positions per dx piece (dx_images == 0)
-    dx_cblock: int       # input channels per dx unit (within a group)
-    dx_pieces: int
-    dx_round: int        # dx pieces per round
-    buf_elems: int       # elements of one column buffer
-    max_slots: int       # column buffers the workspace budget allows (one per thread)
-
-
 class Route(enum.Enum):
     """How a convolution pass runs (ATen's ``ConvBackend``), chosen by :func:`select_route`.
 
@@ -287,7 +245,7 @@ class Plan:
     def for_inputs(self, inputs):
         """The plan of one output map reading only ``inputs`` of the input maps (the
         PER_MAP route): all connected, no flip (its weight is already flipped)."""
-        geometry = self.geometry._replace(channels=len(inputs))
+        geometry = self.geometry.replace(channels=len(inputs))
         x_shape = (self.x_shape[0], len(inputs)) + self.x_shape[2:]
         w_shape = (1, len(inputs)) + self.w_shape[2:]
         return _finish(self.dtype, x_shape, w_shape, geometry, 1, False, None,

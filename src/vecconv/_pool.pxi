@@ -298,21 +298,25 @@ cdef void pool_backward_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
         pool_maps_back(j, u, <float>0)
 
 
-cdef int make_pool_job(PoolJob *j, tables, inner, Py_ssize_t maps, bint is_max,
-                       double override) except -1:
-    """Fill j from the planner's tables: three (n, dilation, first, count, div) axes, the
-    int64 arrays kept alive by the caller."""
+cdef int make_pool_job(PoolJob *j, tuple axes, PoolInterior inner, Py_ssize_t maps,
+                       bint is_max, double override) except -1:
+    """Fill j from the planner's three PoolAxis tables (their int64 arrays kept alive by
+    the caller) and the last axis's PoolInterior, each re-checked here."""
     cdef const int64_t[::1] first, count, div
     cdef Py_ssize_t k, o, n, dl
+    cdef PoolAxis axis
+    if len(axes) != 3:
+        raise ValueError("vecconv engine: a pooling needs three axis tables")
     memset(j, 0, sizeof(PoolJob))
     j.maps = maps
     j.is_max = is_max
     j.override = override
     j.S = 1
     j.O = 1
-    j.kw, j.sw, j.pw, j.lo, j.hi = inner
+    j.kw, j.sw, j.pw, j.lo, j.hi = inner.kw, inner.sw, inner.pw, inner.lo, inner.hi
     for k in range(3):
-        n, dl, first, count, div = tables[k]
+        axis = axes[k]
+        n, dl, first, count, div = axis.n, axis.dilation, axis.first, axis.count, axis.div
         j.n[k] = n
         j.dl[k] = dl
         j.o[k] = first.shape[0]
@@ -345,8 +349,9 @@ cdef Py_ssize_t max_count(const int64_t *count, Py_ssize_t n) noexcept:
     return m
 
 
-def pool_forward(const floating[::1] x, floating[::1] y, int64_t[::1] idx, tables, inner,
-                 Py_ssize_t maps, bint is_max, double override, Py_ssize_t rows_per_unit,
+def pool_forward(const floating[::1] x, floating[::1] y, int64_t[::1] idx, tuple tables,
+                 PoolInterior inner, Py_ssize_t maps, bint is_max, double override,
+                 Py_ssize_t rows_per_unit,
                  int threads):
     """y (maps, O) = the pooling of x (maps, S) over the planner's windows; for max
     pooling the argmax positions go to idx (maps, O) when it is not empty."""
@@ -384,8 +389,9 @@ def pool_forward(const floating[::1] x, floating[::1] y, int64_t[::1] idx, table
         free_buffers(scratch)
 
 
-def pool_backward(const floating[::1] dy, floating[::1] dx, const int64_t[::1] idx, tables,
-                  inner, Py_ssize_t maps, bint is_max, double override, Py_ssize_t maps_per_unit,
+def pool_backward(const floating[::1] dy, floating[::1] dx, const int64_t[::1] idx,
+                  tuple tables, PoolInterior inner, Py_ssize_t maps, bint is_max,
+                  double override, Py_ssize_t maps_per_unit,
                   int threads):
     """dx (maps, S) = the adjoint of the pooling applied to dy (maps, O). Max pooling
     routes each delta to idx (flat positions in the map; -1: nowhere). Returns False when

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _config, _engine
+from ._engine import PoolAxis, PoolInterior
 from ._options import PoolOptions
 from ._shapes import pool_output_size
 
@@ -26,13 +27,12 @@ UNIT_TAPS = 1 << 15
 
 class PoolPlan(NamedTuple):
     """One pooling, decided: the batched input shape, the output shape, the engine's
-    three (n, dilation, first, count, div) axis tables, the last axis's interior
-    (window, stride, padding, first and end output whose window lies wholly in x), and
+    three axis tables (PoolAxis, D, H, W), the last axis's interior (PoolInterior), and
     the work split."""
     x_shape: tuple
     out_shape: tuple
     tables: tuple
-    inner: tuple
+    inner: PoolInterior
     maps: int
     taps: int               # window taps read by the whole forward pass
     rows_per_unit: int
@@ -58,12 +58,15 @@ def _axis(name, n, k, s, p, dl, ceil_mode, count_include_pad):
         div = np.minimum(start + k, n + p) - start   # padding counts, the overhang does not
     else:
         div = count
-    return o, (n, dl, first, count, np.ascontiguousarray(div, dtype=np.int64))
+    tables = [np.ascontiguousarray(t, dtype=np.int64) for t in (first, count, div)]
+    for t in tables:
+        t.flags.writeable = False
+    return o, PoolAxis(n, dl, *tables)
 
 
 def _unit_axis():
     one = np.ones(1, dtype=np.int64)
-    return (1, 1, np.zeros(1, dtype=np.int64), one, one)
+    return PoolAxis(1, 1, np.zeros(1, dtype=np.int64), one, one)
 
 
 def plan_pool(x_shape, options: PoolOptions):
@@ -83,8 +86,6 @@ def _plan(x_shape, d, k, s, p, dl, ceil_mode, count_include_pad):
     for a in range(d):
         o, table = _axis(names[a], x_shape[2 + a], k[a], s[a], p[a], dl[a], ceil_mode,
                          count_include_pad)
-        for t in table[2:]:
-            t.flags.writeable = False
         outs.append(o)
         tables.append(table)
     tables = [_unit_axis()] * (3 - d) + tables
@@ -95,14 +96,15 @@ def _finish(x_shape, tables, kw_sw_pw, window):
     """The plan of three axis tables: the last axis's interior (the run of windows wholly
     inside x, which the kernels walk tap by tap) and the work split."""
     kw, sw, pw = kw_sw_pw
-    full = np.flatnonzero(tables[2][3] == kw)        # count == window: wholly inside x
+    full = np.flatnonzero(tables[2].count == kw)     # count == window: wholly inside x
     lo, hi = (int(full[0]), int(full[-1]) + 1) if full.size else (0, 0)
-    outs = [t[2].shape[0] for t in tables]
+    outs = [t.first.shape[0] for t in tables]
     maps = x_shape[0] * x_shape[1]
     out_shape = tuple(x_shape[:2]) + tuple(outs[3 - (len(x_shape) - 2):])
     row = max(1, outs[-1] * window)
     O, S = math.prod(outs), math.prod(x_shape[2:])
-    return PoolPlan(tuple(x_shape), out_shape, tuple(tables), (kw, sw, pw, lo, hi), maps,
+    return PoolPlan(tuple(x_shape), out_shape, tuple(tables), PoolInterior(kw, sw, pw, lo, hi),
+                    maps,
                     maps * O * window, rows_per_unit=max(1, UNIT_TAPS // row),
                     maps_per_unit=max(1, UNIT_TAPS // max(1, S + O * window)))
 
@@ -119,13 +121,12 @@ def block_plan(plan, x_shape, spans):
     d = len(spans)
     tables = list(plan.tables[:3 - d])
     for (origin, o0, o1), n, table in zip(spans, x_shape[2:], plan.tables[3 - d:]):
-        _, dl, first, count, div = table
-        count = count[o0:o1]
-        local = np.where(count > 0, first[o0:o1] - origin, 0)
-        tables.append((n, dl, local, np.ascontiguousarray(count),
-                       np.ascontiguousarray(div[o0:o1])))
-    kw, sw, pw = plan.inner[:3]
+        count = table.count[o0:o1]
+        local = np.where(count > 0, table.first[o0:o1] - origin, 0)
+        tables.append(PoolAxis(n, table.dilation, local, np.ascontiguousarray(count),
+                               np.ascontiguousarray(table.div[o0:o1])))
+    kw, sw, pw = plan.inner.kw, plan.inner.sw, plan.inner.pw
     origin, o0, _ = spans[-1]
     # the window's size only sizes the work units here: its taps inside x will do
-    window = math.prod(max(1, int(t[3].max(initial=0))) for t in plan.tables)
+    window = math.prod(max(1, int(t.count.max(initial=0))) for t in plan.tables)
     return _finish(tuple(x_shape), tables, (kw, sw, pw + origin - o0 * sw), window)

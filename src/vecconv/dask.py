@@ -579,7 +579,8 @@ def _pooling(fname, x, kernel_size, is_max, want_indices, **keywords):
     k, s, p, dl = options.kernel_size, options.stride, options.padding, options.dilation
     merged, axes = {}, []
     for a in range(d):
-        n, _, _, count, _ = plan.tables[3 - d + a]
+        table = plan.tables[3 - d + a]
+        n, count = table.n, table.count
         # a window belongs to the chunk in which it starts (clipped into the map)
         owner = np.clip(np.arange(count.size) * s[a] - p[a], 0, n - 1)
         reach = dl[a] * (k[a] - 1)
@@ -591,7 +592,8 @@ def _pooling(fname, x, kernel_size, is_max, want_indices, **keywords):
     x = x.rechunk(merged)
     depth = {0: (0, 0), 1: (0, 0)}
     for a, ax in enumerate(axes):        # the exact reach of each block's last window
-        _, dla, first, count, _ = plan.tables[3 - d + a]
+        table = plan.tables[3 - d + a]
+        dla, first, count = table.dilation, table.first, table.count
         last = np.where(count > 0, first + (count - 1) * dla + 1, 0)
         h = 0
         for j, (o0, o1) in enumerate(ax.owned[:-1]):
