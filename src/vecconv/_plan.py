@@ -278,7 +278,8 @@ def _check_padding_mode(mode, pads, sizes, names):
 
 def _check_shapes(x_shape, w_shape, bias_shape, groups, d):
     layout, wlayout, _ = LAYOUTS[d]
-    check_ndim("x", x_shape, d + 2, layout)
+    check_ndim("x", x_shape, d + 2, f"{layout} or {d + 1}-D unbatched (C, "
+                                    f"{', '.join(LAYOUTS[d][2])})")
     check_ndim("w", w_shape, d + 2, wlayout)
     c = x_shape[1]
     cout, cin_g = w_shape[:2]
@@ -366,6 +367,9 @@ def transposed_output_shape(x_shape, w_shape, options):
     if len(w_shape) != d + 2:
         raise ValueError(f"w must be (Cin, Cout/groups, *kernel), got shape {w_shape}")
     groups, cin = options.groups, x_shape[1]
+    if 0 in x_shape[2:]:
+        raise ValueError(f"x must have at least one entry along every spatial axis for a "
+                         f"transposed convolution, got shape {x_shape}")
     if w_shape[0] != cin:
         raise ValueError(f"w must have shape (Cin, Cout/groups, *kernel) with Cin = {cin} "
                          f"(the channels of x), got {w_shape}")

@@ -129,7 +129,10 @@ def real(name: str, value: object) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise ValueError(f"{name} must fit in a float64, got {value!r}") from None
+        size = (f"an int of {int(value).bit_length()} bits" if isinstance(value, numbers.Integral)
+                else repr(value))
+        raise ValueError(f"{name} must fit in a float64 (magnitude below 1.8e308), got "
+                         f"{size}") from None
 
 
 def int_tuple(name: str, value: object, n: int, minimum: int) -> tuple[int, ...]:

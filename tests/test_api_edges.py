@@ -1,0 +1,182 @@
+"""The edges of the options -> plan -> run path, each found by a hostile reading: options
+checked without shapes, strided 'same', batch independence under a connection table,
+arrays a public function returns, threadpoolctl in either import order, and the
+messages of the rarer mistakes."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import vecconv as vc
+from reference import ref_conv2d
+
+
+# ----------------------------------------------------------------------------- options
+def test_per_axis_options_are_checked_without_inventing_an_input():
+    """A layer's options are validated without a probe input: the largest dilation or
+    padding of one axis is not applied to every axis (which asked for 3.6e9 entries or a
+    157 GiB MemoryError)."""
+    layer = vc.nn.Conv2D(1, 1, 3, dilation=(1, 30000))
+    assert layer.dilation == (1, 30000)
+    layer = vc.nn.Conv2D(1, 1, 3, padding=(300, 0), padding_mode="reflect")
+    x = np.random.default_rng(0).standard_normal((1, 1, 301, 5))
+    y = layer.forward(x.astype(np.float32))
+    assert y.shape == (1, 1, 301 + 600 - 2, 3)
+    with pytest.raises(ValueError, match="dilation must be >= 1"):
+        vc.nn.Conv2D(1, 1, 3, dilation=(1, 0))
+
+
+def test_a_strided_same_padding_is_refused_naming_both():
+    x = np.ones((1, 1, 8, 8))
+    w = np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"padding='same'.*stride=\(1, 2\)"):
+        vc.conv2d(x, w, padding="same", stride=(1, 2))
+    with pytest.raises(ValueError, match=r"padding='same'.*stride"):
+        vc.conv2d_backward(np.ones((1, 1, 8, 4)), x, w, padding="same", stride=(1, 2))
+    with pytest.raises(ValueError, match=r"padding='same'.*stride"):
+        vc.nn.Conv2D(1, 1, 3, padding="same", stride=2)
+    # at stride 1 it is scipy's 'same'
+    np.testing.assert_allclose(vc.conv2d(x, w, padding="same"),
+                               ref_conv2d(x, w, padding="same"), rtol=1e-12)
+
+
+def test_fill_value_past_float64_is_a_value_error_naming_it():
+    x = np.ones((1, 1, 5, 5))
+    w = np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match="fill_value must fit in a float64"):
+        vc.conv2d(x, w, padding=1, padding_mode="constant", fill_value=2**1100)
+    with pytest.raises(TypeError, match="fill_value must be a real number"):
+        vc.conv2d(x, w, padding=1, padding_mode="constant", fill_value=1j)
+
+
+def test_the_shape_message_names_the_unbatched_layout_too():
+    with pytest.raises(ValueError, match=r"4-D \(N, C, H, W\) or 3-D unbatched \(C, H, W\)"):
+        vc.conv2d(np.ones((5, 5)), np.ones((1, 1, 3, 3)))
+    assert vc.conv2d(np.ones((1, 5, 5)), np.ones((1, 1, 3, 3))).shape == (1, 3, 3)
+
+
+def test_a_transposed_convolution_of_an_empty_axis_says_so():
+    with pytest.raises(ValueError, match="at least one entry along every spatial axis"):
+        vc.conv_transpose(np.ones((1, 1, 0, 4)), np.ones((1, 1, 3, 3)))
+
+
+def test_output_size_of_an_unbatched_transposed_input_may_lead_with_the_channels():
+    """PyTorch accepts (C, H, W) as the output_size of an unbatched (C, H, W) input
+    (pytorch#75889), as it accepts (N, C, H, W) for a batched one."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 4))
+    w = rng.standard_normal((2, 3, 3, 3))
+    want = vc.conv_transpose(x, w, stride=2, output_padding=1)
+    for size in ((10, 10), (3, 10, 10), (1, 3, 10, 10)):
+        got = vc.conv_transpose(x, w, stride=2, output_size=size)
+        np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- results
+def test_a_flipped_one_tap_kernel_gives_a_gradient_with_positive_strides():
+    """np.ascontiguousarray keeps the negative strides of a flipped view whose flipped
+    axes have size 1; no public function returns such an array."""
+    rng = np.random.default_rng(0)
+    for shape in ((2, 3, 1), (2, 3, 1, 1), (2, 3, 1, 1, 1)):
+        d = len(shape) - 2
+        x = rng.standard_normal((2, 3) + (4,) * d)
+        w = rng.standard_normal(shape)
+        y = vc.conv(x, w, flip=True)
+        _, dw, _ = vc.conv_backward(np.ones_like(y), x, w, flip=True)
+        assert all(s > 0 for s in dw.strides), dw.strides
+        assert dw.flags.c_contiguous and dw.flags.writeable
+        # a one-tap kernel flipped is itself: the gradient is the unflipped one
+        np.testing.assert_array_equal(dw, vc.conv_backward(np.ones_like(y), x, w)[1])
+
+
+@pytest.mark.parametrize("where", ["x", "dy"])
+def test_a_nan_in_one_image_leaves_the_other_images_bit_for_bit(where):
+    """With a connection table that leaves pairs out, an image holding a NaN or inf takes
+    the per-map route alone: every other image keeps the dense route's bits."""
+    rng = np.random.default_rng(1)
+    table = vc.nn.lenet5_c3_table()
+    x = rng.standard_normal((10, 6, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    dy = rng.standard_normal((10, 16, 10, 10)).astype(np.float32)
+    y_ref = vc.conv2d(x, w, b, connections=table)
+    dx_ref, _, _ = vc.conv2d_backward(dy, x, w, connections=table)
+    bad_x, bad_dy = x.copy(), dy.copy()
+    (bad_x if where == "x" else bad_dy)[3, 2, 4, 4] = np.nan
+    y = vc.conv2d(bad_x, w, b, connections=table)
+    dx, dw, db = vc.conv2d_backward(bad_dy, bad_x, w, connections=table)
+    others = [i for i in range(10) if i != 3]
+    if where == "x":
+        np.testing.assert_array_equal(y[others], y_ref[others])
+        # image 3: NaN only in the maps that read input map 2 (Table I)
+        reads_2 = table[2]
+        assert np.isnan(y[3, reads_2]).any(axis=(1, 2)).all()
+        assert np.isfinite(y[3, ~reads_2]).all()
+    np.testing.assert_array_equal(dx[others], dx_ref[others])
+    # dw of pairs the table leaves out stays exactly 0
+    assert (dw[~table.T] == 0).all()
+
+
+def test_the_per_map_route_keeps_the_call_workspace(monkeypatch):
+    """The per-map route plans its sub-convolutions with the call's workspace, not the
+    global one."""
+    from vecconv import _plan
+    seen = []
+    real = _plan._finish
+
+    def spy(*args, **kwargs):
+        plan = real(*args, **kwargs)
+        seen.append(plan.workspace)
+        return plan
+    monkeypatch.setattr(_plan, "_finish", spy)
+    table = vc.nn.lenet5_c3_table()
+    x = np.ones((2, 6, 9, 9))
+    x[0, 0, 0, 0] = np.inf
+    vc.conv2d(x, np.ones((16, 6, 3, 3)), connections=table, workspace=12345)
+    assert seen and set(seen) == {12345}
+
+
+# ----------------------------------------------------------------------------- threads
+@pytest.mark.parametrize("order", ["vecconv first", "threadpoolctl first"])
+def test_threadpoolctl_limits_vecconv_in_either_import_order(order):
+    imports = ("import vecconv\nimport threadpoolctl" if order == "vecconv first"
+               else "import threadpoolctl\nimport vecconv")
+    code = imports + """
+assert vecconv.get_num_threads() == 3, vecconv.get_num_threads()
+assert any(i["user_api"] == "vecconv" for i in threadpoolctl.threadpool_info())
+with threadpoolctl.threadpool_limits(1):
+    assert vecconv.get_num_threads() == 1, vecconv.get_num_threads()
+assert vecconv.get_num_threads() == 3
+print("ok")
+"""
+    env = dict(__import__("os").environ, VECCONV_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_config_overrides_are_per_thread_and_undone():
+    import threading
+    base = vc.get_config()
+    seen = {}
+    with vc.config(workspace=4096, threads=1) as inside:
+        assert inside == {"workspace": 4096, "threads": 1}
+        assert vc.get_workspace() == 4096 and vc.get_num_threads() == 1
+        t = threading.Thread(target=lambda: seen.update(vc.get_config()))
+        t.start()
+        t.join()
+        # the block's workspace reaches the planner
+        from vecconv import _plan
+        from vecconv._options import conv_options
+        assert _plan.plan_conv((1, 1, 5, 5), (1, 1, 3, 3), None, np.float64,
+                               conv_options(2)).workspace == 4096
+    assert seen == base
+    assert vc.get_config() == base
+    with pytest.raises(ValueError, match="threads must be <= 1024"):
+        with vc.config(threads=5000):
+            pass
+    with pytest.raises(TypeError, match="workspace must be an int"):
+        vc.set_config(workspace=1.5)
+    assert vc.get_config() == base
