@@ -17,6 +17,12 @@ from pathlib import Path
 import vecconv
 
 HERE = Path(__file__).resolve().parent
+
+# autosummary ends a summary at the first ". ": the derivation's "eq. 12" is not the end of
+# a sentence (16 of the API summaries were cut there)
+import sphinx.ext.autosummary as _autosummary  # noqa: E402
+_autosummary.WELL_KNOWN_ABBREVIATIONS = (tuple(_autosummary.WELL_KNOWN_ABBREVIATIONS)
+                                         + ("eq.", "eqs.", "Eq.", "Eqs."))
 sys.path.insert(0, str(HERE / "_ext"))
 
 project = "vecconv"

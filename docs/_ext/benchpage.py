@@ -179,7 +179,8 @@ def _conv_page(name, data, chart):
 # ----------------------------------------------------------------------------- pool.py
 def _pool_chart(data, path):
     rows = data["rows"]
-    labels = [f"{r['case'].split(' (')[0]} {r['op']}" for r in rows]
+    labels = [f"{r['case'].split(' (')[0]} {r['op']} ({r.get('dtype', 'float32')})"
+              for r in rows]
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
     ys = range(len(rows))
     ax.barh([y - 0.2 for y in ys], [r["gbs"] for r in rows], height=0.4, label="vecconv")
@@ -188,6 +189,7 @@ def _pool_chart(data, path):
     ax.set_yticks(list(ys), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("GB/s (bytes a pass must move at least; longer is faster)")
+    ax.set_title("Pooling throughput: vecconv against a NumPy copy of the same bytes")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -197,16 +199,17 @@ def _pool_chart(data, path):
 
 def _pool_page(name, data, chart):
     out = [f"Pooling (``bench/results/{name}``)", "-" * 80, ""]
-    out += ["Measured by ``bench/pool.py`` (float32) on this machine:", ""]
+    dtypes = sorted({r.get("dtype", "float32") for r in data["rows"]})
+    out += [f"Measured by ``bench/pool.py`` ({', '.join(dtypes)}) on this machine:", ""]
     out += _machine(data["machine"])
     out += [f".. image:: /_generated/{chart}", "   :alt: pooling throughput against a numpy copy",
             "   :class: bench-chart", ""]
-    rows = [[r["case"], r["op"], f"{r['ms']:.2f}", f"{r['gbs']:.1f}", _fmt(r["of_copy"]),
+    rows = [[r["case"], r["op"], r.get("dtype", "float32"), f"{r['ms']:.2f}", f"{r['gbs']:.1f}", _fmt(r["of_copy"]),
              f"{r['one_thread_ms']:.2f}",
              f"{r['torch_ms']:.2f}" if r.get("torch_ms") is not None else "—"]
             for r in data["rows"]]
-    out += _table(["case", "operation", "vecconv ms", "GB/s", "of the copy's speed",
-                   "one thread ms", "PyTorch ms"], rows, "Pooling, float32")
+    out += _table(["case", "operation", "dtype", "vecconv ms", "GB/s", "of the copy's speed",
+                   "one thread ms", "PyTorch ms"], rows, "Pooling")
     u = data.get("user_conditions")
     if u:
         out += [f"As a user runs it ({u['case']}): {u['clean_ms']:.1f} ms alone, "

@@ -35,9 +35,17 @@ rng = np.random.default_rng(2014)
 close = dict(rtol=1e-12, atol=1e-12)
 
 
+DIVERGING = {"RdBu", "RdBu_r", "PuOr", "PuOr_r", "coolwarm", "bwr", "seismic"}
+
+
 def show_matrix(ax, a, title, fmt="{:g}", cmap="Blues", labels=True):
-    """Draw a small matrix with its entries written in the cells (white on dark ones)."""
-    im = ax.imshow(a, cmap=cmap)
+    """Draw a small matrix with its entries written in the cells (white on dark ones); a
+    diverging colour map is centred on zero, so the sign reads off the colour."""
+    if cmap in DIVERGING:
+        top = float(np.abs(a).max()) or 1.0
+        im = ax.imshow(a, cmap=cmap, vmin=-top, vmax=top)
+    else:
+        im = ax.imshow(a, cmap=cmap)
     if labels:
         for (i, j), v in np.ndenumerate(a):
             r, g, b_, _ = im.cmap(im.norm(v))

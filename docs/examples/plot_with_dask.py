@@ -96,7 +96,11 @@ axes[0].legend(loc="lower left", fontsize=8)
 axes[0].set_title("zarr chunks of the image")
 tiles = np.concatenate([np.concatenate([maps[0, 2 * i + j] for j in (0, 1)], axis=1)
                         for i in (0, 3)], axis=0)
-axes[1].imshow(tiles, cmap="RdBu_r")
+# centred on zero, clipped at the 99th percentile of |response| (a few strong edges would
+# otherwise wash every other response out to white)
+top = float(np.percentile(np.abs(tiles), 99)) or 1.0
+shown = axes[1].imshow(tiles, cmap="RdBu_r", vmin=-top, vmax=top)
+fig.colorbar(shown, ax=axes[1], shrink=0.8, label="filter response")
 axes[1].set_title("maps 0, 1, 6, 7 of the bank")
 for ax in axes:
     ax.set_xticks([])
