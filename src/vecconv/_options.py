@@ -24,6 +24,12 @@ from ._validate import as_array, flag, int_tuple, integer, real
 PADDING_MODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3,
                  "symmetric": 4}
 
+#: padding_mode -> numpy.pad's mode of the same padding (whose index map the engine's is)
+NUMPY_PAD_MODES = {"zeros": "constant", "constant": "constant", "reflect": "reflect",
+                   "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
+#: the algorithms a user may ask for (``algorithm=``); 'auto' lets the planner choose
+ALGORITHMS = ("auto", "im2col", "fft")
+
 Pads = tuple[tuple[int, int], ...]
 
 
@@ -49,6 +55,7 @@ class ConvOptions:
     transposed: bool = False
     output_padding: tuple[int, ...] = ()
     output_size: tuple[int, ...] | None = None
+    algorithm: str = "auto"
 
     def key(self) -> tuple[Any, ...]:
         """A hashable value equal for equal options (plans are cached under it)."""
@@ -56,7 +63,7 @@ class ConvOptions:
             self.connections.shape, np.packbits(self.connections).tobytes())
         return (self.d, self.stride, self.padding, self.dilation, self.groups, table,
                 self.flip, self.padding_mode, self.fill_value, self.transposed,
-                self.output_padding, self.output_size)
+                self.output_padding, self.output_size, self.algorithm)
 
 
 def connection_table(connections: object) -> np.ndarray:
@@ -77,7 +84,8 @@ def connection_table(connections: object) -> np.ndarray:
 
 def conv_options(d: int, *, stride: object = 1, padding: object = 0, dilation: object = 1,
                  groups: object = 1, connections: object = None, flip: object = False,
-                 padding_mode: object = "zeros", fill_value: object = 0.0) -> ConvOptions:
+                 padding_mode: object = "zeros", fill_value: object = 0.0,
+                 algorithm: object = "auto") -> ConvOptions:
     """Validate a convolution's keywords for d spatial axes."""
     stride_t = int_tuple("stride", stride, d, 1)
     dilation_t = int_tuple("dilation", dilation, d, 1)
@@ -107,8 +115,10 @@ def conv_options(d: int, *, stride: object = 1, padding: object = 0, dilation: o
     if padding_mode != "constant" and fill != 0:
         raise ValueError(f"fill_value={fill} needs padding_mode='constant', got "
                          f"padding_mode={padding_mode!r}")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     return ConvOptions(d, stride_t, pads, dilation_t, groups_i, table, flag("flip", flip),
-                       padding_mode, fill)
+                       padding_mode, fill, algorithm=algorithm)
 
 
 def conv_transpose_options(d: int, *, stride: object = 1, padding: object = 0,

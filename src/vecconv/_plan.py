@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import _config, _engine
+from . import _config, _engine, _fft
 from ._engine import Geometry, Schedule
 from ._options import PADDING_MODES, ConvOptions
 from ._shapes import (LAYOUTS, conv_output_size, resolve_padding, transposed_output_size)
@@ -62,6 +62,9 @@ class Route(enum.Enum):
     #: literally, each output map from its connected inputs alone (in the one dense product
     #: 0 * inf would be NaN in maps the table does not connect)
     PER_MAP = "per-map"
+    #: large kernels, forward pass: tiles of each map and the kernels transformed once, a
+    #: product per frequency summed over input channels, transformed back (``_fft``)
+    FFT = "fft"
 
 
 def _ceil_div(a, b):
@@ -83,12 +86,32 @@ def _tile_images(n, rows, positions, budget, staged):
 
 
 def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False,
-                 finite=True):
-    """The route of a convolution of ``n`` images: the one place where it is decided.
+                 finite=True, algorithm="im2col", d=2):
+    """The route of a pass over ``n`` images: the one place where it is decided.
 
     ``masked``: a connection table leaves pairs out; ``finite``: the values the pass reads
-    (and a constant pad) hold no NaN or inf.
+    (and a constant pad) hold no NaN or inf; ``algorithm``: the user's choice for the
+    forward pass ('auto', 'im2col' or 'fft'; the backward passes take 'im2col'). Returns
+    (route, FFT tiles or None).
     """
+    if algorithm != "im2col" and finite and n > 0:
+        cin_g = geometry.channels // groups
+        tiles = _fft.tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace)
+        if algorithm == "fft":
+            if tiles is None:
+                raise ValueError(f"algorithm='fft' needs a workspace of more than "
+                                 f"{workspace} bytes for these kernels (the transformed "
+                                 f"kernels and one image's tile must fit): raise workspace= "
+                                 f"or use algorithm='im2col'")
+            return Route.FFT, tiles
+        if tiles is not None and _fft.cost_ratio(n, geometry, d, cout, cin_g, groups,
+                                                 tiles) < 1.0:
+            return Route.FFT, tiles
+    return _gemm_route(n, geometry, cout, groups, itemsize, workspace, masked, finite), None
+
+
+def _gemm_route(n, geometry, cout, groups, itemsize, workspace, masked, finite):
+    """The route of the engine's GEMM family (im2col, pointwise, staged, per-map)."""
     if masked and not finite:
         return Route.PER_MAP
     g = geometry
@@ -192,11 +215,13 @@ class Plan:
     groups: int
     flip: bool
     mask: np.ndarray | None   # (Cout, Cin) bool, the connection table; None: all connected
-    route: Route              # the route for finite values
-    schedule: Schedule
-    workspace: int            # the column buffers' budget this plan was cut for
+    route: Route              # the forward pass's route for finite values
+    backward_route: Route     # the dx and dW passes' route (and the forward's fallback)
+    schedule: Schedule        # how the engine cuts backward_route's work
+    workspace: int            # the budget this plan was cut for
     options: ConvOptions
     extra: tuple = ()         # transposed: zeros appended to its input per axis
+    fft_tiles: tuple | None = None   # Route.FFT: (tile, transform size, images per chunk)
 
     @property
     def masked(self):
@@ -255,10 +280,15 @@ class Plan:
 def _finish(dtype, x_shape, w_shape, geometry, groups, flip, mask, workspace, options,
             extra=()):
     n, cout = x_shape[0], w_shape[0]
-    route = select_route(n, geometry, cout, groups, dtype.itemsize, workspace)
-    schedule = make_schedule(route, n, geometry, cout, groups, dtype.itemsize, workspace)
+    args = (n, geometry, cout, groups, dtype.itemsize, workspace)
+    gemm, _ = select_route(*args)
+    route, tiles = gemm, None
+    if not options.transposed:
+        route, tiles = select_route(*args, algorithm=options.algorithm, d=options.d,
+                                    finite=math.isfinite(geometry.fill))
+    schedule = make_schedule(gemm, *args)
     return Plan(dtype, x_shape, w_shape, (n, cout) + geometry.out[3 - options.d:], geometry,
-                groups, flip, mask, route, schedule, workspace, options, extra)
+                groups, flip, mask, route, gemm, schedule, workspace, options, extra, tiles)
 
 
 def _check_padding_mode(mode, pads, sizes, names):

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from . import _engine
-from ._plan import Plan, Route, threads_for
+from . import _engine, _fft
+from ._plan import Plan, Route, pool_threads, threads_for
 from ._validate import check_fits, copy_bytes, floats, nbytes_of
 
 
@@ -73,20 +73,30 @@ def _finite_images(fill, *arrays):
     return ok
 
 
-def _split(plan, *arrays):
-    """The batch split by route: (indices, route) pairs that cover it. A plan whose table
-    leaves pairs out sends each image with a NaN or inf to the PER_MAP route alone, so one
-    image's values never change another's result."""
-    n = plan.x_shape[0]
-    if not plan.masked:
-        return [(None, plan.route)]
+def _split(plan, route, *arrays, w=None):
+    """The batch split by route: (indices or None for all, route) pairs that cover it.
+
+    A route that a NaN or inf would spread is taken by the images whose values are all
+    finite; the others take the fallback alone, so one image's values never change
+    another's result. Under a connection table that leaves pairs out the fallback is
+    PER_MAP (the dense product would turn 0 * inf into NaN in maps the table does not
+    connect); the FFT route (a NaN reaches its whole tile) falls back to the GEMM route.
+    """
+    if route is Route.FFT:
+        fallback = Route.PER_MAP if plan.masked else plan.backward_route
+        if w is not None and not np.isfinite(w).all():
+            return [(None, fallback)]
+    elif plan.masked:
+        fallback = Route.PER_MAP
+    else:
+        return [(None, route)]
     ok = _finite_images(plan.geometry.fill, *arrays)
     if ok.all():
-        return [(None, plan.route)]
+        return [(None, route)]
     if not ok.any():
-        return [(None, Route.PER_MAP)]
-    idx = np.arange(n)
-    return [(idx[ok], plan.route), (idx[~ok], Route.PER_MAP)]
+        return [(None, fallback)]
+    idx = np.arange(plan.x_shape[0])
+    return [(idx[ok], route), (idx[~ok], fallback)]
 
 
 def _by_output_map(plan, w2):
@@ -128,17 +138,25 @@ def _per_map_forward(x, w2, bias, plan):
     return y
 
 
+def _forward_on(route, x, w2, bias, plan):
+    if route is Route.FFT:          # tiles planned for the whole batch fit any part of it
+        return _fft.forward(x, w2.reshape(plan.w_shape), bias, plan,
+                            pool_threads(plan.flops))
+    if x.shape[0] != plan.x_shape[0]:
+        plan = plan.for_batch(x.shape[0])
+    run = _per_map_forward if route is Route.PER_MAP else _engine_forward
+    return run(x, w2, bias, plan)
+
+
 def forward(x, w2, bias, plan):
-    """The forward pass on clean arrays (x, w2 and bias contiguous in plan.dtype)."""
-    parts = _split(plan, x)
+    """The forward pass on clean arrays (x, w2 and bias contiguous in plan.dtype), on the
+    plan's route (``plan.route``) for each image that route can take."""
+    parts = _split(plan, plan.route, x, w=w2)
     if len(parts) == 1:
-        run = _per_map_forward if parts[0][1] is Route.PER_MAP else _engine_forward
-        return run(x, w2, bias, plan)
+        return _forward_on(parts[0][1], x, w2, bias, plan)
     y = np.empty(plan.out_shape, dtype=plan.dtype)
     for idx, route in parts:
-        sub = plan.for_batch(idx.size)
-        run = _per_map_forward if route is Route.PER_MAP else _engine_forward
-        y[idx] = run(np.ascontiguousarray(x[idx]), w2, bias, sub)
+        y[idx] = _forward_on(route, np.ascontiguousarray(x[idx]), w2, bias, plan)
     return y
 
 
@@ -181,7 +199,7 @@ def _per_map_backward(dy, x, w2, plan, need_dx, need_dw):
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The backward pass on clean arrays: (dx shaped like x, or None; dw2 (Cout, K), or
     None)."""
-    parts = _split(plan, x, dy)
+    parts = _split(plan, plan.backward_route, x, dy)
     if len(parts) == 1:
         run = _per_map_backward if parts[0][1] is Route.PER_MAP else _engine_backward
         return run(dy, x, w2, plan, need_dx, need_dw)

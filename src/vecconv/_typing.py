@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = ["ArrayInput", "FloatArray", "IntArray", "Size", "Padding", "PaddingMode",
-           "Gradients", "Shape", "Documented"]
+           "Algorithm", "Gradients", "Shape", "Documented"]
 
 
 class SupportsArray(Protocol):
@@ -49,6 +49,8 @@ Shape = Union[tuple[int, ...], list[int]]
 Padding = Union[int, tuple[int, ...], list[int], tuple[tuple[int, int], ...],
                 list[tuple[int, int]], list[list[int]], Literal["valid", "same", "full"]]
 PaddingMode = Literal["zeros", "constant", "reflect", "replicate", "circular", "symmetric"]
+#: how a convolution's forward pass is computed (``_options.ALGORITHMS``)
+Algorithm = Literal["auto", "im2col", "fft"]
 #: (dx, dw, db) of a backward pass; None where the flags asked for no such gradient
 Gradients = tuple[Union[FloatArray, None], Union[FloatArray, None], Union[FloatArray, None]]
 
@@ -64,6 +66,7 @@ class ConvOptions(TypedDict, total=False):
     padding_mode: PaddingMode
     fill_value: float
     workspace: int | None
+    algorithm: Algorithm
 
 
 class ConvTransposeOptions(TypedDict, total=False):

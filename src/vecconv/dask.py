@@ -46,7 +46,7 @@ except ImportError as exc:          # pragma: no cover - the extra is missing
     raise ImportError("vecconv.dask needs Dask: pip install 'vecconv[dask]'") from exc
 
 from . import _plan, _run, functional
-from ._options import conv_options, conv_transpose_options, pool_options
+from ._options import NUMPY_PAD_MODES, conv_options, conv_transpose_options, pool_options
 from ._pool_plan import block_plan, plan_pool
 from ._shapes import LAYOUTS, batched, kernel_axes, pool_axes
 from ._validate import as_array, check_ndim, flag, float_dtype, floats, integer
@@ -56,8 +56,6 @@ __all__ = ["conv", "conv_backward", "conv_transpose", "avg_pool", "max_pool"]
 #: How many block partials of dw (and db) one task of the tree reduction adds.
 SPLIT_EVERY = 4
 
-_NUMPY_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap",
-                "symmetric": "symmetric"}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -108,7 +106,7 @@ def _meta(ndim, dtype):
 def _source(n, before, after, mode):
     """Where each entry of a padded axis is read from (numpy.pad's index map, which is
     the engine's too)."""
-    return np.pad(np.arange(n), (before, after), mode=_NUMPY_MODES[mode])
+    return np.pad(np.arange(n), (before, after), mode=NUMPY_PAD_MODES[mode])
 
 
 def _pad(x, pads, mode, fill):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from .. import _plan, _run
 from .._options import conv_options
 from .._shapes import LAYOUTS, batched, kernel_axes
-from .._typing import ArrayInput, FloatArray, Gradients, Padding, PaddingMode, Size
+from .._typing import Algorithm, ArrayInput, FloatArray, Gradients, Padding, PaddingMode, Size
 from .._typing import like as _like
 from .._validate import as_array, flag, float_dtype
 from ._variants import named, sections
@@ -68,8 +68,8 @@ def conv(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *, stride
          padding: Padding = 0, dilation: Size = 1, groups: int = 1,
          connections: ArrayInput | None = None, flip: bool = False,
          padding_mode: PaddingMode = "zeros", fill_value: float = 0.0,
-         workspace: int | None = None) -> FloatArray:
-    """1-, 2- or 3-D convolution by im2col and one GEMM per image and group.
+         workspace: int | None = None, algorithm: Algorithm = "auto") -> FloatArray:
+    """1-, 2- or 3-D convolution: im2col and one GEMM per image and group, or FFTs.
 
     Implements eq. 1 of the derivation (without the activation f): output map j is the sum
     over the input maps i connected to it of x_i * k_ij, plus b_j. In matrix form (eq. 12)
@@ -113,7 +113,14 @@ def conv(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *, stride
     fill_value : float
         The constant of ``padding_mode='constant'``.
     workspace : int, optional
-        Byte budget of the column buffers for this call (default: ``get_workspace()``).
+        Byte budget of the column buffers (or of the FFT route's transforms) for this call
+        (default: ``get_workspace()``).
+    algorithm : {'auto', 'im2col', 'fft'}
+        How the forward pass is computed. 'im2col': the patch matrix and a GEMM (eq. 12).
+        'fft': tiles of each map and the kernels transformed once, one product per
+        frequency summed over the input channels, transformed back (for large kernels;
+        images holding a NaN or inf take im2col, since a transform would spread them).
+        'auto': the planner's choice from the shapes, the dtype and the workspace.
 
     Returns
     -------
@@ -132,7 +139,7 @@ def conv(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *, stride
     """
     opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                 connections=connections, flip=flip, padding_mode=padding_mode,
-                fill_value=fill_value)
+                fill_value=fill_value, algorithm=algorithm)
     return _forward(None, "conv", x, w, bias, opts, workspace)
 
 
@@ -141,7 +148,7 @@ def conv_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, stride: Size 
                   connections: ArrayInput | None = None, flip: bool = False,
                   padding_mode: PaddingMode = "zeros", fill_value: float = 0.0,
                   workspace: int | None = None, input_grad: bool = True,
-                  weight_grad: bool = True) -> Gradients:
+                  weight_grad: bool = True, algorithm: Algorithm = "auto") -> Gradients:
     """Gradients of ``conv`` with respect to x, w and bias, given dy = dE/dy.
 
     * ``dw``: eq. 12/13, dE/dk_ij = unvec(vec(delta_j)^T [c_i]): one GEMM of dy with the
@@ -159,6 +166,10 @@ def conv_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, stride: Size 
         The input and the kernels given to ``conv``.
     stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace
         The keywords given to ``conv``, with the same meaning.
+    algorithm : {'auto', 'im2col', 'fft'}
+        The forward pass's algorithm, as given to ``conv`` (checked, so that one set of
+        keywords serves both passes); the backward passes are the GEMMs of eq. 12 and
+        16-18 whatever it says.
     input_grad : bool
         False skips dx (a first layer needs none): the engine then makes neither its GEMMs
         nor its column buffers.
@@ -177,7 +188,7 @@ def conv_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, stride: Size 
     """
     opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                 connections=connections, flip=flip, padding_mode=padding_mode,
-                fill_value=fill_value)
+                fill_value=fill_value, algorithm=algorithm)
     return _backward(None, "conv_backward", dy, x, w, opts, workspace, input_grad,
                      weight_grad)
 
@@ -188,10 +199,10 @@ def _fixed(d, backward):
     if backward:
         def f(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
               flip=False, padding_mode="zeros", fill_value=0.0, workspace=None,
-              input_grad=True, weight_grad=True):
+              input_grad=True, weight_grad=True, algorithm="auto"):
             opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                         connections=connections, flip=flip, padding_mode=padding_mode,
-                        fill_value=fill_value)
+                        fill_value=fill_value, algorithm=algorithm)
             return _backward(d, name, dy, x, w, opts, workspace, input_grad, weight_grad)
         doc = (f"``conv_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched): "
                "the gradients (dx, dw, db) of eq. 16-18, 12/13 and 10.\n\n"
@@ -199,10 +210,10 @@ def _fixed(d, backward):
     else:
         def f(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1,  # type: ignore[misc]
               connections=None, flip=False, padding_mode="zeros", fill_value=0.0,
-              workspace=None):
+              workspace=None, algorithm="auto"):
             opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                         connections=connections, flip=flip, padding_mode=padding_mode,
-                        fill_value=fill_value)
+                        fill_value=fill_value, algorithm=algorithm)
             return _forward(d, name, x, w, bias, opts, workspace)
         doc = (f"``conv`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and weights "
                f"{LAYOUTS[d][1]}; see ``conv`` for the keywords.\n\n"

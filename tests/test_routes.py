@@ -1,0 +1,129 @@
+"""Every route of the planner gives the reference's answer: the FFT route on random
+geometry against scipy.signal (through the reference) and against the im2col route, its
+fallback for non-finite values, its tiles within the workspace, and the planner's choice
+('auto')."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vecconv as vc
+from vecconv import _plan
+from vecconv._options import conv_options
+from reference import ref_conv2d
+
+
+@st.composite
+def fft_cases(draw):
+    d = draw(st.sampled_from([1, 2, 3]))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    c = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.integers(1, 3))
+    k = tuple(draw(st.integers(1, 6 if d < 3 else 3)) for _ in range(d))
+    dil = tuple(draw(st.integers(1, 2)) for _ in range(d))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(d))
+    ext = [g * (kk - 1) + 1 for g, kk in zip(dil, k)]
+    size = tuple(draw(st.integers(e, e + (20 if d < 3 else 5))) for e in ext)
+    mode = draw(st.sampled_from(["zeros", "constant", "reflect", "replicate", "circular",
+                                 "symmetric"]))
+    limit = {"reflect": lambda n: n - 1, "circular": lambda n: n}.get(mode, lambda n: 5)
+    padding = tuple((draw(st.integers(0, min(4, limit(n)))),
+                     draw(st.integers(0, min(4, limit(n))))) for n in size)
+    table = None
+    if groups == 1 and draw(st.booleans()):
+        table = np.array(draw(st.lists(st.booleans(), min_size=c * cout,
+                                       max_size=c * cout))).reshape(c, cout)
+    opts = dict(stride=stride, padding=padding, dilation=dil, groups=groups,
+                connections=table, flip=draw(st.booleans()), padding_mode=mode,
+                fill_value=-0.75 if mode == "constant" else 0.0)
+    n = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return (n, c) + size, (cout, c // groups) + k, opts, dtype, draw(st.integers(0, 2**31))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=fft_cases())
+def test_the_fft_route_agrees_with_im2col_on_random_geometry(case):
+    xs, ws, opts, dtype, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    ref = vc.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                  algorithm="im2col", **opts)
+    got = vc.conv(x, w, b, algorithm="fft", **opts)
+    assert got.dtype == dtype and got.shape == ref.shape
+    # normwise error against float64, within what the dtype allows for this many terms
+    terms = np.prod(ws[1:])
+    eps = np.finfo(dtype).eps
+    scale = np.sqrt(terms) * (np.abs(x).max() + 1) * (np.abs(w).max() + 1)
+    assert np.abs(got - ref).max() <= 64 * eps * scale, np.abs(got - ref).max()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fft_route_matches_scipy_for_a_large_kernel(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 70, 65)).astype(dtype)
+    w = rng.standard_normal((3, 2, 17, 15)).astype(dtype)
+    for opts in (dict(), dict(padding="same", flip=True), dict(stride=(2, 3), padding=4)):
+        got = vc.conv2d(x, w, algorithm="fft", **opts)
+        ref = ref_conv2d(x, w, **opts)
+        tol = 2e-4 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_nonfinite_images_take_the_gemm_route_and_stay_local():
+    """A NaN in one image reaches only the outputs whose windows read it; the other
+    images keep the FFT route's bits."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 40, 40))
+    w = rng.standard_normal((2, 2, 9, 9))
+    clean = vc.conv2d(x, w, algorithm="fft")
+    x[1, 0, 5, 5] = np.nan
+    got = vc.conv2d(x, w, algorithm="fft")
+    np.testing.assert_array_equal(got[[0, 2]], clean[[0, 2]])
+    nan = np.isnan(got[1])
+    assert nan[:, :6, :6].all() and nan.sum() == 2 * 36      # windows that read (5, 5)
+    # a non-finite kernel: every image on the GEMM route, the same as im2col
+    w[0, 0, 0, 0] = np.inf
+    np.testing.assert_array_equal(vc.conv2d(x, w, algorithm="fft"),
+                                  vc.conv2d(x, w, algorithm="im2col"))
+
+
+def test_fft_tiles_fit_the_workspace_and_a_tiny_one_is_refused():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 200, 180)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 21, 21)).astype(np.float32)
+    full = vc.conv2d(x, w, algorithm="fft")
+    options = conv_options(2, algorithm="fft")
+    for workspace in (2**20, 4 * 2**20):
+        plan = _plan.plan_conv(x.shape, w.shape, None, np.float32, options, workspace)
+        tile, size, images = plan.fft_tiles
+        half = np.prod(size[:-1]) * (size[-1] // 2 + 1)
+        assert (4 * 3 + min(images, 2) * (3 + 4)) * half * 8 <= workspace
+        np.testing.assert_allclose(vc.conv2d(x, w, algorithm="fft", workspace=workspace),
+                                   full, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="algorithm='fft' needs a workspace"):
+        vc.conv2d(x, w, algorithm="fft", workspace=4096)
+
+
+def test_auto_takes_fft_for_large_kernels_and_im2col_for_small_ones():
+    options = conv_options(2)
+    big = _plan.plan_conv((1, 1, 512, 512), (16, 1, 31, 31), None, np.float32, options)
+    small = _plan.plan_conv((8, 64, 56, 56), (64, 64, 3, 3), None, np.float32, options)
+    assert big.route is _plan.Route.FFT
+    assert small.route in (_plan.Route.IM2COL, _plan.Route.STAGED)
+    # the backward passes keep the GEMM family
+    assert big.backward_route is _plan.Route.IM2COL
+    # a non-finite fill cannot take the FFT route
+    opts = conv_options(2, padding=3, padding_mode="constant", fill_value=np.inf)
+    assert _plan.plan_conv((1, 1, 512, 512), (16, 1, 31, 31), None, np.float32,
+                           opts).route is not _plan.Route.FFT
+
+
+def test_algorithm_is_checked_by_name():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        vc.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), algorithm="winograd!")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        vc.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), algorithm=None)
