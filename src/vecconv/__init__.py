@@ -33,5 +33,15 @@ __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_bac
            "avg_pool", "avg_pool1d", "avg_pool2d", "avg_pool3d", "avg_pool_backward",
            "max_pool", "max_pool1d", "max_pool2d", "max_pool3d", "max_pool_backward",
            "set_workspace", "get_workspace", "set_num_threads",
-           "get_num_threads", "threads", "runtime_info", "nn"]
+           "get_num_threads", "threads", "runtime_info", "nn", "signal"]
+
+
+def __getattr__(name):
+    # vecconv.signal (scipy.signal's convolution functions) is imported on first use:
+    # ``import vecconv`` stays as fast as it was, and ``vecconv.signal.convolve`` works
+    # after it as ``import vecconv.signal`` does
+    if name == "signal":
+        import importlib
+        return importlib.import_module(".signal", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
