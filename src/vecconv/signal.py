@@ -86,23 +86,25 @@ _BOUNDARIES = {"fill": "fill", "pad": "fill", "wrap": "wrap", "circular": "wrap"
                "symm": "symm", "symmetric": "symm"}
 _EXACT = 2 ** 53          # integers below this are exact in float64
 
-#: Cost model of ``method='auto'`` (seconds). Measured on this project's 2-core Xeon
-#: (OpenBLAS, vecconv's 2 threads) by ``python bench/signal_methods.py --fit``, which times
-#: both routes on interleaved repeats over a grid of shapes (1-D 2**8..2**20 samples, 2-D
-#: 16**2..1024**2, kernels 1..255), keeps the minimum of each, and fits
-#: ``t = c0 + c1 * work`` by least squares on relative error. ``direct`` work is
-#: output entries x kernel taps of one real pass; ``fft`` work is the sum over the three
-#: transforms of N log2 N, N the product of the fast lengths of the full output.
-#: Keys: (route, working dtype, number of convolution axes, 1 for 1-D else 2).
+#: Cost model of ``method='auto'`` (seconds): ``t = c0 + c1 * work``. Measured on this
+#: project's machine (2-core AMD EPYC shared with other jobs, OpenBLAS 0.3.34 SkylakeX
+#: kernels, vecconv's 2 threads) by ``python bench/signal_methods.py --fit``: both routes
+#: timed on interleaved repeats over 1-D signals of 2**8..2**20 samples and 2-D images of
+#: 16**2..1024**2 with kernels 3..255, float32 and float64, the minimum of the repeats kept;
+#: c0 is the median time of the smallest quarter of the work, c1 the median of
+#: (t - c0) / work over the calls that take more than 4 c0 (bench/results/
+#: signal_methods.json holds the samples). ``direct`` work is output entries x kernel
+#: taps of one real pass; ``fft`` work is the sum over the three transforms of N log2 N,
+#: N the product of the fast lengths. Keys: (route, working dtype, 1 for 1-D else 2).
 _COSTS = {
-    ("direct", "float32", 1): (4.0e-05, 1.6e-10),
-    ("direct", "float64", 1): (4.0e-05, 3.2e-10),
-    ("direct", "float32", 2): (4.0e-05, 4.5e-10),
-    ("direct", "float64", 2): (4.0e-05, 6.0e-10),
-    ("fft", "float32", 1): (6.0e-05, 1.1e-09),
-    ("fft", "float64", 1): (6.0e-05, 1.4e-09),
-    ("fft", "float32", 2): (8.0e-05, 1.2e-09),
-    ("fft", "float64", 2): (8.0e-05, 1.6e-09),
+    ("direct", "float32", 1): (7.17e-05, 2.20e-10),
+    ("direct", "float64", 1): (8.00e-05, 3.27e-10),
+    ("direct", "float32", 2): (8.75e-05, 2.35e-10),
+    ("direct", "float64", 2): (1.47e-04, 2.26e-10),
+    ("fft", "float32", 1): (7.28e-05, 4.38e-10),
+    ("fft", "float64", 1): (6.13e-05, 5.87e-10),
+    ("fft", "float32", 2): (9.30e-05, 1.68e-10),
+    ("fft", "float64", 2): (1.42e-04, 3.05e-10),
 }
 
 
@@ -378,8 +380,14 @@ def _fft_axes(a, b, mode, axes):
     return a, b, axes
 
 
-def _workers():
-    return vecconv.get_num_threads()
+#: Below this many entries per transform scipy.fft's worker threads cost more than they
+#: save (measured: a 80x80 rfftn takes 29 us on one worker, 119 us on two).
+_FFT_THREADS_MIN = 1 << 17
+
+
+def _workers(fshape, batch=1):
+    """scipy.fft's workers: vecconv's thread setting, for transforms big enough."""
+    return vecconv.get_num_threads() if math.prod(fshape) * batch >= _FFT_THREADS_MIN else 1
 
 
 def _fft_full(a, b, axes):
@@ -394,7 +402,7 @@ def _fft_full(a, b, axes):
         a = a.astype(np.float64)
     if b.dtype.kind in "biu":
         b = b.astype(np.float64)
-    nw = _workers()
+    nw = _workers(fshape, max(a.size // max(math.prod(a.shape[ax] for ax in axes), 1), 1))
     if cplx:
         spec = _fft.fftn(a, fshape, axes=axes, workers=nw)
         spec = spec * _fft.fftn(b, fshape, axes=axes, workers=nw)
@@ -572,7 +580,7 @@ def oaconvolve(in1, in2, mode="full", axes=None):
         faxes.append(2 * ax + 1)
         fshape.append(plan[ax][0] if ax in plan else
                       _fft.next_fast_len(full[ax], not cplx))
-    nw = _workers()
+    nw = _workers(fshape, ops[0].size // max(math.prod(ops[0].shape[ax] for ax in faxes), 1))
     if cplx:
         spec = _fft.fftn(ops[0], fshape, axes=faxes, workers=nw)
         spec = spec * _fft.fftn(ops[1], fshape, axes=faxes, workers=nw)
@@ -627,8 +635,22 @@ def _predict(a_shape, b_shape, mode, work, complex_parts, d):
     full = [n + k - 1 for n, k in zip(a_shape, b_shape)]
     n = _fast_prod(full)
     f0, f1 = _COSTS[("fft", work.name, key_d)]
-    t_fft = f0 + f1 * 3 * n * math.log2(max(n, 2)) * (2.0 if complex_parts > 1 else 1.0)
-    return t_direct, t_fft
+    cf = 2.0 if complex_parts > 1 else 1.0
+    t_fft = f0 + f1 * 3 * n * math.log2(max(n, 2)) * cf
+    # overlap-add: the blocks of the cut input forward and back, the other input once
+    blocks, size, cut = 1, 1, False
+    for na, nb in zip(a_shape, b_shape):
+        big, small_ = max(na, nb), min(na, nb)
+        f = _oa_block(big, small_)
+        if f is None:
+            size *= _fft.next_fast_len(na + nb - 1, True)
+        else:
+            cut = True
+            blocks *= -(-big // (f - small_ + 1))
+            size *= f
+    t_oa = f0 + f1 * (2 * blocks + 1) * size * math.log2(max(size, 2)) * cf if cut \
+        else math.inf
+    return t_direct, t_fft, t_oa
 
 
 def _timeit_fast(f):
@@ -685,6 +707,12 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
         times = {m: _timeit_fast(lambda m=m: convolve(a, b, mode=mode, method=m))
                  for m in ("fft", "direct")}
         return ("fft" if times["fft"] < times["direct"] else "direct"), times
+    route = _choose_route(a, b, mode)
+    return "fft" if route == "oa" else route
+
+
+def _choose_route(a, b, mode):
+    """'direct', 'fft' or 'oa' (overlap-add, vecconv's route) for convolve(a, b, mode)."""
     if a.dtype.kind in "ui" or b.dtype.kind in "ui":
         if a.size and b.size:
             top = _absmax(a) * _absmax(b) * min(a.size, b.size)
@@ -711,13 +739,23 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
     sb = [b.shape[ax] for ax in conv]
     batch = math.prod(max(a.shape[ax], b.shape[ax]) for ax in range(a.ndim)
                       if ax not in conv)
-    t_direct, t_fft = _predict(sa, sb, mode, work, parts, len(conv))
+    t_direct, t_fft, t_oa = _predict(sa, sb, mode, work, parts, len(conv))
     # the batch: the direct route makes one call for all of it; FFTs scale with it
     c0 = _COSTS[("direct", work.name, 1 if len(conv) == 1 else 2)][0]
     f0 = _COSTS[("fft", work.name, 1 if len(conv) == 1 else 2)][0]
     t_direct = c0 + (t_direct - c0) * batch
     t_fft = f0 + (t_fft - f0) * batch
-    return "fft" if t_fft < t_direct else "direct"
+    t_oa = f0 + (t_oa - f0) * batch
+    if len(conv) > 1:
+        # measured: overlap-add of 2-D images ran 1.5x slower than one FFT where this
+        # model expected it faster (its overlap-add passes are not in the model)
+        t_oa = math.inf
+    best = min(t_direct, t_fft, t_oa)
+    # a call dominated by fixed costs (the routes within tens of microseconds of each
+    # other) takes the direct route: its sums have no FFT rounding
+    if best == t_direct or t_direct <= 2 * c0:
+        return "direct"
+    return "fft" if best == t_fft else "oa"
 
 
 # ----------------------------------------------------------------------------- N-d
@@ -759,10 +797,9 @@ def _convolve_nd(a, b, mode, method, axes, correlate_):
             a, b = b, a
             b_conv = b
     if method == "auto":
-        if correlate_ and axes is None and _swap_needed(mode, a.shape, b.shape):
-            method = choose_conv_method(b, a, mode=mode)
-        else:
-            method = choose_conv_method(a, b_conv, mode=mode)
+        method = _choose_route(a, b_conv, mode)
+        if axes is not None and method == "oa":
+            method = "fft"
     if method in ("fft", "oa"):
         if axes is None:
             f = fftconvolve if method == "fft" else oaconvolve
@@ -881,6 +918,8 @@ def convolve(in1, in2, mode="full", method="auto", *, axes=None):
 
 # ----------------------------------------------------------------------------- 2-D
 def _boundary(boundary):
+    if boundary == "reflect":      # a name SciPy knows but its 2-D routine refuses
+        raise ValueError("Incorrect boundary value.")
     try:
         return _BOUNDARIES[boundary]
     except (KeyError, TypeError):
@@ -897,12 +936,17 @@ def _fillvalue(fillvalue, rt):
     if fv.size != 1:
         raise ValueError("`fillvalue` must be scalar or an array with one element.")
     c = complex(fv.reshape(-1)[0])
-    if rt.kind != "c" and c.imag != 0:
+    lost = rt.kind != "c" and c.imag != 0
+    if rt.kind in "iu" and math.isfinite(c.real):     # truncated, and then in range
+        info = np.iinfo(rt)
+        lost = lost or not info.min <= math.trunc(c.real) <= info.max
+    if lost:
         raise ValueError("could not cast `fillvalue` directly to the output type (it was "
                          "first converted to complex).")
     if rt.kind == "c":
         return c
-    return rt.type(c.real).item()
+    with np.errstate(invalid="ignore", over="ignore"):    # a C cast, as SciPy's
+        return np.asarray(c.real).astype(rt).item()
 
 
 def _two_d(in1, in2, mode, boundary, fillvalue, correlate_, name):
