@@ -285,3 +285,9 @@ def test_lazy_import():
             "assert 'scipy.signal' not in sys.modules; vecconv.signal.convolve([1.0], [2.0]); "
             "assert 'scipy.signal' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_docstring_examples_run():
+    import doctest
+    result = doctest.testmod(vs, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 20 and result.failed == 0

@@ -459,7 +459,7 @@ def fftconvolve(in1, in2, mode="full", axes=None):
     --------
     >>> import numpy as np
     >>> from vecconv.signal import fftconvolve
-    >>> fftconvolve([1.0, 2.0, 3.0], [0.0, 1.0, 0.5])
+    >>> np.round(fftconvolve([1.0, 2.0, 3.0], [0.0, 1.0, 0.5]), 12) + 0.0
     array([0. , 1. , 2.5, 4. , 1.5])
     >>> fftconvolve(np.ones((2, 5), np.float32), np.ones((1, 3), np.float32), 'valid', axes=1)
     array([[3., 3., 3.],
@@ -1013,7 +1013,7 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     array([[62]])
     >>> img = np.arange(16, dtype=np.float32).reshape(4, 4)
     >>> convolve2d(img, np.ones((3, 3), np.float32) / 9, 'same', boundary='symm')[0]
-    array([ 2.3333333,  3.       ,  4.       ,  4.6666665], dtype=float32)
+    array([1.6666667, 2.3333335, 3.3333333, 4.       ], dtype=float32)
     """
     return _two_d(in1, in2, mode, boundary, fillvalue, False, "convolve2d")
 
