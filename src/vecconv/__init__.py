@@ -43,5 +43,15 @@ __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_bac
            "max_pool", "max_pool1d", "max_pool2d", "max_pool3d", "max_pool_backward",
            "set_workspace", "get_workspace", "set_num_threads",
            "get_num_threads", "threads", "config", "get_config", "set_config",
-           "runtime_info", "functional", "nn"]
+           "runtime_info", "functional", "nn", "signal"]
+
+
+def __getattr__(name):
+    # vecconv.signal (scipy.signal's convolution functions) is imported on first use:
+    # ``import vecconv`` stays as fast as it was, and ``vecconv.signal.convolve`` works
+    # after it as ``import vecconv.signal`` does
+    if name == "signal":
+        import importlib
+        return importlib.import_module(".signal", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
