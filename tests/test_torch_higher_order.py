@@ -1,5 +1,6 @@
 """vecconv.torch to any order: the backward passes are recorded operations themselves, so
-gradgradcheck passes, a gradient penalty and a Hessian equal PyTorch's."""
+gradgradcheck passes, a gradient penalty and a Hessian equal PyTorch's, and half
+precision computes in float32 and answers in the input's dtype."""
 
 import numpy as np
 import pytest
@@ -213,6 +214,71 @@ def test_third_derivative_equals_pytorchs(rng):
 
 
 # ----------------------------------------------------------------------------- dtypes
+def _as(v, dtype):
+    return v.detach().to(dtype).requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_computes_in_float32_and_answers_in_its_dtype(rng, dtype):
+    """Forward and backward against PyTorch's own CPU computation, in the half dtype."""
+    eps = torch.finfo(dtype).eps
+    x32, w32, b32 = t(rng, 2, 3, 7, 6), t(rng, 4, 3, 3, 3), t(rng, 4)
+    cases = [
+        (lambda x, w, b: vt.conv(x, w, b, padding=1, stride=(1, 2)),
+         lambda x, w, b: F.conv2d(x, w, b, padding=1, stride=(1, 2)), (x32, w32, b32)),
+        (lambda x, w: vt.conv_transpose(x, w, stride=2, padding=1),
+         lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1), (x32, w32.transpose(0, 1))),
+        (lambda x: vt.max_pool(x, 3, stride=2, padding=1),
+         lambda x: F.max_pool2d(x, 3, stride=2, padding=1), (x32,)),
+        (lambda x: vt.avg_pool(x, 2, count_include_pad=False, padding=1),
+         lambda x: F.avg_pool2d(x, 2, count_include_pad=False, padding=1), (x32,)),
+    ]
+    for ours, theirs, inputs in cases:
+        results = []
+        for f in (ours, theirs):
+            args = [_as(v, dtype) for v in inputs]
+            y = f(*args)
+            v = torch.linspace(-1, 1, y.numel()).reshape(y.shape).to(dtype)
+            grads = torch.autograd.grad(y, args, v)
+            assert y.dtype == dtype and all(g.dtype == dtype for g in grads)
+            results.append((y,) + grads)
+        for a, e in zip(*results):
+            scale = e.float().abs().max().item()
+            torch.testing.assert_close(a.float(), e.float(), rtol=4 * eps, atol=4 * eps * scale)
+        # and both against float64 to the half dtype's precision (ours is one rounding)
+        exact = ours(*inputs)
+        err = (results[0][0].double() - exact).abs().max().item()
+        assert err <= eps * exact.abs().max().item()
+
+
+def test_half_precision_second_derivative(rng):
+    x, w = t(rng, 1, 2, 5, 5), t(rng, 3, 2, 3, 3)
+
+    def penalty(x, w):
+        y = vt.conv(x, w, padding=1)
+        g, = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), w)[0]
+
+    exact = penalty(x, w)
+    half = penalty(_as(x, torch.bfloat16), _as(w, torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.double(), exact, rtol=0.05,
+                               atol=0.05 * exact.abs().max().item())
+
+
+def test_half_precision_mixed_with_other_dtypes(rng):
+    """A half dtype with float32 (or the other half dtype) computes and answers in
+    float32; every gradient has its own tensor's dtype."""
+    x, w = t(rng, 1, 2, 5, 5), t(rng, 3, 2, 3, 3)
+    xh, wf = _as(x, torch.bfloat16), _as(w, torch.float32)
+    y = vt.conv(xh, wf, _as(t(rng, 3), torch.float16))
+    assert y.dtype == torch.float32
+    gx, gw = torch.autograd.grad(y.sum(), (xh, wf))
+    assert gx.dtype == torch.bfloat16 and gw.dtype == torch.float32
+    assert vt.conv(xh, _as(w, torch.float16)).dtype == torch.float32
+    assert vt.conv(_as(x, torch.float16), _as(w, torch.float16)).dtype == torch.float16
+
+
 def test_mixed_dtypes_follow_the_documented_rule(rng):
     """float32 with float64 computes in float64 and each gradient has its own tensor's
     dtype; a tensor that requires no grad gets none, at first and second order."""

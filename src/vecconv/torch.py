@@ -22,8 +22,11 @@ are exact to any order:
   the same options as its derivative.
 
 Precision: float32 inputs compute and return float32; float64 (or a mix with float64,
-or integers) float64, as in vecconv. Every gradient has the dtype of the tensor it
-belongs to.
+or integers) float64, as in vecconv. bfloat16 and float16 tensors, which vecconv's
+kernels do not take but PyTorch convolves on the CPU, are converted to float32 for the
+computation; a result is returned in the half dtype when every tensor given is of that
+one half dtype, else in float32 (float64 with a float64 input). Every gradient has the
+dtype of the tensor it belongs to.
 
 >>> import torch, vecconv.torch as vt
 >>> x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
@@ -47,19 +50,28 @@ from ._typing import AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolO
 
 __all__ = ["conv", "conv_transpose", "max_pool", "avg_pool"]
 
+#: the dtypes vecconv's kernels do not take: computed in float32, returned as given
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _array(name, t):
-    """A tensor's values as a NumPy array (no copy for a contiguous CPU tensor)."""
+    """A tensor's values as a NumPy array (no copy for a contiguous float32/float64 CPU
+    tensor; a half-precision tensor is converted to float32)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.device.type != "cpu":
         raise ValueError(f"{name} must be on the CPU, got a tensor on {t.device}")
     if t.is_complex():
         raise TypeError(f"{name} must be a real tensor, got {t.dtype}")
-    return t.detach().resolve_conj().resolve_neg().contiguous().numpy()
+    t = t.detach()
+    if t.dtype in _HALF:
+        t = t.to(torch.float32)
+    return t.resolve_conj().resolve_neg().contiguous().numpy()
 
 
 def _tensor(a, dtype):
-    """An array as a tensor of ``dtype`` (vecconv may have promoted)."""
+    """An array as a tensor of ``dtype`` (vecconv may have promoted, or computed a half
+    dtype in float32)."""
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
 
@@ -69,13 +81,16 @@ def _shape_of(name, t):
     else zeros of one broadcast element, so that nothing of t's size is made here."""
     if t.dtype in (torch.float32, torch.float64) and t.is_contiguous():
         return _array(name, t)
-    dtype = np.float32 if t.dtype == torch.float32 else np.float64
+    dtype = np.float32 if t.dtype in (torch.float32, *_HALF) else np.float64
     return np.broadcast_to(np.zeros((), dtype), tuple(t.shape))
 
 
 def _result(a, *inputs):
-    """A forward result as a tensor, in vecconv's dtype (float32 when every input is
-    float32, else float64)."""
+    """A forward result as a tensor: the half dtype of the inputs when they all share it,
+    else vecconv's dtype (float32 when every input is float32 or half, else float64)."""
+    dtypes = {t.dtype for t in inputs if t is not None}
+    if len(dtypes) == 1 and next(iter(dtypes)) in _HALF:
+        return _tensor(a, dtypes.pop())
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
@@ -308,7 +323,7 @@ def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
     ----------
     x, w, bias : torch.Tensor
         CPU tensors, as ``vecconv.conv`` takes arrays; bias may be None; any may require
-        grad.
+        grad. bfloat16 and float16 are computed in float32.
     **options
         The keywords of ``vecconv.conv`` (stride, padding, dilation, groups, connections,
         flip, padding_mode, fill_value, workspace).
@@ -317,7 +332,8 @@ def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
     -------
     torch.Tensor
         ``vecconv.conv(x, w, bias, **options)`` as a CPU tensor: float32 when every input
-        is float32, else float64. Its gradients (each in its tensor's dtype) are
+        is float32, float64 when any is float64; a half dtype when every input is of that
+        dtype (else float32). Its gradients (each in its tensor's dtype) are
         differentiable: dx (eq. 16-18) is a transposed convolution of dy with w, dw
         (eq. 12-13) a correlation of x with dy, db (eq. 10) the sum of dy.
     """
@@ -333,6 +349,7 @@ def conv_transpose(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None =
     x, w, bias : torch.Tensor
         CPU tensors, as ``vecconv.conv_transpose`` takes arrays (w is
         ``(Cin, Cout/groups, *kernel)``); bias may be None; any may require grad.
+        bfloat16 and float16 are computed in float32.
     **options
         The keywords of ``vecconv.conv_transpose`` (stride, padding, output_padding,
         dilation, groups, output_size, workspace).
@@ -366,6 +383,7 @@ def max_pool(x: torch.Tensor, kernel_size: Size, *, return_indices: bool = False
     ----------
     x : torch.Tensor
         A CPU tensor, as ``vecconv.max_pool`` takes an array; it may require grad.
+        bfloat16 and float16 are pooled in float32 and returned in their dtype.
     kernel_size : int or d ints
         The window, as for ``vecconv.max_pool``.
     return_indices : bool
@@ -394,6 +412,7 @@ def avg_pool(x: torch.Tensor, kernel_size: Size,
     ----------
     x : torch.Tensor
         A CPU tensor, as ``vecconv.avg_pool`` takes an array; it may require grad.
+        bfloat16 and float16 are pooled in float32 and returned in their dtype.
     kernel_size : int or d ints
         The window, as for ``vecconv.avg_pool``.
     **options
@@ -403,8 +422,9 @@ def avg_pool(x: torch.Tensor, kernel_size: Size,
     Returns
     -------
     torch.Tensor
-        The window means (float32 for float32 x, float64 for float64 or integer x),
-        their gradient recorded: ``vecconv.avg_pool_backward`` (eq. 6's up-sampling for
-        windows that tile the map), whose own derivative is this average pooling again.
+        The window means (float32 for float32 x, float64 for float64 or integer x, x's
+        dtype for a half x), their gradient recorded: ``vecconv.avg_pool_backward``
+        (eq. 6's up-sampling for windows that tile the map), whose own derivative is this
+        average pooling again.
     """
     return _AvgPool.apply(x, dict(kernel_size=kernel_size, **options))
