@@ -29,3 +29,18 @@ def test_version_is_written_once():
     with open(os.path.join(os.path.dirname(__file__), "..", "meson.build")) as fh:
         written = re.search(r"version:\s*'([^']+)'", fh.read()).group(1)
     assert vecconv.__version__ == version("vecconv") == written
+
+
+def test_license_is_installed():
+    """The distribution carries its license (PEP 639): METADATA's License-Expression and
+    License-File, and the file itself under dist-info/licenses/, listed in RECORD, the
+    source tree's text. An editable install has the same metadata, so nothing is skipped."""
+    from importlib.metadata import distribution
+    dist = distribution("vecconv")
+    assert dist.metadata["License-Expression"] == "BSD-3-Clause"
+    assert dist.metadata.get_all("License-File") == ["LICENSE"]
+    recorded = [str(f) for f in dist.files or ()]
+    assert any(f.endswith(".dist-info/licenses/LICENSE") for f in recorded), \
+        "RECORD lists no dist-info/licenses/LICENSE"
+    with open(os.path.join(os.path.dirname(__file__), "..", "LICENSE")) as fh:
+        assert dist.read_text("licenses/LICENSE") == fh.read()
