@@ -186,9 +186,9 @@ def _per_map_backward(dy, x, w2, plan, need_dx, need_dw):
     dw2 = np.zeros((plan.w_shape[0], math.prod(plan.w_shape[1:])), dtype=dt) if need_dw else None
     taps = plan.geometry.taps
     for j, inputs, sub, wj in _by_output_map(plan, w2):
-        dxj, dwj = _engine_backward(np.ascontiguousarray(dy[:, j:j + 1]),
-                                    np.ascontiguousarray(x[:, inputs]), wj, sub, need_dx,
-                                    need_dw)
+        xj = None if x is None else np.ascontiguousarray(x[:, inputs])
+        dxj, dwj = _engine_backward(np.ascontiguousarray(dy[:, j:j + 1]), xj, wj, sub,
+                                    need_dx, need_dw)
         if need_dx:
             dx[:, inputs] += dxj
         if need_dw:
@@ -198,7 +198,7 @@ def _per_map_backward(dy, x, w2, plan, need_dx, need_dw):
 
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The backward pass on clean arrays: (dx shaped like x, or None; dw2 (Cout, K), or
-    None)."""
+    None). x may be None when only dx is asked for (eq. 16-18 read dy and W alone)."""
     parts = _split(plan, plan.backward_route, x, dy)
     if len(parts) == 1:
         run = _per_map_backward if parts[0][1] is Route.PER_MAP else _engine_backward
@@ -208,8 +208,8 @@ def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     for idx, route in parts:            # dense images first: a fixed order of the sum
         sub = plan.for_batch(idx.size)
         run = _per_map_backward if route is Route.PER_MAP else _engine_backward
-        dxp, dwp = run(np.ascontiguousarray(dy[idx]), np.ascontiguousarray(x[idx]), w2, sub,
-                       need_dx, need_dw)
+        xp = None if x is None else np.ascontiguousarray(x[idx])
+        dxp, dwp = run(np.ascontiguousarray(dy[idx]), xp, w2, sub, need_dx, need_dw)
         if need_dx:
             dx[idx] = dxp
         if need_dw:
@@ -231,10 +231,11 @@ def conv_backward(dy, x, w, plan: Plan, need_dx=True, need_dw=True):
     """(dx, dw, db) of ``conv`` under ``plan``; None for a gradient not asked for."""
     dtype = plan.dtype
     check_fits(plan.memory(backward=True, need_dx=need_dx, need_dw=need_dw)
-               + copy_bytes(x, dtype) + copy_bytes(dy, dtype) + copy_bytes(w, dtype),
+               + (copy_bytes(x, dtype) if need_dw else 0) + copy_bytes(dy, dtype)
+               + copy_bytes(w, dtype),
                "this convolution's backward pass (dx, dW accumulators, column buffers, "
                "weight and input copies)")
-    x = floats(dtype, x)
+    x = floats(dtype, x) if need_dw else None      # dx alone reads dy and W (eq. 16-18)
     dy = floats(dtype, dy)
     dx = dw = db = None
     if need_dx or need_dw:

@@ -957,7 +957,8 @@ def _two_d(in1, in2, mode, boundary, fillvalue, correlate_, name):
     _check_mode(mode)
     bd = _boundary(boundary)
     rt = np.result_type(a, b)
-    fill = _fillvalue(fillvalue, rt)
+    # SciPy casts the fill value only where a fill is read: 'wrap' and 'symm' read none
+    fill = _fillvalue(fillvalue, rt) if bd == "fill" else 0
     work, kind = _work_dtype(rt)
     if work is None or a.size == 0 or b.size == 0 or (
             kind == "int" and not _int_exact(a, b)) or (
