@@ -31,6 +31,9 @@ TILE_PER_EXTENT = 8
 #: Measured on the machines vecconv runs on: one floating-point operation of the FFT route
 #: (transforms and complex products, counted as below) costs about this many GEMM ones.
 FFT_COST = 6.0
+#: Kernels with fewer taps never take the FFT route under algorithm='auto' (its model
+#: never favoured one; the check costs a planning step).
+FFT_MIN_TAPS = 25
 
 
 def _next_len(n):

@@ -82,11 +82,51 @@ def connection_table(connections: object) -> np.ndarray:
     return table
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+
+
+def _tagged(value: object) -> object:
+    """A hashable key that tells 1, True and 1.0 apart (a cache must not let a bool pass
+    as an int), or None when the value cannot be a key."""
+    t = type(value)
+    if t in _SCALARS:
+        return (t, value)
+    if t is tuple or t is list:
+        parts = tuple(_tagged(v) for v in value)   # type: ignore[attr-defined]
+        return None if None in parts else (t, parts)
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return (t, value)
+    return None
+
+
+_CONV_OPTIONS: dict[object, ConvOptions] = {}
+
+
 def conv_options(d: int, *, stride: object = 1, padding: object = 0, dilation: object = 1,
                  groups: object = 1, connections: object = None, flip: object = False,
                  padding_mode: object = "zeros", fill_value: object = 0.0,
                  algorithm: object = "auto") -> ConvOptions:
-    """Validate a convolution's keywords for d spatial axes."""
+    """Validate a convolution's keywords for d spatial axes (the records of keywords seen
+    before, without a connection table, are kept: a call's options cost a look-up)."""
+    key = None
+    if connections is None:
+        key = _tagged((d, stride, padding, dilation, groups, flip, padding_mode, fill_value,
+                       algorithm))
+        if key is not None:
+            found = _CONV_OPTIONS.get(key)
+            if found is not None:
+                return found
+    options = _conv_options(d, stride, padding, dilation, groups, connections, flip,
+                            padding_mode, fill_value, algorithm)
+    if key is not None:
+        if len(_CONV_OPTIONS) >= 256:
+            _CONV_OPTIONS.clear()
+        _CONV_OPTIONS[key] = options
+    return options
+
+
+def _conv_options(d, stride, padding, dilation, groups, connections, flip, padding_mode,
+                  fill_value, algorithm):
     stride_t = int_tuple("stride", stride, d, 1)
     dilation_t = int_tuple("dilation", dilation, d, 1)
     pads: str | Pads

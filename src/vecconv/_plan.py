@@ -94,7 +94,9 @@ def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False
     forward pass ('auto', 'im2col' or 'fft'; the backward passes take 'im2col'). Returns
     (route, FFT tiles or None).
     """
-    if algorithm != "im2col" and finite and n > 0:
+    # the FFT route pays only for large kernels: below FFT_MIN_TAPS 'auto' does not ask
+    if algorithm != "im2col" and finite and n > 0 and (
+            algorithm == "fft" or geometry.taps >= _fft.FFT_MIN_TAPS):
         cin_g = geometry.channels // groups
         tiles = _fft.tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace)
         if algorithm == "fft":
@@ -355,14 +357,40 @@ def check_conv(x_shape, w_shape, bias_shape, options):
     return pads, out_sp
 
 
+def _tunables():
+    """The knobs a plan depends on besides its arguments (tests and the benchmark change
+    them): part of a kept plan's key."""
+    return (_config.TILE_BYTES, _config.STAGE_BELOW, _config.STAGE_WIDTH, ROUND_ELEMS,
+            MIN_UNITS, MAX_ACCUMULATORS, STAGE_COUT, _fft.FFT_COST, _fft.FFT_MIN_TAPS)
+
+
+#: plans of recent calls: a network, a loop or a filter bank repeats its shapes
+_PLANS: dict[tuple, Plan] = {}
+_PLANS_KEPT = 128
+
+
 def plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace=None):
     """Check a convolution's shapes against its options and derive its Plan.
 
     x is (N, C, *d axes), w (Cout, C/groups, *d kernel sizes); ``workspace`` None means
-    the setting in effect (``vecconv.config``).
+    the setting in effect (``vecconv.config``). Plans are immutable and kept for the
+    calls that repeat them (the thread count is decided when a plan runs).
     """
-    d = options.d
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    workspace = _workspace(workspace)
+    key = (x_shape, w_shape, None if bias_shape is None else tuple(bias_shape),
+           np.dtype(dtype).str, options.key(), workspace, _tunables())
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace)
+        if len(_PLANS) >= _PLANS_KEPT:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace):
+    d = options.d
     pads, out_sp = check_conv(x_shape, w_shape, bias_shape, options)
     ksize = w_shape[2:]
     # a stride along an axis of one output, or a dilation of a one-tap kernel, changes
@@ -381,10 +409,12 @@ def plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace=None):
         if size > INT32_MAX:
             raise ValueError(f"{what} has {size} elements, more than the 2**31-1 a BLAS "
                              "dimension can hold")
-    mask = None if options.connections is None else np.ascontiguousarray(
-        options.connections.T)                                    # (Cout, Cin)
+    mask = None
+    if options.connections is not None:
+        mask = np.ascontiguousarray(options.connections.T)        # (Cout, Cin)
+        mask.flags.writeable = False                               # plans are shared
     return _finish(np.dtype(dtype), x_shape, w_shape, geometry, options.groups,
-                   options.flip, mask, _workspace(workspace), options)
+                   options.flip, mask, workspace, options)
 
 
 def transposed_output_shape(x_shape, w_shape, options):
