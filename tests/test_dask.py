@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import vecconv
 import vecconv.dask as vd
+from reference import assert_close, peak
 
 # a Dask graph per example: a twelfth of the profile's examples (40 under CI, 250 --slow)
 FEW = settings(max_examples=max(10, settings.default.max_examples // 12), deadline=None,
@@ -39,9 +40,7 @@ def split(draw, n, most=6):
 def close(got, want, dtype):
     assert got.dtype == want.dtype == dtype
     assert got.shape == want.shape
-    tol = 2e-4 if dtype == np.float32 else 1e-10
-    scale = max(1.0, float(np.abs(want).max(initial=0)))
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+    assert_close(got, want, dtype, scale=peak(want))
 
 
 def kernel(draw):

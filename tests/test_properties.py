@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import vecconv as vc
 import pytest
 
-from reference import ref_conv1d, ref_conv2d, ref_conv3d, same_pairs
+from reference import assert_close, ref_conv1d, ref_conv2d, ref_conv3d, same_pairs
 
 
 def layouts(a, how):
@@ -75,11 +75,6 @@ def conv_cases(draw):
                 workspace=draw(st.sampled_from([None, 1, 300, 5000])))
 
 
-def _close(a, b, dtype, scale):
-    r = 5e-4 if dtype == np.float32 else 1e-10
-    return abs(a - b) <= r * max(scale, 1.0)
-
-
 @settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(conv_cases())
 def test_conv2d_forward_and_backward(case):
@@ -97,8 +92,7 @@ def test_conv2d_forward_and_backward(case):
         return
     ref = ref_conv2d(x, w, b, **opts)
     assert y.shape == ref.shape
-    np.testing.assert_allclose(y, ref, rtol=5e-4 if dt == np.float32 else 1e-10,
-                               atol=5e-4 if dt == np.float32 else 1e-10)
+    assert_close(y, ref, dt)
     dy = rng.standard_normal(y.shape).astype(dt)
     dx, dw, db = vc.conv2d_backward(layouts(dy, case["layout"]), xl, wl,
                                     workspace=case["workspace"], **opts)
@@ -112,8 +106,8 @@ def test_conv2d_forward_and_backward(case):
     lhs_x = np.vdot(dy64, ref_conv2d(x2, w, None, **opts))
     lhs_w = np.vdot(dy64, ref_conv2d(x, w2, None, **opts))
     scale = np.abs(dy64).sum() * (np.abs(x).max() + 1) * (np.abs(w).max() + 1) * 10
-    assert _close(np.vdot(dx.astype(np.float64), x2), lhs_x, dt, scale)
-    assert _close(np.vdot(dw.astype(np.float64), w2), lhs_w, dt, scale)
+    assert_close(np.vdot(dx.astype(np.float64), x2), lhs_x, dt, scale=scale, rtol=0)
+    assert_close(np.vdot(dw.astype(np.float64), w2), lhs_w, dt, scale=scale, rtol=0)
     np.testing.assert_allclose(db, dy64.sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-3)
     if opts["connections"] is not None:
         assert not dw[~opts["connections"].T].any()
@@ -141,14 +135,15 @@ def test_conv1d_forward_and_backward(n, c, cout, length, k, stride, dilation, pa
         return
     y = vc.conv1d(x, w, **opts)
     ref = ref_conv1d(x, w, **opts)
-    np.testing.assert_allclose(y, ref, rtol=5e-4 if dtype == np.float32 else 1e-10,
-                               atol=5e-4 if dtype == np.float32 else 1e-10)
+    assert_close(y, ref, dtype)
     dy = rng.standard_normal(y.shape)
     dx, dw, _ = vc.conv1d_backward(dy, x, w, **opts)
     x2, w2 = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
     scale = np.abs(dy).sum() * (np.abs(x).max() + 1) * (np.abs(w).max() + 1) * 10
-    assert _close(np.vdot(dx, x2), np.vdot(dy, ref_conv1d(x2, w, **opts)), np.float64, scale)
-    assert _close(np.vdot(dw, w2), np.vdot(dy, ref_conv1d(x, w2, **opts)), np.float64, scale)
+    assert_close(np.vdot(dx, x2), np.vdot(dy, ref_conv1d(x2, w, **opts)), np.float64,
+                 scale=scale, rtol=0)
+    assert_close(np.vdot(dw, w2), np.vdot(dy, ref_conv1d(x, w2, **opts)), np.float64,
+                 scale=scale, rtol=0)
 
 
 @st.composite
@@ -228,14 +223,12 @@ def test_conv3d_forward_and_backward(case):
         ref = ref_conv3d(xp, w, None, **dict(opts, padding=0))
         if ref is None:
             ref = np.zeros(y.shape)
-        np.testing.assert_allclose(y, ref, rtol=5e-4 if dt == np.float32 else 1e-10,
-                                   atol=5e-4 if dt == np.float32 else 1e-10)
+        assert_close(y, ref, dt)
         return
     ref = ref_conv3d(x, w, None, **opts)
     if ref is None:                      # a table that connects nothing
         ref = np.zeros(y.shape)
-    np.testing.assert_allclose(y, ref, rtol=5e-4 if dt == np.float32 else 1e-10,
-                               atol=5e-4 if dt == np.float32 else 1e-10)
+    assert_close(y, ref, dt)
     dy = rng.standard_normal(y.shape)
     dx, dw, db = vc.conv_backward(dy.astype(dt), x, w, workspace=case["workspace"], **opts)
     x2, w2 = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
@@ -245,8 +238,8 @@ def test_conv3d_forward_and_backward(case):
     for got, probe, rhs in ((dx, x2, lambda: ref_conv3d(x2, w, None, **opts)),
                             (dw, w2, lambda: ref_conv3d(x, w2, None, **opts))):
         r = rhs()
-        assert _close(np.vdot(got.astype(np.float64), probe),
-                      0.0 if r is None else np.vdot(dy, r), dt, scale)
+        assert_close(np.vdot(got.astype(np.float64), probe),
+                     0.0 if r is None else np.vdot(dy, r), dt, scale=scale, rtol=0)
 
 
 @settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
@@ -287,12 +280,11 @@ def test_conv2d_padding_modes(case, mode):
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0)) + tuple(pads), mode=np_mode,
                 **(dict(constant_values=-0.5) if mode == "constant" else {}))
     ref = ref_conv2d(xp, w, None, **dict(opts, padding=0))
-    np.testing.assert_allclose(y, ref, rtol=5e-4 if dt == np.float32 else 1e-10,
-                               atol=5e-4 if dt == np.float32 else 1e-10)
+    assert_close(y, ref, dt)
     dy = rng.standard_normal(y.shape)
     dx, _, _ = vc.conv2d_backward(dy, x, w, padding_mode=mode, **opts, **fill)
     x2 = rng.standard_normal(x.shape)
     zero = vc.conv2d(np.zeros(x.shape), w, padding_mode=mode, **opts, **fill)
     lhs = np.vdot(dy, vc.conv2d(x2, w, padding_mode=mode, **opts, **fill) - zero)
     scale = np.abs(dy).sum() * (np.abs(x2).max() + 1) * (np.abs(w).max() + 1) * 10
-    assert _close(np.vdot(dx.astype(np.float64), x2), lhs, dt, scale)
+    assert_close(np.vdot(dx.astype(np.float64), x2), lhs, dt, scale=scale, rtol=0)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import vecconv as vc
 from vecconv._options import conv_options
-from reference import same_pairs
+from reference import assert_close, peak, same_pairs
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -426,8 +426,8 @@ def test_random_geometries_on_the_pool_are_bit_identical_for_any_thread_count(ca
     ref = ref_conv2d(x.astype(np.float64), w.astype(np.float64), None, **{
         k: v for k, v in opts.items() if k != "workspace"}, dilation=1, connections=None,
         flip=False)
-    tol = 1e-4 if dtype == np.float32 else 1e-10
-    np.testing.assert_allclose(results[0][0], ref, rtol=tol, atol=tol * max(1, np.abs(ref).max()))
+    tight = {np.float32: 1e-4}                     # float32: tighter than the table's
+    assert_close(results[0][0], ref, dtype, scale=peak(ref), rtol=tight, atol=tight)
 
 
 def test_a_layer_follows_the_thread_setting_after_its_first_call(big_grain):
