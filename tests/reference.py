@@ -70,6 +70,19 @@ def same_pairs(kernel, dilation, flip):
     return tuple((b, e - 1 - b) for b, e in zip(before, ext))
 
 
+def padding_pairs(padding, kernel, dilation, flip):
+    """The (before, after) pairs per axis of any padding conv takes: 'valid', 'same' (as
+    same_pairs), 'full', one int, an int per axis or a pair per axis."""
+    if padding == "same":
+        return same_pairs(kernel, dilation, flip)
+    if isinstance(padding, str):
+        ext = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        return tuple({"valid": (0, 0), "full": (e - 1, e - 1)}[padding] for e in ext)
+    if isinstance(padding, int):
+        return ((padding, padding),) * len(kernel)
+    return tuple(tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in padding)
+
+
 def dilate_kernel(k, dh, dw):
     kh, kw = k.shape
     out = np.zeros((dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=k.dtype)
