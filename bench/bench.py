@@ -6,7 +6,8 @@ roofline, all measured in one run on this machine.
 
 Every method's output is compared with vecconv's before it is timed, so the table never
 shows the speed of a wrong answer. Times are the median of at least 7 repeats after a
-warm-up; ratios are taken within this run.
+warm-up, the methods timed round-robin (bench/harness.py); ratios are taken within this
+run. ``--smoke`` runs every part once on tiny inputs, to check that the script works.
 """
 
 from __future__ import annotations
@@ -22,20 +23,17 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 import argparse
 import json
 import math
-import platform
 import statistics
 import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import scipy
 import scipy.signal as ss
 
 import vecconv as vc
 import vecconv.nn as vnn
 from vecconv import _engine
+from harness import busy_processes, describe, interleaved, machine, once, timed, write_json
 
 try:
     import torch
@@ -55,42 +53,11 @@ CASES = {
     "large-image": (1, 3, 224, 224, 64, 7, 2, 3, False),
 }
 QUICK_CASES = ["lenet-c1", "lenet-c3-table", "mnist-like", "pointwise", "strided"]
+# the largest max_rel_diff from vecconv's result a method may show before it is timed
+AGREE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 
-# ----------------------------------------------------------------------------- measuring
-def timeit(fn, repeats, warmup=1, budget=None):
-    for _ in range(warmup):
-        fn()
-    times = []
-    t_start = time.perf_counter()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if budget is not None and time.perf_counter() - t_start > budget and len(times) >= 3:
-            break
-    return dict(median=statistics.median(times), min=min(times), max=max(times), n=len(times))
-
-
-def timeit_interleaved(fns, repeats, budget=None):
-    """Median/min/max per function, timed round-robin: each round times every function
-    once, so a slow spell of this shared machine hits all methods alike and the ratios
-    between them stay honest."""
-    for fn in fns.values():
-        fn()                                            # warm-up
-    times = {name: [] for name in fns}
-    t_start = time.perf_counter()
-    for r in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-        if budget is not None and r >= 2 and time.perf_counter() - t_start > budget * len(fns):
-            break
-    return {name: dict(median=statistics.median(t), min=min(t), max=max(t), n=len(t))
-            for name, t in times.items()}
-
-
+# ----------------------------------------------------------------------------- memory
 def _status(field):
     with open("/proc/self/status") as f:
         for line in f:
@@ -265,9 +232,7 @@ class Direct:
         fn = self.forward if what == "forward" else self.forward_backward
         count = 1
         while True:
-            t0 = time.perf_counter()
-            fn(count)
-            dt = time.perf_counter() - t0
+            dt, _ = once(lambda: fn(count))
             if count >= self.limit or dt > budget / 4:
                 break
             count = min(self.limit, count * 4)
@@ -371,64 +336,7 @@ def max_rel_diff(got, ref):
     return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
-# ----------------------------------------------------------------------------- machine
-def machine_facts():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    vector = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16",
-                          "avx512_fp16", "amx_tile") if f in flags]
-    facts = dict(cpu=cpu, cores=os.cpu_count(), vector_extensions=vector,
-                 python=platform.python_version(),
-                 numpy=np.__version__, scipy=scipy.__version__, vecconv=vc.__version__,
-                 vecconv_runtime=vc.runtime_info(),
-                 torch=None if torch is None else torch.__version__,
-                 OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE"),
-                 OPENBLAS_L2_SIZE=os.environ.get("OPENBLAS_L2_SIZE"))
-    try:
-        import threadpoolctl
-        facts["blas"] = [dict(internal_api=i.get("internal_api"), prefix=i.get("prefix"),
-                              version=i.get("version"), architecture=i.get("architecture"),
-                              threads=i.get("num_threads"), filepath=i.get("filepath"),
-                              role=_blas_role(i.get("filepath") or ""))
-                         for i in threadpoolctl.threadpool_info()]
-    except ImportError:
-        facts["blas"] = "threadpoolctl not installed"
-    if torch is not None:
-        facts["torch_threads"] = torch.get_num_threads()
-        facts["torch_backends"] = dict(
-            float32="oneDNN (mkldnn)" if torch.backends.mkldnn.is_available() else "native",
-            float64="slow_conv2d (im2col + GEMM)")
-    return facts
-
-
-def _blas_role(path):
-    if "scipy_openblas32" in path:
-        return "vecconv's engine (private, 1 thread per call)"
-    if "numpy" in path:
-        return "NumPy (the batched roofline)"
-    if "scipy" in path:
-        return "SciPy"
-    if "_engine" in path:
-        return "vecconv's thread setting"
-    return ""
-
-
+# ----------------------------------------------------------------------------- GEMM peak
 def peak_gemm(dtype, size=2048, repeats=5):
     """GEMM peak of this machine: one size^3 product through NumPy's BLAS (all threads),
     and the same product split into one column block per vecconv thread through the
@@ -437,11 +345,11 @@ def peak_gemm(dtype, size=2048, repeats=5):
     a = rng.standard_normal((size, size)).astype(dtype)
     b = rng.standard_normal((size, size)).astype(dtype)
     c = np.empty((size, size), dtype)
-    t_np = timeit(lambda: np.matmul(a, b, out=c), repeats)
+    t_np = timed(lambda: np.matmul(a, b, out=c), repeats)
     t = vc.get_num_threads()
     part = size // t
-    t_vc = timeit(lambda: _engine.gemm_into(a, b[:, :part], c[:, :part], count=t, b_step=part,
-                                            c_step=part, threads=t), repeats)
+    t_vc = timed(lambda: _engine.gemm_into(a, b[:, :part], c[:, :part], count=t, b_step=part,
+                                           c_step=part, threads=t), repeats)
     fl = 2 * size**3
     return dict(numpy=fl / t_np["median"] / 1e9,
                 engine=2 * size**2 * part * t / t_vc["median"] / 1e9)
@@ -532,23 +440,22 @@ def thread_scaling(dtype, calls=64):
         for threads in (1, 2):
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(one, range(threads)))                      # warm the threads
-                t0 = time.perf_counter()
-                list(pool.map(one, range(calls)))
-                out[threads] = calls / (time.perf_counter() - t0)
+                seconds, _ = once(lambda: list(pool.map(one, range(calls))))
+                out[threads] = calls / seconds
     finally:
         vc.set_num_threads(old)
     return dict(calls_per_s_1_thread=out[1], calls_per_s_2_threads=out[2], speedup=out[2] / out[1])
 
 
 # ----------------------------------------------------------------------------- 3-D
-def conv3d_vs_torch(dtype=np.float32, repeats=9):
+def conv3d_vs_torch(dtype=np.float32, repeats=9, n=8, c=32, size=(16, 32, 32)):
     """conv3d + backward (dx, dw, db) against PyTorch, batch 8, 32 -> 32 channels, 3x3x3
     kernels, padding 1, on 16x32x32 volumes; interleaved, outputs checked first."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((8, 32, 16, 32, 32)).astype(dtype)
-    w = rng.standard_normal((32, 32, 3, 3, 3)).astype(dtype)
-    b = rng.standard_normal(32).astype(dtype)
-    dy = rng.standard_normal((8, 32, 16, 32, 32)).astype(dtype)
+    x = rng.standard_normal((n, c) + size).astype(dtype)
+    w = rng.standard_normal((c, c, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    dy = rng.standard_normal((n, c) + size).astype(dtype)
 
     def ours():
         y = vc.conv3d(x, w, b, padding=1)
@@ -565,11 +472,11 @@ def conv3d_vs_torch(dtype=np.float32, repeats=9):
             y.backward(dyt)
             return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
         err = max(max_rel_diff(a, r) for a, r in zip(ours(), theirs()))
-        if not err < 1e-4:
+        if not err < AGREE[np.dtype(dtype)]:
             raise SystemExit(f"torch disagrees with vecconv on conv3d: {err:.2e}")
         fns["torch"] = theirs
-    t = timeit_interleaved(fns, repeats)
-    gflop = 3 * 2 * 8 * 32 * 32 * 27 * 16 * 32 * 32 / 1e9
+    t = interleaved(fns, repeats)
+    gflop = 3 * 2 * n * c * c * 27 * math.prod(size) / 1e9
     out = {k: dict(v, gflops=gflop / v["median"]) for k, v in t.items()}
     if "torch" in out:
         out["torch_over_vecconv"] = out["torch"]["median"] / out["vecconv"]["median"]
@@ -605,7 +512,7 @@ def _time_cases(cases, dtypes, repeats):
     for name in cases:
         for dt in dtypes:
             impl = VecConv(CASES[name], *make_inputs(CASES[name], np.dtype(dt)))
-            out[f"{name}/{dt}"] = timeit(impl.forward_backward, repeats)["median"]
+            out[f"{name}/{dt}"] = timed(impl.forward_backward, repeats)["median"]
     return out
 
 
@@ -624,40 +531,26 @@ def import_order(cases, dtypes, rounds=3, repeats=9):
     return out
 
 
-def _busy_loops(n):
-    import subprocess
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-
-
 def under_load(dtype=np.float32, batch=32, steps=40, rounds=5):
     """LeNet-5 training step (batch 32) on an idle machine and beside two busy-loop
-    processes, with vecconv's default threads and with set_num_threads(1); PyTorch's step
-    under the same load for reference. Within each state the variants alternate."""
-    variants = {"vecconv": (lenet_step_vecconv(dtype, batch), None),
-                "vecconv-1-thread": (lenet_step_vecconv(dtype, batch), 1)}
+    processes, with vecconv's default threads and with threads(1); PyTorch's step under
+    the same load for reference. Within each state the variants alternate, each timing
+    ``steps`` steps after one untimed step."""
+    one_thread_step = lenet_step_vecconv(dtype, batch)
+
+    def one_thread():
+        with vc.threads(1):
+            return one_thread_step()
+    variants = {"vecconv": lenet_step_vecconv(dtype, batch), "vecconv-1-thread": one_thread}
     if torch is not None:
-        variants["torch"] = (lenet_step_torch(dtype, batch), None)
+        variants["torch"] = lenet_step_torch(dtype, batch)
 
     def measure():
-        times = {k: [] for k in variants}
-        for _ in range(rounds):
-            for name, (step, threads) in variants.items():
-                with vc.threads(threads or vc.get_num_threads()):
-                    step()
-                    t0 = time.perf_counter()
-                    for _ in range(steps):
-                        step()
-                    times[name].append((time.perf_counter() - t0) / steps)
-        return {k: statistics.median(v) for k, v in times.items()}
+        t = interleaved(variants, rounds, number=steps, rewarm=True)
+        return {k: v["median"] for k, v in t.items()}
     idle = measure()
-    procs = _busy_loops(2)
-    try:
-        time.sleep(0.5)
+    with busy_processes(2):
         loaded = measure()
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
     return dict(idle=idle, loaded=loaded,
                 loaded_over_idle=loaded["vecconv"] / idle["vecconv"],
                 loaded_over_one_thread=loaded["vecconv"] / loaded["vecconv-1-thread"])
@@ -665,7 +558,7 @@ def under_load(dtype=np.float32, batch=32, steps=40, rounds=5):
 
 # ----------------------------------------------------------------------------- main
 def run(args):
-    facts = machine_facts()
+    facts = machine()
     if facts["OPENBLAS_CORETYPE"] or facts["OPENBLAS_L2_SIZE"]:
         print(f"WARNING: OPENBLAS_CORETYPE={facts['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE="
               f"{facts['OPENBLAS_L2_SIZE']} force an older BLAS kernel (about half speed on "
@@ -674,22 +567,20 @@ def run(args):
     threads = vc.get_num_threads()
     if torch is not None:
         torch.set_num_threads(threads)
-    print(f"CPU: {facts['cpu']}; {facts['cores']} cores; {' '.join(facts['vector_extensions'])}; "
-          f"vecconv threads {threads}, private BLAS {facts['vecconv_runtime']['private_blas']}")
-    if isinstance(facts["blas"], list):
-        for lib in facts["blas"]:
-            print(f"{lib['internal_api']} {lib['version'] or ''} kernel={lib['architecture']} "
-                  f"threads={lib['threads']} ({os.path.basename(lib['filepath'] or '')}) {lib['role']}")
-    print(f"numpy {facts['numpy']}, scipy {facts['scipy']}, torch {facts['torch']}")
+    print(describe(facts))
     repeats = args.repeats
+    smoke = args.smoke
     dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
-    cases = args.cases.split(",") if args.cases else (QUICK_CASES if args.quick else list(CASES))
+    cases = args.cases.split(",") if args.cases else (
+        ["lenet-c1"] if smoke else QUICK_CASES if args.quick else list(CASES))
     results = dict(machine=facts, peak_gemm_gflops={}, cases=[], lenet5_step=[], threads={},
                    import_order={}, under_load={}, conv3d={})
+    gemm_size = 128 if smoke else 1024 if args.quick else 2048
     for dt in dtypes:
-        pk = results["peak_gemm_gflops"][dt.name] = peak_gemm(dt, 1024 if args.quick else 2048)
+        pk = results["peak_gemm_gflops"][dt.name] = peak_gemm(dt, gemm_size,
+                                                              1 if smoke else 5)
         print(f"peak GEMM {dt.name}: {pk['numpy']:.0f} GFLOP/s through NumPy's BLAS, "
-              f"{pk['engine']:.0f} through the engine's ({'1024' if args.quick else '2048'}^3)")
+              f"{pk['engine']:.0f} through the engine's ({gemm_size}^3)")
     # The order within a round matters on 2 cores: NumPy's OpenBLAS threads (numpy-im2col,
     # the batched roofline) spin-yield for a while after each product and slow whatever
     # runs next (measured: torch's LeNet-C1 median 68 ms after numpy-im2col, min 4.5 ms).
@@ -717,13 +608,12 @@ def run(args):
                         if what == "forward":
                             got, want = (got,), (want,)
                         err = max(max_rel_diff(g, r) for g, r in zip(got, want))
-                        limit = 1e-4 if dt == np.float32 else 1e-10
-                        if not err < limit:
+                        if not err < AGREE[dt]:
                             raise SystemExit(f"{cls.name} disagrees with vecconv on {name} "
                                              f"{dt.name} {what}: max rel diff {err:.2e}")
                         errs[cls.name] = err
                     fns[cls.name] = fn
-                timings = timeit_interleaved(fns, repeats, budget=args.budget)
+                timings = interleaved(fns, repeats, budget=args.budget)
                 for mname, fn in fns.items():
                     t = timings[mname]
                     row["methods"][mname] = dict(t, gflops=gflop / t["median"],
@@ -737,7 +627,7 @@ def run(args):
                 else:
                     # the first pair's forward and its dw contribution are complete after one pair
                     err = max_rel_diff(got[0][m, j], ref[what][0][m, j])
-                if not err < (1e-4 if dt == np.float32 else 1e-10):
+                if not err < AGREE[dt]:
                     raise SystemExit(f"direct disagrees with vecconv on {name}: {err:.2e}")
                 secs, extrap, count = d.timed(what, args.direct_budget)
                 row["methods"]["direct-scipy"] = dict(median=secs, min=secs, max=secs, n=1,
@@ -753,46 +643,47 @@ def run(args):
                 results["cases"].append(row)
                 print_row(row)
     if not args.skip_lenet:
+        steps = 1 if smoke else max(repeats, 10)
         for dt in dtypes:
             entry = dict(dtype=dt.name)
-            entry["vecconv"] = timeit(lenet_step_vecconv(dt), max(repeats, 10))
+            entry["vecconv"] = timed(lenet_step_vecconv(dt), steps)
             if torch is not None:
-                entry["torch"] = timeit(lenet_step_torch(dt), max(repeats, 10))
+                entry["torch"] = timed(lenet_step_torch(dt), steps)
                 entry["torch_over_vecconv"] = entry["torch"]["median"] / entry["vecconv"]["median"]
             results["lenet5_step"].append(entry)
             print(f"LeNet-5 training step, batch 64, {dt.name}: vecconv "
                   f"{entry['vecconv']['median'] * 1e3:.2f} ms" +
                   (f", torch {entry['torch']['median'] * 1e3:.2f} ms "
                    f"(torch/vecconv {entry['torch_over_vecconv']:.2f})" if torch is not None else ""))
-    r = results["conv3d"] = conv3d_vs_torch()
-    print(f"conv3d + backward, float32, 8x32x16x32x32, 3x3x3 -> 32: vecconv "
+    r = results["conv3d"] = conv3d_vs_torch(**(dict(repeats=1, n=1, c=4, size=(4, 6, 6))
+                                               if smoke else {}))
+    print(f"conv3d + backward, float32, {'tiny' if smoke else '8x32x16x32x32, 3x3x3 -> 32'}: vecconv "
           f"{r['vecconv']['median'] * 1e3:.1f} ms ({r['vecconv']['gflops']:.0f} GFLOP/s)" +
           (f", torch {r['torch']['median'] * 1e3:.1f} ms (torch/vecconv "
            f"{r['torch_over_vecconv']:.2f})" if "torch" in r else ""))
     for dt in dtypes:
-        results["threads"][dt.name] = thread_scaling(dt)
+        results["threads"][dt.name] = thread_scaling(dt, 4 if smoke else 64)
         r = results["threads"][dt.name]
         print(f"2 Python threads vs 1 (each call on 1 thread), {dt.name}: "
               f"{r['calls_per_s_2_threads']:.0f} vs {r['calls_per_s_1_thread']:.0f} calls/s "
               f"= {r['speedup']:.2f}x")
     if not args.skip_load:
-        r = results["under_load"] = under_load()
+        r = results["under_load"] = under_load(**(dict(steps=1, rounds=1) if smoke else {}))
         print("LeNet-5 step (batch 32, float32) idle / beside 2 busy processes: " + ", ".join(
             f"{k} {r['idle'][k] * 1e3:.1f} / {r['loaded'][k] * 1e3:.1f} ms" for k in r["idle"])
             + f"; vecconv loaded/idle {r['loaded_over_idle']:.2f}, loaded vs 1 thread "
             f"{r['loaded_over_one_thread']:.2f}")
     if torch is not None and not args.skip_import_order:
-        r = results["import_order"] = import_order(cases, [d.name for d in dtypes],
-                                                   rounds=2 if args.quick else 3)
+        r = results["import_order"] = import_order(
+            cases, [d.name for d in dtypes], rounds=1 if smoke else 2 if args.quick else 3,
+            repeats=1 if smoke else 9)
         for key, v in r.items():
             print(f"import order {key}: vecconv first {v['vecconv_first'] * 1e3:.2f} ms, "
                   f"torch first {v['torch_first'] * 1e3:.2f} ms, ratio {v['ratio']:.2f}")
     print()
     print(table(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
-        print(f"wrote {args.json}")
+        write_json(args.json, results)
     if args.plot:
         plot(results, args.plot)
         print(f"wrote {args.plot}")
@@ -886,6 +777,8 @@ def plot(results, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer cases and repeats (< 2 minutes)")
+    p.add_argument("--smoke", action="store_true",
+                   help="every part once on tiny inputs: checks the script runs (no timing)")
     p.add_argument("--skip-load", action="store_true",
                    help="skip the LeNet-5 step beside two busy-loop processes")
     p.add_argument("--skip-import-order", action="store_true",
@@ -900,11 +793,11 @@ def main(argv=None):
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 7
+        args.repeats = 1 if args.smoke else 7
     if args.budget is None:
-        args.budget = 1.5 if args.quick else 6.0
+        args.budget = 0.0 if args.smoke else 1.5 if args.quick else 6.0
     if args.direct_budget is None:
-        args.direct_budget = 0.5 if args.quick else 2.0
+        args.direct_budget = 0.0 if args.smoke else 0.5 if args.quick else 2.0
     run(args)
 
 

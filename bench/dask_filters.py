@@ -2,6 +2,7 @@
 
     python bench/dask_filters.py [--size 12288] [--chunk 1024] [--memory-limit 512MiB]
                                  [--workers 2] [--dir /tmp/vecconv-dask] [--json out.json]
+                                 [--smoke]
 
 1. Learns 16 7x7 filters: the first layer of a small network (Conv2D 1->16 7x7, tanh,
    4x4 max pooling, Dense) trained for two epochs on the 4,000 training digits.
@@ -16,15 +17,15 @@
 4. Also times both without the disk: each block reduced to its sum, so only the reading
    and the filtering remain.
 
-The two results are compared on a few tiles; the JSON records the machine.
+The two results are compared on a few tiles; the JSON records the machine (bench/harness.py).
+--smoke runs every step on a 640x640 image in chunks of 320 with one epoch of learning,
+to check that the script works.
 """
 
 import argparse
-import json
 import os
 import resource
 import shutil
-import time
 
 import dask
 import dask.array as da
@@ -34,9 +35,10 @@ from distributed import Client, LocalCluster, progress, wait
 
 import vecconv
 import vecconv.dask as vd
+from harness import machine, once, write_json
 
 
-def learn_filters(seed=0):
+def learn_filters(seed=0, epochs=2):
     """16 7x7 filters learned on the digits (two epochs of SGD with momentum)."""
     from vecconv import nn
     from vecconv.data import load_digits
@@ -45,7 +47,7 @@ def learn_filters(seed=0):
     net = nn.Sequential([nn.Conv2D(1, 16, 7, padding=3, seed=seed), nn.Activation("tanh"),
                          nn.MaxPool(4), nn.Flatten(), nn.Dense(16 * 8 * 8, 10, seed=seed)])
     loss_fn, opt = nn.SoftmaxCrossEntropy(), nn.SGD(net, lr=0.02, momentum=0.9)
-    for _ in range(2):
+    for _ in range(epochs):
         order = rng.permutation(len(x))
         for i in range(0, len(x), 32):
             idx = order[i:i + 32]
@@ -94,15 +96,16 @@ def run(args, label, build, show=True):
                       memory_limit=args.memory_limit, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         client.run(vecconv.set_num_threads, 1)     # one Dask thread per worker does the work
-        t = time.perf_counter()
-        future = client.compute(build())
-        if show:
-            print(f"{label}:", flush=True)
-            progress(future)
-            print(flush=True)
-        wait(future)
-        future.result()
-        seconds = time.perf_counter() - t
+
+        def compute():
+            future = client.compute(build())
+            if show:
+                print(f"{label}:", flush=True)
+                progress(future)
+                print(flush=True)
+            wait(future)
+            future.result()
+        seconds, _ = once(compute)
         return seconds, max(peak_memory(client).values())
 
 
@@ -114,11 +117,13 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", default="/tmp/vecconv-dask")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a 640x640 image, one epoch: checks the script runs (no timing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.size, args.chunk = 640, 320
 
-    t = time.perf_counter()
-    w, acc, digits = learn_filters()
-    learn_s = time.perf_counter() - t
+    learn_s, (w, acc, digits) = once(lambda: learn_filters(epochs=1 if args.smoke else 2))
     print(f"learned 16 7x7 filters in {learn_s:.1f} s (test accuracy of the small net {acc:.3f})")
     os.makedirs(args.dir, exist_ok=True)
     src, out_vc, out_di = (os.path.join(args.dir, n) for n in ("image.zarr", "vecconv.zarr",
@@ -155,9 +160,7 @@ def main():
                                                                                     None, None],
                                          chunks=(1, 1, 1, 1), dtype=np.float64).sum()
 
-    # bench.py imports torch: kept out of the module scope, which the workers re-import
-    from bench import machine_facts
-    results = dict(machine=machine_facts(), size=args.size, chunk=args.chunk,
+    results = dict(machine=machine(), size=args.size, chunk=args.chunk,
                    memory_limit=args.memory_limit, workers=args.workers,
                    threads_per_worker=1, input_bytes=in_bytes, output_bytes=out_bytes,
                    learn_seconds=learn_s, small_net_test_accuracy=acc)
@@ -187,8 +190,7 @@ def main():
     print(f"vecconv.dask / dask-image: {results['speedup_zarr']:.1f}x faster zarr->zarr, "
           f"{results['speedup_compute']:.1f}x without the disk; tiles agree to {worst:.1e}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     shutil.rmtree(args.dir, ignore_errors=True)
 
 

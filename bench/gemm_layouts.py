@@ -1,33 +1,32 @@
 """Single-threaded GEMM throughput of the two column layouts an im2col engine can use,
 timed round-robin: (C*kh*kw, positions), vecconv's, and (positions, C*kh*kw).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gemm_layouts.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gemm_layouts.py [--smoke]
+
+Medians of 15 rounds (bench/harness.py); --smoke times each product once on two small
+shapes, to check that the script works.
 """
 
-import time
+import argparse
 
 import numpy as np
 import threadpoolctl
 
 from vecconv import _engine
+from harness import interleaved
 
-
-def interleaved(fns, rounds=15):
-    for f in fns.values():
-        f()
-    ts = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            ts[k].append(time.perf_counter() - t0)
-    return {k: np.median(v) for k, v in ts.items()}
+SHAPES = [(64, 576, 784), (64, 576, 1792), (128, 576, 784), (128, 576, 1568),
+          (16, 150, 100), (6, 25, 784), (120, 400, 1)]
 
 
 def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true",
+                   help="each product once on two small shapes (no timing)")
+    args = p.parse_args()
     rng = np.random.default_rng(0)
-    shapes = [(64, 576, 784), (64, 576, 1792), (128, 576, 784), (128, 576, 1568),
-              (16, 150, 100), (6, 25, 784), (120, 400, 1)]
+    shapes = SHAPES[-3:-1] if args.smoke else SHAPES
+    rounds = 1 if args.smoke else 15
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
         for dt in (np.float32, np.float64):
             for co, k, L in shapes:
@@ -45,9 +44,10 @@ def main():
                     "dW dY.cols^T": lambda: _engine.gemm_into(dy, cols, dw, False, True),
                     "dW dY.colsT": lambda: _engine.gemm_into(dy, cols_t, dw),
                     "dcols W^T.dY": lambda: _engine.gemm_into(w, dy, dc, True, False),
-                    "dcolsT dY^T.W": lambda: _engine.gemm_into(dy, w, dc_t, True, False)})
+                    "dcolsT dY^T.W": lambda: _engine.gemm_into(dy, w, dc_t, True, False)},
+                    rounds)
                 gflop = 2 * co * k * L / 1e9
-                print(dt.__name__, (co, k, L), " | ".join(f"{n} {gflop / t:.0f}" for n, t in r.items()),
+                print(dt.__name__, (co, k, L), " | ".join(f"{n} {gflop / t['median']:.0f}" for n, t in r.items()),
                       "GFLOP/s")
 
 

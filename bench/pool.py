@@ -1,25 +1,26 @@
 """Pooling at memory speed? vecconv's compiled pooling against a plain numpy copy of the
 same array, PyTorch's pooling, and itself on one thread, measured side by side.
 
-    python bench/pool.py [--json out.json] [--repeats 15]
+    python bench/pool.py [--json out.json] [--repeats 15] [--smoke]
 
 GB/s counts the bytes a pass must move at least: the input read and the output (and the
 indices) written for the forward pass; dy read and dx written for the backward pass. The
 numpy copy moves 2 x the input's bytes (read + write) and is the memory speed a pass over
-this array can reach.
+this array can reach. Every time is the best of ``--repeats`` after a warm-up
+(bench/harness.py). ``--smoke`` runs every part once on tiny arrays, to check that the
+script works.
 """
 
 import argparse
-import json
+import os
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 
 import vecconv
-from bench import machine_facts       # the benchmark's machine report: CPU, vector units, BLAS
+from harness import busy_processes, describe, machine, timed, write_json
 
 try:
     import torch
@@ -36,34 +37,29 @@ CASES = [
     ("3-D (8x16x32x32x32, 2/2)", (8, 16, 32, 32, 32), 2, 2, 0),
     ("1-D (64x64x4096, 3/2 pad 1)", (64, 64, 4096), 3, 2, 1),
 ]
+SMOKE_CASES = [("tiny 2-D", (2, 3, 8, 8), 2, 2, 0), ("tiny 1-D pad 1", (2, 3, 16), 3, 2, 1)]
+USER_SHAPE = (32, 64, 112, 112)
 
 
 def best(f, repeats):
-    f()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    """The fastest of ``repeats`` calls after a warm-up, in seconds."""
+    return timed(f, repeats)["min"]
 
 
-def user_conditions(repeats):
+def user_conditions(repeats, shape=USER_SHAPE):
     """The same pooling as a user's process sees it: beside two busy processes, from two
     Python threads at once, and in a process that imported and ran PyTorch first. Each
     is reported next to the clean figure measured in the same run."""
-    x = np.random.default_rng(0).standard_normal((32, 64, 112, 112)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     f = lambda: vecconv.max_pool(x, (2, 2), return_indices=True)
-    out = dict(case="max 2x2/2 with indices, 32x64x112^2 float32", clean_ms=best(f, repeats) * 1e3)
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    try:
-        time.sleep(0.5)
+    out = dict(case="max 2x2/2 with indices, " + ("32x64x112^2" if shape == USER_SHAPE else
+                                                  "x".join(map(str, shape))) + " float32",
+               clean_ms=best(f, repeats) * 1e3)
+    with busy_processes(2):
         out["busy_ms"] = best(f, repeats) * 1e3
         with vecconv.threads(1):
             out["busy_one_thread_ms"] = best(f, repeats) * 1e3
-    finally:
-        for p in busy:
-            p.kill()
+
     def pair():
         ts = [threading.Thread(target=f) for _ in range(2)]
         for t in ts:
@@ -72,15 +68,16 @@ def user_conditions(repeats):
             t.join()
     out["two_threads_both_ms"] = best(pair, repeats) * 1e3      # two calls, side by side
     # in fresh processes, with and without PyTorch imported and run first
+    here = os.path.dirname(os.path.abspath(__file__))
     for key, first in (("child_ms", ""), ("torch_first_child_ms", "import torch; torch.nn."
                        "functional.conv2d(torch.randn(8, 3, 64, 64), torch.randn(8, 3, 3, 3)); ")):
         if first and torch is None:
             continue
-        code = (f"import time, numpy as np; {first}import vecconv; x = np.random.default_rng(0)"
-                ".standard_normal((32, 64, 112, 112)).astype(np.float32); "
-                "f = lambda: vecconv.max_pool(x, (2, 2), return_indices=True); f(); ts = []\n"
-                f"for _ in range({repeats}):\n t = time.perf_counter(); f(); "
-                "ts.append(time.perf_counter() - t)\nprint(min(ts) * 1e3)")
+        code = (f"import sys; sys.path.insert(0, {here!r}); from harness import timed; "
+                f"import numpy as np; {first}import vecconv; x = np.random.default_rng(0)"
+                f".standard_normal({tuple(shape)!r}).astype(np.float32); "
+                "f = lambda: vecconv.max_pool(x, (2, 2), return_indices=True)\n"
+                f"print(timed(f, {repeats})['min'] * 1e3)")
         out[key] = float(subprocess.run([sys.executable, "-c", code], check=True,
                                         capture_output=True, text=True).stdout)
     return out
@@ -129,31 +126,29 @@ def main():
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--only-user", action="store_true",
                     help="only the user-condition measurements")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every part once on tiny arrays: checks the script runs (no timing)")
     args = ap.parse_args()
-    info = machine_facts()
-    blas = [f"{b['internal_api']} {b['version']} {b['architecture']} ({b['role'] or b['prefix']})"
-            for b in info["blas"]] if isinstance(info["blas"], list) else [info["blas"]]
-    print(f"# {info['cpu']} [{' '.join(info['vector_extensions'])}], vecconv threads "
-          f"{vecconv.get_num_threads()}, torch {info['torch']} on {info.get('torch_threads')} "
-          f"threads\n# BLAS: {'; '.join(blas)}")
+    if args.smoke:
+        args.repeats = 1
+    info = machine()
+    print("# " + describe(info).replace("\n", "\n# "))
     print(f"{'case':<40}{'dtype':<8}{'op':<14}{'ms':>8}{'GB/s':>7}{'copy':>7}{'of copy':>8}"
           f"{'1 thr ms':>9}{'torch ms':>9}")
     rows = []
     for dtype in ((np.float32, np.float64) if not args.only_user else ()):
-        for case in CASES:
+        for case in SMOKE_CASES if args.smoke else CASES:
             for r in run_case(*case, dtype, args.repeats):
                 rows.append(r)
                 tm = f"{r['torch_ms']:9.2f}" if "torch_ms" in r else " " * 9
                 print(f"{r['case']:<40}{r['dtype']:<8}{r['op']:<14}{r['ms']:8.2f}"
                       f"{r['gbs']:7.1f}{r['copy_gbs']:7.1f}{r['of_copy']:8.2f}"
                       f"{r['one_thread_ms']:9.2f}{tm}", flush=True)
-    user = user_conditions(args.repeats)
+    user = user_conditions(args.repeats, (2, 3, 8, 8) if args.smoke else USER_SHAPE)
     print("# as a user runs it: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else
                                                f"{k} {v}" for k, v in user.items()))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(dict(machine=info, rows=rows, user_conditions=user), fh, indent=1,
-                      default=str)
+        write_json(args.json, dict(machine=info, rows=rows, user_conditions=user))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,55 @@ result, groups and connection tables by which (i, j) pairs are summed.
 import numpy as np
 import scipy.signal as ss
 
-TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
+# How far a result may be from another computation of it, per dtype: dict(rtol=, atol=).
+# "independent": an independent computation that adds the same terms in another order
+# (scipy.signal or numpy loops in float64, PyTorch, vecconv.dask against the in-memory
+# functions). "regrouped": vecconv against itself by another route (a padded copy,
+# another thread count or workspace), the same products in other groups.
+TOL = {
+    "independent": {np.float32: dict(rtol=2e-4, atol=2e-4),
+                    np.float64: dict(rtol=1e-10, atol=1e-10)},
+    "regrouped": {np.float32: dict(rtol=1e-5, atol=1e-5),
+                  np.float64: dict(rtol=1e-12, atol=1e-12)},
+}
 
 
-def tol(dtype):
-    return TOL[np.dtype(dtype).type]
+def tol(dtype, against="independent"):
+    """The table's dict(rtol=, atol=) for results of ``dtype``."""
+    try:
+        return TOL[against][np.dtype(dtype).type]
+    except KeyError:
+        raise TypeError(f"no tolerance for {against!r} results of dtype {dtype}") from None
+
+
+def _given(value, dtype, default):
+    """A tolerance given by a test: None (the table's), a number, or a number per dtype
+    (the table's for a dtype not named)."""
+    if isinstance(value, dict):
+        value = value.get(dtype)
+    return default if value is None else value
+
+
+def assert_close(actual, desired, dtype=None, *, scale=1.0, against="independent",
+                 rtol=None, atol=None, err_msg=""):
+    """numpy.testing.assert_allclose with the table's tolerance for ``dtype`` (by default
+    ``actual``'s): |actual - desired| <= atol * max(1, scale) + rtol * |desired|.
+
+    ``scale`` is the size of the values the absolute tolerance is measured in (say the
+    largest |desired|, or a bound on a sum's terms). ``rtol``/``atol`` given here replace
+    the table's, for a test that holds its results to a tighter tolerance: a number, or
+    {dtype: number}.
+    """
+    dtype = np.dtype(np.asarray(actual).dtype if dtype is None else dtype).type
+    t = tol(dtype, against)
+    np.testing.assert_allclose(actual, desired, rtol=_given(rtol, dtype, t["rtol"]),
+                               atol=_given(atol, dtype, t["atol"]) * max(1.0, scale),
+                               err_msg=err_msg)
+
+
+def peak(a):
+    """The largest |entry| of a (0 for an empty array): a ``scale`` for assert_close."""
+    return float(np.abs(np.asarray(a)).max(initial=0))
 
 
 def same_pairs(kernel, dilation, flip):
@@ -24,6 +68,19 @@ def same_pairs(kernel, dilation, flip):
     ext = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     before = [e // 2 if (flip or len(ext) != 2) else (e - 1) // 2 for e in ext]
     return tuple((b, e - 1 - b) for b, e in zip(before, ext))
+
+
+def padding_pairs(padding, kernel, dilation, flip):
+    """The (before, after) pairs per axis of any padding conv takes: 'valid', 'same' (as
+    same_pairs), 'full', one int, an int per axis or a pair per axis."""
+    if padding == "same":
+        return same_pairs(kernel, dilation, flip)
+    if isinstance(padding, str):
+        ext = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        return tuple({"valid": (0, 0), "full": (e - 1, e - 1)}[padding] for e in ext)
+    if isinstance(padding, int):
+        return ((padding, padding),) * len(kernel)
+    return tuple(tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in padding)
 
 
 def dilate_kernel(k, dh, dw):

@@ -5,7 +5,7 @@ import pytest
 import scipy.signal as ss
 
 import vecconv as vc
-from reference import numeric_grad, ref_conv2d, rel_err, same_pairs, tol
+from reference import assert_close, numeric_grad, ref_conv2d, rel_err, same_pairs
 
 DTYPES = [np.float32, np.float64]
 
@@ -24,7 +24,7 @@ def test_forward_matches_scipy(rng, dtype, flip, padding, xs, ks):
     b = rand(rng, (4,), dtype)
     y = vc.conv2d(x, w, b, padding=padding, flip=flip)
     assert y.dtype == dtype
-    np.testing.assert_allclose(y, ref_conv2d(x, w, b, padding=padding, flip=flip), **tol(dtype))
+    assert_close(y, ref_conv2d(x, w, b, padding=padding, flip=flip), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -43,7 +43,7 @@ def test_stride_and_dilation_match_scipy(rng, dtype, stride, dilation, padding):
                 vc.conv2d(x, w, stride=stride, dilation=dilation, padding="same", flip=flip)
         y = vc.conv2d(x, w, stride=stride, dilation=dilation, padding=pads, flip=flip)
         ref = ref_conv2d(x, w, stride=stride, dilation=dilation, padding=padding, flip=flip)
-        np.testing.assert_allclose(y, ref, **tol(dtype))
+        assert_close(y, ref, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -53,7 +53,7 @@ def test_groups_match_scipy(rng, dtype, groups):
     w = rand(rng, (12, 6 // groups, 3, 3), dtype)
     b = rand(rng, (12,), dtype)
     y = vc.conv2d(x, w, b, groups=groups, padding=1)
-    np.testing.assert_allclose(y, ref_conv2d(x, w, b, padding=1, groups=groups), **tol(dtype))
+    assert_close(y, ref_conv2d(x, w, b, padding=1, groups=groups), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -64,7 +64,7 @@ def test_lenet_c3_connection_table_forward_and_backward(rng, dtype, lenet_table)
     b = rand(rng, (16,), dtype)
     y = vc.conv2d(x, w, b, connections=lenet_table)
     assert y.shape == (3, 16, 10, 10)
-    np.testing.assert_allclose(y, ref_conv2d(x, w, b, connections=lenet_table), **tol(dtype))
+    assert_close(y, ref_conv2d(x, w, b, connections=lenet_table), dtype)
     # unconnected weights are ignored: changing them changes nothing
     w2 = w.copy()
     w2[~lenet_table.T] = 1e6
@@ -75,15 +75,15 @@ def test_lenet_c3_connection_table_forward_and_backward(rng, dtype, lenet_table)
     # the table is the same as a dense convolution with the unconnected kernels zeroed
     wz = w * lenet_table.T[:, :, None, None]
     dx_d, dw_d, db_d = vc.conv2d_backward(dy, x, wz)
-    np.testing.assert_allclose(dx, dx_d, **tol(dtype))
-    np.testing.assert_allclose(dw, dw_d * lenet_table.T[:, :, None, None], **tol(dtype))
-    np.testing.assert_allclose(db, db_d, **tol(dtype))
+    assert_close(dx, dx_d, dtype)
+    assert_close(dw, dw_d * lenet_table.T[:, :, None, None], dtype)
+    assert_close(db, db_d, dtype)
     # and the kernel gradient of a connected pair is eq. 13: sum_n x_i * delta_j
     i, j = 2, 0          # S2 map 2 feeds C3 map 0 in Table I
     assert lenet_table[i, j] and not lenet_table[4, 0]
     expect = sum(ss.correlate2d(x[n, i].astype(np.float64), dy[n, j].astype(np.float64), "valid")
                  for n in range(3))
-    np.testing.assert_allclose(dw[j, i], expect, **tol(dtype))
+    assert_close(dw[j, i], expect, dtype)
 
 
 def _grad_check(x, w, b, **opts):
@@ -131,10 +131,10 @@ def test_backward_is_the_adjoint_of_forward(rng, dtype, opts):
     assert dx.dtype == dw.dtype == db.dtype == dtype
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (6,)
     inner = np.vdot(dy.astype(np.float64), y.astype(np.float64))
-    r = 1e-4 if dtype == np.float32 else 1e-11
-    assert np.vdot(dx.astype(np.float64), x) == pytest.approx(inner, rel=r)
-    assert np.vdot(dw.astype(np.float64), w) == pytest.approx(inner, rel=r)
-    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), **tol(dtype))
+    exact = dict(rtol={np.float32: 1e-4, np.float64: 1e-11}, atol=0)    # relative alone
+    assert_close(np.vdot(dx.astype(np.float64), x), inner, dtype, **exact)
+    assert_close(np.vdot(dw.astype(np.float64), w), inner, dtype, **exact)
+    assert_close(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), dtype)
 
 
 def test_dx_is_full_convolution_with_flipped_kernel_eq16_18(rng):
@@ -159,10 +159,9 @@ def test_workspace_tiling_gives_identical_results(rng, dtype):
     grads = vc.conv2d_backward(dy, x, w, padding="same")
     per_image = 3 * 5 * 3 * 17 * 15 * np.dtype(dtype).itemsize
     for budget in (10**9, 2 * per_image, per_image, per_image // 3, 1):
-        np.testing.assert_allclose(vc.conv2d(x, w, b, padding="same", workspace=budget), full,
-                                   **tol(dtype))
+        assert_close(vc.conv2d(x, w, b, padding="same", workspace=budget), full, dtype)
         for got, ref in zip(vc.conv2d_backward(dy, x, w, padding="same", workspace=budget), grads):
-            np.testing.assert_allclose(got, ref, **tol(dtype))
+            assert_close(got, ref, dtype)
 
 
 def test_global_workspace_setting(rng):
@@ -185,11 +184,11 @@ def test_pointwise_convolution_skips_im2col_and_is_right(rng, dtype):
     b = rand(rng, (4,), dtype)
     y = vc.conv2d(x, w, b)
     expect = np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x) + b[None, :, None, None]
-    np.testing.assert_allclose(y, expect, **tol(dtype))
+    assert_close(y, expect, dtype)
     dy = rand(rng, y.shape, dtype)
     dx, dw, db = vc.conv2d_backward(dy, x, w, workspace=200)
-    np.testing.assert_allclose(dx, np.einsum("oc,nohw->nchw", w[:, :, 0, 0].astype(np.float64), dy), **tol(dtype))
-    np.testing.assert_allclose(dw[:, :, 0, 0], np.einsum("nohw,nchw->oc", dy.astype(np.float64), x), **tol(dtype))
+    assert_close(dx, np.einsum("oc,nohw->nchw", w[:, :, 0, 0].astype(np.float64), dy), dtype)
+    assert_close(dw[:, :, 0, 0], np.einsum("nohw,nchw->oc", dy.astype(np.float64), x), dtype)
 
 
 # ----------------------------------------------------------------------------- dtypes, layouts
@@ -206,7 +205,7 @@ def test_dtype_policy(rng, dx_, dw_, expect):
     assert y.dtype == expect
     dx, dw, db = vc.conv2d_backward(np.ones(y.shape, dtype=expect), x, w)
     assert dx.dtype == dw.dtype == db.dtype == expect
-    np.testing.assert_allclose(y, ref_conv2d(x, w), **tol(expect))
+    assert_close(y, ref_conv2d(x, w), expect)
 
 
 @pytest.mark.parametrize("dtype", [np.complex128, object, np.longdouble])

@@ -9,7 +9,7 @@ import pytest
 import scipy.signal as ss
 
 import vecconv as vc
-from reference import ref_conv3d, tol
+from reference import assert_close, ref_conv3d
 
 
 CASES = [
@@ -43,7 +43,7 @@ def test_conv3d_matches_scipy(rng, case, dtype):
     x, w, b, opts = _inputs(rng, dtype, case)
     y = vc.conv3d(x, w, b, **opts)
     assert y.dtype == dtype
-    np.testing.assert_allclose(y, ref_conv3d(x, w, b, **opts), **tol(dtype))
+    assert_close(y, ref_conv3d(x, w, b, **opts), dtype)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
@@ -78,10 +78,9 @@ def test_conv3d_forward_and_backward_match_torch(rng, dtype, case):
     yt.backward(torch.tensor(dy))
     y = vc.conv3d(x, w, b, **opts)
     dx, dw, db = vc.conv3d_backward(dy, x, w, **opts)
-    t = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     for got, ref in ((y, yt), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
         assert got.dtype == dtype
-        np.testing.assert_allclose(got, ref.detach().numpy(), **t)
+        assert_close(got, ref.detach().numpy(), dtype)
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])

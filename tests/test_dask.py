@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 import vecconv
 import vecconv.dask as vd
+from reference import assert_close, peak
+from strategies import dtypes, per_axis, pool_windows, seeds, tables
 
 # a Dask graph per example: a twelfth of the profile's examples (40 under CI, 250 --slow)
 FEW = settings(max_examples=max(10, settings.default.max_examples // 12), deadline=None,
@@ -39,17 +41,15 @@ def split(draw, n, most=6):
 def close(got, want, dtype):
     assert got.dtype == want.dtype == dtype
     assert got.shape == want.shape
-    tol = 2e-4 if dtype == np.float32 else 1e-10
-    scale = max(1.0, float(np.abs(want).max(initial=0)))
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+    assert_close(got, want, dtype, scale=peak(want))
 
 
 def kernel(draw):
     """(d, dtype, kernel size, dilation) of a random case."""
     d = draw(st.integers(1, 3))
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    k = tuple(draw(st.integers(1, 4)) for _ in range(d))
-    return d, dtype, k, tuple(draw(st.integers(1, 3)) for _ in range(d))
+    dtype = draw(dtypes())
+    k = draw(per_axis(d, 1, 4))
+    return d, dtype, k, draw(per_axis(d, 1, 3))
 
 
 @st.composite
@@ -57,7 +57,7 @@ def conv_case(draw):
     d, dtype, k, dil = kernel(draw)
     ext = [g * (kk - 1) + 1 for g, kk in zip(dil, k)]
     sizes = tuple(draw(st.integers(e, e + (14 if d < 3 else 6))) for e in ext)
-    stride = tuple(draw(st.integers(1, 3)) for _ in range(d))
+    stride = draw(per_axis(d, 1, 3))
     mode = draw(st.sampled_from(["zeros", "constant", "reflect", "replicate", "circular",
                                  "symmetric"]))
     limit = {"reflect": lambda n: n - 1, "circular": lambda n: n}.get(mode, lambda n: 6)
@@ -71,15 +71,13 @@ def conv_case(draw):
     cin, cout = 2 * draw(st.integers(1, 2)), 2 * draw(st.integers(1, 2))
     connections = None
     if groups == 1 and draw(st.booleans()):
-        connections = np.array(draw(st.lists(st.booleans(), min_size=cin * cout,
-                                             max_size=cin * cout))).reshape(cin, cout)
+        connections = draw(tables(cin, cout))
     n = draw(st.integers(1, 3))
     chunks = (split(draw, n, 2), split(draw, cin, 2)) + tuple(split(draw, s) for s in sizes)
     opts = dict(stride=stride, padding=padding, dilation=dil, groups=groups,
                 connections=connections, flip=draw(st.booleans()), padding_mode=mode,
                 fill_value=1.5 if mode == "constant" else 0.0)
-    seed = draw(st.integers(0, 2**32 - 1))
-    return (n, cin, cout, sizes, k, dtype, chunks, opts, seed)
+    return (n, cin, cout, sizes, k, dtype, chunks, opts, draw(seeds()))
 
 
 def arrays(case):
@@ -114,8 +112,8 @@ def test_conv_and_backward_any_chunking(case):
 @st.composite
 def transpose_case(draw):
     d, dtype, k, dil = kernel(draw)
-    stride = tuple(draw(st.integers(1, 4)) for _ in range(d))
-    sizes = tuple(draw(st.integers(2, 12 if d < 3 else 5)) for _ in range(d))
+    stride = draw(per_axis(d, 1, 4))
+    sizes = draw(per_axis(d, 2, 12 if d < 3 else 5))
     pads = tuple((draw(st.integers(0, g * (kk - 1))), draw(st.integers(0, g * (kk - 1))))
                  for g, kk in zip(dil, k))
     op = tuple(draw(st.integers(0, max(s, g) - 1)) for s, g in zip(stride, dil))
@@ -123,8 +121,7 @@ def transpose_case(draw):
     n = draw(st.integers(1, 2))
     cin = 2 * draw(st.integers(1, 2))
     chunks = (split(draw, n, 2), split(draw, cin, 2)) + tuple(split(draw, s) for s in sizes)
-    return d, dtype, k, dil, stride, sizes, pads, op, groups, n, cin, chunks, \
-        draw(st.integers(0, 2**32 - 1))
+    return d, dtype, k, dil, stride, sizes, pads, op, groups, n, cin, chunks, draw(seeds())
 
 
 @FEW
@@ -150,10 +147,8 @@ def test_conv_transpose_any_chunking(case):
 def pool_case(draw):
     d = draw(st.integers(1, 3))
     is_max = draw(st.booleans())
-    k = tuple(draw(st.integers(1, 4)) for _ in range(d))
-    stride = tuple(draw(st.integers(1, 4)) for _ in range(d))
-    pad = tuple(draw(st.integers(0, kk // 2)) for kk in k)
-    dil = tuple(draw(st.integers(1, 3)) for _ in range(d)) if is_max else (1,) * d
+    k, stride, pad, dil = draw(pool_windows(d, kernel=4, stride=4, dilation=3))
+    dil = dil if is_max else (1,) * d
     sizes = tuple(draw(st.integers(lo, lo + (12 if d < 3 else 5))) for lo in
                   (max(1, g * (kk - 1) + 1 - 2 * p) for g, kk, p in zip(dil, k, pad)))
     opts = dict(kernel_size=k, stride=stride, padding=pad, ceil_mode=draw(st.booleans()))
@@ -164,8 +159,7 @@ def pool_case(draw):
                     divisor_override=draw(st.sampled_from([None, 3])))
     n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
     chunks = (split(draw, n, 2), split(draw, c, 2)) + tuple(split(draw, s) for s in sizes)
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    return is_max, (n, c) + sizes, chunks, opts, dtype, draw(st.integers(0, 2**32 - 1))
+    return is_max, (n, c) + sizes, chunks, opts, draw(dtypes()), draw(seeds())
 
 
 @settings(max_examples=max(20, settings.default.max_examples // 6), deadline=None,

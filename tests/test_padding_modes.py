@@ -6,6 +6,7 @@ import pytest
 import scipy.signal as ss
 
 import vecconv as vc
+from reference import assert_close
 
 MODES = ["zeros", "constant", "reflect", "replicate", "circular", "symmetric"]
 
@@ -29,8 +30,7 @@ def test_forward_equals_a_valid_convolution_of_the_padded_input(rng, d, mode, dt
     kw = dict(fill_value=fill) if mode == "constant" else {}
     y = vc.conv(x, w, padding=pads, padding_mode=mode, stride=(2, 1, 1)[:d], **kw)
     ref = vc.conv(_padded_reference(x, pads, mode, fill), w, stride=(2, 1, 1)[:d])
-    np.testing.assert_allclose(y, ref, rtol=1e-5 if dtype == np.float32 else 1e-12,
-                               atol=1e-5 if dtype == np.float32 else 1e-12)
+    assert_close(y, ref, dtype, against="regrouped")
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])
@@ -52,9 +52,8 @@ def test_forward_and_backward_match_torch(rng, d, mode, dtype):
               **(dict(fill_value=1.5) if mode == "constant" else {}))
     y = vc.conv(x, w, **kw)
     dx, dw, db = vc.conv_backward(dy, x, w, **kw)
-    t = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     for got, ref in ((y, yt), (dx, xt.grad), (dw, wt.grad)):
-        np.testing.assert_allclose(got, ref.detach().numpy(), **t)
+        assert_close(got, ref.detach().numpy(), dtype)
 
 
 @pytest.mark.parametrize("mode, boundary", [("circular", "wrap"), ("symmetric", "symm"),

@@ -6,11 +6,12 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
 
 import vecconv as vc
 import vecconv._config as vconfig
-from reference import tol
+from reference import assert_close
+from strategies import dtypes, pool_cases, seeds
 
 try:
     import torch
@@ -53,7 +54,7 @@ def check_max(x, d, k, dtype, **opts):
     dx_i = vc.max_pool_backward(dy, x.shape, kernel_size=k, indices=idx, **opts)
     assert dx.dtype == dtype
     np.testing.assert_array_equal(dx, dx_i)
-    np.testing.assert_allclose(dx, tdx, **tol(dtype))
+    assert_close(dx, tdx, dtype)
 
 
 def check_avg(x, d, k, dtype, **opts):
@@ -61,10 +62,10 @@ def check_avg(x, d, k, dtype, **opts):
     assert y.dtype == dtype
     dy = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
     ty, tdx = torch_avg(x, d, dy, kernel_size=k, **opts)
-    np.testing.assert_allclose(y, ty, **tol(dtype))
+    assert_close(y, ty, dtype)
     dx = vc.avg_pool_backward(dy, x, kernel_size=k, **opts)
     assert dx.dtype == dtype
-    np.testing.assert_allclose(dx, tdx, **tol(dtype))
+    assert_close(dx, tdx, dtype)
 
 
 @needs_torch
@@ -143,7 +144,7 @@ def test_nan_and_infinities_propagate_as_in_torch(rng, dtype, d):
         check_max(x, d, k, dtype, stride=s, padding=p)
         y = vc.avg_pool(x, (k,) * d, stride=s, padding=p)
         ty, _ = torch_avg(x, d, np.zeros(y.shape, dtype), kernel_size=k, stride=s, padding=p)
-        np.testing.assert_allclose(y, ty, **tol(dtype))       # NaN where torch has NaN
+        assert_close(y, ty, dtype)       # NaN where torch has NaN
 
 
 @needs_torch
@@ -168,18 +169,11 @@ def test_window_outside_the_map_gives_minus_inf_and_index_minus_one():
 
 
 @needs_torch
-@given(data=st.data())
-def test_random_geometry_matches_torch(data):
-    d = data.draw(st.integers(1, 3), label="d")
-    k = tuple(data.draw(st.integers(1, 4), label="k") for _ in range(d))
-    s = tuple(data.draw(st.integers(1, 3), label="s") for _ in range(d))
-    p = tuple(data.draw(st.integers(0, kk // 2), label="p") for kk in k)
-    dl = tuple(data.draw(st.integers(1, 3), label="dl") for _ in range(d))
-    ceil = data.draw(st.booleans(), label="ceil")
-    cip = data.draw(st.booleans(), label="count_include_pad")
-    sizes = tuple(data.draw(st.integers(1, 9), label="n") for _ in range(d))
-    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
-    seed = data.draw(st.integers(0, 2**16), label="seed")
+@given(case=pool_cases(kernel=4, stride=3, dilation=3, size=9), dtype=dtypes(),
+       seed=seeds(2**16))
+def test_random_geometry_matches_torch(case, dtype, seed):
+    sizes, k, s, p, dl, ceil, cip = case
+    d = len(sizes)
     x = np.random.default_rng(seed).standard_normal((2, 2) + sizes).astype(dtype)
     kw = dict(stride=s, padding=p, ceil_mode=ceil)
     try:
@@ -255,17 +249,10 @@ def loop_pool(x, k, s, p, dl, ceil_mode, kind, count_include_pad=True, divisor=N
     return y, idx
 
 
-@given(data=st.data())
-def test_random_geometry_matches_the_loop_reference(data):
-    d = data.draw(st.integers(1, 3), label="d")
-    k = tuple(data.draw(st.integers(1, 3), label="k") for _ in range(d))
-    s = tuple(data.draw(st.integers(1, 3), label="s") for _ in range(d))
-    p = tuple(data.draw(st.integers(0, kk // 2), label="p") for kk in k)
-    dl = tuple(data.draw(st.integers(1, 2), label="dl") for _ in range(d))
-    ceil = data.draw(st.booleans(), label="ceil")
-    cip = data.draw(st.booleans(), label="count_include_pad")
-    sizes = tuple(data.draw(st.integers(1, 7), label="n") for _ in range(d))
-    seed = data.draw(st.integers(0, 2**16), label="seed")
+@given(case=pool_cases(kernel=3, stride=3, dilation=2, size=7), seed=seeds(2**16))
+def test_random_geometry_matches_the_loop_reference(case, seed):
+    sizes, k, s, p, dl, ceil, cip = case
+    d = len(sizes)
     x = np.random.default_rng(seed).integers(-3, 3, (2, 2) + sizes).astype(np.float64)
     x[x == -3] = np.nan
     kw = dict(stride=s, padding=p, ceil_mode=ceil)

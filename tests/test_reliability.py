@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import vecconv as vc
+from reference import assert_close
 
 
 def _work(seed, dtype):
@@ -32,8 +33,7 @@ def test_eight_threads_give_the_serial_results(dtype):
             concurrent = list(pool.map(lambda s: _work(s, dtype), seeds))
             for got, ref in zip(concurrent, serial):
                 for a, b in zip(got, ref):
-                    np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == np.float32 else 1e-12,
-                                               atol=1e-5 if dtype == np.float32 else 1e-12)
+                    assert_close(a, b, dtype, against="regrouped")
 
 
 def test_threads_with_single_threaded_blas_are_bit_identical():

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import vecconv as vc
 from vecconv._options import conv_options
-from reference import same_pairs
+from reference import assert_close, peak
+from strategies import dtypes, per_axis, same_at_stride_one
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -388,19 +389,18 @@ def _geometries(draw):
     groups = draw(st.sampled_from([1, 1, 2]))
     c = groups * draw(st.integers(1, 3))
     cout = groups * draw(st.sampled_from([1, 2, 5, 9]))
-    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    size = (draw(st.integers(4, 14)), draw(st.integers(4, 14)))
-    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = draw(st.sampled_from([0, 1, "same", "full"]))
-    if padding == "same" and max(stride) > 1:        # 'same' is for stride 1
-        padding = same_pairs(k, (1, 1), False)
+    k = draw(per_axis(2, 1, 4))
+    size = draw(per_axis(2, 4, 14))
+    stride = draw(per_axis(2, 1, 2))
+    padding = same_at_stride_one(draw(st.sampled_from([0, 1, "same", "full"])), stride, k,
+                                 (1, 1), False)
     workspace = draw(st.sampled_from([None, 3000, 20000]))
     return (n, c) + size, (cout, c // groups) + k, dict(stride=stride, padding=padding,
                                                         groups=groups, workspace=workspace)
 
 
 @settings(max_examples=60, deadline=None)
-@given(case=_geometries(), dtype=st.sampled_from([np.float32, np.float64]))
+@given(case=_geometries(), dtype=dtypes())
 def test_random_geometries_on_the_pool_are_bit_identical_for_any_thread_count(case, dtype):
     """Every random geometry on the pool (grain 0, small rounds), with 1, 2 and 3 threads:
     the same bits, and scipy's answer."""
@@ -426,8 +426,8 @@ def test_random_geometries_on_the_pool_are_bit_identical_for_any_thread_count(ca
     ref = ref_conv2d(x.astype(np.float64), w.astype(np.float64), None, **{
         k: v for k, v in opts.items() if k != "workspace"}, dilation=1, connections=None,
         flip=False)
-    tol = 1e-4 if dtype == np.float32 else 1e-10
-    np.testing.assert_allclose(results[0][0], ref, rtol=tol, atol=tol * max(1, np.abs(ref).max()))
+    tight = {np.float32: 1e-4}                     # float32: tighter than the table's
+    assert_close(results[0][0], ref, dtype, scale=peak(ref), rtol=tight, atol=tight)
 
 
 def test_a_layer_follows_the_thread_setting_after_its_first_call(big_grain):
@@ -437,7 +437,6 @@ def test_a_layer_follows_the_thread_setting_after_its_first_call(big_grain):
     x = np.random.default_rng(0).standard_normal((1, 16, 48, 48))
     with vc.threads(1):
         ref = layer.forward(x)
-    from vecconv import _plan
     plan = layer._plan(x.shape)
     with vc.threads(1):
         assert plan.threads() == 1

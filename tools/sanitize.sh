@@ -20,7 +20,7 @@ status=0
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
 ASAN_OPTIONS=detect_leaks=0:log_path=$logs/asan \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan \
-    "$venv/bin/python" -m pytest -q tests --ignore=tests/test_torch.py \
+    "$venv/bin/python" -m pytest -q tests --ignore=tests/test_against_pytorch.py \
     -k "not lenet5_matches_torch and not maxpool_ties_match_torch and not short_training and not no_leaks" "$@" \
     || status=$?
 if compgen -G "$logs/*" > /dev/null; then

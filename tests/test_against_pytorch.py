@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import vecconv as vc
-from reference import tol
+from reference import assert_close
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -25,11 +25,18 @@ def torch_conv(x, w, b, dy, stride, padding, dilation, groups, spatial):
     return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()
 
 
-def assert_matches(got, ref, dtype):
-    """Each of vecconv's (y, dx, dw, db) keeps the dtype and equals torch's."""
-    for g, r in zip(got, ref):
+def assert_matches_torch(rng, x, w, b, dtype, stride, padding, dilation, groups):
+    """Each of vecconv's conv1d/conv2d (y, dx, dw, db), for a random dy, keeps the dtype
+    and equals torch's."""
+    d = x.ndim - 2
+    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = getattr(vc, f"conv{d}d")(x, w, b, **opts)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ref = torch_conv(x, w, b, dy, stride, padding, dilation, groups, d)
+    grads = getattr(vc, f"conv{d}d_backward")(dy, x, w, **opts)
+    for g, r in zip((y,) + grads, ref):
         assert g.dtype == dtype
-        np.testing.assert_allclose(g, r, **tol(dtype))
+        assert_close(g, r, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -41,12 +48,7 @@ def test_conv2d_and_gradients_match_torch(rng, dtype, stride, padding, dilation,
     x = rng.standard_normal((3, 8, 15, 13)).astype(dtype)
     w = rng.standard_normal((8, 8 // groups, 3, 4)).astype(dtype)
     b = rng.standard_normal(8).astype(dtype)
-    y = vc.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    ty, tdx, tdw, tdb = torch_conv(x, w, b, dy, stride, padding, dilation, groups, 2)
-    grads = vc.conv2d_backward(dy, x, w, stride=stride, padding=padding,
-                               dilation=dilation, groups=groups)
-    assert_matches((y,) + grads, (ty, tdx, tdw, tdb), dtype)
+    assert_matches_torch(rng, x, w, b, dtype, stride, padding, dilation, groups)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -56,10 +58,10 @@ def test_same_padding_matches_torch_for_odd_kernels(rng, dtype):
     b = np.zeros(4, dtype=dtype)
     dy = rng.standard_normal((2, 4, 9, 10)).astype(dtype)
     ty, tdx, tdw, _ = torch_conv(x, w, b, dy, 1, "same", 1, 1, 2)
-    np.testing.assert_allclose(vc.conv2d(x, w, padding="same"), ty, **tol(dtype))
+    assert_close(vc.conv2d(x, w, padding="same"), ty, dtype)
     dx, dw, _ = vc.conv2d_backward(dy, x, w, padding="same")
-    np.testing.assert_allclose(dx, tdx, **tol(dtype))
-    np.testing.assert_allclose(dw, tdw, **tol(dtype))
+    assert_close(dx, tdx, dtype)
+    assert_close(dw, tdw, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -68,12 +70,7 @@ def test_conv1d_and_gradients_match_torch(rng, dtype, stride, padding, dilation,
     x = rng.standard_normal((2, 4, 30)).astype(dtype)
     w = rng.standard_normal((8, 4 // groups, 5)).astype(dtype)
     b = rng.standard_normal(8).astype(dtype)
-    y = vc.conv1d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    ty, tdx, tdw, tdb = torch_conv(x, w, b, dy, stride, padding, dilation, groups, 1)
-    grads = vc.conv1d_backward(dy, x, w, stride=stride, padding=padding,
-                               dilation=dilation, groups=groups)
-    assert_matches((y,) + grads, (ty, tdx, tdw, tdb), dtype)
+    assert_matches_torch(rng, x, w, b, dtype, stride, padding, dilation, groups)
 
 
 def test_im2col_is_torch_unfold(rng):
