@@ -119,6 +119,31 @@ def test_a_nan_in_one_image_leaves_the_other_images_bit_for_bit(where):
     assert (dw[~table.T] == 0).all()
 
 
+@pytest.mark.parametrize("shape", [(12, 2, 3, 5, 6), (10, 2, 6, 7)])
+def test_a_nan_under_a_table_leaves_staged_tiles_bit_for_bit(shape):
+    """The staged route makes one GEMM per tile of images: the image with a NaN is zeroed
+    there (and computed on the per-map route), so every other image keeps its tile and
+    its column, and so its bits."""
+    rng = np.random.default_rng(0)
+    d = len(shape) - 2
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((2, 2) + (3,) * d).astype(np.float32)
+    conn = np.array([[False, False], [True, False]])
+    y0 = vc.conv(x, w, connections=conn)
+    dy = rng.standard_normal(y0.shape).astype(np.float32)
+    dx0, dw0, _ = vc.conv_backward(dy, x, w, connections=conn)
+    x2 = x.copy()
+    x2[5, 0, 0] = np.nan
+    y1 = vc.conv(x2, w, connections=conn)
+    dx1, dw1, _ = vc.conv_backward(dy, x2, w, connections=conn)
+    others = [i for i in range(shape[0]) if i != 5]
+    np.testing.assert_array_equal(y1[others], y0[others])
+    np.testing.assert_array_equal(dx1[others], dx0[others])
+    assert np.isfinite(y1[5]).all()          # input map 0 feeds no output map
+    assert np.isfinite(dw1).all() and (dw1[:, 0] == 0).all()
+    np.testing.assert_allclose(dw1, dw0, rtol=1e-5, atol=1e-5)
+
+
 def test_the_per_map_route_keeps_the_call_workspace(monkeypatch):
     """The per-map route plans its sub-convolutions with the call's workspace, not the
     global one."""
@@ -183,3 +208,54 @@ def test_config_overrides_are_per_thread_and_undone():
     with pytest.raises(TypeError, match="workspace must be an int"):
         vc.set_config(workspace=1.5)
     assert vc.get_config() == base
+
+
+# ----------------------------------------------------------------------------- messages
+@pytest.mark.parametrize("call,kind,match", [
+    (lambda: vc.conv_transpose2d(np.ones((2, 4, 5, 5)), np.ones((4, 0, 3, 3))), ValueError,
+     r"w must have non-zero sizes \(Cin, Cout/groups"),
+    (lambda: vc.conv_transpose1d(np.ones((1, 1, 3)), np.ones((1, 1, 1)), stride=2**31),
+     ValueError, "the output would have 4294967297 entries per map"),
+    (lambda: vc.max_pool(np.ones((1, 1, 4, 4)), ((2, 2),)), TypeError,
+     "kernel_size must be an int"),
+    (lambda: vc.avg_pool_backward(np.ones((2, 3, 3, 3)), [2, 3, 7.0, 7], kernel_size=2),
+     TypeError, "x_shape entry must be an int"),
+    (lambda: vc.conv_transpose2d(np.ones((2, 4, 5)), np.ones((2, 3, 3, 3)), stride=2,
+                                 output_size=(99, 10, 12)), ValueError,
+     r"output_size \(99, 10, 12\) leads with \(99,\)"),
+    (lambda: vc.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), padding=1,
+                       padding_mode="constant", fill_value=np.longdouble("1e4000")),
+     ValueError, "fill_value must fit in a float64"),
+])
+def test_rarer_mistakes_name_what_is_wrong(call, kind, match):
+    with pytest.raises(kind, match=match):
+        call()
+
+
+def test_dask_padding_index_map_is_made_from_the_ends_alone():
+    """A graph over a long axis costs its pads, not its length: the index map of the
+    padded ends is the same as numpy.pad's."""
+    from vecconv._options import NUMPY_PAD_MODES
+    from vecconv.dask import _source
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        mode = str(rng.choice(["reflect", "replicate", "circular", "symmetric"]))
+        n, b, a = (int(v) for v in rng.integers((1, 0, 0), (60, 25, 25)))
+        if (mode == "reflect" and max(a, b) >= n) or (mode == "circular" and max(a, b) > n):
+            continue
+        np.testing.assert_array_equal(
+            _source(n, b, a, mode), np.pad(np.arange(n), (b, a), mode=NUMPY_PAD_MODES[mode]))
+
+
+def test_dask_conv_takes_the_algorithm():
+    da = pytest.importorskip("dask.array")
+    import vecconv.dask as vd
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 60, 50))
+    w = rng.standard_normal((2, 1, 9, 9))
+    for algorithm in ("im2col", "fft"):
+        y = vd.conv(da.from_array(x, chunks=(1, 1, 30, 25)), w, padding=4,
+                    algorithm=algorithm).compute()
+        np.testing.assert_allclose(y, vc.conv2d(x, w, padding=4), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        vd.conv(da.from_array(x), w, algorithm="direct!")

@@ -91,21 +91,70 @@ def test_nonfinite_images_take_the_gemm_route_and_stay_local():
                                   vc.conv2d(x, w, algorithm="im2col"))
 
 
-def test_fft_tiles_fit_the_workspace_and_a_tiny_one_is_refused():
+@pytest.mark.parametrize("xs,ws", [((2, 3, 200, 180), (4, 3, 21, 21)),
+                                   ((1, 1, 4096), (1, 1, 257)),
+                                   ((4, 8, 64, 64), (8, 8, 15, 15)),
+                                   ((2, 2, 20, 24, 22), (3, 2, 7, 7, 7))])
+def test_the_fft_route_stays_within_its_workspace(xs, ws):
+    """Everything the FFT route allocates besides its output (and the weight matrix every
+    route makes) fits the workspace: traced, not estimated."""
+    import tracemalloc
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 3, 200, 180)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 21, 21)).astype(np.float32)
-    full = vc.conv2d(x, w, algorithm="fft")
-    options = conv_options(2, algorithm="fft")
-    for workspace in (2**20, 4 * 2**20):
-        plan = _plan.plan_conv(x.shape, w.shape, None, np.float32, options, workspace)
-        tile, size, images = plan.fft_tiles
-        half = np.prod(size[:-1]) * (size[-1] // 2 + 1)
-        assert (4 * 3 + min(images, 2) * (3 + 4)) * half * 8 <= workspace
-        np.testing.assert_allclose(vc.conv2d(x, w, algorithm="fft", workspace=workspace),
-                                   full, rtol=1e-4, atol=1e-3)
-    with pytest.raises(ValueError, match="algorithm='fft' needs a workspace"):
-        vc.conv2d(x, w, algorithm="fft", workspace=4096)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    full = vc.conv(x, w, algorithm="im2col")
+    for workspace in (40_000, 2**20, 4 * 2**20):
+        try:
+            plan = _plan.plan_conv(x.shape, w.shape, None, np.float32,
+                                   conv_options(len(ws) - 2, algorithm="fft"), workspace)
+        except ValueError as exc:
+            assert "algorithm='fft' cannot run these kernels" in str(exc)
+            continue
+        assert plan.route is _plan.Route.FFT
+        tracemalloc.start()
+        try:
+            y = vc.conv(x, w, algorithm="fft", workspace=workspace)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak - y.nbytes - w.nbytes <= workspace, (workspace, peak - y.nbytes)
+        np.testing.assert_allclose(y, full, rtol=1e-4, atol=2e-3)
+    with pytest.raises(ValueError, match="algorithm='fft' cannot run these kernels"):
+        vc.conv(x, w, algorithm="fft", workspace=4096)
+
+
+def test_auto_keeps_im2col_where_the_fft_would_lose_accuracy():
+    """One large, finite value: the FFT's rounding error reaches its whole tile (and in
+    float32 its sums overflow), so 'auto' leaves that image on im2col; the others keep
+    the FFT route."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 8, 96, 96)).astype(np.float32)
+    w = (rng.standard_normal((8, 8, 21, 21)) * 0.01).astype(np.float32)
+    clean = vc.conv2d(x, w)
+    assert _plan.plan_conv(x.shape, w.shape, None, np.float32,
+                           conv_options(2)).route is _plan.Route.FFT
+    for big in (1e37, 1e5):
+        xb = x.copy()
+        xb[0, 0, 90, 90] = big
+        got = vc.conv2d(xb, w)
+        ref = vc.conv2d(xb, w, algorithm="im2col")
+        np.testing.assert_array_equal(got[0], ref[0])       # image 0 took im2col
+        np.testing.assert_array_equal(got[1:], clean[1:])   # the others kept their bits
+    # forced, the FFT route still refuses what would overflow
+    xb[0, 0, 90, 90] = 1e37
+    assert np.isfinite(vc.conv2d(xb, w, algorithm="fft")).all()
+
+
+def test_zero_sized_and_huge_axes_plan_without_the_fft_route():
+    y = vc.conv2d(np.ones((2, 8, 0, 64)), np.ones((8, 8, 31, 31)), padding=30)
+    assert y.shape == (2, 8, 30, 94) and (y == 0).all()
+    y = vc.conv2d(np.ones((2, 3, 0, 9)), np.ones((4, 3, 3, 3)), padding=2, algorithm="fft")
+    assert y.shape == (2, 4, 2, 11) and (y == 0).all()
+    y = vc.conv1d(np.ones((1, 1, 5)), np.ones((1, 1, 3)), dilation=2**62, padding=2**62)
+    assert y.shape == (1, 1, 5)
+    with pytest.raises(ValueError, match="algorithm='fft' cannot run"):
+        vc.conv1d(np.ones((1, 1, 5)), np.ones((1, 1, 3)), dilation=2**40, padding=2**40,
+                  algorithm="fft")
 
 
 def test_auto_takes_fft_for_large_kernels_and_im2col_for_small_ones():

@@ -36,36 +36,51 @@ FFT_COST = 6.0
 FFT_MIN_TAPS = 25
 
 
+#: Axes longer than this never take the FFT route (its transforms would be past memory).
+MAX_AXIS = 2**31
+
+
 def _next_len(n):
     return scipy.fft.next_fast_len(int(n), real=True)
 
 
 def tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace):
     """(stride-1 outputs per tile, transform size) per spatial axis, and images per
-    chunk, or None when even the smallest tiles do not fit the workspace.
+    chunk, or None when the route cannot take this convolution within the workspace.
 
-    The budget holds the transformed kernels (Cout, C/groups, F/2) and one chunk of
-    images' transformed inputs and outputs (C + Cout) F/2, all complex.
+    The budget holds everything the route allocates besides the output: the dilated
+    kernels and their transforms (Cout, C/groups, F/2, complex), and per image of a chunk
+    the tile read from x, its transform, the transformed outputs with the products'
+    temporaries, and the outputs transformed back.
     """
     lead = 3 - d
     ext = [dl * (k - 1) + 1 for dl, k in zip(geometry.dilation[lead:], geometry.kernel[lead:])]
     span = [(o - 1) * s + 1 for o, s in zip(geometry.out[lead:], geometry.stride[lead:])]
+    if min(geometry.size[lead:]) == 0 or max(span + ext) > MAX_AXIS:
+        return None             # nothing to transform, or transforms past any memory
     c = cin_g * groups
     complex_item = 2 * itemsize
+    padded = [(o - 1) * s + e for o, s, e in zip(geometry.out[lead:], geometry.stride[lead:],
+                                                   ext)]
+    maps = 9 * sum(padded)      # each axis's index map (int64) and constant mask
     tile = [min(u, max(TILE_PER_EXTENT * e, 32)) for u, e in zip(span, ext)]
     while True:
         size = [_next_len(t + e - 1) for t, e in zip(tile, ext)]
         half = math.prod(size[:-1]) * (size[-1] // 2 + 1)
-        kernels = cout * cin_g * half * complex_item
-        per_image = (c + cout) * half * complex_item
-        if kernels + per_image <= workspace:
+        full = math.prod(size)
+        kernels = cout * cin_g * (half * complex_item + math.prod(ext) * itemsize)
+        per_image = (c * full * itemsize                  # the tile read from x
+                     + c * half * complex_item            # its transform
+                     + 3 * cout * half * complex_item     # products, sum, a temporary
+                     + cout * full * itemsize)            # transformed back
+        if maps + kernels + per_image <= workspace:
             break
         # halve the largest tile that is still above its kernel's extent
         a = max(range(d), key=lambda i: tile[i] / ext[i])
         if tile[a] <= ext[a] and all(t <= e for t, e in zip(tile, ext)):
             return None
         tile[a] = max(1, tile[a] // 2)
-    images = max(1, (workspace - kernels) // per_image)
+    images = max(1, (workspace - maps - kernels) // per_image)
     # each transform size is what the tile needs, no more
     tile = [f - e + 1 for f, e in zip(size, ext)]
     tile = [min(t, u) for t, u in zip(tile, span)]
@@ -121,12 +136,17 @@ def forward(x, w, bias, plan, threads):
                   zip(out, stride, ext, sizes, pads_before)]
     maps = [_index_map(sz, pb, max(pa, 0), o.padding_mode) for sz, pb, pa in
             zip(sizes, pads_before, pads_after)]
+    constant = [m < 0 for m in maps]          # entries that read the fill, not x
+    np.maximum(maps[0], 0, out=maps[0])
+    for m in maps[1:]:
+        np.maximum(m, 0, out=m)
     axes = tuple(range(2, 2 + d))
     # the kernels, dilated, transformed once (conjugated: correlation, not convolution)
     wd = np.zeros((cout, cin_g) + tuple(ext), dtype=dtype)
     wd[(slice(None), slice(None)) + tuple(slice(None, None, dl) for dl in g.dilation[lead:])] = w
-    kf = np.conj(scipy.fft.rfftn(wd, s=size, axes=axes, workers=threads))
+    kf = scipy.fft.rfftn(wd, s=size, axes=axes, workers=threads)
     del wd
+    np.conjugate(kf, out=kf)
     y = np.empty((n, cout) + tuple(out), dtype=dtype)
     fill = dtype.type(o.fill_value)
     starts = [range(0, u, t) for u, t in zip(span, tile)]
@@ -135,32 +155,34 @@ def forward(x, w, bias, plan, threads):
         for corner in np.ndindex(*[len(r) for r in starts]):
             u0 = [starts[a][i] for a, i in enumerate(corner)]
             u1 = [min(a0 + t, u) for a0, t, u in zip(u0, tile, span)]
-            # the tile's input region, read through the padding's index map
-            region = xb
-            constant = []
+            # the tile's input region, read through the padding's index map at once
+            reach = [slice(u0[a], u1[a] + ext[a] - 1) for a in range(d)]
+            region = xb[(slice(None), slice(None)) + np.ix_(*[m[r] for m, r in
+                                                              zip(maps, reach)])]
             for a in range(d):
-                idx = maps[a][u0[a]:u1[a] + ext[a] - 1]
-                region = np.take(region, np.maximum(idx, 0), axis=2 + a)
-                constant.append(idx < 0)
-            if any(m.any() for m in constant):       # np.take made region a copy
-                for a, m in enumerate(constant):
-                    if m.any():
-                        region[(slice(None), slice(None)) + (slice(None),) * a + (m,)] = fill
+                m = constant[a][reach[a]]
+                if m.any():
+                    region[(slice(None), slice(None)) + (slice(None),) * a + (m,)] = fill
             xf = scipy.fft.rfftn(region, s=size, axes=axes, workers=threads)
-            yf = np.empty((xf.shape[0], cout) + xf.shape[2:], dtype=xf.dtype)
+            del region
+            nb = xf.shape[0]
+            yf = np.empty((nb, cout) + xf.shape[2:], dtype=xf.dtype)
+            tmp = np.empty((nb, cout_g) + xf.shape[2:], dtype=xf.dtype)
             for gi in range(groups):
                 xs = xf[:, gi * cin_g:(gi + 1) * cin_g]
                 ks = kf[gi * cout_g:(gi + 1) * cout_g]
-                if cin_g <= 8:            # a few channels: multiply-add, no reshuffle
-                    acc = xs[:, None, 0] * ks[None, :, 0]
+                acc = yf[:, gi * cout_g:(gi + 1) * cout_g]
+                if cin_g <= 8:            # a few channels: multiply-add in place
+                    np.multiply(xs[:, None, 0], ks[None, :, 0], out=acc)
                     for i in range(1, cin_g):
-                        acc += xs[:, None, i] * ks[None, :, i]
+                        np.multiply(xs[:, None, i], ks[None, :, i], out=tmp)
+                        acc += tmp
                 else:                     # many: one (images x C_g)(C_g x Cout_g) product
-                    nb = xs.shape[0]      # per frequency
                     prod = np.matmul(xs.reshape(nb, cin_g, -1).transpose(2, 0, 1),
                                      ks.reshape(cout_g, cin_g, -1).transpose(2, 1, 0))
-                    acc = prod.transpose(1, 2, 0).reshape((nb, cout_g) + xs.shape[2:])
-                yf[:, gi * cout_g:(gi + 1) * cout_g] = acc
+                    acc[...] = prod.transpose(1, 2, 0).reshape((nb, cout_g) + xs.shape[2:])
+                    del prod
+            del xf, tmp
             yt = scipy.fft.irfftn(yf, s=size, axes=axes, workers=threads)
             # the stride-1 outputs of this tile; the stride keeps every s-th
             src, dst = [], []

@@ -56,6 +56,7 @@ class ConvOptions:
     output_padding: tuple[int, ...] = ()
     output_size: tuple[int, ...] | None = None
     algorithm: str = "auto"
+    output_size_lead: tuple[int, ...] = ()     # (N, C) or (C,) given before output_size
 
     def key(self) -> tuple[Any, ...]:
         """A hashable value equal for equal options (plans are cached under it)."""
@@ -63,7 +64,8 @@ class ConvOptions:
             self.connections.shape, np.packbits(self.connections).tobytes())
         return (self.d, self.stride, self.padding, self.dilation, self.groups, table,
                 self.flip, self.padding_mode, self.fill_value, self.transposed,
-                self.output_padding, self.output_size, self.algorithm)
+                self.output_padding, self.output_size, self.algorithm,
+                self.output_size_lead)
 
 
 def connection_table(connections: object) -> np.ndarray:
@@ -174,11 +176,14 @@ def conv_transpose_options(d: int, *, stride: object = 1, padding: object = 0,
     groups_i = integer("groups", groups, 1)
     out_pad = int_tuple("output_padding", output_padding, d, 0)
     size = None
+    lead: tuple[int, ...] = ()
     if output_size is not None:
         if any(out_pad):
             raise ValueError("give output_size or output_padding, not both")
-        # d sizes, or PyTorch's longer forms: (C, *d) for an unbatched input, (N, C, *d)
+        # d sizes, or PyTorch's longer forms: (C, *d) for an unbatched input, (N, C, *d);
+        # the leading entries are checked against the output when the shapes are known
         if isinstance(output_size, (tuple, list)) and len(output_size) in (d + 1, d + 2):
+            lead = tuple(integer("output_size", v, 0) for v in output_size[:-d])
             output_size = tuple(output_size)[-d:]
         size = int_tuple("output_size", output_size, d, 1)
     else:
@@ -187,7 +192,7 @@ def conv_transpose_options(d: int, *, stride: object = 1, padding: object = 0,
                 raise ValueError(f"output_padding must be below max(stride, dilation) = "
                                  f"{max(s, dl)} along axis {axis_names(d)[a]}, got {op}")
     return ConvOptions(d, stride_t, pads, dilation_t, groups_i, transposed=True,
-                       output_padding=out_pad, output_size=size)
+                       output_padding=out_pad, output_size=size, output_size_lead=lead)
 
 
 # ----------------------------------------------------------------------------- pooling

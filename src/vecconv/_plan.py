@@ -95,16 +95,18 @@ def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False
     (route, FFT tiles or None).
     """
     # the FFT route pays only for large kernels: below FFT_MIN_TAPS 'auto' does not ask
-    if algorithm != "im2col" and finite and n > 0 and (
+    # (an empty map has nothing to transform: any route gives its empty or constant answer)
+    if algorithm != "im2col" and finite and n > 0 and math.prod(geometry.size) > 0 and (
             algorithm == "fft" or geometry.taps >= _fft.FFT_MIN_TAPS):
         cin_g = geometry.channels // groups
         tiles = _fft.tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace)
         if algorithm == "fft":
             if tiles is None:
-                raise ValueError(f"algorithm='fft' needs a workspace of more than "
-                                 f"{workspace} bytes for these kernels (the transformed "
-                                 f"kernels and one image's tile must fit): raise workspace= "
-                                 f"or use algorithm='im2col'")
+                raise ValueError(f"algorithm='fft' cannot run these kernels within a "
+                                 f"workspace of {workspace} bytes (the transformed kernels "
+                                 f"and one image's tile must fit, and each axis of the "
+                                 f"padded input be below 2**31): raise workspace= or use "
+                                 f"algorithm='im2col'")
             return Route.FFT, tiles
         if tiles is not None and _fft.cost_ratio(n, geometry, d, cout, cin_g, groups,
                                                  tiles) < 1.0:
@@ -433,6 +435,9 @@ def transposed_output_shape(x_shape, w_shape, options):
     if w_shape[0] != cin:
         raise ValueError(f"w must have shape (Cin, Cout/groups, *kernel) with Cin = {cin} "
                          f"(the channels of x), got {w_shape}")
+    if 0 in w_shape[1:]:
+        raise ValueError(f"w must have non-zero sizes (Cin, Cout/groups, *kernel), got shape "
+                         f"{w_shape}")
     if cin % groups:
         raise ValueError(f"groups={groups} must divide the input channels ({cin})")
     base = tuple(transposed_output_size(i, s, p, dl, k) for i, s, p, dl, k in
@@ -450,7 +455,16 @@ def transposed_output_shape(x_shape, w_shape, options):
     if min(out) < 1:
         raise ValueError(f"the output would have size {out}: padding crops more than the "
                          "full result")
-    return (x_shape[0], w_shape[1] * groups) + out
+    if math.prod(out) > INT32_MAX:
+        raise ValueError(f"the output would have {math.prod(out)} entries per map ({out}), "
+                         "more than the 2**31-1 a BLAS dimension can hold")
+    y_shape = (x_shape[0], w_shape[1] * groups) + out
+    lead = options.output_size_lead
+    if lead and lead != y_shape[2 - len(lead):2]:
+        raise ValueError(f"output_size {lead + options.output_size} leads with "
+                         f"{lead}, but the output is {y_shape[2 - len(lead):2]} "
+                         f"(batch, channels) there")
+    return y_shape
 
 
 def plan_conv_transpose(x_shape, w_shape, dtype, options, workspace=None):

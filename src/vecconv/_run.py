@@ -60,43 +60,76 @@ def bias_gradient(dy, dtype):
 
 
 # ----------------------------------------------------------------------------- routes
-def _finite_images(fill, *arrays):
-    """Per image: whether every value it reads is finite (a non-finite constant pad makes
-    every image non-finite)."""
-    n = next(a.shape[0] for a in arrays if a is not None)
-    if not math.isfinite(fill):
+def _image_ranges(a):
+    """Per image of a batched array: (largest magnitude, root mean square), without a copy
+    of the array; NaN where the image holds a NaN (an overflowing square sum gives an
+    infinite rms, which only a huge largest value can cause)."""
+    n = a.shape[0]
+    if not a.size:
+        return np.zeros(n), np.zeros(n)
+    flat = a.reshape(n, -1)
+    top = np.maximum(flat.max(axis=1), -flat.min(axis=1)).astype(np.float64)
+    with np.errstate(over="ignore"):
+        squares = np.einsum("ij,ij->i", flat, flat).astype(np.float64)
+    return top, np.sqrt(squares / flat.shape[1])
+
+
+def _route_ok(plan, route, x, others=(), w=None):
+    """Per image: whether ``route`` may compute it, or None when every image may.
+
+    The GEMM routes touch an output only with the values its window reads, except under a
+    connection table that leaves pairs out, where the one dense product would turn 0 * inf
+    into NaN in maps the table does not connect: there an image holding a NaN or inf needs
+    PER_MAP. The FFT route mixes a whole tile: it takes only images whose values are
+    finite, and (algorithm='auto') whose largest value is within reach of their typical
+    one, the accuracy policy: its rounding error, about eps log2(F) max|x| |k| per output,
+    must stay within 4x the GEMM's, about eps sqrt(taps) |x| |k|.
+    """
+    n = plan.x_shape[0]
+    fill_ok = math.isfinite(plan.geometry.fill)
+    if route is Route.FFT:
+        if w is not None and not np.isfinite(w).all():
+            return np.zeros(n, dtype=bool)
+        top, rms = _image_ranges(x)
+        ok = np.isfinite(top) & fill_ok
+        with np.errstate(over="ignore", invalid="ignore"):
+            # the transform's sums stay far from the dtype's overflow
+            f = math.prod(plan.fft_tiles[1])
+            ok &= top * f * max(float(np.abs(w).sum()), 1.0) < np.finfo(plan.dtype).max / 64
+            if plan.options.algorithm == "auto":
+                ok &= math.log2(max(f, 2)) * top <= 4 * math.sqrt(plan.geometry.taps) * rms \
+                    + np.finfo(np.float64).tiny
+        for a in others:
+            if a is not None and a.size:
+                ok &= np.isfinite(a.reshape(n, -1)).all(axis=1)
+        return None if ok.all() else ok
+    if not plan.masked:
+        return None
+    if not fill_ok:
         return np.zeros(n, dtype=bool)
     ok = np.ones(n, dtype=bool)
-    for a in arrays:
+    for a in (x,) + tuple(others):
         if a is not None and a.size:
             ok &= np.isfinite(a.reshape(n, -1)).all(axis=1)
-    return ok
+    return None if ok.all() else ok
 
 
-def _split(plan, route, *arrays, w=None):
-    """The batch split by route: (indices or None for all, route) pairs that cover it.
+def _fallback(plan, route):
+    """Where an image goes that ``route`` may not compute."""
+    if plan.masked:
+        return Route.PER_MAP
+    return plan.backward_route if route is Route.FFT else route
 
-    A route that a NaN or inf would spread is taken by the images whose values are all
-    finite; the others take the fallback alone, so one image's values never change
-    another's result. Under a connection table that leaves pairs out the fallback is
-    PER_MAP (the dense product would turn 0 * inf into NaN in maps the table does not
-    connect); the FFT route (a NaN reaches its whole tile) falls back to the GEMM route.
-    """
-    if route is Route.FFT:
-        fallback = Route.PER_MAP if plan.masked else plan.backward_route
-        if w is not None and not np.isfinite(w).all():
-            return [(None, fallback)]
-    elif plan.masked:
-        fallback = Route.PER_MAP
-    else:
-        return [(None, route)]
-    ok = _finite_images(plan.geometry.fill, *arrays)
-    if ok.all():
-        return [(None, route)]
-    if not ok.any():
-        return [(None, fallback)]
-    idx = np.arange(plan.x_shape[0])
-    return [(idx[ok], route), (idx[~ok], fallback)]
+
+def _without(a, bad):
+    """A copy of a with the images ``bad`` set to zero (they are computed elsewhere): the
+    route then runs on the whole batch, with the same tiles and so the same bits for every
+    other image."""
+    if a is None:
+        return None
+    a = a.copy()
+    a[bad] = 0
+    return a
 
 
 def _by_output_map(plan, w2):
@@ -139,7 +172,7 @@ def _per_map_forward(x, w2, bias, plan):
 
 
 def _forward_on(route, x, w2, bias, plan):
-    if route is Route.FFT:          # tiles planned for the whole batch fit any part of it
+    if route is Route.FFT:
         return _fft.forward(x, w2.reshape(plan.w_shape), bias, plan,
                             pool_threads(plan.flops))
     if x.shape[0] != plan.x_shape[0]:
@@ -150,13 +183,17 @@ def _forward_on(route, x, w2, bias, plan):
 
 def forward(x, w2, bias, plan):
     """The forward pass on clean arrays (x, w2 and bias contiguous in plan.dtype), on the
-    plan's route (``plan.route``) for each image that route can take."""
-    parts = _split(plan, plan.route, x, w=w2)
-    if len(parts) == 1:
-        return _forward_on(parts[0][1], x, w2, bias, plan)
-    y = np.empty(plan.out_shape, dtype=plan.dtype)
-    for idx, route in parts:
-        y[idx] = _forward_on(route, np.ascontiguousarray(x[idx]), w2, bias, plan)
+    plan's route (``plan.route``) for every image that route may compute; the others
+    take its fallback alone (``_route_ok``)."""
+    ok = _route_ok(plan, plan.route, x, w=w2)
+    if ok is None:
+        return _forward_on(plan.route, x, w2, bias, plan)
+    fallback = _fallback(plan, plan.route)
+    if not ok.any():
+        return _forward_on(fallback, x, w2, bias, plan)
+    bad = np.flatnonzero(~ok)
+    y = _forward_on(plan.route, _without(x, bad), w2, bias, plan)
+    y[bad] = _forward_on(fallback, np.ascontiguousarray(x[bad]), w2, bias, plan)
     return y
 
 
@@ -196,24 +233,32 @@ def _per_map_backward(dy, x, w2, plan, need_dx, need_dw):
     return dx, dw2
 
 
+def _backward_on(route, dy, x, w2, plan, need_dx, need_dw):
+    if dy.shape[0] != plan.x_shape[0]:
+        plan = plan.for_batch(dy.shape[0])
+    run = _per_map_backward if route is Route.PER_MAP else _engine_backward
+    return run(dy, x, w2, plan, need_dx, need_dw)
+
+
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The backward pass on clean arrays: (dx shaped like x, or None; dw2 (Cout, K), or
     None). x may be None when only dx is asked for (eq. 16-18 read dy and W alone)."""
-    parts = _split(plan, plan.backward_route, x, dy)
-    if len(parts) == 1:
-        run = _per_map_backward if parts[0][1] is Route.PER_MAP else _engine_backward
-        return run(dy, x, w2, plan, need_dx, need_dw)
-    dx = np.empty(plan.x_shape, dtype=plan.dtype) if need_dx else None
-    dw2 = None
-    for idx, route in parts:            # dense images first: a fixed order of the sum
-        sub = plan.for_batch(idx.size)
-        run = _per_map_backward if route is Route.PER_MAP else _engine_backward
-        xp = None if x is None else np.ascontiguousarray(x[idx])
-        dxp, dwp = run(np.ascontiguousarray(dy[idx]), xp, w2, sub, need_dx, need_dw)
-        if need_dx:
-            dx[idx] = dxp
-        if need_dw:
-            dw2 = dwp if dw2 is None else dw2 + dwp
+    route = plan.backward_route
+    ok = _route_ok(plan, route, dy, (x,))
+    if ok is None:
+        return _backward_on(route, dy, x, w2, plan, need_dx, need_dw)
+    if not ok.any():
+        return _backward_on(Route.PER_MAP, dy, x, w2, plan, need_dx, need_dw)
+    bad = np.flatnonzero(~ok)
+    dx, dw2 = _backward_on(route, _without(dy, bad), _without(x, bad), w2, plan, need_dx,
+                           need_dw)
+    xb = None if x is None else np.ascontiguousarray(x[bad])
+    dxb, dwb = _backward_on(Route.PER_MAP, np.ascontiguousarray(dy[bad]), xb, w2, plan,
+                            need_dx, need_dw)
+    if need_dx:
+        dx[bad] = dxb
+    if need_dw:
+        dw2 += dwb                      # the dense images' sum first: a fixed order
     return dx, dw2
 
 

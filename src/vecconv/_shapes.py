@@ -60,6 +60,7 @@ def pool_axes(shape: tuple[int, ...], kernel_size: object, fixed: int | None,
         d = len(kernel_size)
         if d not in LAYOUTS:
             raise ValueError(f"kernel_size must have 1, 2 or 3 entries, got {kernel_size!r}")
+        int_tuple("kernel_size", kernel_size, d, 1)       # a nested tuple is no window
     else:
         d = ndim - 2
         if d not in LAYOUTS:

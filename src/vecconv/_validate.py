@@ -127,7 +127,10 @@ def real(name: str, value: object) -> float:
             or np.iscomplexobj(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
-        return float(value)
+        f = float(value)
+        if math.isinf(f) and not np.isinf(value):        # extended precision past float64
+            raise OverflowError
+        return f
     except OverflowError:
         size = (f"an int of {int(value).bit_length()} bits" if isinstance(value, numbers.Integral)
                 else repr(value))

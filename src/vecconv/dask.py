@@ -105,8 +105,20 @@ def _meta(ndim, dtype):
 # ----------------------------------------------------------------------------- padding
 def _source(n, before, after, mode):
     """Where each entry of a padded axis is read from (numpy.pad's index map, which is
-    the engine's too)."""
-    return np.pad(np.arange(n), (before, after), mode=NUMPY_PAD_MODES[mode])
+    the engine's too). Only the padded ends are made: for an axis longer than both pads
+    together the middle is the axis itself, and the map of the ends is the map of a short
+    axis's ends, shifted (so a graph over a 2**30-entry axis costs the pads, not the
+    axis)."""
+    reach = before + after
+    if n <= 2 * reach + 2:
+        return np.pad(np.arange(n), (before, after), mode=NUMPY_PAD_MODES[mode])
+    m = 2 * reach + 2                       # a short axis with the same ends
+    short = np.pad(np.arange(m), (before, after), mode=NUMPY_PAD_MODES[mode])
+    ends = np.concatenate([short[:before], short[before + m:]])
+    # sources near the short axis's end are near the long axis's end (pads < n/2, so the
+    # two regions never meet)
+    ends = np.where(ends > reach, ends + (n - m), ends)
+    return np.concatenate([ends[:before], np.arange(n), ends[before:]])
 
 
 def _pad(x, pads, mode, fill):
@@ -236,14 +248,15 @@ class _ConvSetup(NamedTuple):
 
 
 def _conv_setup(fname, x, w, bias, stride, padding, dilation, groups, connections, flip,
-                padding_mode, fill_value, workspace, least):
+                padding_mode, fill_value, workspace, least, algorithm="auto"):
     x = _dask("x", x)
     w = as_array("w", w)
     bias = None if bias is None else as_array("bias", bias)
     d = kernel_axes(w.shape, None, fname)
     options = conv_options(d, stride=stride, padding=padding, dilation=dilation,
                            groups=groups, connections=connections, flip=flip,
-                           padding_mode=padding_mode, fill_value=fill_value)
+                           padding_mode=padding_mode, fill_value=fill_value,
+                           algorithm=algorithm)
     if workspace is not None:
         integer("workspace", workspace, 1)
     x, unbatched = batched(x, d)
@@ -264,7 +277,7 @@ def _conv_setup(fname, x, w, bias, stride, padding, dilation, groups, connection
     xp = xp.rechunk(merged)
     axes = tuple(_Axis(_edges(xp.chunks[2 + a]), st[a], extents[a], outs[a]) for a in range(d))
     opts = dict(stride=st, dilation=dl, groups=groups, connections=connections, flip=flip,
-                workspace=workspace)
+                workspace=workspace, algorithm=algorithm)
     return _ConvSetup(xp, sizes, chunks, w.astype(dtype),
                       None if bias is None else bias.astype(dtype), d, unbatched, dtype,
                       pads, padding_mode, axes, opts)
@@ -301,14 +314,15 @@ def _depth(ndim, halos, side):
 
 
 def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
-         flip=False, padding_mode="zeros", fill_value=0.0, workspace=None):
+         flip=False, padding_mode="zeros", fill_value=0.0, workspace=None, algorithm="auto"):
     """``vecconv.conv`` of a Dask array: eq. 1/12 of the derivation, block by block.
 
     Parameters
     ----------
     x : dask.array.Array or array_like, shape ``(N, C, *spatial)`` or ``(C, *spatial)``
         The input maps, chunked any way along the batch and spatial axes; the channels are
-        gathered into one chunk. A NumPy array is taken as one chunk.
+        gathered into one chunk. Another array is wrapped by ``dask.array.from_array``
+        with its automatic chunks.
     w : array_like, shape ``(Cout, C/groups, *kernel)``
         The kernels, in memory (NumPy); d = ``w.ndim - 2`` spatial axes.
     bias : array_like, shape (Cout,), optional
@@ -317,6 +331,9 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
         As for :func:`vecconv.conv`, which checks them before any graph is made.
     workspace : int, optional
         Byte budget of the column buffers of each block's call.
+    algorithm : {'auto', 'im2col', 'fft'}
+        The forward pass's algorithm in every block, as for :func:`vecconv.conv` ('auto':
+        each block's planner chooses).
 
     Returns
     -------
@@ -328,7 +345,7 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
         every input is float32.
     """
     s = _conv_setup("conv", x, w, bias, stride, padding, dilation, groups, connections, flip,
-                    padding_mode, fill_value, workspace, lambda st, e: e - 1)
+                    padding_mode, fill_value, workspace, lambda st, e: e - 1, algorithm)
     xp, nd = s.x, s.x.ndim
     chunks = (xp.chunks[0], (s.w.shape[0],)) + tuple(ax.out_chunks() for ax in s.axes)
     y = da.map_overlap(_conv_block, xp, depth=_depth(nd, [ax.halo("right") for ax in s.axes],
@@ -374,7 +391,7 @@ def _dx_block(dyb, w, channels, axes, opts, block_id=None):
 
 def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connections=None,
                   flip=False, padding_mode="zeros", fill_value=0.0, workspace=None,
-                  input_grad=True, weight_grad=True):
+                  input_grad=True, weight_grad=True, algorithm="auto"):
     """``vecconv.conv_backward`` of Dask arrays: dx (eq. 16-18), dw (eq. 12-13), db (eq. 10).
 
     Parameters
@@ -391,6 +408,9 @@ def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connec
         Byte budget of the column buffers of each block's call.
     input_grad, weight_grad : bool
         False skips dx, or dw and db, as :func:`vecconv.conv_backward` does.
+    algorithm : {'auto', 'im2col', 'fft'}
+        The forward pass's algorithm, as given to :func:`conv` (checked; the backward
+        passes are the GEMMs of eq. 12 and 16-18).
 
     Returns
     -------
@@ -404,7 +424,8 @@ def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connec
     flag("input_grad", input_grad)
     flag("weight_grad", weight_grad)
     s = _conv_setup("conv_backward", x, w, None, stride, padding, dilation, groups,
-                    connections, flip, padding_mode, fill_value, workspace, _least_backward)
+                    connections, flip, padding_mode, fill_value, workspace, _least_backward,
+                    algorithm)
     dy = _dask("dy", dy)
     if s.unbatched:
         dy = dy[None]
@@ -476,6 +497,9 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
         As for :func:`vecconv.conv_transpose`.
     workspace : int, optional
         Byte budget of the column buffers of each block's call.
+    algorithm : {'auto', 'im2col', 'fft'}
+        The forward pass's algorithm in every block, as for :func:`vecconv.conv` ('auto':
+        each block's planner chooses).
 
     Returns
     -------

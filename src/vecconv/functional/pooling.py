@@ -15,6 +15,7 @@ Each call takes the one path: keywords -> options (``_options.pool_options``) ->
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
@@ -187,10 +188,11 @@ def _backward_input(fname: str, dy: object, x_shape: Any,
 
 
 def _x_shape(x_or_x_shape):
-    """The shape from an array or a shape tuple (the backward passes need only that)."""
+    """The shape from an array or a shape tuple (the backward passes need only that). A
+    flat tuple or list of numbers is a shape (an x has 3 dimensions at least), and each
+    entry must then be an int."""
     if isinstance(x_or_x_shape, (tuple, list)) and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-            for v in x_or_x_shape):
+            isinstance(v, (numbers.Number, np.number)) for v in x_or_x_shape):
         for v in x_or_x_shape:
             integer("x_shape entry", v, 0)
         return tuple(int(v) for v in x_or_x_shape), None
