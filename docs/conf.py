@@ -38,6 +38,7 @@ extensions = [
     "numpydoc",
     "sphinx_gallery.gen_gallery",
     "sphinx-mathjax-offline",   # sets mathjax_path to a copy of MathJax inside _static
+    "myst_parser",              # the Markdown pages (engine, performance, reliability)
     "benchpage",                # docs/_ext/benchpage.py: the benchmark page's table and chart
 ]
 

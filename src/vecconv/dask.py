@@ -497,9 +497,6 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
         As for :func:`vecconv.conv_transpose`.
     workspace : int, optional
         Byte budget of the column buffers of each block's call.
-    algorithm : {'auto', 'im2col', 'fft'}
-        The forward pass's algorithm in every block, as for :func:`vecconv.conv` ('auto':
-        each block's planner chooses).
 
     Returns
     -------
