@@ -90,6 +90,16 @@ def layer_dtype(dtype: DTypeLike) -> np.dtype[Any]:
     return dt
 
 
+def check_gradient_shape(name: str, got: tuple[int, ...], want: tuple[int, ...],
+                         unbatched: bool, what: str) -> None:
+    """A gradient (dy) must have its pass's output shape; said in the caller's terms
+    (without the batch axis the call added to an unbatched input)."""
+    if tuple(got) != tuple(want):
+        show = (lambda s: tuple(s)[1:]) if unbatched else tuple
+        raise ValueError(f"{name} must have the output shape {show(want)} of {what}, got "
+                         f"{show(got)}")
+
+
 def check_ndim(name: str, shape: Sequence[int], ndim: int, layout: str) -> None:
     if len(shape) != ndim:
         raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(shape)}")

@@ -19,7 +19,7 @@ from .._options import conv_options
 from .._shapes import LAYOUTS, batched, kernel_axes
 from .._typing import Algorithm, ArrayInput, FloatArray, Gradients, Padding, PaddingMode, Size
 from .._typing import like as _like
-from .._validate import as_array, flag, float_dtype
+from .._validate import as_array, check_gradient_shape, flag, float_dtype
 from ._variants import named, sections
 
 __all__ = ["conv", "conv_backward", "conv1d", "conv1d_backward", "conv2d", "conv2d_backward",
@@ -54,10 +54,7 @@ def _backward(fixed, fname, dy, x, w, opts, workspace, input_grad=True, weight_g
         dy = dy[None]
     dtype = float_dtype(dy=dy, x=x, w=w)
     plan = _plan.plan_conv(x.shape, w.shape, None, dtype, options, workspace)
-    if dy.shape != plan.out_shape:
-        want = plan.out_shape[1:] if unbatched else plan.out_shape
-        raise ValueError(f"dy must have the output shape {want} of this convolution, "
-                         f"got {dy.shape[1:] if unbatched else dy.shape}")
+    check_gradient_shape("dy", dy.shape, plan.out_shape, unbatched, "this convolution")
     dx, dw, db = _run.conv_backward(dy, x, w, plan, need_dx, need_dw)
     if unbatched and dx is not None:
         dx = dx[0]

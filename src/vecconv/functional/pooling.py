@@ -27,7 +27,8 @@ from .._pool_plan import plan_pool
 from .._shapes import pool_axes, spatial_layout
 from .._typing import ArrayInput, FloatArray, IntArray, Shape, Size
 from .._typing import like as _like
-from .._validate import as_array, check_fits, flag, float_dtype, floats, integer, nbytes_of
+from .._validate import (as_array, check_fits, check_gradient_shape, flag, float_dtype, floats,
+                         integer, nbytes_of)
 
 __all__ = ["avg_pool", "avg_pool1d", "avg_pool2d", "avg_pool3d", "avg_pool_backward",
            "max_pool", "max_pool1d", "max_pool2d", "max_pool3d", "max_pool_backward"]
@@ -200,13 +201,6 @@ def _x_shape(x_or_x_shape):
     return x.shape, x
 
 
-def _check_dy(dy, plan, unbatched):
-    if dy.shape != plan.out_shape:
-        want = plan.out_shape[1:] if unbatched else plan.out_shape
-        raise ValueError(f"dy must have the pooling's output shape {want}, got "
-                         f"{dy.shape[1:] if unbatched else dy.shape}")
-
-
 def avg_pool_backward(dy: ArrayInput, x_or_x_shape: ArrayInput | Shape, *, kernel_size: Size,
                       stride: Size | None = None, padding: Size = 0, ceil_mode: bool = False,
                       count_include_pad: bool = True,
@@ -236,7 +230,7 @@ def avg_pool_backward(dy: ArrayInput, x_or_x_shape: ArrayInput | Shape, *, kerne
                            ceil_mode=ceil_mode, count_include_pad=count_include_pad,
                            divisor_override=divisor_override)
     plan = plan_pool(xb_shape, options)
-    _check_dy(dy, plan, unbatched)
+    check_gradient_shape("dy", dy.shape, plan.out_shape, unbatched, "this pooling")
     dtype = float_dtype(dy=dy)
     check_fits(nbytes_of(xb_shape, dtype), "this pooling's input gradient")
     dx = _run.pool_backward(floats(dtype, dy), plan, False, options.divisor)
@@ -272,7 +266,7 @@ def max_pool_backward(dy: ArrayInput, x: ArrayInput | Shape, *, kernel_size: Siz
     options = pool_options(d, kernel_size, stride=stride, padding=padding, dilation=dilation,
                            ceil_mode=ceil_mode)
     plan = plan_pool(xb_shape, options)
-    _check_dy(dy, plan, unbatched)
+    check_gradient_shape("dy", dy.shape, plan.out_shape, unbatched, "this pooling")
     dtype = float_dtype(dy=dy)
     check_fits(nbytes_of(xb_shape, dtype) + nbytes_of(plan.out_shape, np.int64),
                "this pooling's input gradient")

@@ -13,7 +13,8 @@ from .._options import conv_transpose_options
 from .._shapes import LAYOUTS, batched, kernel_axes
 from .._typing import ArrayInput, FloatArray, Gradients, Padding, Shape, Size
 from .._typing import like as _like
-from .._validate import as_array, check_ndim, flag, float_dtype
+from .._validate import (as_array, check_gradient_shape, check_ndim, flag,
+                         float_dtype)
 from ._variants import named, sections
 
 __all__ = ["conv_transpose", "conv_transpose_backward", "conv_transpose1d",
@@ -55,10 +56,8 @@ def _transposed_backward(fixed, fname, dy, x, w, opts, workspace, input_grad, we
         dy = dy[None]
     dtype = float_dtype(dy=dy, x=x, w=w)
     plan = _plan.plan_conv_transpose(x.shape, w.shape, dtype, options, workspace)
-    if dy.shape != plan.x_shape:
-        want = plan.x_shape[1:] if unbatched else plan.x_shape
-        raise ValueError(f"dy must have the output shape {want} of this transposed "
-                         f"convolution, got {dy.shape[1:] if unbatched else dy.shape}")
+    check_gradient_shape("dy", dy.shape, plan.x_shape, unbatched,
+                         "this transposed convolution")
     dx, dw, db = _run.transposed_backward(dy, x, w, plan, need_dx, need_dw)
     if unbatched and dx is not None:
         dx = dx[0]
