@@ -176,3 +176,18 @@ def test_algorithm_is_checked_by_name():
         vc.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), algorithm="winograd!")
     with pytest.raises(ValueError, match="algorithm must be one of"):
         vc.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), algorithm=None)
+
+
+def test_conv_plan_says_which_route_runs_and_checks_its_arguments():
+    info = vc.conv_plan((1, 1, 512, 512), (16, 1, 31, 31))
+    assert info["forward"] == "fft" and info["backward"] == "im2col"
+    assert info["out_shape"] == (1, 16, 482, 482) and info["fft_tile"] is not None
+    assert vc.conv_plan((1, 1, 512, 512), (16, 1, 31, 31), algorithm="im2col")["forward"] \
+        == "im2col"
+    assert vc.conv_plan((64, 8, 7, 7), (16, 8, 1, 1))["forward"] == "pointwise"
+    assert vc.conv_plan((64, 1, 32, 32), (6, 1, 5, 5))["forward"] == "staged"   # LeNet C1
+    assert vc.conv_plan((1, 28, 28), (6, 1, 5, 5))["out_shape"] == (1, 6, 24, 24)
+    with pytest.raises(TypeError, match="x_shape and w_shape must be tuples"):
+        vc.conv_plan(np.ones((1, 1, 5, 5)), (1, 1, 3, 3))
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        vc.conv_plan((1, 1, 5, 5), (1, 1, 3, 3), dtype=np.int32)

@@ -13,7 +13,7 @@ from ._config import (config, get_config, get_num_threads, get_workspace, set_co
 from ._runtime import runtime_info
 from .functional import (avg_pool, avg_pool1d, avg_pool2d, avg_pool3d, avg_pool_backward,
                          col2im, conv, conv1d, conv1d_backward, conv2d, conv2d_backward,
-                         conv3d, conv3d_backward, conv_backward, conv_transpose,
+                         conv3d, conv3d_backward, conv_backward, conv_plan, conv_transpose,
                          conv_transpose1d, conv_transpose1d_backward, conv_transpose2d,
                          conv_transpose2d_backward, conv_transpose3d,
                          conv_transpose3d_backward, conv_transpose_backward, im2col, max_pool,
@@ -35,6 +35,7 @@ def _installed_version() -> str:
 __version__ = _installed_version()
 
 __all__ = ["vec", "unvec", "patch_matrix", "im2col", "col2im", "conv", "conv_backward",
+           "conv_plan",
            "conv1d", "conv1d_backward", "conv2d", "conv2d_backward", "conv3d",
            "conv3d_backward", "conv_transpose", "conv_transpose_backward",
            "conv_transpose1d", "conv_transpose1d_backward", "conv_transpose2d",

@@ -17,13 +17,15 @@ from __future__ import annotations
 from .. import _plan, _run
 from .._options import conv_options
 from .._shapes import LAYOUTS, batched, kernel_axes
-from .._typing import Algorithm, ArrayInput, FloatArray, Gradients, Padding, PaddingMode, Size
+from .._typing import (Algorithm, ArrayInput, FloatArray, Gradients, Padding, PaddingMode,
+                       Shape, Size)
 from .._typing import like as _like
-from .._validate import as_array, check_gradient_shape, flag, float_dtype
+from .._validate import (as_array, check_gradient_shape, flag, float_dtype, integer,
+                         layer_dtype)
 from ._variants import named, sections
 
 __all__ = ["conv", "conv_backward", "conv1d", "conv1d_backward", "conv2d", "conv2d_backward",
-           "conv3d", "conv3d_backward"]
+           "conv3d", "conv3d_backward", "conv_plan"]
 
 
 def _forward(fixed, fname, x, w, bias, opts, workspace):
@@ -244,3 +246,55 @@ Examples
 >>> np.allclose(y[0, 0], scipy.signal.correlate2d(x[0, 0], k, 'valid'))
 True
 """
+
+
+def conv_plan(x_shape: Shape, w_shape: Shape, *, dtype: Any = "float32", stride: Size = 1,
+              padding: Padding = 0, dilation: Size = 1, groups: int = 1,
+              connections: ArrayInput | None = None, flip: bool = False,
+              padding_mode: PaddingMode = "zeros", fill_value: float = 0.0,
+              workspace: int | None = None, algorithm: Algorithm = "auto") -> dict[str, Any]:
+    """How ``conv`` and ``conv_backward`` would run on arrays of these shapes: the routes
+    the planner chooses, without computing anything.
+
+    Parameters
+    ----------
+    x_shape, w_shape : tuple of int
+        The shapes of x (batched, or unbatched) and w, as ``conv`` takes them.
+    dtype : dtype
+        The working dtype (float32 or float64).
+    stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace, algorithm
+        As for ``conv``.
+
+    Returns
+    -------
+    plan : dict
+        ``forward`` and ``backward``: the routes of the passes ('im2col', 'pointwise',
+        'staged', 'fft'; an image holding a NaN or inf, or beyond the FFT route's accuracy
+        reach, takes the backward route, or 'per-map' under a connection table);
+        ``out_shape``; ``workspace``: the budget the plan was cut for; ``fft_tile``: the
+        stride-1 outputs per FFT tile along each axis, or None.
+
+    Examples
+    --------
+    >>> import vecconv
+    >>> vecconv.conv_plan((1, 1, 512, 512), (16, 1, 31, 31))["forward"]
+    'fft'
+    >>> vecconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)["forward"]
+    'im2col'
+    """
+    if not isinstance(x_shape, (tuple, list)) or not isinstance(w_shape, (tuple, list)):
+        raise TypeError(f"x_shape and w_shape must be tuples of ints, got {x_shape!r} and "
+                        f"{w_shape!r}")
+    w_shape = tuple(integer("w_shape entry", v, 0) for v in w_shape)
+    x_shape = tuple(integer("x_shape entry", v, 0) for v in x_shape)
+    d = kernel_axes(w_shape, None, "conv_plan")
+    options = conv_options(d, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, connections=connections, flip=flip,
+                           padding_mode=padding_mode, fill_value=fill_value,
+                           algorithm=algorithm)
+    if len(x_shape) == d + 1:
+        x_shape = (1,) + x_shape
+    plan = _plan.plan_conv(x_shape, w_shape, None, layer_dtype(dtype), options, workspace)
+    return dict(forward=plan.route.value, backward=plan.backward_route.value,
+                out_shape=plan.out_shape, workspace=plan.workspace,
+                fft_tile=None if plan.fft_tiles is None else plan.fft_tiles[0])
