@@ -31,6 +31,7 @@ from . import _plan, _run, functional
 from ._options import conv_options, conv_transpose_options, pool_options
 from ._pool_plan import plan_pool
 from ._shapes import pool_axes
+from .matrix import down, up  # noqa: F401  (eq. 2 and 6, kept here under their old names)
 from ._validate import (as_array, check_fits, check_ndim, float_dtype, int_tuple, integer,
                         layer_dtype)
 from ._typing import ArrayInput, FloatArray, IntArray, Padding, PaddingMode, Shape, Size
@@ -644,48 +645,6 @@ class ConvTranspose3D(_ConvTranspose):
 
 
 # ----------------------------------------------------------------------------- pooling
-def down(x, n):
-    """Eq. 2's down(): the sum of every non-overlapping n x n area of (N, C, H, W) maps
-    (H and W divisible by n).
-
-    Parameters
-    ----------
-    x : array_like, shape (N, C, H, W)
-        The maps; H and W are divisible by n (a remainder is left out, as PyTorch's
-        pooling leaves it).
-    n : int
-        The side of the areas summed.
-
-    Returns
-    -------
-    ndarray, shape (N, C, H // n, W // n)
-        The window sums (``vecconv.avg_pool`` with ``divisor_override=1``).
-    """
-    return functional.avg_pool(x, 2 * (n,), divisor_override=1)
-
-
-def up(d, n):
-    """Eq. 6's up(): d (x) 1_{n x n}, the Kronecker product, every entry copied into an
-    n x n block. ``AvgPool``'s backward pass is beta times this for windows equal to the
-    stride (eq. 4-6).
-
-    Parameters
-    ----------
-    d : ndarray
-        The error maps; the last two axes are up-sampled (a batch (N, C, H, W) is kept
-        whole).
-    n : int
-        The side of the blocks.
-
-    Returns
-    -------
-    ndarray
-        ``numpy.kron(d, numpy.ones((n, n)))``: the last two axes n times longer, in d's
-        dtype.
-    """
-    return np.kron(d, np.ones((n, n), dtype=d.dtype))
-
-
 class _Pooling(Layer):
     """The pooling geometry of a layer: its options, checked at construction; the plan of
     the last forward pass, which its backward pass uses."""
