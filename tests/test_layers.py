@@ -7,6 +7,8 @@ import pytest
 
 import vecconv as vc
 import vecconv.nn as nn
+from vecconv.nn.conv import _ConvNd, _ConvTransposeNd
+from vecconv.nn.serialization import plain_json
 
 try:
     import torch
@@ -28,7 +30,7 @@ def _pairs(padding, d):
 def torch_layer(layer, h, p):
     """One vecconv layer as PyTorch operations on h, with the parameters p (torch leaf
     tensors, shared with the vecconv layer's values)."""
-    if isinstance(layer, nn._Conv):
+    if isinstance(layer, _ConvNd):
         d = layer.spatial
         w = p["w"]
         if layer.connections is not None:
@@ -45,7 +47,7 @@ def torch_layer(layer, h, p):
         conv = getattr(F, f"conv{d}d")
         return conv(h, w, p["b"], stride=layer.stride, dilation=layer.dilation,
                     groups=layer.groups)
-    if isinstance(layer, nn._ConvTranspose):
+    if isinstance(layer, _ConvTransposeNd):
         conv = getattr(F, f"conv_transpose{layer.spatial}d")
         return conv(h, p["w"], p["b"], stride=layer.stride, padding=layer.padding,
                     output_padding=layer.output_padding, groups=layer.groups,
@@ -257,8 +259,8 @@ def test_save_and_load_every_layer(tmp_path):
         path = net.save(tmp_path / "net")
         again = nn.load(path)
         assert [type(a) for a in again.layers] == [type(b) for b in net.layers]
-        assert ([nn._plain(a.config()) for a in again.layers]
-                == [nn._plain(b.config()) for b in net.layers])
+        assert ([plain_json(a.config()) for a in again.layers]
+                == [plain_json(b.config()) for b in net.layers])
         np.testing.assert_array_equal(again.forward(x), net.forward(x))
         for (n1, p1), (n2, p2) in zip(net.named_parameters(), again.named_parameters()):
             assert n1 == n2
@@ -331,7 +333,7 @@ def test_pooling_options_as_tuples_set_the_axes(rng):
     with pytest.warns(DeprecationWarning, match="kernel_size"):
         assert nn.MaxPool(size=3).kernel_size == 3
     with pytest.warns(DeprecationWarning, match="kernel_size"):
-        assert nn.AvgPool(1, size=3).kernel_size == [3, 3]
+        assert nn.AvgPool(1, size=3).kernel_size == (3, 3)
     assert "MaxPool 2 /(1, 2, 2)" in pool.describe() or "MaxPool 2 /[1, 2, 2]" in pool.describe()
 
 

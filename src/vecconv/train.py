@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from . import nn
-from ._validate import integer
+from ._validate import integer, layer_dtype
 from .data import load_digits
 
 __all__ = ["train", "shift_batch"]
@@ -52,7 +52,7 @@ def evaluate(net, x, y, loss_fn, batch_size=500):
 def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="float32",
           max_shift=2, train_size=None, out=None, json_path=None, progress=True, log=print):
     """Train LeNet-5 and return its metrics (a dict); see ``vecconv train --help``."""
-    dtype = nn.layer_dtype(dtype)
+    dtype = layer_dtype(dtype)
     for name, value, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                             ("seed", seed, 0), ("max_shift", max_shift, 0)):
         integer(name, value, lo)
