@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -12,7 +13,7 @@ from ..nn.activation import Activation, ActivationName
 from ..nn.container import Sequential
 from ..nn.conv import Conv2D
 from ..nn.linear import Dense, Flatten
-from ..nn.pooling import AvgPool, MaxPool
+from ..nn.pooling import MaxPool2D, Subsampling
 
 __all__ = ["lenet5", "lenet5_c3_table"]
 
@@ -37,12 +38,14 @@ def lenet5_c3_table() -> NDArray[np.bool_]:
 
 
 def lenet5(*, dtype: DTypeLike = np.float32, seed: int | None = 0,
-           activation: ActivationName = "lecun_tanh", pooling: Literal["avg", "max"] = "avg",
+           activation: ActivationName = "lecun_tanh",
+           pooling: Literal["subsampling", "max", "avg"] = "subsampling",
            num_classes: int = 10) -> Sequential:
     """LeCun et al. 1998's LeNet-5 on 32 x 32 inputs, as Xu's derivation uses it.
 
-    C1 6@28x28 (5x5) - S2 6@14x14 (AvgPool 2 with beta, b) - C3 16@10x10 (Table I, 60
-    kernels, 1516 parameters) - S4 16@5x5 - C5 120 (5x5 conv) - F6 84 - 10 outputs.
+    C1 6@28x28 (5x5) - S2 6@14x14 (``Subsampling`` 2x2: beta, b, eq. 2) - C3 16@10x10
+    (Table I, 60 kernels, 1516 parameters) - S4 16@5x5 - C5 120 (5x5 conv) - F6 84 -
+    10 outputs.
     Every layer up to F6 ends in the squashing function (LeCun's 1.7159 tanh(2x/3)).
     The output layer is linear (a softmax loss replaces the paper's RBF units).
     ``pooling='max'`` swaps S2/S4 for max pooling followed by the activation.
@@ -55,9 +58,10 @@ def lenet5(*, dtype: DTypeLike = np.float32, seed: int | None = 0,
         The seed of the initialisation's random source.
     activation : str
         The squashing function, a name in ``ACTIVATIONS``.
-    pooling : {'avg', 'max'}
-        S2 and S4: average pooling with trainable beta and b (eq. 2), or max pooling
-        (eq. 3) followed by the activation.
+    pooling : {'subsampling', 'max'}
+        S2 and S4: LeCun's trainable subsampling (``Subsampling``, eq. 2), or max pooling
+        (``MaxPool2D``, eq. 3) followed by the activation. 'avg', vecconv 0.1's name of
+        'subsampling', is deprecated.
     num_classes : int
         The number of outputs.
 
@@ -70,12 +74,18 @@ def lenet5(*, dtype: DTypeLike = np.float32, seed: int | None = 0,
     dtype = layer_dtype(dtype)
     rng = np.random.default_rng(seed)
 
+    kind: str = pooling
+    if kind == "avg":
+        warnings.warn("lenet5(pooling='avg') is now lenet5(pooling='subsampling') (LeCun's "
+                      "trainable layer, nn.Subsampling)", DeprecationWarning, stacklevel=2)
+        kind = "subsampling"
+    if kind not in ("subsampling", "max"):
+        raise ValueError(f"pooling must be 'subsampling' or 'max', got {pooling!r}")
+
     def pool(channels):
-        if pooling == "avg":
-            return [AvgPool(channels, 2, activation, dtype=dtype)]
-        if pooling == "max":
-            return [MaxPool(2), Activation(activation)]
-        raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
+        if kind == "subsampling":
+            return [Subsampling(channels, 2, activation, dtype=dtype)]
+        return [MaxPool2D(2), Activation(activation)]
 
     layers = [
         ("C1", Conv2D(1, 6, 5, dtype=dtype, rng=rng)), (None, Activation(activation)),

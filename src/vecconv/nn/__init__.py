@@ -27,11 +27,14 @@ from .linear import Dense, Flatten
 from .loss import SoftmaxCrossEntropy, SquaredError
 from .optim import SGD
 from .parameter import Layer, Parameter
-from .pooling import AvgPool, MaxPool
+from .pooling import (AvgPool, AvgPool1D, AvgPool2D, AvgPool3D, MaxPool, MaxPool1D, MaxPool2D,
+                      MaxPool3D, Subsampling)
 from .serialization import load, save
 from ..models.lenet5 import lenet5, lenet5_c3_table
 
 __all__ = ["Layer", "Parameter", "Conv1D", "Conv2D", "Conv3D", "ConvTranspose1D",
-           "ConvTranspose2D", "ConvTranspose3D", "AvgPool", "MaxPool", "Dense", "Flatten",
+           "ConvTranspose2D", "ConvTranspose3D", "MaxPool", "MaxPool1D", "MaxPool2D",
+           "MaxPool3D", "AvgPool", "AvgPool1D", "AvgPool2D", "AvgPool3D", "Subsampling",
+           "Dense", "Flatten",
            "Activation", "Sequential", "SquaredError", "SoftmaxCrossEntropy", "SGD", "lenet5",
            "lenet5_c3_table", "load", "save", "ACTIVATIONS", "ActivationName", "down", "up"]

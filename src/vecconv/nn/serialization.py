@@ -1,5 +1,12 @@
 """Saving and loading networks: the architecture as JSON and the parameters as arrays,
-in one .npz file."""
+in one .npz file.
+
+The architecture is the ``__spec__`` member: ``{"format": "vecconv.nn.Sequential",
+"version": 2, "layers": [{"type", "name", "config"}, ...]}``. vecconv 0.1 wrote a bare
+list of layers (version 1), where ``AvgPool`` was LeCun's trainable layer, now
+``Subsampling``; such files still load. Parameter ``k`` of layer ``i`` is the member
+``p{i}_{k}``.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +21,20 @@ from .activation import Activation
 from .container import Sequential
 from .conv import Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D
 from .linear import Dense, Flatten
-from .pooling import AvgPool, MaxPool
+from .pooling import (AvgPool, AvgPool1D, AvgPool2D, AvgPool3D, MaxPool, MaxPool1D, MaxPool2D,
+                      MaxPool3D, Subsampling)
 
 __all__ = ["save", "load"]
 
 #: the layer types a file may name, by the name it stores
-LAYER_TYPES = {c.__name__: c for c in (Conv1D, Conv2D, Conv3D, ConvTranspose1D,
-                                       ConvTranspose2D, ConvTranspose3D, AvgPool, MaxPool,
-                                       Dense, Flatten, Activation)}
+LAYER_TYPES = {c.__name__: c for c in (
+    Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D, MaxPool,
+    MaxPool1D, MaxPool2D, MaxPool3D, AvgPool, AvgPool1D, AvgPool2D, AvgPool3D, Subsampling,
+    Dense, Flatten, Activation)}
+#: the format this vecconv writes, and the versions it reads
+FORMAT, VERSION = "vecconv.nn.Sequential", 2
+#: vecconv 0.1's names (format version 1) that now mean another class
+_VERSION_1_TYPES = {"AvgPool": Subsampling}
 
 
 def plain_json(value: Any) -> Any:
@@ -60,8 +73,9 @@ def save(net: Sequential, path: str | os.PathLike[str]) -> str:
     path = _npz_path(path)
     arrays: dict[str, Any] = {f"p{i}_{k}": v for i, layer in enumerate(net.layers)
                               for k, v in layer.checked_params().items()}
-    spec = [dict(type=type(layer).__name__, name=layer.name,
-                 config=plain_json(layer.config())) for layer in net.layers]
+    spec = dict(format=FORMAT, version=VERSION,
+                layers=[dict(type=type(layer).__name__, name=layer.name,
+                             config=plain_json(layer.config())) for layer in net.layers])
     np.savez(path, __spec__=np.array(json.dumps(spec)), **arrays)
     return path
 
@@ -103,20 +117,21 @@ def load(path: str | os.PathLike[str]) -> Sequential:
             raise ValueError(f"{path} is an .npz but not a vecconv model: it has no __spec__")
         try:
             spec = json.loads(str(f["__spec__"]))
-            if not isinstance(spec, list) or not all(isinstance(i, dict) for i in spec):
-                raise ValueError("not a list of layers")
         except (ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: the model's __spec__ is not valid: {exc}") from None
+        version, items = _layer_items(path, spec)
+        types = dict(LAYER_TYPES, **_VERSION_1_TYPES) if version == 1 else LAYER_TYPES
         layers, expected = [], set()
-        for i, item in enumerate(spec):
+        for i, item in enumerate(items):
             kind = item.get("type")
-            if not isinstance(kind, str) or kind not in LAYER_TYPES:
+            if not isinstance(kind, str) or kind not in types:
                 raise ValueError(f"{path}: layer {i} has unknown type {kind!r}; known: "
-                                 f"{sorted(LAYER_TYPES)}")
+                                 f"{sorted(types)}")
             config = item.get("config", {})
             if not isinstance(config, dict):
                 raise ValueError(f"{path}: layer {i} ({kind}) has no valid config")
-            if kind in ("AvgPool", "MaxPool") and "size" in config and "kernel_size" not in config:
+            if version == 1 and kind in ("AvgPool", "MaxPool") and "size" in config \
+                    and "kernel_size" not in config:
                 config = dict(config)
                 config["kernel_size"] = config.pop("size")          # vecconv 0.1 files
             if {"seed", "rng"} & set(config):
@@ -127,7 +142,7 @@ def load(path: str | os.PathLike[str]) -> Sequential:
                 raise ValueError(f"{path}: layer {i} ({kind}) has a name that is not a "
                                  f"string: {name!r}")
             try:
-                layer = LAYER_TYPES[kind](**config)
+                layer = types[kind](**config)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
                                  f"{exc}") from None
@@ -148,3 +163,25 @@ def load(path: str | os.PathLike[str]) -> Sequential:
         if extra:
             raise ValueError(f"{path}: arrays that no layer has: {sorted(extra)}")
     return Sequential(layers)
+
+
+def _layer_items(path: str, spec: Any) -> tuple[int, list[dict[str, Any]]]:
+    """(format version, the layers' entries) of a parsed ``__spec__``."""
+    version: Any
+    items: Any
+    if isinstance(spec, list):                  # vecconv 0.1: a bare list of layers
+        version, items = 1, spec
+    elif isinstance(spec, dict) and spec.get("format") == FORMAT:
+        version, items = spec.get("version"), spec.get("layers")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 2:
+            raise ValueError(f"{path}: the model's __spec__ is not valid: version "
+                             f"{version!r}")
+        if version > VERSION:
+            raise ValueError(f"{path} was written by a newer vecconv (format version "
+                             f"{version}); this one reads versions 1 to {VERSION}")
+    else:
+        raise ValueError(f"{path}: the model's __spec__ is not valid: not a vecconv "
+                         f"network ({FORMAT!r}) nor a list of layers")
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ValueError(f"{path}: the model's __spec__ is not valid: not a list of layers")
+    return version, items
