@@ -127,11 +127,12 @@ class _ConvNd(_Sizes):
         self.padding_mode, self.fill_value, self.flip = padding_mode, options.fill_value, options.flip
         self._plans: dict[Any, Any] = {}
 
-    def _table_mask(self):
+    def _parameter_mask(self, name: str) -> NDArray[np.bool_] | None:
         """The ``w`` Parameter's mask of the configured table, (Cout, Cin, 1, ...), or None."""
         table = self._options.connections
-        return None if table is None else table.T.reshape(
-            (self.out_channels, self.in_channels) + (1,) * self.spatial)
+        if name != "w" or table is None:
+            return None
+        return table.T.reshape((self.out_channels, self.in_channels) + (1,) * self.spatial)
 
     def _init_parameters(self, rng):
         """LeCun's uniform kernels (variance 1/fan-in, the fan-in of each output map counted
@@ -143,7 +144,7 @@ class _ConvNd(_Sizes):
         cin_g = self.in_channels // self.groups
         w = np.stack([lecun_uniform(rng, (cin_g,) + self.kernel_size, max(int(f), 1) * taps,
                                     self.dtype) for f in fan_in])
-        mask = self._table_mask()
+        mask = self._parameter_mask("w")
         if mask is not None:
             w *= mask
         self.add_parameter("w", w, mask=mask)

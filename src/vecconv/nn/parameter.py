@@ -211,6 +211,34 @@ class Layer:
                        else np.broadcast_to(p.mask, p.data.shape).sum()
                        for p in self._parameters.values()))
 
+    @classmethod
+    def _blank(cls, config: dict[str, Any]) -> Layer:
+        """The layer of ``config`` with its options checked and no parameter values drawn
+        (``load`` sets them once the file's arrays are checked): through ``_configure``
+        when the class has one (the built-in layers), else its constructor."""
+        configure = getattr(cls, "_configure", None)
+        if configure is None:
+            return cls(**config)
+        layer = cls.__new__(cls)
+        Layer.__init__(layer)
+        configure(layer, **config)
+        return layer
+
+    def _parameter_mask(self, name: str) -> NDArray[np.bool_] | None:
+        """The mask of parameter ``name`` that the configuration implies (None: all
+        entries exist)."""
+        return None
+
+    def _restore(self, arrays: dict[str, NDArray[Any]]) -> None:
+        """Set the parameters to ``arrays`` (checked by the caller), registering those
+        the layer does not have yet."""
+        for name, a in arrays.items():
+            p = self._parameters.get(name)
+            if p is None:
+                self.add_parameter(name, a, mask=self._parameter_mask(name))
+            else:
+                p.data = a
+
     def _check_input(self, x: object, ndim: int, layout: str,
                      channels: int | None = None) -> NDArray[Any]:
         x = real_array("x", x)

@@ -11,23 +11,29 @@ list of layers (version 1), where ``AvgPool`` was LeCun's trainable layer, now
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
-from typing import Any
+import zlib
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.lib import format as npformat
+
+from .._validate import check_fits
 
 from .activation import Activation
 from .container import Sequential
 from .conv import Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D
 from .linear import Dense, Flatten
+from .parameter import Layer
 from .pooling import (AvgPool, AvgPool1D, AvgPool2D, AvgPool3D, MaxPool, MaxPool1D, MaxPool2D,
                       MaxPool3D, Subsampling)
 
 __all__ = ["save", "load"]
 
 #: the layer types a file may name, by the name it stores
-LAYER_TYPES = {c.__name__: c for c in (
+LAYER_TYPES: dict[str, type[Layer]] = {c.__name__: c for c in (
     Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D, MaxPool,
     MaxPool1D, MaxPool2D, MaxPool3D, AvgPool, AvgPool1D, AvgPool2D, AvgPool3D, Subsampling,
     Dense, Flatten, Activation)}
@@ -83,11 +89,15 @@ def save(net: Sequential, path: str | os.PathLike[str]) -> str:
 def load(path: str | os.PathLike[str]) -> Sequential:
     """Rebuild a network saved by ``Sequential.save``; it predicts the same outputs.
 
-    Everything in the file is checked before it is used: it must be a vecconv model
-    (an .npz holding ``__spec__``), every layer type and configuration must be valid, and
-    the parameter arrays must be exactly the ones the configuration implies (no missing
-    or extra arrays; each of the layer's shape and dtype). A path without ``.npz`` is
-    read with the suffix added when only that file exists (as ``save`` writes it).
+    Everything in the file is checked before it is used, and before anything large is
+    allocated: it must be a vecconv model (an .npz holding ``__spec__``); every layer
+    type and configuration must be valid; and the parameter arrays must be exactly the
+    ones the configurations imply (no missing or extra arrays, each of its layer's shape
+    and float dtype, in either byte order). The arrays' headers are compared with the
+    configuration before any array is read, and no layer draws initial weights. A path
+    without ``.npz`` is read with the suffix added when only that file exists (as
+    ``save`` writes it). Every problem with the file is a ValueError naming the file
+    (and the member, for a member's problem).
 
     Parameters
     ----------
@@ -102,67 +112,180 @@ def load(path: str | os.PathLike[str]) -> Sequential:
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(_npz_path(path)):
         path = _npz_path(path)
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, (FileNotFoundError, IsADirectoryError)):
-            raise
-        raise ValueError(f"{path} is not a vecconv model (an .npz saved by "
-                         f"Sequential.save): {exc}") from None
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single array (.npy), not a vecconv model (an .npz "
-                         "saved by Sequential.save)")
-    with f:
-        if "__spec__" not in f.files:
+    with _open(path) as archive:
+        members = _members(path, archive)
+        if "__spec__" not in members:
             raise ValueError(f"{path} is an .npz but not a vecconv model: it has no __spec__")
+        text = _read_member(path, archive, members["__spec__"], "__spec__", None)
         try:
-            spec = json.loads(str(f["__spec__"]))
+            spec = json.loads(str(text[()]))
         except (ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: the model's __spec__ is not valid: {exc}") from None
         version, items = _layer_items(path, spec)
         types = dict(LAYER_TYPES, **_VERSION_1_TYPES) if version == 1 else LAYER_TYPES
-        layers, expected = [], set()
+        # every layer configured and every header checked before any array is read
+        layers, wanted = [], []
         for i, item in enumerate(items):
-            kind = item.get("type")
-            if not isinstance(kind, str) or kind not in types:
-                raise ValueError(f"{path}: layer {i} has unknown type {kind!r}; known: "
-                                 f"{sorted(types)}")
-            config = item.get("config", {})
-            if not isinstance(config, dict):
-                raise ValueError(f"{path}: layer {i} ({kind}) has no valid config")
-            if version == 1 and kind in ("AvgPool", "MaxPool") and "size" in config \
-                    and "kernel_size" not in config:
-                config = dict(config)
-                config["kernel_size"] = config.pop("size")          # vecconv 0.1 files
-            if {"seed", "rng"} & set(config):
-                raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
-                                 "a saved layer carries no random source")
-            name = item.get("name")
-            if name is not None and not isinstance(name, str):
-                raise ValueError(f"{path}: layer {i} ({kind}) has a name that is not a "
-                                 f"string: {name!r}")
-            try:
-                layer = types[kind](**config)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
-                                 f"{exc}") from None
-            layer.name = name
+            layer = _configured(path, i, item, version, types)
+            kind = type(layer).__name__
+            stored = {}
             for k, shape in layer.param_shapes().items():
                 key = f"p{i}_{k}"
-                expected.add(key)
-                if key not in f.files:
-                    raise ValueError(f"{path}: parameter {key!r} of layer {i} ({kind}) is missing")
-                a = f[key]
-                if a.shape != tuple(shape) or a.dtype != layer.dtype:
-                    raise ValueError(f"{path}: parameter {key!r} of layer {i} ({kind}) must be "
-                                     f"{layer.dtype.name} of shape {tuple(shape)}, got "
-                                     f"{a.dtype.name} of shape {a.shape}")
-                layer.params[k] = np.array(a, order="C")
+                what = f"parameter {key!r} of layer {i} ({kind})"
+                if key not in members:
+                    raise ValueError(f"{path}: {what} is missing")
+                stored[k] = (key, what, _Expected(tuple(shape), layer.dtype))
+                _read_member(path, archive, members[key], what, stored[k][2], header_only=True)
             layers.append(layer)
-        extra = set(f.files) - expected - {"__spec__"}
+            wanted.append(stored)
+        expected = {key for stored in wanted for key, _, _ in stored.values()}
+        extra = set(members) - expected - {"__spec__"}
         if extra:
             raise ValueError(f"{path}: arrays that no layer has: {sorted(extra)}")
+        check_fits(sum(e.nbytes for stored in wanted for _, _, e in stored.values()),
+                   f"the parameters stored in {path}")
+        for layer, stored in zip(layers, wanted):
+            layer._restore({k: _read_member(path, archive, members[key], what, e)
+                            for k, (key, what, e) in stored.items()})
     return Sequential(layers)
+
+
+def _configured(path: str, i: int, item: dict[str, Any], version: int,
+                types: dict[str, type[Layer]]) -> Layer:
+    """Layer i of a file, its configuration checked, its parameters not yet made."""
+    kind = item.get("type")
+    if not isinstance(kind, str) or kind not in types:
+        raise ValueError(f"{path}: layer {i} has unknown type {kind!r}; known: "
+                         f"{sorted(types)}")
+    config = item.get("config", {})
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: layer {i} ({kind}) has no valid config")
+    if version == 1 and kind in ("AvgPool", "MaxPool") and "size" in config \
+            and "kernel_size" not in config:
+        config = dict(config)
+        config["kernel_size"] = config.pop("size")          # vecconv 0.1 files
+    if {"seed", "rng"} & set(config):
+        raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
+                         "a saved layer carries no random source")
+    name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"{path}: layer {i} ({kind}) has a name that is not a "
+                         f"string: {name!r}")
+    try:
+        layer = types[kind]._blank(config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
+                         f"{exc}") from None
+    layer.name = name
+    return layer
+
+
+# ----------------------------------------------------------------------------- members
+class _Expected(NamedTuple):
+    """What a parameter's array must be: its shape, and a float dtype of its itemsize
+    (either byte order; None: float32 or float64)."""
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any] | None
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * (8 if self.dtype is None else self.dtype.itemsize)
+
+
+#: what reading a damaged member may raise (zip, zlib and .npy header errors)
+_READ_ERRORS = (ValueError, TypeError, OSError, EOFError, SyntaxError, RecursionError,
+                zipfile.BadZipFile, zlib.error)
+
+
+def _open(path: str) -> zipfile.ZipFile:
+    """The .npz archive at ``path``; a ValueError when it is no zip archive (a FileNotFoundError
+    or IsADirectoryError when there is no file)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(npformat.MAGIC_PREFIX))
+        if magic == npformat.MAGIC_PREFIX:
+            raise ValueError(f"{path} holds a single array (.npy), not a vecconv model (an "
+                             ".npz saved by Sequential.save)")
+        return zipfile.ZipFile(path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path} is not a vecconv model (an .npz saved by "
+                         f"Sequential.save): {exc}") from None
+
+
+def _members(path: str, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """{name without .npy: entry} of the archive; a name twice is refused."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if key in members:
+            raise ValueError(f"{path}: member {key!r} is stored twice")
+        members[key] = info
+    return members
+
+
+def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str,
+                 expected: _Expected | None, header_only: bool = False) -> np.ndarray:
+    """The array of one member, its .npy header read and checked first: against
+    ``expected`` (a parameter), or as a 0-d string (``__spec__``). A copy in native byte
+    order and C order; with ``header_only``, an empty array once the header passed."""
+    try:
+        with archive.open(info) as fh:
+            version = npformat.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = npformat.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = npformat.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"its .npy format version {version} is not one NumPy writes "
+                                 "for numbers")
+            shape = tuple(shape)
+            problem = _header_problem(shape, dtype, expected)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if problem is None and fh.tell() + nbytes != info.file_size:
+                problem = (f"holds {info.file_size - fh.tell()} bytes of data where its "
+                           f"header declares {nbytes}")
+            if problem is not None:
+                raise _Refused(problem)
+            if header_only:
+                return np.empty(0)
+            a = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+            view = memoryview(a.reshape(-1, order="A")).cast("B")  # type: ignore[arg-type]
+            done = 0
+            while done < nbytes:
+                got = fh.readinto(view[done:])  # type: ignore[attr-defined]
+                if not got:
+                    raise ValueError(f"its data ends after {done} of {nbytes} bytes")
+                done += got
+            fh.read()                     # to the end: the archive checks the CRC there
+    except _Refused as exc:
+        raise ValueError(f"{path}: member {info.filename!r}, {what}, {exc}") from None
+    except _READ_ERRORS as exc:
+        raise ValueError(f"{path}: member {info.filename!r}, {what}, cannot be read: "
+                         f"{exc}") from None
+    return a.astype(dtype.newbyteorder("="), order="C", copy=False)
+
+
+class _Refused(Exception):
+    """A member that was read but is not what the configuration implies."""
+
+
+def _header_problem(shape: tuple[int, ...], dtype: np.dtype[Any],
+                    expected: _Expected | None) -> str | None:
+    """What is wrong with a member whose .npy header declares ``shape`` and ``dtype``."""
+    if expected is None:                                       # __spec__: one JSON string
+        if dtype.kind != "U" or shape != ():
+            return f"must be a 0-d unicode string, got {dtype} of shape {shape}"
+        return None
+    ok = dtype.kind == "f" and dtype.names is None and dtype.subdtype is None and (
+        dtype.itemsize in (4, 8) if expected.dtype is None
+        else dtype.itemsize == expected.dtype.itemsize)
+    if shape == expected.shape and ok:
+        return None
+    want = "float32 or float64" if expected.dtype is None else expected.dtype.name
+    got = dtype.name if dtype.kind == "f" and dtype.subdtype is None else str(dtype)
+    return f"must be {want} of shape {expected.shape}, got {got} of shape {shape}"
 
 
 def _layer_items(path: str, spec: Any) -> tuple[int, list[dict[str, Any]]]:
