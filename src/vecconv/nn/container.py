@@ -113,7 +113,10 @@ class Sequential:
         """Architecture (JSON) and parameters in one .npz file; returns the path written.
 
         A path without the ``.npz`` suffix gets it (as ``numpy.savez`` does), and ``load``
-        finds the file by the same path.
+        finds the file by the same path. A layer class of your own is saved by its name,
+        ``config()`` and ``param_shapes()``; ``load(path, layers=[YourLayer])`` rebuilds
+        it. A layer that could not be rebuilt that way is refused here, before anything
+        is written.
 
         Parameters
         ----------

@@ -84,8 +84,11 @@ class Layer:
     needs no error, which saves the product of eq. 16-18).
 
     A layer of your own subclasses this, registers its arrays with ``add_parameter`` and
-    implements ``forward`` and ``backward``; ``config()`` and ``param_shapes()`` let
-    ``Sequential.save`` and ``load`` store and rebuild it.
+    implements ``forward`` and ``backward``. To save and load it, also define
+    ``config()`` (its constructor's keyword arguments) and ``param_shapes()`` (the shape
+    of each parameter, as its configuration implies): ``Sequential.save`` stores it under
+    its class name, and ``vecconv.nn.load(path, layers=[YourLayer])`` rebuilds it
+    (``load`` builds only the classes it is given, never one named by a file alone).
     """
 
     #: a short label for summaries (LeNet-5's C1, S2, ...)
@@ -159,11 +162,20 @@ class Layer:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """{name: shape} of every parameter this layer's configuration implies.
 
+        A layer with parameters must define it (the base class knows none): ``save``,
+        ``load`` and ``checked_params`` compare the arrays against it.
+
         Returns
         -------
         dict of str to tuple of int
             Empty for a layer without parameters.
         """
+        if self._parameters:
+            raise NotImplementedError(
+                f"{type(self).__name__} has parameters {sorted(self._parameters)} but does "
+                "not define param_shapes(): define it to return {name: shape} as the "
+                "layer's configuration implies, so that its parameters can be checked, "
+                "saved and loaded")
         return {}
 
     def checked_params(self) -> MutableMapping[str, NDArray[Any]]:

@@ -10,17 +10,19 @@ list of layers (version 1), where ``AvgPool`` was LeCun's trainable layer, now
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import zipfile
 import zlib
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib import format as npformat
 
-from .._validate import check_fits
+from .._validate import check_fits, integer, layer_dtype
 
 from .activation import Activation
 from .container import Sequential
@@ -77,16 +79,48 @@ def save(net: Sequential, path: str | os.PathLike[str]) -> str:
         The path written (with ``.npz``).
     """
     path = _npz_path(path)
-    arrays: dict[str, Any] = {f"p{i}_{k}": v for i, layer in enumerate(net.layers)
-                              for k, v in layer.checked_params().items()}
-    spec = dict(format=FORMAT, version=VERSION,
-                layers=[dict(type=type(layer).__name__, name=layer.name,
-                             config=plain_json(layer.config())) for layer in net.layers])
+    arrays: dict[str, Any] = {}
+    items = []
+    for i, layer in enumerate(net.layers):
+        config = _savable(i, layer)
+        arrays.update({f"p{i}_{k}": v for k, v in layer.checked_params().items()})
+        items.append(dict(type=type(layer).__name__, name=layer.name, config=config))
+    spec = dict(format=FORMAT, version=VERSION, layers=items)
     np.savez(path, __spec__=np.array(json.dumps(spec)), **arrays)
     return path
 
 
-def load(path: str | os.PathLike[str]) -> Sequential:
+def _savable(i: int, layer: Layer) -> dict[str, Any]:
+    """Layer i's configuration as JSON, once it is sure that ``load`` can rebuild the
+    layer from it: the class name is its own (not a built-in layer's), ``config()`` fits
+    its constructor, and ``param_shapes()`` is defined when it has parameters."""
+    cls = type(layer)
+    kind = cls.__name__
+    builtin = LAYER_TYPES.get(kind)
+    if builtin is not None and builtin is not cls:
+        raise ValueError(f"layer {i} is a {cls.__module__}.{cls.__qualname__}, which has the "
+                         f"name of the built-in vecconv.nn.{kind}: a file names layers by "
+                         "their class, so give your class a name of its own")
+    try:
+        layer.param_shapes()
+    except NotImplementedError as exc:
+        raise TypeError(f"layer {i} ({kind}) cannot be saved: {exc}") from None
+    config = layer.config()
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise TypeError(f"layer {i} ({kind}): config() must return a dict of keyword "
+                        f"arguments, got {config!r}")
+    if builtin is None:
+        try:
+            inspect.signature(cls).bind(**config)
+        except TypeError as exc:
+            raise TypeError(f"layer {i} ({kind}) cannot be saved: {kind}(**config()) would "
+                            f"fail ({exc}); define config() to return the keyword arguments "
+                            "that rebuild the layer") from None
+    return plain_json(config)
+
+
+def load(path: str | os.PathLike[str], *,
+         layers: Iterable[type[Layer]] | Mapping[str, type[Layer]] = ()) -> Sequential:
     """Rebuild a network saved by ``Sequential.save``; it predicts the same outputs.
 
     Everything in the file is checked before it is used, and before anything large is
@@ -99,16 +133,26 @@ def load(path: str | os.PathLike[str]) -> Sequential:
     ``save`` writes it). Every problem with the file is a ValueError naming the file
     (and the member, for a member's problem).
 
+    A file names each layer by its class; ``load`` builds the built-in layers of
+    ``vecconv.nn`` and the classes given in ``layers``, and nothing else: no name read
+    from a file is imported or called. A layer class of your own is rebuilt as
+    ``cls(**config)`` from its ``config()``, then given the stored arrays its
+    ``param_shapes()`` asks for (of its ``dtype``, when it has one).
+
     Parameters
     ----------
     path : str or os.PathLike
         A file written by ``Sequential.save``.
+    layers : iterable of Layer subclasses, or a mapping of name to subclass
+        Your own layer classes the file may name (by ``cls.__name__``, or by the
+        mapping's keys).
 
     Returns
     -------
     Sequential
         The network, its layers configured and their parameters set as saved.
     """
+    custom = _layer_classes(layers)
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(_npz_path(path)):
         path = _npz_path(path)
@@ -122,21 +166,23 @@ def load(path: str | os.PathLike[str]) -> Sequential:
         except (ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: the model's __spec__ is not valid: {exc}") from None
         version, items = _layer_items(path, spec)
-        types = dict(LAYER_TYPES, **_VERSION_1_TYPES) if version == 1 else LAYER_TYPES
+        types = dict(LAYER_TYPES, **_VERSION_1_TYPES) if version == 1 else dict(LAYER_TYPES)
+        types.update(custom)
         # every layer configured and every header checked before any array is read
-        layers, wanted = [], []
+        built: list[Layer] = []
+        wanted: list[dict[str, Any]] = []
         for i, item in enumerate(items):
-            layer = _configured(path, i, item, version, types)
+            layer = _configured(path, i, item, version, types, custom)
             kind = type(layer).__name__
             stored = {}
-            for k, shape in layer.param_shapes().items():
+            for k, shape in _param_shapes(path, i, layer).items():
                 key = f"p{i}_{k}"
                 what = f"parameter {key!r} of layer {i} ({kind})"
                 if key not in members:
                     raise ValueError(f"{path}: {what} is missing")
-                stored[k] = (key, what, _Expected(tuple(shape), layer.dtype))
+                stored[k] = (key, what, _Expected(shape, _float_dtype(layer)))
                 _read_member(path, archive, members[key], what, stored[k][2], header_only=True)
-            layers.append(layer)
+            built.append(layer)
             wanted.append(stored)
         expected = {key for stored in wanted for key, _, _ in stored.values()}
         extra = set(members) - expected - {"__spec__"}
@@ -144,19 +190,76 @@ def load(path: str | os.PathLike[str]) -> Sequential:
             raise ValueError(f"{path}: arrays that no layer has: {sorted(extra)}")
         check_fits(sum(e.nbytes for stored in wanted for _, _, e in stored.values()),
                    f"the parameters stored in {path}")
-        for layer, stored in zip(layers, wanted):
+        for layer, stored in zip(built, wanted):
             layer._restore({k: _read_member(path, archive, members[key], what, e)
                             for k, (key, what, e) in stored.items()})
-    return Sequential(layers)
+    return Sequential(built)
+
+
+def _layer_classes(layers: object) -> dict[str, type[Layer]]:
+    """load's ``layers``: {name: class}, each a Layer subclass not named as a built-in."""
+    if isinstance(layers, Mapping):
+        pairs = list(layers.items())
+    elif isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise TypeError(f"layers must be Layer subclasses (a list, or a dict by name), got "
+                        f"{type(layers).__name__}")
+    else:
+        pairs = [(getattr(c, "__name__", None), c) for c in layers]
+    custom: dict[str, type[Layer]] = {}
+    for name, cls in pairs:
+        if not (isinstance(cls, type) and issubclass(cls, Layer)):
+            raise TypeError(f"layers must be subclasses of vecconv.nn.Layer, got {cls!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"layers: the name of {cls!r} must be a str, got {name!r}")
+        if name in LAYER_TYPES and LAYER_TYPES[name] is not cls:
+            raise ValueError(f"layers: {cls.__qualname__} is given the name {name!r} of a "
+                             "built-in vecconv.nn layer; rename it")
+        custom[name] = cls
+    return custom
+
+
+def _param_shapes(path: str, i: int, layer: Layer) -> dict[str, tuple[int, ...]]:
+    """Layer i's ``param_shapes()``, checked: names and shapes of non-negative ints."""
+    kind = type(layer).__name__
+    try:
+        shapes = layer.param_shapes()
+    except NotImplementedError as exc:
+        raise TypeError(f"{path}: layer {i} ({kind}) cannot be loaded: {exc}") from None
+    if not isinstance(shapes, dict):
+        raise TypeError(f"{path}: layer {i} ({kind}): param_shapes() must return a dict "
+                        f"{{name: shape}}, got {type(shapes).__name__}")
+    out = {}
+    for k, shape in shapes.items():
+        try:
+            if not isinstance(k, str):
+                raise TypeError("a name that is not a str")
+            out[k] = tuple(integer("shape entry", n, 0) for n in shape)
+        except TypeError as exc:
+            raise TypeError(f"{path}: layer {i} ({kind}): param_shapes() must return "
+                            f"{{name: tuple of ints}}, got {k!r}: {shape!r} ({exc})") from None
+    return out
+
+
+def _float_dtype(layer: Layer) -> np.dtype[Any] | None:
+    """The dtype a layer's stored arrays must have: its float32/float64 ``dtype``, or
+    None (either) for a layer of your own without one."""
+    dtype = getattr(layer, "dtype", None)
+    try:
+        return None if dtype is None else layer_dtype(dtype)
+    except TypeError:
+        return None
 
 
 def _configured(path: str, i: int, item: dict[str, Any], version: int,
-                types: dict[str, type[Layer]]) -> Layer:
-    """Layer i of a file, its configuration checked, its parameters not yet made."""
+                types: dict[str, type[Layer]], custom: dict[str, type[Layer]]) -> Layer:
+    """Layer i of a file, its configuration checked; a built-in layer's parameters not
+    yet made, one of yours built by its constructor."""
     kind = item.get("type")
     if not isinstance(kind, str) or kind not in types:
+        hint = ("; a class of your own is loaded with load(path, layers=[YourLayer])"
+                if isinstance(kind, str) else "")
         raise ValueError(f"{path}: layer {i} has unknown type {kind!r}; known: "
-                         f"{sorted(types)}")
+                         f"{sorted(types)}{hint}")
     config = item.get("config", {})
     if not isinstance(config, dict):
         raise ValueError(f"{path}: layer {i} ({kind}) has no valid config")
@@ -171,8 +274,9 @@ def _configured(path: str, i: int, item: dict[str, Any], version: int,
     if name is not None and not isinstance(name, str):
         raise ValueError(f"{path}: layer {i} ({kind}) has a name that is not a "
                          f"string: {name!r}")
+    cls = types[kind]
     try:
-        layer = types[kind]._blank(config)
+        layer = cls(**config) if kind in custom else cls._blank(config)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: layer {i} ({kind}) has an invalid config: "
                          f"{exc}") from None
