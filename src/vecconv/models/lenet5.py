@@ -69,7 +69,8 @@ def lenet5(*, dtype: DTypeLike = np.float32, seed: int | None = 0,
     -------
     Sequential
         The network, its layers labelled C1, S2, C3, S4, C5, F6 and out (60,850
-        parameters with the defaults).
+        parameters with the defaults), its ``input_shape`` (1, 32, 32): 28 x 28 MNIST
+        digits are padded by 2 on each side, as in the paper.
     """
     dtype = layer_dtype(dtype)
     rng = np.random.default_rng(seed)
@@ -100,4 +101,4 @@ def lenet5(*, dtype: DTypeLike = np.float32, seed: int | None = 0,
     ]
     for label, layer in layers:
         layer.name = label
-    return Sequential([layer for _, layer in layers])
+    return Sequential([layer for _, layer in layers], input_shape=(1, 32, 32))

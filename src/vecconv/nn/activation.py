@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._typing import ArrayInput, FloatArray
+from .._validate import float_dtype
 from .parameter import Layer, real_array
 
 __all__ = ["ACTIVATIONS", "ActivationName", "Activation"]
@@ -58,17 +59,20 @@ class Activation(Layer):
         self.function = function
 
     def forward(self, x: ArrayInput) -> FloatArray:
-        self._z = real_array("x", x)
+        z = real_array("x", x)
+        # the functions' dtype rule: float32 stays float32, float16 computes in float32,
+        # integers and bools in float64 (NumPy would give float16 for int8 and bool)
+        self._z = np.asarray(z, dtype=float_dtype(x=z))
         self._a = self._f(self._z)
         return self._a
 
     def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         z = self._forward_state("_z")
-        delta = real_array("delta", delta)
-        if delta.shape != z.shape:
+        d = real_array("delta", delta)
+        if d.shape != z.shape:
             raise ValueError(f"Activation backward expects delta of shape {z.shape}, got "
-                             f"{delta.shape}")
-        return delta * self._df(z, self._a) if input_grad else None
+                             f"{d.shape}")
+        return np.asarray(d, dtype=z.dtype) * self._df(z, self._a) if input_grad else None
 
     def config(self) -> dict[str, Any]:
         return dict(function=self.function)

@@ -99,11 +99,12 @@ class Flatten(Layer):
 
     def backward(self, delta: ArrayInput, input_grad: bool = True) -> FloatArray | None:
         shape = self._forward_state("_shape")
-        delta = as_array("delta", delta)
-        if delta.size != math.prod(shape):
-            raise ValueError(f"Flatten backward expects delta of {math.prod(shape)} entries "
-                             f"(input shape {shape}), got shape {delta.shape}")
-        return delta.reshape(shape) if input_grad else None
+        d = as_array("delta", delta)
+        out = (shape[0], math.prod(shape[1:]))
+        if d.shape != out:            # one image's error must not become another's
+            raise ValueError(f"Flatten backward expects delta of shape {out} (the output "
+                             f"for input of shape {shape}), got shape {d.shape}")
+        return d.reshape(shape) if input_grad else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (input_shape[0], math.prod(input_shape[1:]))

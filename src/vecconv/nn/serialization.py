@@ -2,7 +2,7 @@
 in one .npz file.
 
 The architecture is the ``__spec__`` member: ``{"format": "vecconv.nn.Sequential",
-"version": 2, "layers": [{"type", "name", "config"}, ...]}``. vecconv 0.1 wrote a bare
+"version": 2, "layers": [{"type", "name", "config"}, ...], "input_shape"}``. vecconv 0.1 wrote a bare
 list of layers (version 1), where ``AvgPool`` was LeCun's trainable layer, now
 ``Subsampling``; such files still load. Parameter ``k`` of layer ``i`` is the member
 ``p{i}_{k}``.
@@ -85,7 +85,8 @@ def save(net: Sequential, path: str | os.PathLike[str]) -> str:
         config = _savable(i, layer)
         arrays.update({f"p{i}_{k}": v for k, v in layer.checked_params().items()})
         items.append(dict(type=type(layer).__name__, name=layer.name, config=config))
-    spec = dict(format=FORMAT, version=VERSION, layers=items)
+    spec = dict(format=FORMAT, version=VERSION, layers=items,
+                input_shape=None if net.input_shape is None else list(net.input_shape))
     np.savez(path, __spec__=np.array(json.dumps(spec)), **arrays)
     return path
 
@@ -166,6 +167,7 @@ def load(path: str | os.PathLike[str], *,
         except (ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: the model's __spec__ is not valid: {exc}") from None
         version, items = _layer_items(path, spec)
+        input_shape = spec.get("input_shape") if version > 1 else None
         types = dict(LAYER_TYPES, **_VERSION_1_TYPES) if version == 1 else dict(LAYER_TYPES)
         types.update(custom)
         # every layer configured and every header checked before any array is read
@@ -193,7 +195,10 @@ def load(path: str | os.PathLike[str], *,
         for layer, stored in zip(built, wanted):
             layer._restore({k: _read_member(path, archive, members[key], what, e)
                             for k, (key, what, e) in stored.items()})
-    return Sequential(built)
+    try:
+        return Sequential(built, input_shape=input_shape)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: the model's __spec__ is not valid: {exc}") from None
 
 
 def _layer_classes(layers: object) -> dict[str, type[Layer]]:
