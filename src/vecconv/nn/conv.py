@@ -44,7 +44,7 @@ class _Sizes(Layer):
     """The sizes every convolution layer checks and keeps: channels, window, groups (which
     must divide both channel counts) and dtype."""
 
-    #: the number of spatial axes (1, 2 or 3), fixed by each subclass
+    # the number of spatial axes (1, 2 or 3), fixed by each subclass
     spatial: ClassVar[int] = 2
     in_channels: int
     out_channels: int

@@ -14,6 +14,7 @@ Each layer validates its options once, at construction, into the core's records
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any, ClassVar
@@ -41,7 +42,7 @@ class _PoolNd(Layer):
     given, else every number: an int option fits 1, 2 and 3 axes, a record for each); the
     plan of the last forward pass, which its backward pass uses."""
 
-    #: the number of spatial axes, fixed by the 1D/2D/3D subclasses; None: any
+    # the number of spatial axes, fixed by the 1D/2D/3D subclasses; None: any
     spatial: ClassVar[int | None] = None
 
     def _configure_pool(self, kernel_size, stride, padding, dilation, ceil_mode, **extra):
@@ -102,8 +103,8 @@ _OPTIONS = """kernel_size : int or d ints
     {extra}ceil_mode : bool
         Round the output size up: keep a last, partial window that starts inside the
         input or in the padding before it (PyTorch's rule)."""
-_ANY_D = ("An int pools every spatial axis of the input, whatever their number (1, 2 "
-          "or 3); tuples fix the number by their length.")
+_ANY_D = ("An int pools every spatial axis of the input, whatever their\n"
+          "        number (1, 2 or 3); tuples fix the number by their length.")
 _MAX_EXTRA = "dilation : int or d ints\n        The step between a window's taps.\n    "
 _AVG_EXTRA = ("count_include_pad : bool\n        Whether the padding counts in the divisor "
               "(the part of a ``ceil_mode`` window\n        past the padding never does).\n"
@@ -273,6 +274,10 @@ class AvgPool(_PoolNd):
                     divisor_override=self.divisor_override)
 
 
+# the signature users (and help(), and the API pages) see is __init__'s, not __new__'s
+AvgPool.__signature__ = inspect.signature(AvgPool.__init__).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(AvgPool.__init__).parameters.values())[1:])
+
 MaxPool.__doc__ = MaxPool.__doc__.format(  # type: ignore[union-attr]
     layout=_batch_layout(None), options=_options_doc(None, "-inf", _MAX_EXTRA))
 AvgPool.__doc__ = AvgPool.__doc__.format(  # type: ignore[union-attr]
@@ -285,44 +290,46 @@ _FIXED_DOC = """{base} over {d} spatial axe{s}: input {layout} (PyTorch's ``{bas
 
     Parameters
     ----------
-    {options}
+    {options}{size}
     """
+_SIZE_DOC = ("\n    size : int, optional\n        Deprecated name of ``kernel_size`` "
+             "(vecconv 0.1).")
 
 
 class MaxPool1D(MaxPool):
     spatial = 1
     __doc__ = _FIXED_DOC.format(base="MaxPool", d=1, s="", layout=_batch_layout(1),
-                                options=_options_doc(1, "-inf", _MAX_EXTRA))
+                                options=_options_doc(1, "-inf", _MAX_EXTRA), size=_SIZE_DOC)
 
 
 class MaxPool2D(MaxPool):
     spatial = 2
     __doc__ = _FIXED_DOC.format(base="MaxPool", d=2, s="s", layout=_batch_layout(2),
-                                options=_options_doc(2, "-inf", _MAX_EXTRA))
+                                options=_options_doc(2, "-inf", _MAX_EXTRA), size=_SIZE_DOC)
 
 
 class MaxPool3D(MaxPool):
     spatial = 3
     __doc__ = _FIXED_DOC.format(base="MaxPool", d=3, s="s", layout=_batch_layout(3),
-                                options=_options_doc(3, "-inf", _MAX_EXTRA))
+                                options=_options_doc(3, "-inf", _MAX_EXTRA), size=_SIZE_DOC)
 
 
 class AvgPool1D(AvgPool):
     spatial = 1
     __doc__ = _FIXED_DOC.format(base="AvgPool", d=1, s="", layout=_batch_layout(1),
-                                options=_options_doc(1, "zeros", _AVG_EXTRA))
+                                options=_options_doc(1, "zeros", _AVG_EXTRA), size="")
 
 
 class AvgPool2D(AvgPool):
     spatial = 2
     __doc__ = _FIXED_DOC.format(base="AvgPool", d=2, s="s", layout=_batch_layout(2),
-                                options=_options_doc(2, "zeros", _AVG_EXTRA))
+                                options=_options_doc(2, "zeros", _AVG_EXTRA), size="")
 
 
 class AvgPool3D(AvgPool):
     spatial = 3
     __doc__ = _FIXED_DOC.format(base="AvgPool", d=3, s="s", layout=_batch_layout(3),
-                                options=_options_doc(3, "zeros", _AVG_EXTRA))
+                                options=_options_doc(3, "zeros", _AVG_EXTRA), size="")
 
 
 # ----------------------------------------------------------------------------- LeCun
