@@ -20,7 +20,7 @@ from .._options import ConvOptions, conv_options, conv_transpose_options
 from .._shapes import LAYOUTS
 from .._typing import ArrayInput, FloatArray, Padding, PaddingMode, Size
 from .._validate import check_fits, check_ndim, int_tuple, integer, layer_dtype
-from .parameter import Layer, lecun_uniform, real_array
+from .parameter import Layer, lecun_uniform, plain, real_array
 
 __all__ = ["Conv1D", "Conv2D", "Conv3D", "ConvTranspose1D", "ConvTranspose2D",
            "ConvTranspose3D"]
@@ -28,16 +28,6 @@ __all__ = ["Conv1D", "Conv2D", "Conv3D", "ConvTranspose1D", "ConvTranspose2D",
 #: plans a layer keeps (a network sees a training batch, its last partial batch, and
 #: the evaluation batches)
 _PLANS_KEPT = 4
-
-
-def plain(value: Any) -> Any:
-    """An option as given, in Python's own types: tuples for sequences, int, float and
-    bool for NumPy scalars (what ``config()`` reports and a file stores)."""
-    if isinstance(value, (tuple, list)):
-        return tuple(plain(v) for v in value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 class _Sizes(Layer):

@@ -343,3 +343,13 @@ def lecun_uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int,
     """Uniform with variance 1/fan_in (LeCun et al., 'Efficient BackProp')."""
     a = math.sqrt(3.0 / fan_in)
     return rng.uniform(-a, a, size=shape).astype(dtype)
+
+
+def plain(value: Any) -> Any:
+    """An option as given, in Python's own types: tuples for sequences, int, float and
+    bool for NumPy scalars (what a layer's ``config()`` reports and a file stores)."""
+    if isinstance(value, (tuple, list)):
+        return tuple(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -29,8 +29,7 @@ from .._shapes import LAYOUTS
 from .._typing import ArrayInput, FloatArray, Size
 from .._validate import float_dtype, floats, integer, layer_dtype, nbytes_of
 from .activation import ActivationName, activation_pair
-from .conv import plain
-from .parameter import Layer, real_array
+from .parameter import Layer, plain, real_array
 
 __all__ = ["MaxPool", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool", "AvgPool1D",
            "AvgPool2D", "AvgPool3D", "Subsampling"]
