@@ -126,3 +126,30 @@ def test_huge_dilations_and_paddings_on_one_axis_construct(rng):
     assert pairs.output_shape((1, 1, 4)) == (1, 1, 303)
     t = nn.ConvTranspose2D(1, 1, 3, dilation=(1, 30000), padding=(0, 300))
     assert t.output_shape((1, 1, 2, 2)) == (1, 1, 4, 60002 - 600)
+
+
+def test_training_plans_each_shape_once_and_reuses_the_weight(monkeypatch, rng):
+    """LeNet-5's speed rests on two caches: a conv layer plans once per input shape, and
+    its effective weight made in forward serves backward."""
+    from vecconv import _plan, _run
+    calls = {"plan": 0, "weight": 0}
+    plan_conv, effective_weight = _plan.plan_conv, _run.effective_weight
+
+    def counted_plan(*args, **kwargs):
+        calls["plan"] += 1
+        return plan_conv(*args, **kwargs)
+
+    def counted_weight(*args, **kwargs):
+        calls["weight"] += 1
+        return effective_weight(*args, **kwargs)
+    monkeypatch.setattr(_plan, "plan_conv", counted_plan)
+    monkeypatch.setattr(_run, "effective_weight", counted_weight)
+    net = nn.lenet5(dtype=np.float32, seed=0)
+    opt = nn.SGD(net, lr=0.01)
+    for step in range(3):
+        x = rng.standard_normal((4 if step < 2 else 3, 1, 32, 32)).astype(np.float32)
+        _, delta = nn.SoftmaxCrossEntropy()(net.forward(x), np.arange(len(x)))
+        net.backward(delta)
+        opt.step()
+    net.summary()                                   # arithmetic only: no plan
+    assert calls == {"plan": 3 * 2, "weight": 3 * 3}   # 3 conv layers, 2 shapes; 3 forwards
