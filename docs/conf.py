@@ -42,7 +42,7 @@ extensions = [
     "benchpage",                # docs/_ext/benchpage.py: the benchmark page's table and chart
 ]
 
-exclude_patterns = ["_build", "_generated", "README.md", "tests", "examples"]
+exclude_patterns = ["_build", "_generated", "README.md", "tests", "examples", "guide"]
 templates_path = ["_templates"]
 html_static_path = ["_static"]
 html_css_files = ["vecconv.css"]
@@ -68,8 +68,8 @@ numpydoc_validation_exclude = {
 
 # ----------------------------------------------------------------------------- examples
 sphinx_gallery_conf = {
-    "examples_dirs": ["examples"],
-    "gallery_dirs": ["tutorial"],
+    "examples_dirs": ["examples", "guide"],
+    "gallery_dirs": ["tutorial", "user_guide"],
     "filename_pattern": r"/plot_",     # run every plot_*.py: the executed docs are a test
     "abort_on_example_error": True,
     "only_warn_on_example_error": False,

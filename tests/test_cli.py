@@ -59,3 +59,33 @@ def test_progress_into_a_log_file_is_a_line_per_epoch(tmp_path):
     lines = out.read_text().splitlines()
     assert [ln.split(":")[0] for ln in lines if ln.startswith("epoch")] == ["epoch  1", "epoch  2"]
     assert len(lines) <= 4
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("argv, name", [(["--out", "/proc/x"], "--out"),
+                                        (["--out", "/proc/self/x/y"], "--out"),
+                                        (["--json", "/proc/x.json"], "--json")])
+def test_outputs_that_cannot_be_written_stop_before_training(monkeypatch, capsys, argv, name):
+    """/proc passes every permission check for root, yet takes no new entry: the paths
+    are tried by writing, before the data is even loaded."""
+    import vecconv.train
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started")
+    monkeypatch.setattr(vecconv.train, "load_digits", never)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--no-progress"] + argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and name in err and "cannot write" in err, err
+    with pytest.raises(ValueError, match="out '/proc/x'"):
+        vecconv.train.train(out="/proc/x")
+
+
+def test_checking_the_outputs_leaves_nothing_behind(tmp_path):
+    from vecconv.train import check_outputs
+    check_outputs(tmp_path / "a" / "b" / "c", tmp_path / "m.json")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "keep.json").write_text("{}")
+    check_outputs(tmp_path, tmp_path / "keep.json")
+    assert (tmp_path / "keep.json").read_text() == "{}"

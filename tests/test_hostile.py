@@ -27,7 +27,7 @@ def _layers(dtype=np.float32):
         "Conv2D-table": (nn.Conv2D(3, 4, 3, connections=rng_.random((3, 4)) < 0.5, dtype=dtype,
                                    seed=0), (2, 3, 8, 8)),
         "Dense": (nn.Dense(5, 3, dtype=dtype, seed=0), (2, 5)),
-        "AvgPool": (nn.AvgPool(3, 2, dtype=dtype), (2, 3, 4, 4)),
+        "Subsampling": (nn.Subsampling(3, 2, dtype=dtype), (2, 3, 4, 4)),
     }
 
 
@@ -101,7 +101,7 @@ def test_layers_refuse_a_dtype_the_engine_cannot_run(dtype):
     if np.dtype(np.longdouble) == np.dtype(np.float64) and dtype is np.longdouble:
         pytest.skip("long double is double here")
     for make in (lambda: nn.Conv2D(1, 2, 3, dtype=dtype), lambda: nn.Dense(2, 2, dtype=dtype),
-                 lambda: nn.AvgPool(2, dtype=dtype), lambda: nn.lenet5(dtype=dtype)):
+                 lambda: nn.Subsampling(2, dtype=dtype), lambda: nn.lenet5(dtype=dtype)):
         with pytest.raises(TypeError, match="dtype"):
             make()
 

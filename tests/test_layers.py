@@ -7,6 +7,8 @@ import pytest
 
 import vecconv as vc
 import vecconv.nn as nn
+from vecconv.nn.conv import _ConvNd, _ConvTransposeNd
+from vecconv.nn.serialization import plain_json
 
 try:
     import torch
@@ -28,7 +30,7 @@ def _pairs(padding, d):
 def torch_layer(layer, h, p):
     """One vecconv layer as PyTorch operations on h, with the parameters p (torch leaf
     tensors, shared with the vecconv layer's values)."""
-    if isinstance(layer, nn._Conv):
+    if isinstance(layer, _ConvNd):
         d = layer.spatial
         w = p["w"]
         if layer.connections is not None:
@@ -45,7 +47,7 @@ def torch_layer(layer, h, p):
         conv = getattr(F, f"conv{d}d")
         return conv(h, w, p["b"], stride=layer.stride, dilation=layer.dilation,
                     groups=layer.groups)
-    if isinstance(layer, nn._ConvTranspose):
+    if isinstance(layer, _ConvTransposeNd):
         conv = getattr(F, f"conv_transpose{layer.spatial}d")
         return conv(h, p["w"], p["b"], stride=layer.stride, padding=layer.padding,
                     output_padding=layer.output_padding, groups=layer.groups,
@@ -55,6 +57,12 @@ def torch_layer(layer, h, p):
         return getattr(F, f"max_pool{d}d")(h, layer.kernel_size, layer.stride, layer.padding,
                                            layer.dilation, ceil_mode=layer.ceil_mode)
     if isinstance(layer, nn.AvgPool):
+        d = h.dim() - 2
+        extra = {} if d == 1 else {"divisor_override": layer.divisor_override}
+        return getattr(F, f"avg_pool{d}d")(h, layer.kernel_size, layer.stride, layer.padding,
+                                           ceil_mode=layer.ceil_mode,
+                                           count_include_pad=layer.count_include_pad, **extra)
+    if isinstance(layer, nn.Subsampling):
         d = h.dim() - 2
         k = layer.kernel_size
         if d == 1:       # torch's avg_pool1d has no divisor_override: pool a 1 x n window
@@ -95,12 +103,13 @@ def net_1d(dtype):
     return nn.Sequential([
         nn.Conv1D(2, 4, 3, padding=2, padding_mode="reflect", dtype=dtype, rng=rng),
         nn.Activation("tanh"),
-        nn.AvgPool(4, (3,), "lecun_tanh", stride=2, padding=1, ceil_mode=True, dtype=dtype),
+        nn.Subsampling(4, (3,), "lecun_tanh", stride=2, padding=1, ceil_mode=True, dtype=dtype),
         nn.Conv1D(4, 6, 3, groups=2, dilation=2, padding=((1, 3),), padding_mode="circular",
                   flip=True, dtype=dtype, rng=rng),
         nn.MaxPool(3, stride=2, padding=1, ceil_mode=True),
         nn.ConvTranspose1D(6, 3, 3, stride=2, padding=1, output_padding=1, dtype=dtype, rng=rng),
         nn.Activation("relu"),
+        nn.AvgPool1D(3, stride=1, padding=1, count_include_pad=False),
         nn.Flatten(),
         nn.Dense(3 * 14, 5, dtype=dtype, rng=rng),
     ])
@@ -113,9 +122,10 @@ def net_3d(dtype):
         nn.Conv3D(2, 4, (2, 3, 3), padding=(0, 1, 1), padding_mode="replicate",
                   connections=table, dtype=dtype, rng=rng),
         nn.Activation("lecun_tanh"),
-        nn.MaxPool((2, 2, 2), stride=(1, 2, 2), dilation=(2, 1, 1)),
+        nn.MaxPool3D(2, stride=(1, 2, 2), dilation=(2, 1, 1)),
         nn.ConvTranspose3D(4, 4, 2, stride=(1, 2, 2), groups=2, dtype=dtype, rng=rng),
-        nn.AvgPool(4, (2, 2, 2), "sigmoid", dtype=dtype),
+        nn.Subsampling(4, (2, 2, 2), "sigmoid", dtype=dtype),
+        nn.AvgPool((1, 3, 3), stride=1, padding=(0, 1, 1), divisor_override=4),
         nn.Conv3D(4, 3, 2, stride=1, dilation=(1, 1, 2), padding=1, dtype=dtype, rng=rng),
         nn.Activation("tanh"),
         nn.Flatten(),
@@ -245,7 +255,8 @@ def test_a_layer_of_your_own_trains_in_a_network(rng):
 
 def test_backward_before_forward_is_a_clear_error():
     for layer in (nn.Conv1D(1, 1, 2), nn.ConvTranspose2D(1, 1, 2), nn.MaxPool(2),
-                  nn.AvgPool(1, 2), nn.Dense(2, 2), nn.Flatten(), nn.Activation()):
+                  nn.Subsampling(1, 2), nn.AvgPool(2), nn.Dense(2, 2), nn.Flatten(),
+                  nn.Activation()):
         with pytest.raises(RuntimeError, match="forward pass first"):
             layer.backward(np.zeros((1, 1, 2, 2)))
 
@@ -257,8 +268,8 @@ def test_save_and_load_every_layer(tmp_path):
         path = net.save(tmp_path / "net")
         again = nn.load(path)
         assert [type(a) for a in again.layers] == [type(b) for b in net.layers]
-        assert ([nn._plain(a.config()) for a in again.layers]
-                == [nn._plain(b.config()) for b in net.layers])
+        assert ([plain_json(a.config()) for a in again.layers]
+                == [plain_json(b.config()) for b in net.layers])
         np.testing.assert_array_equal(again.forward(x), net.forward(x))
         for (n1, p1), (n2, p2) in zip(net.named_parameters(), again.named_parameters()):
             assert n1 == n2
@@ -277,13 +288,14 @@ def test_files_of_vecconv_0_1_pooling_layers_load(tmp_path):
     np.savez(path, __spec__=np.array(json.dumps(spec)), p1_beta=np.array([0.25]),
              p1_b=np.array([0.0]))
     net = nn.load(path)
+    assert [type(layer) for layer in net.layers] == [nn.MaxPool, nn.Subsampling]
     y = net.forward(np.arange(16.0).reshape(1, 1, 4, 4))
     # the max of each 2x2 area is [[5, 7], [13, 15]]; their sum times beta = 0.25
     np.testing.assert_allclose(y, [[[[40 * 0.25]]]])
 
 
-def test_avgpool_backward_is_eq_6_for_windows_equal_to_the_stride(rng):
-    pool = nn.AvgPool(3, 2, "tanh", dtype=np.float64)
+def test_subsampling_backward_is_eq_6_for_windows_equal_to_the_stride(rng):
+    pool = nn.Subsampling(3, 2, "tanh", dtype=np.float64)
     pool.params["beta"][:] = rng.standard_normal(3)
     x = rng.standard_normal((2, 3, 6, 8))
     z = pool.params["beta"][None, :, None, None] * nn.down(x, 2) + pool.params["b"][None, :, None, None]
@@ -297,7 +309,7 @@ def test_avgpool_backward_is_eq_6_for_windows_equal_to_the_stride(rng):
 
 def test_layers_are_callable_and_plans_survive_a_summary(rng):
     """forward -> summary (which plans other shapes) -> backward uses the forward's plan."""
-    for pooling in ("avg", "max"):
+    for pooling in ("subsampling", "max"):
         net = nn.lenet5(dtype=np.float64, seed=0, pooling=pooling)
         x = rng.standard_normal((4, 1, 32, 32))
         np.testing.assert_array_equal(net.layers[0](x), net.layers[0].forward(x))
@@ -311,13 +323,13 @@ def test_layers_are_callable_and_plans_survive_a_summary(rng):
 
 
 @pytest.mark.parametrize("spatial", [1, 2, 3])
-def test_avgpool_starts_as_the_average_of_its_window(spatial):
-    pool = nn.AvgPool(2, 2, "identity", spatial=spatial, dtype=np.float64)
+def test_subsampling_starts_as_the_average_of_its_window(spatial):
+    pool = nn.Subsampling(2, 2, "identity", spatial=spatial, dtype=np.float64)
     x = np.ones((1, 2) + (4,) * spatial)
     np.testing.assert_array_equal(pool.forward(x), 1.0)
-    tup = nn.AvgPool(2, (2,) * spatial, "identity", dtype=np.float64)
+    tup = nn.Subsampling(2, (2,) * spatial, "identity", dtype=np.float64)
     np.testing.assert_array_equal(tup.params["beta"], pool.params["beta"])
-    with pytest.raises(ValueError, match="AvgPool expects input"):
+    with pytest.raises(ValueError, match="Subsampling expects input"):
         pool.forward(np.ones((1, 2) + (4,) * (spatial % 3 + 1)))
 
 
@@ -331,7 +343,8 @@ def test_pooling_options_as_tuples_set_the_axes(rng):
     with pytest.warns(DeprecationWarning, match="kernel_size"):
         assert nn.MaxPool(size=3).kernel_size == 3
     with pytest.warns(DeprecationWarning, match="kernel_size"):
-        assert nn.AvgPool(1, size=3).kernel_size == [3, 3]
+        old = nn.AvgPool(1, size=3)        # vecconv 0.1's form: LeCun's layer, renamed
+    assert isinstance(old, nn.Subsampling) and old.kernel_size == (3, 3)
     assert "MaxPool 2 /(1, 2, 2)" in pool.describe() or "MaxPool 2 /[1, 2, 2]" in pool.describe()
 
 
@@ -353,11 +366,14 @@ def test_hostile_inputs_to_layers_are_named(rng):
     with pytest.raises(ValueError, match="at least 1 entry"):
         nn.MaxPool(2, padding=1).forward(np.ones((1, 1, 0, 4)))
     with pytest.raises(ValueError, match="at least 1 entry"):
-        nn.AvgPool(1, 2, padding=1).forward(np.ones((1, 1, 0, 4)))
+        nn.Subsampling(1, 2, padding=1).forward(np.ones((1, 1, 0, 4)))
+    with pytest.raises(ValueError, match="at least 1 entry"):
+        nn.AvgPool(2, padding=1).forward(np.ones((1, 1, 0, 4)))
     assert nn.Flatten().forward(np.zeros((0, 3, 2, 2))).shape == (0, 12)
     assert nn.lenet5().forward(np.zeros((0, 1, 32, 32), np.float32)).shape == (0, 10)
     for layer, shape in ((nn.Conv2D(2, 2, 3), (1, 2, 5, 5)), (nn.Dense(3, 2), (2, 3)),
-                         (nn.AvgPool(2, 2), (1, 2, 4, 4)), (nn.MaxPool(2), (1, 2, 4, 4)),
+                         (nn.Subsampling(2, 2), (1, 2, 4, 4)), (nn.AvgPool(2), (1, 2, 4, 4)),
+                         (nn.MaxPool(2), (1, 2, 4, 4)),
                          (nn.ConvTranspose2D(2, 2, 2), (1, 2, 3, 3)), (nn.Activation(), (2, 3))):
         with pytest.raises(TypeError, match="x must be a real"):
             layer.forward(np.ones(shape, complex))

@@ -38,8 +38,8 @@ def layer_grad_errors(layer, x, rng):
     (lambda: nn.Conv2D(3, 4, (3, 2), padding=1, dtype=np.float64, seed=1), (2, 3, 6, 5)),
     (lambda: nn.Conv2D(6, 16, 5, connections=nn.lenet5_c3_table(), dtype=np.float64, seed=1), (2, 6, 7, 7)),
     (lambda: nn.Conv2D(2, 3, 3, stride=2, flip=True, padding=1, dtype=np.float64, seed=1), (2, 2, 7, 6)),
-    (lambda: nn.AvgPool(3, 2, "lecun_tanh", dtype=np.float64), (2, 3, 6, 4)),
-    (lambda: nn.AvgPool(2, 3, "sigmoid", dtype=np.float64), (2, 2, 6, 9)),
+    (lambda: nn.Subsampling(3, 2, "lecun_tanh", dtype=np.float64), (2, 3, 6, 4)),
+    (lambda: nn.Subsampling(2, 3, "sigmoid", dtype=np.float64), (2, 2, 6, 9)),
     (lambda: nn.MaxPool(2), (2, 3, 6, 4)),
     # the layers beyond LeNet-5: every new kind and option, float64
     (lambda: nn.Conv1D(3, 4, 3, stride=2, padding=2, dilation=2, dtype=np.float64, seed=1), (2, 3, 11)),
@@ -60,9 +60,17 @@ def layer_grad_errors(layer, x, rng):
     (lambda: nn.MaxPool((2, 3), stride=1, dilation=(2, 1)), (2, 2, 6, 7)),
     (lambda: nn.MaxPool(2, stride=1), (2, 3, 7)),                       # 1-D, overlapping
     (lambda: nn.MaxPool((2, 2, 2)), (1, 2, 4, 4, 6)),                   # 3-D
-    (lambda: nn.AvgPool(3, 3, "lecun_tanh", stride=2, padding=1, ceil_mode=True, dtype=np.float64), (2, 3, 8, 7)),
-    (lambda: nn.AvgPool(2, (3,), "tanh", stride=1, dtype=np.float64), (2, 2, 9)),
-    (lambda: nn.AvgPool(2, (2, 2, 3), "identity", padding=(1, 0, 1), dtype=np.float64), (1, 2, 4, 5, 6)),
+    (lambda: nn.Subsampling(3, 3, "lecun_tanh", stride=2, padding=1, ceil_mode=True, dtype=np.float64), (2, 3, 8, 7)),
+    (lambda: nn.Subsampling(2, (3,), "tanh", stride=1, dtype=np.float64), (2, 2, 9)),
+    (lambda: nn.Subsampling(2, (2, 2, 3), "identity", padding=(1, 0, 1), dtype=np.float64), (1, 2, 4, 5, 6)),
+    # PyTorch's parameter-free pooling, N-d and with the axes fixed
+    (lambda: nn.AvgPool(2), (2, 3, 6, 4)),
+    (lambda: nn.AvgPool(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False), (2, 3, 8, 7)),
+    (lambda: nn.AvgPool1D(3, stride=1, padding=1, divisor_override=2), (2, 2, 9)),
+    (lambda: nn.AvgPool3D((2, 2, 3), padding=(1, 0, 1)), (1, 2, 4, 5, 6)),
+    (lambda: nn.MaxPool2D(3, stride=2, padding=1, ceil_mode=True), (2, 3, 7, 6)),
+    (lambda: nn.MaxPool1D(2, stride=1), (2, 3, 7)),
+    (lambda: nn.MaxPool3D(2, dilation=(1, 2, 1)), (1, 2, 4, 6, 4)),
     (lambda: nn.Dense(7, 5, dtype=np.float64, seed=1), (4, 7)),
     (lambda: nn.Flatten(), (2, 3, 2, 2)),
     (lambda: nn.Activation("sigmoid"), (3, 4)),
@@ -132,9 +140,9 @@ def test_parameter_counts():
     assert "60,850" in net.summary()
 
 
-def test_avgpool_hand_computed():
+def test_subsampling_hand_computed():
     """eq. 2 with beta=2, b=1, identity f; backward eq. 6 (Kronecker upsampling), 20, 21."""
-    pool = nn.AvgPool(1, 2, "identity", dtype=np.float64)
+    pool = nn.Subsampling(1, 2, "identity", dtype=np.float64)
     pool.params["beta"][:] = 2.0
     pool.params["b"][:] = 1.0
     x = np.arange(16.0).reshape(1, 1, 4, 4)
@@ -194,8 +202,8 @@ def test_layers_validate_input_shapes():
         nn.Conv2D(3, 4, 3).forward(np.zeros((1, 2, 8, 8), np.float32))
     with pytest.raises(ValueError, match="4-D"):
         nn.Conv2D(3, 4, 3).forward(np.zeros((3, 8, 8), np.float32))
-    with pytest.raises(ValueError, match="AvgPool expects input"):
-        nn.AvgPool(2, 2).forward(np.zeros((1, 1, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="Subsampling expects input"):
+        nn.Subsampling(2, 2).forward(np.zeros((1, 1, 5, 4), np.float32))
     with pytest.raises(ValueError, match="does not fit"):
         nn.MaxPool(5).forward(np.zeros((1, 1, 4, 3)))
     with pytest.raises(ValueError, match="needs a batch"):
@@ -203,7 +211,9 @@ def test_layers_validate_input_shapes():
     with pytest.raises(ValueError, match="at most half the window"):
         nn.MaxPool(2, padding=2)
     with pytest.raises(ValueError, match="stride must be >= 1"):
-        nn.AvgPool(3, 2, stride=0)
+        nn.Subsampling(3, 2, stride=0)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        nn.AvgPool(3, stride=0)
     with pytest.raises(ValueError, match="groups=2 must divide"):
         nn.Conv1D(3, 4, 3, groups=2)
     with pytest.raises(ValueError, match="padding_mode"):
@@ -281,7 +291,7 @@ def torch_lenet5(net, torch):
                     w = w * torch.tensor(layer.connections.T.astype(float))[:, :, None, None]
                 h = F.conv2d(h, w, params[names[i + 1]])
                 i += 2
-            elif isinstance(layer, nn.AvgPool):
+            elif isinstance(layer, nn.Subsampling):
                 s = F.avg_pool2d(h, layer.kernel_size, divisor_override=1)
                 z = params[names[i]][None, :, None, None] * s + params[names[i + 1]][None, :, None, None]
                 h = 1.7159 * torch.tanh(z * (2 / 3))

@@ -437,7 +437,7 @@ def test_a_layer_follows_the_thread_setting_after_its_first_call(big_grain):
     x = np.random.default_rng(0).standard_normal((1, 16, 48, 48))
     with vc.threads(1):
         ref = layer.forward(x)
-    plan = layer._plan(x.shape)
+    plan = layer._plan_for(x.shape)
     with vc.threads(1):
         assert plan.threads() == 1
     with vc.threads(3):

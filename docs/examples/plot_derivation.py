@@ -340,14 +340,16 @@ print("C3 output", c3_out.shape)
 #    \frac{\partial E}{\partial \beta_j} = \sum_{p,q} [\boldsymbol\delta_j]_{p,q}
 #    \,[\mathrm{down}(\mathbf{x}_j^{l-1})]_{p,q}.
 #
-# ``vecconv.nn.AvgPool`` is this layer; ``vecconv.nn.down`` is :math:`\mathrm{down}`.
+# ``vecconv.nn.Subsampling`` is this layer (LeCun's S2 and S4); ``vecconv.matrix.down`` is
+# :math:`\mathrm{down}`. (``vecconv.nn.AvgPool`` is PyTorch's parameter-free average: this
+# layer with :math:`\beta_j = 1/n^2`, :math:`b_j = 0` and no :math:`f`.)
 
-pool = nn.AvgPool(2, 2, activation="tanh", dtype=np.float64)
+pool = nn.Subsampling(2, 2, activation="tanh", dtype=np.float64)
 pool.params["beta"] = np.array([0.3, -0.7])
 pool.params["b"] = np.array([0.1, 0.2])
 xp = rng.standard_normal((3, 2, 6, 6))
 out = pool.forward(xp)
-down = nn.down(xp, 2)
+down = vecconv.matrix.down(xp, 2)
 np.testing.assert_allclose(down, xp.reshape(3, 2, 3, 2, 3, 2).sum(axis=(3, 5)), **close)
 np.testing.assert_allclose(down, 4 * vecconv.avg_pool2d(xp, 2), **close)
 zp = pool.params["beta"][None, :, None, None] * down + pool.params["b"][None, :, None, None]
@@ -358,7 +360,7 @@ show_matrix(axes[0], xp[0, 1], r"$\mathbf{x}_j^{l-1}$ (6×6)", fmt="{:.1f}", cma
 show_matrix(axes[1], down[0, 1], "down(x): 2×2 sums", fmt="{:.2f}", cmap="PuOr")
 show_matrix(axes[2], zp[0, 1], r"$\beta_j$ down(x) + $b_j$ ($\beta_j$=-0.7, $b_j$=0.2)",
             fmt="{:.2f}", cmap="PuOr")
-show_matrix(axes[3], out[0, 1], "AvgPool output f(z), f = tanh", fmt="{:.2f}", cmap="PuOr")
+show_matrix(axes[3], out[0, 1], "Subsampling output f(z), f = tanh", fmt="{:.2f}", cmap="PuOr")
 fig.tight_layout()
 
 dout = rng.standard_normal(out.shape)                   # dE/d(output)
@@ -390,17 +392,17 @@ for name in ("beta", "b"):
 # — and scaled by :math:`\beta_j` (eq. 6; the factor :math:`f'(\mathbf{z}^l)` of eq. 6 belongs
 # to the activation of the layer before, which multiplies it in its own backward pass).
 
-np.testing.assert_allclose(nn.up(dz, 2), np.kron(dz, np.ones((1, 1, 2, 2))), **close)
-np.testing.assert_allclose(dxp, pool.params["beta"][None, :, None, None] * nn.up(dz, 2),
+np.testing.assert_allclose(vecconv.matrix.up(dz, 2), np.kron(dz, np.ones((1, 1, 2, 2))), **close)
+np.testing.assert_allclose(dxp, pool.params["beta"][None, :, None, None] * vecconv.matrix.up(dz, 2),
                            **close)
 # the functional form: avg_pool's adjoint is up() divided by the window's size
-np.testing.assert_allclose(vecconv.avg_pool_backward(dz, xp.shape, kernel_size=2), nn.up(dz, 2) / 4,
+np.testing.assert_allclose(vecconv.avg_pool_backward(dz, xp.shape, kernel_size=2), vecconv.matrix.up(dz, 2) / 4,
                            **close)
 
 small = np.array([[1.0, -2.0], [0.5, 3.0]])
 fig, axes = plt.subplots(1, 2, figsize=(6, 2.8), gridspec_kw=dict(width_ratios=[1, 2]))
 show_matrix(axes[0], small, r"$\boldsymbol{\delta}$ (2×2)", cmap="RdBu")
-show_matrix(axes[1], nn.up(small, 2), r"up($\boldsymbol{\delta}$) = $\boldsymbol{\delta} \otimes$"
+show_matrix(axes[1], vecconv.matrix.up(small, 2), r"up($\boldsymbol{\delta}$) = $\boldsymbol{\delta} \otimes$"
             r" $\mathbf{1}_{2\times 2}$", cmap="RdBu")
 fig.tight_layout()
 

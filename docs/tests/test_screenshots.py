@@ -28,7 +28,12 @@ DOCS = Path(__file__).resolve().parent.parent
 HTML = Path(os.environ.get("DOCS_HTML", DOCS / "_build" / "html")).resolve()
 SHOTS = DOCS / "_build" / "screenshots"
 WIDTH, HEIGHT = 1280, 2000
-PAGES = {"landing": "index.html", "tutorial": "tutorial/plot_derivation.html"}
+PAGES = {"landing": "index.html", "tutorial": "tutorial/plot_derivation.html",
+         "guide-torch": "user_guide/plot_2_torch_module.html",
+         "guide-signal": "user_guide/plot_3_signal.html",
+         "guide-settings": "user_guide/plot_5_settings.html"}
+#: figures each executed page draws at least
+FIGURES = {"tutorial": 7, "guide-torch": 1, "guide-signal": 1}
 # time the page's scripts get before the screenshot or the DOM dump (virtual time: the
 # browser skips ahead when idle, so this is an upper bound, not a wait)
 BUDGET_MS = 20000
@@ -136,8 +141,9 @@ def test_mathjax_rendered_every_formula(name, least):
     assert re.search(r'<script[^>]+src="[^"]*_static/mathjax/tex-chtml\.js', source)
 
 
-def test_tutorial_figures_present_and_loaded():
-    path = _page("tutorial")
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_figures_present_and_loaded(name):
+    path = _page(name)
     # a copy of the page beside it whose script records, once every image has loaded or
     # failed, each figure's natural size in an attribute that --dump-dom shows
     probe = path.with_name("_screenshot_probe.html")
@@ -159,13 +165,14 @@ window.addEventListener("load", function () {
     assert found, "the probe script did not run"
     sizes = [tuple(map(int, s.split("x"))) for s in found.group(1).split()]
     # the tutorial draws vec/unvec, the patch matrix, the J flips, col2im, Table I,
-    # beta-pooling and up(): seven figures, every one loaded with a real size
-    assert len(sizes) >= 7, f"only {len(sizes)} figures on the tutorial page"
+    # beta-pooling and up(): seven figures; each guide page its own; every one loaded
+    # with a real size
+    assert len(sizes) >= FIGURES[name], f"only {len(sizes)} figures on the {name} page"
     for i, (w, h) in enumerate(sizes):
         assert w > 200 and h > 100, f"figure {i} did not load (natural size {w}x{h})"
     # and every figure file is a PNG the build wrote
-    srcs = re.findall(r'<img[^>]+src="([^"]*sphx_glr_plot_derivation_\d+\.png)"',
-                      path.read_text())
+    stem = re.escape(path.stem)
+    srcs = re.findall(rf'<img[^>]+src="([^"]*sphx_glr_{stem}_\d+\.png)"', path.read_text())
     assert len(srcs) == len(sizes)
     for src in srcs:
         with Image.open(path.parent / src) as im:
@@ -176,6 +183,6 @@ def test_landing_page_links_resolve():
     path = _page("landing")
     hrefs = re.findall(r'href="([^"#:]+\.html)', path.read_text())
     assert {"install.html", "tutorial/plot_derivation.html", "api.html",
-            "benchmarks.html"} <= set(hrefs)
+            "benchmarks.html", "user_guide/index.html"} <= set(hrefs)
     for href in hrefs:
         assert (path.parent / href).exists(), f"broken link {href}"

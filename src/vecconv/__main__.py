@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
 #: Training digits in the shipped data set (400 per class; see vecconv.data).
@@ -43,21 +42,6 @@ def _float_in(lo, hi, *, lo_open=False, hi_open=False):
                                              f"got {text!r}")
         return v
     return parse
-
-
-def _writable_dir(path, what):
-    """An error message if ``path`` cannot become a writable directory, else None."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        return f"{what} {path!r}: {probe!r} is a file, not a directory"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{what} {path!r}: {probe!r} is not writable"
-    return None
 
 
 def build_parser():
@@ -106,18 +90,12 @@ def main(argv=None):
         from .nn import lenet5
         print(lenet5(dtype=args.dtype).summary())
         return 0
-    # every output path is checked before a minute of training is spent
-    if args.out is not None:
-        problem = _writable_dir(args.out, "--out")
-        if problem:
-            parser.error(problem)
-    if args.json_path is not None:
-        if os.path.isdir(args.json_path):
-            parser.error(f"--json {args.json_path!r} is a directory, not a file")
-        problem = _writable_dir(os.path.dirname(os.path.abspath(args.json_path)), "--json")
-        if problem or not os.path.isdir(os.path.dirname(os.path.abspath(args.json_path))):
-            parser.error(problem or f"--json {args.json_path!r}: its directory does not exist")
-    from .train import train
+    from .train import check_outputs, train
+    # every output path is checked, by writing there, before a minute of training is spent
+    try:
+        check_outputs(args.out, args.json_path, names=("--out", "--json"))
+    except ValueError as exc:
+        parser.error(str(exc))
     train(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
           seed=args.seed, dtype=args.dtype, max_shift=args.max_shift, train_size=args.train_size,
           out=args.out, json_path=args.json_path, progress=not args.no_progress)

@@ -1,4 +1,5 @@
-"""The derivation's matrix algebra, literally: vec, unvec and the patch matrix of eq. 12.
+"""The derivation's matrix algebra, literally: vec, unvec and the patch matrix of eq. 12,
+and the down- and up-sampling of eq. 2 and 6.
 
 This is the teaching form — small, pure NumPy, one map and one kernel at a time — so that
 the algebra of the derivation can be checked line by line. The fast batched form of the
@@ -17,7 +18,7 @@ from numpy.typing import NDArray
 from ._validate import check_fits, as_array, check_ndim, int_tuple, integer
 from ._typing import ArrayInput, Shape
 
-__all__ = ["vec", "unvec", "patch_matrix"]
+__all__ = ["vec", "unvec", "patch_matrix", "down", "up"]
 
 
 def vec(a: ArrayInput) -> NDArray[Any]:
@@ -129,3 +130,78 @@ def patch_matrix(x: ArrayInput, kernel_shape: Shape) -> NDArray[Any]:
     # column p + q*K1 is vec([c]_{p,q}); vec is column-major, hence the transposes. Always
     # a new, writable array (a view of x for some shapes otherwise).
     return np.array(blocks.transpose(1, 0, 3, 2).reshape(k1 * k2, ho * wo).T, order="C")
+
+
+def down(x: ArrayInput, n: int) -> NDArray[Any]:
+    """Eq. 2's down(): the sum of every non-overlapping n x n area of the last two axes.
+
+    LeCun's subsampling layer (``vecconv.nn.Subsampling``) computes
+    beta * down(x) + b from it.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., H, W)
+        The maps (a batch (N, C, H, W) is summed map by map). A remainder of H or W that
+        does not fill an area is left out, as pooling leaves it.
+    n : int
+        The side of the areas summed.
+
+    Returns
+    -------
+    ndarray, shape (..., H // n, W // n)
+        A new array of the window sums, in x's dtype (``vecconv.avg_pool`` with
+        ``divisor_override=1`` for non-overlapping windows).
+
+    See Also
+    --------
+    up : its adjoint, eq. 6.
+
+    Examples
+    --------
+    >>> down(np.arange(16).reshape(4, 4), 2)
+    array([[10, 18],
+           [42, 50]])
+    """
+    x = as_array("x", x)
+    n = integer("n", n, 1)
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least two axes (H, W), got shape {x.shape}")
+    h, w = x.shape[-2] // n, x.shape[-1] // n
+    areas = x[..., :h * n, :w * n].reshape(x.shape[:-2] + (h, n, w, n))
+    return areas.sum(axis=(-3, -1))
+
+
+def up(d: ArrayInput, n: int) -> NDArray[Any]:
+    """Eq. 6's up(): d (x) 1_{n x n}, the Kronecker product, every entry copied into an
+    n x n block of the last two axes.
+
+    It is the adjoint of ``down``: the error of LeCun's subsampling layer for the
+    previous layer is beta times up(delta) (eq. 4-6).
+
+    Parameters
+    ----------
+    d : array_like, shape (..., H, W)
+        The error maps; the last two axes are up-sampled (a batch (N, C, H, W) map by map).
+    n : int
+        The side of the blocks.
+
+    Returns
+    -------
+    ndarray, shape (..., n H, n W)
+        ``numpy.kron(d, numpy.ones((n, n)))``, in d's dtype.
+
+    See Also
+    --------
+    down : its adjoint, eq. 2.
+
+    Examples
+    --------
+    >>> up(np.array([[1, 2]]), 2)
+    array([[1, 1, 2, 2],
+           [1, 1, 2, 2]])
+    """
+    d = as_array("d", d)
+    n = integer("n", n, 1)
+    if d.ndim < 2:
+        raise ValueError(f"d must have at least two axes (H, W), got shape {d.shape}")
+    return np.kron(d, np.ones((n, n), dtype=d.dtype))

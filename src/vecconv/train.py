@@ -11,15 +11,64 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 from . import nn
-from ._validate import integer
+from ._validate import integer, layer_dtype
 from .data import load_digits
 
-__all__ = ["train", "shift_batch"]
+__all__ = ["train", "shift_batch", "check_outputs"]
+
+
+def check_outputs(out=None, json_path=None, names=("out", "json_path")):
+    """Make sure, before any training, that the results can be written: ``out`` is (or
+    can be made) a directory one can write files in, and ``json_path`` a file that can be
+    written, in a directory that exists. Each is tried for real (permissions alone do not
+    tell: root passes every access check, and /proc refuses new entries anyway); what
+    the trial creates is removed. Raises a ValueError naming the argument."""
+    out_name, json_name = names
+    if out is not None:
+        out = os.fspath(out)
+        made = []
+        try:
+            probe = os.path.abspath(out)
+            while not os.path.exists(probe):
+                made.append(probe)
+                probe = os.path.dirname(probe)
+            if not os.path.isdir(probe):
+                raise ValueError(f"{out_name} {out!r}: {probe!r} is a file, not a directory")
+            for d in reversed(made):
+                os.mkdir(d)
+            with tempfile.TemporaryFile(dir=out):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{out_name} {out!r}: cannot write there: "
+                             f"{exc.strerror or exc}") from None
+        finally:
+            for d in made:                # only what this check created, deepest first
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+    if json_path is not None:
+        json_path = os.fspath(json_path)
+        folder = os.path.dirname(os.path.abspath(json_path))
+        if os.path.isdir(json_path):
+            raise ValueError(f"{json_name} {json_path!r} is a directory, not a file")
+        if not os.path.isdir(folder):
+            raise ValueError(f"{json_name} {json_path!r}: its directory does not exist")
+        existed = os.path.exists(json_path)
+        try:
+            with open(json_path, "ab"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{json_name} {json_path!r}: cannot write there: "
+                             f"{exc.strerror or exc}") from None
+        if not existed:
+            os.remove(json_path)
 
 
 def shift_batch(x, rng, max_shift=2, background=None):
@@ -51,8 +100,11 @@ def evaluate(net, x, y, loss_fn, batch_size=500):
 
 def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="float32",
           max_shift=2, train_size=None, out=None, json_path=None, progress=True, log=print):
-    """Train LeNet-5 and return its metrics (a dict); see ``vecconv train --help``."""
-    dtype = nn.layer_dtype(dtype)
+    """Train LeNet-5 and return its metrics (a dict); see ``vecconv train --help``.
+
+    The output paths are checked first (``check_outputs``), before a minute of training
+    is spent."""
+    dtype = layer_dtype(dtype)
     for name, value, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                             ("seed", seed, 0), ("max_shift", max_shift, 0)):
         integer(name, value, lo)
@@ -60,6 +112,7 @@ def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="flo
         if not (isinstance(value, (int, float)) and math.isfinite(value) and ok(value)):
             raise ValueError(f"{name} must be a finite number ({'> 0' if name == 'lr' else 'in [0, 1)'})"
                              f", got {value!r}")
+    check_outputs(out, json_path)
     rng = np.random.default_rng(seed)
     x_train, y_train, x_test, y_test = load_digits(dtype)
     if train_size is not None:

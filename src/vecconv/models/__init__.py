@@ -1,0 +1,5 @@
+"""Networks from the literature, built from ``vecconv.nn`` layers."""
+
+from .lenet5 import lenet5, lenet5_c3_table
+
+__all__ = ["lenet5", "lenet5_c3_table"]
