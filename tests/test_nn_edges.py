@@ -153,3 +153,41 @@ def test_training_plans_each_shape_once_and_reuses_the_weight(monkeypatch, rng):
         opt.step()
     net.summary()                                   # arithmetic only: no plan
     assert calls == {"plan": 3 * 2, "weight": 3 * 3}   # 3 conv layers, 2 shapes; 3 forwards
+
+
+def test_a_built_layers_options_are_fixed():
+    """Changing an option after construction was silently ignored by the layer's kept
+    plans (and written by save() as if it held): it is refused, naming the option."""
+    layer = nn.Conv2D(1, 1, 3)
+    x = np.ones((1, 1, 8, 8), np.float32)
+    y = layer.forward(x)
+    for name, value in (("stride", 2), ("padding", 1), ("dilation", 2), ("flip", True)):
+        with pytest.raises(AttributeError, match=f"Conv2D.{name} is fixed"):
+            setattr(layer, name, value)
+    np.testing.assert_array_equal(layer.forward(x), y)
+    with pytest.raises(AttributeError, match="MaxPool.kernel_size is fixed"):
+        nn.MaxPool(2).kernel_size = 3
+    with pytest.raises(AttributeError, match="Dense.out_features is fixed"):
+        nn.Dense(3, 4).out_features = 5
+    layer.name = "C1"                 # not an option: still free
+    assert layer.name == "C1"
+
+
+@pytest.mark.parametrize("make, kind, match", [
+    (lambda: nn.Conv2D(1, 1, (2**31, 1)), MemoryError, "Conv2D's parameters"),
+    (lambda: nn.Conv2D(2**62, 1, 1), MemoryError, "Conv2D's parameters"),
+    (lambda: nn.Conv2D(1, 2**40, 1), MemoryError, "Conv2D's parameters"),
+    (lambda: nn.Dense(2**20, 2**20), MemoryError, "Dense's parameters"),
+    (lambda: nn.Subsampling(2**40), MemoryError, "Subsampling's parameters"),
+    (lambda: nn.Conv2D(1, 1, 3, rng=5), TypeError, "rng must be a numpy.random.Generator"),
+    (lambda: nn.Conv2D(1, 1, 3, seed="a"), TypeError, "seed must be an int"),
+    (lambda: nn.Conv2D(1, 1, 3, seed=-1), ValueError, "seed must be >= 0"),
+])
+def test_layers_refuse_parameters_before_drawing_them(make, kind, match, monkeypatch):
+    """Weights past the machine were drawn (and the process killed) before anything was
+    compared; now their size is checked first, against the memory this test says is
+    there."""
+    from vecconv import _validate
+    monkeypatch.setattr(_validate, "_available_bytes", lambda: 8 * 2**30)
+    with pytest.raises(kind, match=match):
+        make()

@@ -20,7 +20,7 @@ from .._options import ConvOptions, conv_options, conv_transpose_options
 from .._shapes import LAYOUTS
 from .._typing import ArrayInput, FloatArray, Padding, PaddingMode, Size
 from .._validate import check_fits, check_ndim, int_tuple, integer, layer_dtype
-from .parameter import Layer, lecun_uniform, plain, real_array
+from .parameter import Layer, check_room, lecun_uniform, random_source, plain, real_array
 
 __all__ = ["Conv1D", "Conv2D", "Conv3D", "ConvTranspose1D", "ConvTranspose2D",
            "ConvTranspose3D"]
@@ -98,7 +98,10 @@ class _ConvNd(_Sizes):
                         padding=padding, padding_mode=padding_mode, fill_value=fill_value,
                         dilation=dilation, groups=groups, connections=connections, flip=flip,
                         dtype=dtype)
-        self._init_parameters(rng if rng is not None else np.random.default_rng(seed))
+        rng = random_source(seed, rng)
+        check_room(self)
+        self._init_parameters(rng)
+        self._finish_building()
 
     def _configure(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
                    padding_mode="zeros", fill_value=0.0, dilation=1, groups=1,
@@ -144,6 +147,8 @@ class _ConvNd(_Sizes):
     def connections(self) -> NDArray[np.bool_] | None:
         """The (Cin, Cout) connection table, read from the mask of the ``w`` Parameter
         (its one home: change the mask and the layer follows), or None."""
+        if "w" not in self._parameters:        # configured, its parameters not yet set
+            return self._options.connections
         mask = self._parameters["w"].mask
         return None if mask is None else mask.reshape(mask.shape[:2]).T
 
@@ -288,7 +293,10 @@ class _ConvTransposeNd(_Sizes):
         self._configure(in_channels, out_channels, kernel_size, stride=stride,
                         padding=padding, output_padding=output_padding, dilation=dilation,
                         groups=groups, dtype=dtype)
-        self._init_parameters(rng if rng is not None else np.random.default_rng(seed))
+        rng = random_source(seed, rng)
+        check_room(self)
+        self._init_parameters(rng)
+        self._finish_building()
 
     def _configure(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
                    output_padding=0, dilation=1, groups=1, dtype=np.float32):

@@ -15,7 +15,7 @@ from numpy.typing import DTypeLike
 from .. import _run
 from .._typing import ArrayInput, FloatArray
 from .._validate import as_array, integer, layer_dtype
-from .parameter import Layer, lecun_uniform, real_array
+from .parameter import Layer, check_room, lecun_uniform, random_source, real_array
 
 __all__ = ["Dense", "Flatten"]
 
@@ -43,7 +43,10 @@ class Dense(Layer):
                  seed: int | None = None, rng: np.random.Generator | None = None) -> None:
         super().__init__()
         self._configure(in_features, out_features, dtype=dtype)
-        self._init_parameters(rng if rng is not None else np.random.default_rng(seed))
+        rng = random_source(seed, rng)
+        check_room(self)
+        self._init_parameters(rng)
+        self._finish_building()
 
     def _configure(self, in_features, out_features, *, dtype=np.float32):
         self.in_features = integer("in_features", in_features, 1)

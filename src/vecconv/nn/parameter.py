@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._typing import ArrayInput, FloatArray
-from .._validate import as_array, check_ndim, float_dtype
+from .._validate import INDEX_MAX, as_array, check_fits, check_ndim, float_dtype, integer
 
 __all__ = ["Parameter", "Layer"]
 
@@ -98,6 +98,20 @@ class Layer:
 
     def __init__(self) -> None:
         self._parameters: dict[str, Parameter] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a built-in layer's options are fixed once it is built: its plans, its weights
+        # and what save() writes follow from them, so a changed option would be ignored
+        # by the plans it keeps, or written to a file it does not match
+        if name in self.__dict__.get("_fixed", ()):
+            raise AttributeError(f"{type(self).__name__}.{name} is fixed when the layer is "
+                                 f"built (its plans, weights and saved configuration follow "
+                                 f"from it): build a new layer with {name}={value!r}")
+        object.__setattr__(self, name, value)
+
+    def _finish_building(self) -> None:
+        """Mark the options final (the built-in layers call it once they are built)."""
+        object.__setattr__(self, "_fixed", frozenset(self.config()) | {"dtype"})
 
     def add_parameter(self, name: str, data: NDArray[Any],
                       mask: NDArray[np.bool_] | None = None) -> Parameter:
@@ -234,6 +248,7 @@ class Layer:
         layer = cls.__new__(cls)
         Layer.__init__(layer)
         configure(layer, **config)
+        layer._finish_building()
         return layer
 
     def _parameter_mask(self, name: str) -> NDArray[np.bool_] | None:
@@ -336,6 +351,33 @@ def real_array(name: str, value: object) -> NDArray[Any]:
     a = as_array(name, value)
     float_dtype(**{name: a})
     return a
+
+
+def random_source(seed: object, rng: object) -> np.random.Generator:
+    """A layer's random source: ``rng`` (a NumPy Generator), else one made from ``seed``
+    (None or an int >= 0)."""
+    if rng is not None:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        return rng
+    if seed is not None:
+        seed = integer("seed", seed, 0)
+    return np.random.default_rng(seed)
+
+
+def check_room(layer: Layer) -> None:
+    """Refuse, before anything is drawn, parameters past what the engine indexes or the
+    machine holds (they are drawn in float64, then kept in the layer's dtype)."""
+    shapes = layer.param_shapes()
+    total = 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        if size > INDEX_MAX:
+            raise ValueError(f"{type(layer).__name__}'s parameter {name!r} would have shape "
+                             f"{shape}, {size} entries: more than any array can index")
+        total += size
+    check_fits(total * (8 + layer.dtype.itemsize),
+               f"{type(layer).__name__}'s parameters {dict(shapes)}")
 
 
 def lecun_uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int,

@@ -29,7 +29,7 @@ from .._shapes import LAYOUTS
 from .._typing import ArrayInput, FloatArray, Size
 from .._validate import float_dtype, floats, integer, layer_dtype, nbytes_of
 from .activation import ActivationName, activation_pair
-from .parameter import Layer, plain, real_array
+from .parameter import Layer, check_room, plain, real_array
 
 __all__ = ["MaxPool", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool", "AvgPool1D",
            "AvgPool2D", "AvgPool3D", "Subsampling"]
@@ -147,6 +147,7 @@ class MaxPool(_PoolNd):
             kernel_size = size
         self._configure(kernel_size, stride=stride, padding=padding, dilation=dilation,
                         ceil_mode=ceil_mode)
+        self._finish_building()
 
     def _configure(self, kernel_size=2, *, stride=None, padding=0, dilation=1,
                    ceil_mode=False):
@@ -239,6 +240,7 @@ class AvgPool(_PoolNd):
         self._configure(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                         count_include_pad=count_include_pad,
                         divisor_override=divisor_override)
+        self._finish_building()
 
     def _configure(self, kernel_size, *, stride=None, padding=0, ceil_mode=False,
                    count_include_pad=True, divisor_override=None):
@@ -375,7 +377,9 @@ class Subsampling(_PoolNd):
         super().__init__()
         self._configure(channels, kernel_size, activation, stride=stride, padding=padding,
                         ceil_mode=ceil_mode, spatial=spatial, dtype=dtype)
+        check_room(self)
         self._init_parameters()
+        self._finish_building()
 
     def _configure(self, channels, kernel_size=2, activation="lecun_tanh", *, stride=None,
                    padding=0, ceil_mode=False, spatial=2, dtype=np.float32):
