@@ -13,6 +13,7 @@ Conventions (the derivation's section 2.1 and its discussion of the J flips, eq.
 
 from __future__ import annotations
 
+from typing import Any
 
 from .. import _plan, _run
 from .._options import conv_options
