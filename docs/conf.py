@@ -99,7 +99,8 @@ html_theme_options = {
 html_context = {"default_mode": "light"}
 # no left sidebar (the section navigation) but on the API pages: the tutorial's code cells
 # get the whole width of the text column
-html_sidebars = {page: [] for page in ("index", "install", "tutorial/*", "benchmarks", "references")}
+html_sidebars = {page: [] for page in ("index", "install", "tutorial/*", "benchmarks",
+                                        "references")}
 html_show_sourcelink = False
 
 # math: the MathJax that sphinx-mathjax-offline bundles, no CDN. $...$ is not math here.

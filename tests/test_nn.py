@@ -133,7 +133,7 @@ def test_parameter_counts():
     net = nn.lenet5()
     c3 = net.layers[3]
     assert c3.name == "C3" and c3.parameter_count() == 60 * 25 + 16 == 1516
-    counts = [l.parameter_count() for l in net.layers if l.parameter_count()]
+    counts = [layer.parameter_count() for layer in net.layers if layer.parameter_count()]
     # C1, S2, C3, S4, C5, F6, output
     assert counts == [6 * 25 + 6, 12, 1516, 32, 120 * 16 * 25 + 120, 84 * 120 + 84, 10 * 84 + 10]
     assert net.parameter_count() == 60850

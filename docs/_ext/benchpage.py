@@ -147,7 +147,8 @@ def _conv_page(name, data, chart):
         out += ["Peak GEMM (2048³), GFLOP/s: " + "; ".join(
             f"{dt} {v['numpy']:.0f} through NumPy's BLAS, {v['engine']:.0f} through "
             f"vecconv's" for dt, v in peak.items()) + ".", ""]
-    out += [f".. image:: /_generated/{chart}", "   :alt: forward + backward time of each method, per "
+    out += [f".. image:: /_generated/{chart}",
+            "   :alt: forward + backward time of each method, per "
             "case, log scale", "   :class: bench-chart", ""]
     out += ["*of roofline*: the GEMMs alone divided by vecconv's time. *×*: the other "
             "method's time divided by vecconv's (above 1: vecconv is faster); ``~`` marks a "
@@ -204,7 +205,8 @@ def _pool_page(name, data, chart):
     out += _machine(data["machine"])
     out += [f".. image:: /_generated/{chart}", "   :alt: pooling throughput against a numpy copy",
             "   :class: bench-chart", ""]
-    rows = [[r["case"], r["op"], r.get("dtype", "float32"), f"{r['ms']:.2f}", f"{r['gbs']:.1f}", _fmt(r["of_copy"]),
+    rows = [[r["case"], r["op"], r.get("dtype", "float32"), f"{r['ms']:.2f}",
+             f"{r['gbs']:.1f}", _fmt(r["of_copy"]),
              f"{r['one_thread_ms']:.2f}",
              f"{r['torch_ms']:.2f}" if r.get("torch_ms") is not None else "—"]
             for r in data["rows"]]

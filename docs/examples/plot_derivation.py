@@ -396,13 +396,15 @@ np.testing.assert_allclose(vecconv.matrix.up(dz, 2), np.kron(dz, np.ones((1, 1, 
 np.testing.assert_allclose(dxp, pool.params["beta"][None, :, None, None] * vecconv.matrix.up(dz, 2),
                            **close)
 # the functional form: avg_pool's adjoint is up() divided by the window's size
-np.testing.assert_allclose(vecconv.avg_pool_backward(dz, xp.shape, kernel_size=2), vecconv.matrix.up(dz, 2) / 4,
+np.testing.assert_allclose(vecconv.avg_pool_backward(dz, xp.shape, kernel_size=2),
+                           vecconv.matrix.up(dz, 2) / 4,
                            **close)
 
 small = np.array([[1.0, -2.0], [0.5, 3.0]])
 fig, axes = plt.subplots(1, 2, figsize=(6, 2.8), gridspec_kw=dict(width_ratios=[1, 2]))
 show_matrix(axes[0], small, r"$\boldsymbol{\delta}$ (2×2)", cmap="RdBu")
-show_matrix(axes[1], vecconv.matrix.up(small, 2), r"up($\boldsymbol{\delta}$) = $\boldsymbol{\delta} \otimes$"
+show_matrix(axes[1], vecconv.matrix.up(small, 2),
+            r"up($\boldsymbol{\delta}$) = $\boldsymbol{\delta} \otimes$"
             r" $\mathbf{1}_{2\times 2}$", cmap="RdBu")
 fig.tight_layout()
 

@@ -36,7 +36,8 @@ def _float_in(lo, hi, *, lo_open=False, hi_open=False):
             v = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(v) or v < lo or (lo_open and v == lo) or v > hi or (hi_open and v == hi):
+        if (not math.isfinite(v) or v < lo or (lo_open and v == lo) or v > hi
+                or (hi_open and v == hi)):
             left, right = "(" if lo_open else "[", ")" if hi_open else "]"
             raise argparse.ArgumentTypeError(f"must be a finite number in {left}{lo}, {hi}{right}, "
                                              f"got {text!r}")
@@ -66,7 +67,8 @@ def build_parser():
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="precision of the whole network (default: %(default)s)")
     t.add_argument("--max-shift", type=_int_in(0, 8), default=2,
-                   help="largest random shift of a training digit, in pixels (default: %(default)s)")
+                   help="largest random shift of a training digit, in pixels "
+                        "(default: %(default)s)")
     t.add_argument("--train-size", type=_int_in(1, TRAIN_DIGITS), default=None,
                    help=f"use only this many of the {TRAIN_DIGITS:,} training digits "
                         "(default: all)")

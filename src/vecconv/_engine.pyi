@@ -88,8 +88,10 @@ def conv_backward(dy: NDArray[_F], x: NDArray[_F], w2: NDArray[_F], dx: NDArray[
 def unfold(src: NDArray[_F], dst: NDArray[_F], geometry: Geometry, N: int, cblock: int,
            threads: int, scatter: bool) -> None: ...
 def pool_forward(x: NDArray[_F], y: NDArray[_F], idx: NDArray[np.int64],
-                 tables: tuple[PoolAxis, ...], inner: PoolInterior, maps: int, is_max: bool, override: float, rows_per_unit: int,
+                 tables: tuple[PoolAxis, ...], inner: PoolInterior, maps: int, is_max: bool,
+                 override: float, rows_per_unit: int,
                  threads: int) -> None: ...
 def pool_backward(dy: NDArray[_F], dx: NDArray[_F], idx: NDArray[np.int64],
-                  tables: tuple[PoolAxis, ...], inner: PoolInterior, maps: int, is_max: bool, override: float, maps_per_unit: int,
+                  tables: tuple[PoolAxis, ...], inner: PoolInterior, maps: int, is_max: bool,
+                  override: float, maps_per_unit: int,
                   threads: int) -> bool: ...

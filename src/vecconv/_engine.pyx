@@ -186,7 +186,8 @@ def gemm_into(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
     if ((a.shape[1] if trans_a else a.shape[0]) != c.shape[0]
             or (b.shape[0] if trans_b else b.shape[1]) != c.shape[1]
             or (a.shape[0] if trans_a else a.shape[1]) != (b.shape[1] if trans_b else b.shape[0])):
-        raise ValueError(f"gemm_into: op(a) {a.shape[0], a.shape[1]}{' transposed' if trans_a else ''} "
+        raise ValueError(f"gemm_into: op(a) {a.shape[0], a.shape[1]}"
+                         f"{' transposed' if trans_a else ''} "
                          f"times op(b) {b.shape[0], b.shape[1]}{' transposed' if trans_b else ''} "
                          f"cannot give c {c.shape[0], c.shape[1]}")
     if count < 0 or a_step < 0 or b_step < 0 or c_step < 0 or threads < 1:
@@ -308,8 +309,8 @@ ctypedef struct Geom:
     Py_ssize_t d[3]             # dilation
     Py_ssize_t p[3]             # padding before; after is implied by o
     Py_ssize_t o[3]             # output size
-    int mode                    # padding: 0 constant (fill), 1 reflect, 2 replicate,
-                                # 3 circular, 4 symmetric
+    # padding: 0 constant (fill), 1 reflect, 2 replicate, 3 circular, 4 symmetric
+    int mode
     double fill                 # the value of a constant pad
     Py_ssize_t taps             # k0*k1*k2
     Py_ssize_t S                # input positions per map
@@ -413,7 +414,7 @@ cdef inline void fill_span(floating *seg, Py_ssize_t a, Py_ssize_t b, floating v
 
 
 cdef inline void padded_columns(const Geom *g, floating *seg, floating *base, Py_ssize_t a,
-                               Py_ssize_t b, Py_ssize_t iw0, bint scatter) noexcept nogil:
+                                Py_ssize_t b, Py_ssize_t iw0, bint scatter) noexcept nogil:
     """Columns a..b of a patch row whose W tap lies in a reflect/replicate/circular/
     symmetric pad: read from (or added back to) the pixel of the row ``base`` it maps to."""
     cdef Py_ssize_t w, iw
@@ -765,8 +766,8 @@ cdef void free_buffers(void *buf) noexcept:
         free(buf)
 
 
-cdef Job make_job(Geometry geometry, Schedule sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups,
-                  bint f64) except *:
+cdef Job make_job(Geometry geometry, Schedule sched, Py_ssize_t N, Py_ssize_t cout,
+                  Py_ssize_t groups, bint f64) except *:
     cdef Job j
     memset(&j, 0, sizeof(Job))
     j.g = make_geom(geometry)
@@ -784,7 +785,8 @@ cdef Job make_job(Geometry geometry, Schedule sched, Py_ssize_t N, Py_ssize_t co
     j.staged = sched.staged
     j.tile_images = sched.tile_images
     j.tile_positions = sched.tile_positions
-    j.tiles_per_image = (j.g.P + j.tile_positions - 1) // j.tile_positions if j.tile_images == 0 else 1
+    j.tiles_per_image = ((j.g.P + j.tile_positions - 1) // j.tile_positions
+                         if j.tile_images == 0 else 1)
     j.dx_images = sched.dx_images
     j.dx_span = sched.dx_span
     j.spans_per_image = (j.g.P + j.dx_span - 1) // j.dx_span if j.dx_images == 0 else 1
@@ -857,8 +859,8 @@ def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[:
 
 def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[::1] w2,
                   floating[::1] dx, floating[::1] acc, bint need_dx, bint need_dw,
-                  Geometry geometry, Schedule sched, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups, int threads,
-                  int slots):
+                  Geometry geometry, Schedule sched, Py_ssize_t N, Py_ssize_t cout,
+                  Py_ssize_t groups, int threads, int slots):
     """Backward pass: dx (zeroed by the caller) gets the error for the previous layer
     (eq. 16-18), and acc ((n_acc, Cout, K), zeroed) += the kernel gradient chunk by chunk
     (eq. 12); the caller adds the chunks up. need_dx/need_dw False skips that pass and

@@ -5,9 +5,9 @@ and the workspace budget, and returns a :class:`Plan`: the geometry (a :class:`G
 which the engine reads as its ``Geom`` struct), **the route** (a :class:`Route`, chosen by
 one function, :func:`select_route`), how the work is cut into units for the thread pool
 (a :class:`Schedule`), and the memory a pass needs. Geometry and Schedule are declared
-once, in ``_engine.pxd``: the kernels read the same objects' typed fields. ``_run`` executes plans; every front
-end (the functions, the layers, ``vecconv.torch``, ``vecconv.dask``, the benchmark)
-plans through here.
+once, in ``_engine.pxd``: the kernels read the same objects' typed fields. ``_run``
+executes plans; every front end (the functions, the layers, ``vecconv.torch``,
+``vecconv.dask``, the benchmark) plans through here.
 
 How the work is cut does not depend on the thread count, so the result is bit-for-bit
 the same with 1 or n threads: every unit sums its terms in the same order, and the dW

@@ -8,8 +8,8 @@
 # factor of the average's divisor (div[o]). The kernels only walk those windows:
 #
 #   max:  y[o] = max over the window (ties: the first in row-major order; a NaN wins, the
-#         last NaN of the window if several, as in PyTorch), idx[o] = its flat position; a window with no tap inside the
-#         map gives -inf and idx -1.
+#         last NaN of the window if several, as in PyTorch), idx[o] = its flat position;
+#         a window with no tap inside the map gives -inf and idx -1.
 #   avg:  y[o] = (sum over the window) / divisor, divisor = override, or the product of
 #         the three axes' div[o].
 #

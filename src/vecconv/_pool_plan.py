@@ -102,11 +102,10 @@ def _finish(x_shape, tables, kw_sw_pw, window):
     maps = x_shape[0] * x_shape[1]
     out_shape = tuple(x_shape[:2]) + tuple(outs[3 - (len(x_shape) - 2):])
     row = max(1, outs[-1] * window)
-    O, S = math.prod(outs), math.prod(x_shape[2:])
+    n_out, n_in = math.prod(outs), math.prod(x_shape[2:])
     return PoolPlan(tuple(x_shape), out_shape, tuple(tables), PoolInterior(kw, sw, pw, lo, hi),
-                    maps,
-                    maps * O * window, rows_per_unit=max(1, UNIT_TAPS // row),
-                    maps_per_unit=max(1, UNIT_TAPS // max(1, S + O * window)))
+                    maps, maps * n_out * window, rows_per_unit=max(1, UNIT_TAPS // row),
+                    maps_per_unit=max(1, UNIT_TAPS // max(1, n_in + n_out * window)))
 
 
 _cached_plan = functools.lru_cache(maxsize=64)(_plan)

@@ -83,7 +83,8 @@ def unvec(v: ArrayInput, shape: Shape) -> NDArray[Any]:
     """
     v = as_array("v", v)
     if v.ndim != 1 and not (v.ndim == 2 and 1 in v.shape):
-        raise ValueError(f"v must be a vector (1-D, or a single row or column), got shape {v.shape}")
+        raise ValueError(f"v must be a vector (1-D, or a single row or column), got shape "
+                         f"{v.shape}")
     if not isinstance(shape, (tuple, list)) or len(shape) < 1:
         raise TypeError(f"shape must be a tuple of ints, got {shape!r}")
     shape = tuple(integer("shape", s, 0) for s in shape)
@@ -93,7 +94,8 @@ def unvec(v: ArrayInput, shape: Shape) -> NDArray[Any]:
 
 
 def patch_matrix(x: ArrayInput, kernel_shape: Shape) -> NDArray[Any]:
-    """The matrix of eq. 12: [vec([c]_{1,1}) ... vec([c]_{K1,1}) vec([c]_{1,2}) ... vec([c]_{K1,K2})].
+    """The matrix of eq. 12:
+    [vec([c]_{1,1}) ... vec([c]_{K1,1}) vec([c]_{1,2}) ... vec([c]_{K1,K2})].
 
     [c]_{p,q} is the (M1-K1+1) x (M2-K2+1) block of ``x`` that meets kernel element (p, q)
     in a valid correlation. With C = patch_matrix(x, k.shape)::

@@ -373,7 +373,8 @@ def max_pool(x: torch.Tensor, kernel_size: Size, *, return_indices: Literal[True
              **options: Unpack[MaxPoolOptions]) -> tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def max_pool(x: torch.Tensor, kernel_size: Size, *, return_indices: bool,
-             **options: Unpack[MaxPoolOptions]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+             **options: Unpack[MaxPoolOptions]
+             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 def max_pool(x: torch.Tensor, kernel_size: Size, *, return_indices: bool = False,
              **options: Unpack[MaxPoolOptions]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``vecconv.max_pool`` as a differentiable torch operation (to any order); the

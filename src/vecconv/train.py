@@ -108,9 +108,11 @@ def train(*, epochs=15, batch_size=32, lr=0.02, momentum=0.9, seed=0, dtype="flo
     for name, value, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                             ("seed", seed, 0), ("max_shift", max_shift, 0)):
         integer(name, value, lo)
-    for name, value, ok in (("lr", lr, lambda v: v > 0), ("momentum", momentum, lambda v: 0 <= v < 1)):
+    for name, value, ok in (("lr", lr, lambda v: v > 0),
+                            ("momentum", momentum, lambda v: 0 <= v < 1)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and ok(value)):
-            raise ValueError(f"{name} must be a finite number ({'> 0' if name == 'lr' else 'in [0, 1)'})"
+            raise ValueError(f"{name} must be a finite number "
+                             f"({'> 0' if name == 'lr' else 'in [0, 1)'})"
                              f", got {value!r}")
     check_outputs(out, json_path)
     rng = np.random.default_rng(seed)

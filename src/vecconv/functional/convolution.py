@@ -263,7 +263,9 @@ def conv_plan(x_shape: Shape, w_shape: Shape, *, dtype: Any = "float32", stride:
         The shapes of x (batched, or unbatched) and w, as ``conv`` takes them.
     dtype : dtype
         The working dtype (float32 or float64).
-    stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace, algorithm
+    stride, padding, dilation, groups, connections, flip, padding_mode, fill_value
+        As for ``conv``.
+    workspace, algorithm
         As for ``conv``.
 
     Returns

@@ -117,7 +117,8 @@ class _ConvNd(_Sizes):
                              f"({self.in_channels}, {self.out_channels}), got {table.shape}")
         self._options = options
         self.stride, self.padding, self.dilation = plain(stride), plain(padding), plain(dilation)
-        self.padding_mode, self.fill_value, self.flip = padding_mode, options.fill_value, options.flip
+        self.padding_mode = padding_mode
+        self.fill_value, self.flip = options.fill_value, options.flip
         self._plans: dict[Any, Any] = {}
 
     def _parameter_mask(self, name: str) -> NDArray[np.bool_] | None:
@@ -226,7 +227,8 @@ class _ConvNd(_Sizes):
                     connections=None if table is None else table.tolist())
 
 
-_CONV_DOC = """Convolution layer over {d} spatial axes, on the vecconv engine: input (N, Cin, {layout}).
+_CONV_DOC = """Convolution layer over {d} spatial axes, on the vecconv engine: input
+    (N, Cin, {layout}).
 
     Eq. 1 of the derivation: z_j = sum_{{i in M_j}} x_i * k_ij + b_j (the activation is a
     separate layer, ``Activation``). Its kernel gradient is eq. 12-13 (one GEMM with the

@@ -2,8 +2,8 @@
 in one .npz file.
 
 The architecture is the ``__spec__`` member: ``{"format": "vecconv.nn.Sequential",
-"version": 2, "layers": [{"type", "name", "config"}, ...], "input_shape"}``. vecconv 0.1 wrote a bare
-list of layers (version 1), where ``AvgPool`` was LeCun's trainable layer, now
+"version": 2, "layers": [{"type", "name", "config"}, ...], "input_shape"}``. vecconv 0.1
+wrote a bare list of layers (version 1), where ``AvgPool`` was LeCun's trainable layer, now
 ``Subsampling``; such files still load. Parameter ``k`` of layer ``i`` is the member
 ``p{i}_{k}``.
 """
