@@ -117,7 +117,7 @@ def _options_doc(d, pad_note, extra):
 
 
 def _batch_layout(d):
-    return "(N, C, *spatial)" if d is None else LAYOUTS[d][0]
+    return "``(N, C, *spatial)``" if d is None else f"``{LAYOUTS[d][0]}``"
 
 
 # ----------------------------------------------------------------------------- max
