@@ -89,3 +89,24 @@ def test_checking_the_outputs_leaves_nothing_behind(tmp_path):
     (tmp_path / "keep.json").write_text("{}")
     check_outputs(tmp_path, tmp_path / "keep.json")
     assert (tmp_path / "keep.json").read_text() == "{}"
+
+
+def test_plain_vecconv_prints_its_usage_and_commands(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: vecconv") and "train" in out and "summary" in out
+
+
+def test_summary_reads_a_saved_network(tmp_path, capsys):
+    import vecconv.nn as nn
+    net = nn.Sequential([nn.Conv2D(1, 4, 3, seed=0), nn.Flatten(), nn.Dense(4 * 6 * 6, 2)],
+                        input_shape=(1, 8, 8))
+    path = net.save(tmp_path / "small")
+    assert main(["summary", path]) == 0
+    out = capsys.readouterr().out
+    assert "Conv2D 3x3 1->4" in out and "Dense(144, 2)" in out and "330" in out
+    (tmp_path / "junk.npz").write_text("not a model")
+    with pytest.raises(SystemExit) as exc:
+        main(["summary", str(tmp_path / "junk.npz")])
+    assert exc.value.code == 2
+    assert "junk.npz is not a vecconv model" in capsys.readouterr().err

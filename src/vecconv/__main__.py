@@ -78,19 +78,39 @@ def build_parser():
                    help="also write the final metrics to this file (default: none)")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: a bar on the terminal)")
-    s = sub.add_parser("summary", help="print LeNet-5's layers and parameter counts",
-                       description="Print LeNet-5's layers, output shapes and parameter counts.")
+    s = sub.add_parser("summary", help="print a network's layers and parameter counts",
+                       description="Print the layers, output shapes and parameter counts of "
+                                   "LeNet-5, or of a network saved by 'vecconv train --out' "
+                                   "or Sequential.save.")
+    s.add_argument("model", nargs="?", default=None,
+                   help="a saved network (.npz); default: a new LeNet-5")
     s.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                   help="precision of the network (default: %(default)s)")
+                   help="precision of a new LeNet-5 (default: %(default)s)")
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:                     # plain `vecconv`: what it does and how to ask
+        parser.print_usage()
+        print("commands: train (LeNet-5 on real digits), summary (a network's layers); "
+              "'vecconv COMMAND --help' for its options")
+        return 2
     args = parser.parse_args(argv)
     if args.command == "summary":
-        from .nn import lenet5
-        print(lenet5(dtype=args.dtype).summary())
+        from .nn import lenet5, load
+        if args.model is None:
+            net = lenet5(dtype=args.dtype)
+        else:
+            try:
+                net = load(args.model)
+            except (OSError, ValueError) as exc:
+                parser.error(f"summary: {exc}")
+        try:
+            print(net.summary())
+        except ValueError as exc:          # a saved network without its input shape
+            parser.error(f"summary: {exc}")
         return 0
     from .train import check_outputs, train
     # every output path is checked, by writing there, before a minute of training is spent
