@@ -11,10 +11,11 @@
 sides of NumPy's small-kernel cut), vecconv's direct route (the engine) and the FFT route,
 on 1-D signals of 2**8..2**20 samples and 2-D images of 16**2..1024**2 with kernels 3..255,
 float32 and float64. It fits the constants by non-negative least squares on relative error
-(``fit_constants``; the work measures are ``vecconv.signal._engine_work``, ``_fft_work``
-and NumPy's output entries x taps) and prints them as the ``_COSTS`` and ``_NUMPY_COSTS``
+(``fit_constants``; the work measures are ``vecconv.signal._engine_work``, ``_fft_work``,
+``_oa_work`` with the share past ``_BIG_BYTES``, and NumPy's output entries x taps) and prints them as the ``_COSTS`` and ``_NUMPY_COSTS``
 of src/vecconv/signal.py, where they are copied by hand; the samples and constants go to
-``bench/results/signal_methods.json``.
+``bench/results/signal_methods.json``. ``--routes`` times only some routes (after a change
+to one of them), keeping the stored samples of the others.
 
 The table: ``convolve(x, k, 'same')`` by ``vecconv.signal`` (method='auto') and by
 ``scipy.signal`` (method='auto'), 1-D signals and 2-D images, kernels 3 to 255, float32 and
@@ -162,8 +163,9 @@ def fit_constants(samples):
         if key.startswith("numpy/"):
             out, k = work[:, 0], work[:, 1]
             rows = np.column_stack([np.ones_like(t), out, out * k])
-        else:
-            rows = np.column_stack([np.ones_like(t), work[:, 0]])
+        else:       # [work, the share of it past vs._BIG_BYTES(, output entries)]
+            rows = np.column_stack([np.ones_like(t)] + [work[:, i]
+                                                        for i in range(work.shape[1])])
         c = [float(v) for v in _nnls_relative(rows, t)]
         err = np.abs(rows @ np.array(c) / t - 1)
         constants[key] = c
@@ -190,11 +192,16 @@ def _numpy_samples(rng, repeats, samples):
         print(f"fit numpy {key}: done", flush=True)
 
 
-def fit(repeats):
-    """Time vecconv.signal's routes on a grid; fit the cost model's constants."""
+def fit(repeats, routes=("numpy", "direct", "fft", "oa")):
+    """Time vecconv.signal's routes on a grid; fit the cost model's constants. With only
+    some ``routes``, the others' samples are those stored in the JSON."""
     rng = np.random.default_rng(1)
     samples = {}
-    _numpy_samples(rng, repeats, samples)
+    if OUT.exists():
+        stored = json.loads(OUT.read_text()).get("fit_samples", {})
+        samples = {k: v for k, v in stored.items() if k.split("/")[0] not in routes}
+    if "numpy" in routes:
+        _numpy_samples(rng, repeats, samples)
     for d in (1, 2):
         sizes = [256, 2048, 16384, 131072, 1 << 20] if d == 1 else [16, 32, 64, 128, 256,
                                                                     1024]
@@ -207,18 +214,32 @@ def fit(repeats):
                     sx, sk = shape_of(d, n, k)
                     x = rng.standard_normal(sx).astype(dt)
                     w = rng.standard_normal(sk).astype(dt)
-                    work_d = vs._engine_work(sx, sk, "same")
-                    work_f = vs._fft_work(sx, sk)
+                    size = np.dtype(dt).itemsize
+
+                    def measure(work_entries):
+                        work, entries = work_entries
+                        return [work, vs._excess(work, entries * size)]
+
+                    work_d = measure(vs._engine_work(sx, sk, "same")) + [
+                        vs._out_size(sx, sk, "same")]
+                    work_f = measure(vs._fft_work(sx, sk))
+                    work_o = measure(vs._oa_work(n, k)) if d == 1 and vs._oa_work(n, k) \
+                        else None
                     fns, keys = [], []
-                    if work_d < 3e9:        # the direct route where it can matter
+                    if work_d[0] < 3e9 and "direct" in routes:   # where it can matter
                         fns.append(lambda: vs.convolve(x, w, "same", method="direct"))
                         keys.append(("direct", work_d))
-                    fns.append(lambda: vs.convolve(x, w, "same", method="fft"))
-                    keys.append(("fft", work_f))
+                    if "fft" in routes:
+                        fns.append(lambda: vs.convolve(x, w, "same", method="fft"))
+                        keys.append(("fft", work_f))
+                    if work_o is not None and "oa" in routes:
+                        fns.append(lambda: vs.convolve(x, w, "same", method="oa"))
+                        keys.append(("oa", work_o))
+                    if not fns:
+                        continue
                     ts = interleaved(fns, repeats, budget=0.5)
-                    size = np.dtype(dt).itemsize
                     for (route, work), t in zip(keys, ts):
-                        samples.setdefault(f"{route}/{size}/{d}", []).append([work, t])
+                        samples.setdefault(f"{route}/{size}/{d}", []).append(work + [t])
                     print(f"fit {d}-D {dt} n={n} k={k}: " + ", ".join(
                         f"{key[0]} {t * 1e3:.3f} ms" for key, t in zip(keys, ts)), flush=True)
     constants = fit_constants(samples)
@@ -231,7 +252,7 @@ def print_constants(constants):
     for key, c in constants.items():
         route, size, d = key.split("/")
         if route != "numpy":
-            print(f'    ("{route}", {size}, {d}): ({c[0]:.3g}, {c[1]:.3g}),')
+            print(f'    ("{route}", {size}, {d}): ({", ".join(f"{v:.3g}" for v in c)}),')
     print("}\n_NUMPY_COSTS = {")
     for key, c in constants.items():
         route, group, small = key.split("/")
@@ -249,6 +270,8 @@ def main():
     p.add_argument("--refit", action="store_true",
                    help="fit the constants again from the samples stored in the JSON")
     p.add_argument("--fit-only", action="store_true", help="with --fit: no table")
+    p.add_argument("--routes", default="numpy,direct,fft,oa",
+                   help="with --fit: the routes to time (the others' samples are kept)")
     p.add_argument("--ndim", type=int, choices=(1, 2), help="only the 1-D or the 2-D grid")
     args = p.parse_args()
     repeats = 3 if args.quick else 7
@@ -270,7 +293,7 @@ def main():
         OUT.write_text(json.dumps(dict(json.loads(OUT.read_text()), **result), indent=1))
         return
     if args.fit:
-        result["constants"], samples = fit(repeats)
+        result["constants"], samples = fit(repeats, tuple(args.routes.split(",")))
         print_constants(result["constants"])
         result["fit_samples"] = samples
         if args.fit_only:

@@ -11,7 +11,7 @@ The functions take SciPy's arguments and give SciPy's output shapes, dtypes and 
 (``axes=``), ``choose_conv_method`` and ``correlation_lags``.
 
 Routes
-------
+~~~~~~
 ``method='direct'``
     vecconv's engine (im2col + one GEMM per image and group, vecconv's threads, the GIL
     released): ``vecconv.conv`` with the padding that the mode means. Every real
@@ -36,13 +36,17 @@ Routes
       least as long as ``in2`` (NumPy centres 'same' on the longer input). Its result is
       SciPy's to the bit: NumPy's result dtype (float32 stays float32), integers exact and
       wrapping as SciPy's do. It wins for short signals and short kernels, where the fixed
-      cost of a call decides (a few microseconds against the engine's tens);
+      cost of a call decides (a few microseconds against the engine's tens), and it keeps
+      a near tie: another route replaces it only when predicted at 0.85 of its time or
+      less (``_TIE``);
     * vecconv's engine (as ``'direct'``): 2-D and 3-D inputs with small kernels, long 1-D
       signals with kernels up to some tens of taps, batches (a length-1 axis of a kernel,
       ``axes=``) and filter banks, which are one engine call;
     * FFTs (as ``'fft'``) for large kernels, and overlap-add (as ``'oa'``) for 1-D signals
       much longer than a large kernel (on 2-D images the model ranked it above one FFT
-      where it ran 1.5x slower, so it is not a candidate there).
+      where it ran 1.5x slower, so it is not a candidate there). A near tie between the
+      engine and a frequency route goes to the frequency route, whose predictions are
+      the closer ones (the engine must be predicted at 0.85 of its time or less).
 
     Integer inputs take no FFT when a product could pass float64's exact range (SciPy's
     rule, checked on every call); bool inputs, extended precision and object arrays take
@@ -50,14 +54,14 @@ Routes
     costs a dictionary look-up to decide.
 
 Complex inputs
---------------
+~~~~~~~~~~~~~~
 Supported by every route. The direct route splits each complex input into its real and
 imaginary parts, stacked as two channels of ``x`` and two output channels of ``w``: one
 engine call makes the four real convolutions, which are then combined
 (``(a+ib)(c+id) = (ac-bd) + i(ad+bc)``). A real input with a complex one takes two.
 
 Where SciPy itself does the work
---------------------------------
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 ``scipy.signal`` is imported only then, and only for:
 
 * the direct route of more than 3 convolution axes (the engine has 1 to 3), where no axis
@@ -69,7 +73,7 @@ Where SciPy itself does the work
 * empty inputs on the direct route.
 
 Beyond SciPy
-------------
+~~~~~~~~~~~~
 * ``axes=`` on ``correlate`` and ``convolve`` (keyword only): convolve along those axes;
   along the others the inputs must have equal lengths or a length of 1 and broadcast.
   A length-1 axis of ``in2`` is a batch of ``in1``; a length-1 axis of ``in1`` applies
@@ -125,19 +129,25 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 #: Cost model of ``method='auto'`` (seconds), measured on this project's machine by
 #: ``python bench/signal_methods.py --fit`` (see there and bench/results/
 #: signal_methods.json for the machine, the samples and the fit).
-#: vecconv's routes: ``t = c0 + c1 * work``; ``direct`` work is output entries x kernel
-#: taps of one real pass, ``fft`` work is the sum over the three transforms of N log2 N, N
-#: the product of the fast lengths (overlap-add: the same for its blocks). Keys: (route,
-#: itemsize of the working real dtype, 1 for 1-D else 2).
+#: vecconv's routes: ``t = c0 + c1 * work + c2 * work * max(0, 1 - _BIG_BYTES / nbytes)``:
+#: a unit of work costs c1 while the data it streams stays in the caches, and more (c2)
+#: for the share past ``_BIG_BYTES``. ``direct`` work is output entries x kernel taps of one
+#: real pass, its data the patch matrix; ``fft`` work is the sum over the three transforms
+#: of N log2 N, N the product of the fast lengths, its data 4 N entries (inputs, spectra,
+#: output); ``oa`` the same for the overlap-add blocks (1-D only). The direct route has a
+#: fourth constant, a cost per output entry (its patch matrix's rows: what a 3-tap kernel
+#: pays). Keys: (route, itemsize of the working real dtype, 1 for 1-D else 2).
 _COSTS = {
-    ("direct", 4, 1): (2.6e-05, 2.14e-10),
-    ("direct", 4, 2): (3.51e-05, 2.62e-10),
-    ("direct", 8, 1): (2.2e-05, 3.71e-10),
-    ("direct", 8, 2): (2.79e-05, 4.66e-10),
-    ("fft", 4, 1): (4.01e-05, 4.64e-10),
-    ("fft", 4, 2): (5.85e-05, 2.13e-10),
-    ("fft", 8, 1): (3.71e-05, 4.6e-10),
-    ("fft", 8, 2): (4.39e-05, 3.93e-10),
+    ("direct", 4, 1): (3.03e-05, 1.86e-10, 1.06e-10, 4.34e-12),
+    ("direct", 4, 2): (3.1e-05, 2.27e-10, 0, 4.22e-11),
+    ("direct", 8, 1): (3.3e-05, 3.51e-10, 3.08e-11, 6.75e-10),
+    ("direct", 8, 2): (2.31e-05, 3.03e-10, 0, 1.52e-09),
+    ("fft", 4, 1): (4.91e-05, 4.21e-10, 1.46e-11),
+    ("fft", 4, 2): (4.89e-05, 1.86e-10, 1.53e-12),
+    ("fft", 8, 1): (5.29e-05, 4.95e-10, 3.31e-10),
+    ("fft", 8, 2): (4.97e-05, 2.91e-10, 1.13e-10),
+    ("oa", 4, 1): (0.000105, 3.37e-10, 0),
+    ("oa", 8, 1): (0.000119, 5.87e-10, 2.94e-10),
 }
 #: NumPy's 1-D direct product (``numpy.convolve``/``numpy.correlate``, SciPy's own direct
 #: method in 1-D): ``t = c0 + out * (c_out + c_tap * k)``, out the output entries and k the
@@ -155,6 +165,15 @@ _NUMPY_COSTS = {
     ("int", False): (1.05e-06, 4.08e-10, 5.25e-10),
     ("int", True): (1.26e-06, 8.82e-10, 4.8e-10),
 }
+#: past this many bytes a route's data falls out of the caches (2 MiB of L2 per core and
+#: 32 MiB of L3 shared with other jobs here) and its work costs more (measured: the direct
+#: route's 0.2-0.3 ns per float32 tap on 256**2 images, 0.4-0.9 ns on 1024**2; overlap-add
+#: of 2**20 float64 samples at 4x the time of float32)
+_BIG_BYTES = 8 << 20
+#: a near tie: a route replaces NumPy's 1-D product, and the direct route replaces the
+#: frequency routes, only when predicted at this fraction of their time or less (the
+#: model's median errors are 5-20%)
+_TIE = 0.85
 #: NumPy's correlate runs kernels of at most this many taps by unrolled loops
 #: (``small_correlate``: float32 or float64); longer ones by one dot product per output
 _NP_SMALL_KERNEL = 11
@@ -705,27 +724,42 @@ def _out_size(sa, sb, mode):
 
 def _engine_work(sa, sb, mode):
     """The direct route's work: output entries x kernel taps of one real pass (the kernel
-    is in2, or the smaller input when 'valid' swaps them)."""
+    is in2, or the smaller input when 'valid' swaps them); its data is as many entries."""
     na, nb = math.prod(sa), math.prod(sb)
-    return _out_size(sa, sb, mode) * (min(na, nb) if mode == "valid" else nb)
+    work = _out_size(sa, sb, mode) * (min(na, nb) if mode == "valid" else nb)
+    return work, work
 
 
 def _fft_work(sa, sb, real=True):
     """The FFT route's work: the three transforms' N log2 N, N the product of the fast
-    lengths of the full convolution."""
+    lengths of the full convolution; and its data, 4 N entries."""
     n = math.prod(_fft.next_fast_len(a + b - 1, real) for a, b in zip(sa, sb))
-    return 3 * n * math.log2(max(n, 2))
+    return 3 * n * math.log2(max(n, 2)), 4 * n
 
 
 def _oa_work(n1, n2):
     """Overlap-add's work along one axis (the blocks of the cut input forward and back,
-    the other input once), or None when no cut pays (``_oa_block``)."""
+    the other input once) and its data (4 entries per block entry), or None when no cut
+    pays (``_oa_block``)."""
     big, small = max(n1, n2), min(n1, n2)
     f = _oa_block(big, small)
     if f is None:
         return None
     blocks = -(-big // (f - small + 1))
-    return (2 * blocks + 1) * f * math.log2(max(f, 2))
+    return (2 * blocks + 1) * f * math.log2(max(f, 2)), 4 * blocks * f
+
+
+def _excess(work, nbytes):
+    """The share of ``work`` whose data is past ``_BIG_BYTES``."""
+    return work * (1.0 - _BIG_BYTES / nbytes) if nbytes > _BIG_BYTES else 0.0
+
+
+def _cost(key, work, entries, out=0):
+    """Predicted seconds of vecconv's route ``key`` = (route, itemsize, rank); ``out``
+    output entries for the direct route's per-entry term."""
+    c = _COSTS[key]
+    t = c[0] + c[1] * work + c[2] * _excess(work, entries * key[1])
+    return t + c[3] * out if len(c) > 3 else t
 
 
 def _numpy_key(rt):
@@ -778,20 +812,33 @@ def _model_route(a, b, mode, numpy_ok):
     cplx = ka == "c" or kb == "c"
     parts = (2 if ka == "c" else 1) * (2 if kb == "c" else 1)
     # the batch: the direct route makes one engine call for all of it; FFTs scale with it
-    c0, c1 = _COSTS[("direct", size, rank)]
-    times = {"direct": c0 + c1 * _engine_work(sa, sb, mode) * parts * batch}
-    f0, f1 = _COSTS[("fft", size, rank)]
+    work, entries = _engine_work(sa, sb, mode)
+    times = {"direct": _cost(("direct", size, rank), work * parts * batch,
+                             entries * parts * batch, _out_size(sa, sb, mode) * batch)}
     cf = 2.0 if cplx else 1.0
-    times["fft"] = f0 + f1 * _fft_work(sa, sb, not cplx) * cf * batch
+    work, entries = _fft_work(sa, sb, not cplx)
+    times["fft"] = _cost(("fft", size, rank), work * cf * batch, entries * cf * batch)
     if rank == 1:
         # measured: overlap-add of 2-D images ran 1.5x slower than one FFT where this
         # model expected it faster (its overlap-add passes are not in the model)
-        w = _oa_work(sa[0], sb[0])
-        if w is not None:
-            times["oa"] = f0 + f1 * w * cf * batch
+        oa = _oa_work(sa[0], sb[0])
+        if oa is not None:
+            times["oa"] = _cost(("oa", size, 1), oa[0] * cf * batch, oa[1] * cf * batch)
+    best = min(times, key=times.__getitem__)
+    if best == "direct":
+        # a near tie goes to the frequency route: its predictions are the closer ones
+        # (median errors 4-9% against the direct route's 12-22%), and it is SciPy's choice
+        # wherever SciPy's direct route is slow (2-D, 3-D)
+        freq = min((r for r in times if r != "direct"), key=times.__getitem__)
+        if times["direct"] > _TIE * times[freq]:
+            best = freq
     if numpy_ok:
-        times["numpy"] = _numpy_time(sa[0], sb[0], mode, _numpy_key(rt))
-    return min(times, key=times.__getitem__)
+        # NumPy's product gives SciPy's result to the bit and is the best predicted of all:
+        # another route must be predicted clearly faster to replace it
+        t_numpy = _numpy_time(sa[0], sb[0], mode, _numpy_key(rt))
+        if times[best] > _TIE * t_numpy:
+            return "numpy"
+    return best
 
 
 #: recent decisions: (shapes, dtype chars, mode, numpy_ok) -> route
