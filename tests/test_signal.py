@@ -291,3 +291,49 @@ def test_docstring_examples_run():
     import doctest
     result = doctest.testmod(vs, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 20 and result.failed == 0
+
+
+@pytest.mark.parametrize("dtype", ALL + ["int8", "bool"])
+def test_numpy_route_for_small_1d(dtype):
+    """method='auto' takes NumPy's direct product (SciPy's own 1-D direct method) where it
+    is predicted fastest: SciPy's values and dtype (float32 kept, integers exact and
+    wrapping as SciPy's do), in1 shorter than in2 included."""
+    rng = np.random.default_rng(3)
+    dt = np.dtype(dtype)
+    mk = (lambda n: rng.integers(0, 2, n).astype(bool)) if dt.kind == "b" else \
+        (lambda n: sample(rng, n, dt) * (40 if dt == np.int8 else 1))
+    for n1, n2 in [(200, 3), (200, 15), (5, 9), (1, 1)]:
+        a, b = mk(n1), mk(n2)
+        for mode in MODES:
+            for name in ("correlate", "convolve"):
+                ref, err = scipy_or_error(getattr(ss, name), a, b, mode, method="direct")
+                if err is not None:     # bool 'same' of a shorter in1: SciPy's ND routine
+                    continue
+                ours = getattr(vs, name)(a, b, mode)
+                assert ours.dtype == ref.dtype
+                check(ours, ref)
+    a, b = mk(1000), mk(3)
+    assert vs._choose_route(a, b, "same", vs._numpy_ok(a, b, "same")) == "numpy"
+    assert vs.choose_conv_method(a, b, "same") == "direct"
+
+
+def test_numpy_route_only_where_numpy_means_scipy():
+    """'same' with in1 shorter than in2 centres differently in NumPy: not that route;
+    2-D inputs and axes= never take it; float16 keeps the engine."""
+    a, b = np.ones(5), np.ones(9)
+    assert not vs._numpy_ok(a, b, "same") and vs._numpy_ok(a, b, "full")
+    assert not vs._numpy_ok(np.ones((4, 4)), np.ones((2, 2)), "full")
+    assert not vs._numpy_ok(np.ones(9, np.float16), np.ones(3, np.float16), "full")
+    check(vs.convolve(a, b, "same"), ss.convolve(a, b, "same", method="direct"))
+
+
+def test_route_kept_per_shape_but_integer_rule_per_call():
+    """A decision kept for a shape and dtype is used again; SciPy's integer rule (no FFT
+    when a product could pass 2**52) still looks at each call's values."""
+    n, k = 20000, 4000
+    small = np.ones(n, np.int64), np.ones(k, np.int64)
+    route = vs._choose_route(*small, "full", True)
+    assert route in ("fft", "oa")
+    big = np.full(n, 2**40, np.int64), np.full(k, 2**20, np.int64)
+    assert vs._choose_route(*big, "full", True) == "numpy"
+    np.testing.assert_array_equal(vs.convolve(*big), np.convolve(*big))

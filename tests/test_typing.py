@@ -18,6 +18,7 @@ import pytest
 
 import vecconv
 import vecconv.nn
+import vecconv.signal
 
 if os.environ.get("CI"):
     import mypy  # noqa: F401  (the test extra has it: in CI a missing mypy is a failure)
@@ -38,6 +39,10 @@ warn_unused_ignores = True
 warn_unused_configs = True
 
 [mypy-tqdm.*]
+ignore_missing_imports = True
+
+# SciPy ships no type hints (vecconv.signal and the FFT route import it)
+[mypy-scipy.*]
 ignore_missing_imports = True
 """
 
@@ -101,6 +106,8 @@ def _public_callables():
                 out.append((f"vecconv.nn.{name}.{attr}", member))
         elif inspect.isfunction(obj):
             out.append((f"vecconv.nn.{name}", obj))
+    out += [(f"vecconv.signal.{name}", getattr(vecconv.signal, name))
+            for name in vecconv.signal.__all__]
     try:
         import vecconv.torch as vt
     except ImportError:
@@ -131,7 +138,8 @@ def test_the_survey_of_the_public_api_is_not_empty():
     labels = {label for label, _ in PUBLIC}
     for expected in ("vecconv.conv2d", "vecconv.max_pool3d", "vecconv.threads",
                      "vecconv.nn.Conv2D.forward", "vecconv.nn.Conv2D.__init__",
-                     "vecconv.nn.Sequential.save", "vecconv.nn.Layer.params"):
+                     "vecconv.nn.Sequential.save", "vecconv.nn.Layer.params",
+                     "vecconv.signal.convolve", "vecconv.signal.choose_conv_method"):
         assert expected in labels
     assert len(PUBLIC) > 100
 
@@ -139,7 +147,7 @@ def test_the_survey_of_the_public_api_is_not_empty():
 # ----------------------------------------------------------------------------- mypy
 def test_mypy_accepts_the_installed_package(mypy_run):
     modules = ["vecconv", "vecconv.nn", "vecconv.matrix", "vecconv.data", "vecconv.train",
-               "vecconv._engine"]
+               "vecconv._engine", "vecconv.signal"]
     try:
         import torch  # noqa: F401
         modules.append("vecconv.torch")
@@ -187,6 +195,17 @@ GOOD_USE = '''
     shape: tuple[int, ...] = layer.output_shape((1, 1, 5, 5))
     labels: NDArray[np.intp] = net.predict(np.zeros((3, 1, 32, 32), np.float32))
     print(y.shape, dx, dw, db, cols.T, p.ndim, g, a, old, n, flag, loss, shape, labels)
+
+    import vecconv.signal as vs
+    s1: NDArray[Any] = vs.convolve(np.ones(50), [1.0, 2.0], "same", method="auto")
+    s2 = vs.correlate2d(np.ones((8, 8)), np.eye(3), boundary="symm", fillvalue=0.5)
+    s3 = vs.fftconvolve(np.ones((2, 9)), np.ones((1, 3)), "valid", axes=1)
+    s4 = vs.correlate_bank(np.ones((8, 8)), np.ones((4, 3, 3)), "same", method="direct")
+    m: str = vs.choose_conv_method(np.ones(9), np.ones(3))
+    m2, times = vs.choose_conv_method(np.ones(9), np.ones(3), measure=True)
+    secs: float = times["fft"]
+    lags = vs.correlation_lags(9, 3, "valid") + vs.oaconvolve(s1, s1).size
+    print(s2, s3, s4, m, m2, secs, lags)
 '''
 
 GOOD_TORCH_USE = '''
@@ -228,6 +247,10 @@ BAD_USE = {
     "nn.Conv2D(1, 2, 3, padding_mode='wrap')": "arg-type",
     "nn.lenet5(pooling='min')": "arg-type",
     "int_result: int = vecconv.conv(x, x)": "assignment",
+    "vs.convolve(x, x, mode='half')": "arg-type",
+    "vs.correlate(x, x, method='fastest')": "arg-type",
+    "vs.convolve2d(x, x, boundary='reflect')": "arg-type",
+    "vs.convolve(x, x, 'same', 'auto', (0, 1))": "call-arg",
 }
 BAD_TORCH_USE = {
     "vt.conv(t, t, paddin=1)": "call-arg",
@@ -243,7 +266,7 @@ def test_mypy_flags_wrong_use(mypy_run, torch_too):
     is narrower than numpy.typing.ArrayLike, which admits strings.)"""
     cases = dict(BAD_USE)
     header = ["import numpy as np", "import vecconv", "import vecconv.nn as nn",
-              "x = np.zeros((1, 1, 4, 4))"]
+              "import vecconv.signal as vs", "x = np.zeros((1, 1, 4, 4))"]
     if torch_too:
         pytest.importorskip("torch")
         cases = dict(BAD_TORCH_USE)

@@ -248,6 +248,27 @@ def _dask_page(name, data):
     return out
 
 
+def _signal_page(name, data):
+    """bench/signal_methods.py: vecconv.signal's method='auto' against scipy.signal's."""
+    out = [f"vecconv.signal against scipy.signal (``bench/results/{name}``)", "-" * 80, ""]
+    out += ["Measured by ``bench/signal_methods.py``: ``convolve(x, k, 'same')`` with "
+            "``method='auto'`` in both libraries; each cell is the median over passes of the "
+            "grid of the ratio of the two minimum times of interleaved calls (below 1: "
+            "vecconv.signal is faster). The route is the one vecconv.signal chose "
+            "(``numpy``: NumPy's 1-D product, SciPy's own direct method), then SciPy's.", ""]
+    out += _machine(data["machine"])
+    rows = [[f"{r['ndim']}-D", r["dtype"], r["n"], r["k"],
+             f"{r['vecconv_route']} / {r['scipy_method']}", _fmt(r["vecconv_s"] * 1e3, 3),
+             _fmt(r["scipy_s"] * 1e3, 3), _fmt(r["ratio"])] for r in data["table"]]
+    out += _table(["rank", "dtype", "n", "k", "route (vecconv / SciPy)", "vecconv ms",
+                   "SciPy ms", "ratio"], rows, "vecconv.signal / scipy.signal, method='auto'")
+    ratios = [r["ratio"] for r in data["table"]]
+    out += [f"vecconv.signal was faster on {sum(q < 1 for q in ratios)} of {len(ratios)} "
+            f"cells and within 10% of SciPy's choice on {sum(q <= 1.1 for q in ratios)}; "
+            f"worst ratio {max(ratios):.2f}.", ""]
+    return out
+
+
 # ----------------------------------------------------------------------------- the page
 def write_pages(repo: Path, out_dir: Path):
     """Write ``out_dir/bench.rst`` and one chart per result file; returns the files read."""
@@ -269,6 +290,8 @@ def write_pages(repo: Path, out_dir: Path):
             page += _pool_page(path.name, data, chart)
         elif isinstance(data, dict) and "speedup_zarr" in data and "machine" in data:
             page += _dask_page(path.name, data)
+        elif isinstance(data, dict) and "table" in data and "fit_samples" in data:
+            page += _signal_page(path.name, data)
         else:
             skipped.append(path.name)
     if not results:

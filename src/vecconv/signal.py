@@ -11,7 +11,7 @@ The functions take SciPy's arguments and give SciPy's output shapes, dtypes and 
 (``axes=``), ``choose_conv_method`` and ``correlation_lags``.
 
 Routes
-------
+~~~~~~
 ``method='direct'``
     vecconv's engine (im2col + one GEMM per image and group, vecconv's threads, the GIL
     released): ``vecconv.conv`` with the padding that the mode means. Every real
@@ -20,22 +20,48 @@ Routes
     row of ``in1`` in one call.
 ``method='fft'``
     ``fftconvolve``: real or complex FFTs of ``scipy.fft`` at next fast lengths, on
-    ``vecconv.get_num_threads()`` workers (SciPy's own uses one).
+    ``vecconv.get_num_threads()`` workers for transforms of 2**17 entries or more (one
+    worker below that, where a second costs more than it saves).
 ``method='oa'`` (vecconv's route)
     ``oaconvolve``, the overlap-add method, for a kernel much shorter than the signal.
 ``method='auto'``
-    ``choose_conv_method``: a cost model whose constants were measured on vecconv's own
-    engine (``bench/signal_methods.py``; see ``_COSTS``), not SciPy's operation counts.
+    The route of least predicted time (``choose_conv_method``), from a cost model whose
+    constants were measured on this project's machine (``bench/signal_methods.py
+    --fit``; ``_COSTS`` and ``_NUMPY_COSTS``), not from SciPy's operation counts. The
+    candidates:
+
+    * NumPy's direct product, ``numpy.correlate``/``numpy.convolve`` (what SciPy's own
+      direct method is in 1-D), when both inputs are 1-D, not empty, of float32, float64,
+      complex64, complex128, integer or bool result dtype, and, for 'same', ``in1`` is at
+      least as long as ``in2`` (NumPy centres 'same' on the longer input). Its result is
+      SciPy's to the bit: NumPy's result dtype (float32 stays float32), integers exact and
+      wrapping as SciPy's do. It wins for short signals and short kernels, where the fixed
+      cost of a call decides (a few microseconds against the engine's tens), and it keeps
+      a near tie: another route replaces it only when predicted at 0.85 of its time or
+      less (``_TIE``);
+    * vecconv's engine (as ``'direct'``): 2-D and 3-D inputs with small kernels, long 1-D
+      signals with kernels up to some tens of taps, batches (a length-1 axis of a kernel,
+      ``axes=``) and filter banks, which are one engine call;
+    * FFTs (as ``'fft'``) for large kernels, and overlap-add (as ``'oa'``) for 1-D signals
+      much longer than a large kernel (on 2-D images the model ranked it above one FFT
+      where it ran 1.5x slower, so it is not a candidate there). A near tie between the
+      engine and a frequency route goes to the frequency route, whose predictions are
+      the closer ones (the engine must be predicted at 0.85 of its time or less).
+
+    Integer inputs take no FFT when a product could pass float64's exact range (SciPy's
+    rule, checked on every call); bool inputs, extended precision and object arrays take
+    a direct route. The model's answer for a shape and dtype is kept, so a repeated call
+    costs a dictionary look-up to decide.
 
 Complex inputs
---------------
+~~~~~~~~~~~~~~
 Supported by every route. The direct route splits each complex input into its real and
 imaginary parts, stacked as two channels of ``x`` and two output channels of ``w``: one
 engine call makes the four real convolutions, which are then combined
 (``(a+ib)(c+id) = (ac-bd) + i(ad+bc)``). A real input with a complex one takes two.
 
 Where SciPy itself does the work
---------------------------------
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 ``scipy.signal`` is imported only then, and only for:
 
 * the direct route of more than 3 convolution axes (the engine has 1 to 3), where no axis
@@ -47,7 +73,7 @@ Where SciPy itself does the work
 * empty inputs on the direct route.
 
 Beyond SciPy
-------------
+~~~~~~~~~~~~
 * ``axes=`` on ``correlate`` and ``convolve`` (keyword only): convolve along those axes;
   along the others the inputs must have equal lengths or a length of 1 and broadcast.
   A length-1 axis of ``in2`` is a batch of ``in1``; a length-1 axis of ``in1`` applies
@@ -71,11 +97,24 @@ import numbers
 import operator
 import timeit
 import warnings
+from collections.abc import Sequence
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 import scipy.fft as _fft
+from numpy.typing import NDArray
 
 import vecconv
+from vecconv._typing import ArrayInput
+
+#: the ``mode`` of every function here
+Mode = Literal["full", "valid", "same"]
+#: ``method`` of ``correlate``/``convolve``: SciPy's three and vecconv's overlap-add
+Method = Literal["auto", "direct", "fft", "oa"]
+#: ``boundary`` of ``correlate2d``/``convolve2d``, with SciPy's synonyms
+Boundary = Literal["fill", "pad", "wrap", "circular", "symm", "symmetric"]
+#: ``axes``: one axis or several
+Axes = Union[int, Sequence[int], None]
 
 __all__ = ["correlate", "convolve", "correlate2d", "convolve2d", "fftconvolve", "oaconvolve",
            "choose_conv_method", "correlation_lags", "correlate_bank", "convolve_bank"]
@@ -85,27 +124,59 @@ _METHODS = ("auto", "direct", "fft", "oa")
 _BOUNDARIES = {"fill": "fill", "pad": "fill", "wrap": "wrap", "circular": "wrap",
                "symm": "symm", "symmetric": "symm"}
 _EXACT = 2 ** 53          # integers below this are exact in float64
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
-#: Cost model of ``method='auto'`` (seconds): ``t = c0 + c1 * work``. Measured on this
-#: project's machine (2-core AMD EPYC shared with other jobs, OpenBLAS 0.3.34 SkylakeX
-#: kernels, vecconv's 2 threads) by ``python bench/signal_methods.py --fit``: both routes
-#: timed on interleaved repeats over 1-D signals of 2**8..2**20 samples and 2-D images of
-#: 16**2..1024**2 with kernels 3..255, float32 and float64, the minimum of the repeats kept;
-#: c0 is the median time of the smallest quarter of the work, c1 the median of
-#: (t - c0) / work over the calls that take more than 4 c0 (bench/results/
-#: signal_methods.json holds the samples). ``direct`` work is output entries x kernel
-#: taps of one real pass; ``fft`` work is the sum over the three transforms of N log2 N,
-#: N the product of the fast lengths. Keys: (route, working dtype, 1 for 1-D else 2).
+#: Cost model of ``method='auto'`` (seconds), measured on this project's machine by
+#: ``python bench/signal_methods.py --fit`` (see there and bench/results/
+#: signal_methods.json for the machine, the samples and the fit).
+#: vecconv's routes: ``t = c0 + c1 * work + c2 * work * max(0, 1 - _BIG_BYTES / nbytes)``:
+#: a unit of work costs c1 while the data it streams stays in the caches, and more (c2)
+#: for the share past ``_BIG_BYTES``. ``direct`` work is output entries x kernel taps of one
+#: real pass, its data the patch matrix; ``fft`` work is the sum over the three transforms
+#: of N log2 N, N the product of the fast lengths, its data 4 N entries (inputs, spectra,
+#: output); ``oa`` the same for the overlap-add blocks (1-D only). The direct route has a
+#: fourth constant, a cost per output entry (its patch matrix's rows: what a 3-tap kernel
+#: pays). Keys: (route, itemsize of the working real dtype, 1 for 1-D else 2).
 _COSTS = {
-    ("direct", "float32", 1): (7.17e-05, 2.20e-10),
-    ("direct", "float64", 1): (8.00e-05, 3.27e-10),
-    ("direct", "float32", 2): (8.75e-05, 2.35e-10),
-    ("direct", "float64", 2): (1.47e-04, 2.26e-10),
-    ("fft", "float32", 1): (7.28e-05, 4.38e-10),
-    ("fft", "float64", 1): (6.13e-05, 5.87e-10),
-    ("fft", "float32", 2): (9.30e-05, 1.68e-10),
-    ("fft", "float64", 2): (1.42e-04, 3.05e-10),
+    ("direct", 4, 1): (3.03e-05, 1.86e-10, 1.06e-10, 4.34e-12),
+    ("direct", 4, 2): (3.1e-05, 2.27e-10, 0, 4.22e-11),
+    ("direct", 8, 1): (3.3e-05, 3.51e-10, 3.08e-11, 6.75e-10),
+    ("direct", 8, 2): (2.31e-05, 3.03e-10, 0, 1.52e-09),
+    ("fft", 4, 1): (4.91e-05, 4.21e-10, 1.46e-11),
+    ("fft", 4, 2): (4.89e-05, 1.86e-10, 1.53e-12),
+    ("fft", 8, 1): (5.29e-05, 4.95e-10, 3.31e-10),
+    ("fft", 8, 2): (4.97e-05, 2.91e-10, 1.13e-10),
+    ("oa", 4, 1): (0.000105, 3.37e-10, 0),
+    ("oa", 8, 1): (0.000119, 5.87e-10, 2.94e-10),
 }
+#: NumPy's 1-D direct product (``numpy.convolve``/``numpy.correlate``, SciPy's own direct
+#: method in 1-D): ``t = c0 + out * (c_out + c_tap * k)``, out the output entries and k the
+#: shorter input's length. Keys: (result dtype's kind and itemsize, or "int" for integers
+#: and bools; whether k <= ``_NP_SMALL_KERNEL``).
+_NUMPY_COSTS = {
+    ("c16", False): (6.65e-07, 1.81e-08, 2.94e-10),
+    ("c16", True): (1.13e-06, 1.78e-08, 2.47e-10),
+    ("c8", False): (1.2e-06, 9.17e-09, 1.39e-10),
+    ("c8", True): (1.24e-06, 5.82e-09, 5.22e-10),
+    ("f4", False): (1.46e-06, 6.76e-09, 5.04e-11),
+    ("f4", True): (1.3e-06, 2.3e-10, 1.45e-10),
+    ("f8", False): (1.16e-06, 5.83e-09, 9.32e-11),
+    ("f8", True): (1.29e-06, 0, 1.82e-10),
+    ("int", False): (1.05e-06, 4.08e-10, 5.25e-10),
+    ("int", True): (1.26e-06, 8.82e-10, 4.8e-10),
+}
+#: past this many bytes a route's data falls out of the caches (2 MiB of L2 per core and
+#: 32 MiB of L3 shared with other jobs here) and its work costs more (measured: the direct
+#: route's 0.2-0.3 ns per float32 tap on 256**2 images, 0.4-0.9 ns on 1024**2; overlap-add
+#: of 2**20 float64 samples at 4x the time of float32)
+_BIG_BYTES = 8 << 20
+#: a near tie: a route replaces NumPy's 1-D product, and the direct route replaces the
+#: frequency routes, only when predicted at this fraction of their time or less (the
+#: model's median errors are 5-20%)
+_TIE = 0.85
+#: NumPy's correlate runs kernels of at most this many taps by unrolled loops
+#: (``small_correlate``: float32 or float64); longer ones by one dot product per output
+_NP_SMALL_KERNEL = 11
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -186,15 +257,21 @@ def _centred(a, shape):
 def _work_dtype(rt):
     """(real working dtype, how the result is made) for a result dtype, or None when the
     engine has no faithful counterpart (object, extended precision)."""
-    k = rt.kind
-    if k == "f" and rt.itemsize in (4, 8):
-        return np.dtype(rt.name), "float"
-    if k == "c" and rt.itemsize in (8, 16):
-        return np.dtype(np.float32 if rt.itemsize == 8 else np.float64), "complex"
-    if k == "f" and rt.itemsize == 2:
-        return np.dtype(np.float32), "float"
-    if k in "biu":
-        return np.dtype(np.float64), "int"
+    k, size = rt.kind, rt.itemsize
+    if k == "f":
+        if size == 8:
+            return _F64, "float"
+        if size == 4:
+            return _F32, "float"
+        if size == 2:
+            return _F32, "float"
+    elif k == "c":
+        if size == 16:
+            return _F64, "complex"
+        if size == 8:
+            return _F32, "complex"
+    elif k in "biu":
+        return _F64, "int"
     return None, None
 
 
@@ -240,15 +317,25 @@ def _same_corr2d(k):    # correlate2d: SciPy centres its window one entry earlie
 
 
 def _engine_real(x, w, mode, flip, conv_axes, same_rule=_same_nd, boundary="fill",
-                 fill=0.0):
+                 fill=0.0, algorithm="im2col"):
     """Real correlation (flip=False) or convolution (flip=True) of float arrays x and w
-    (same ndim) along ``conv_axes``, the others broadcast; by vecconv.conv.
+    (same ndim) along ``conv_axes``, the others broadcast; by vecconv.conv. The
+    direct route of ``convolve``/``correlate`` asks for its im2col and GEMM (direct sums:
+    the engine's own FFT algorithm would be a second frequency route, slower than
+    ``fftconvolve`` where the model would want it); ``convolve2d``/``correlate2d``, which
+    have no FFT route, leave the algorithm to the engine.
 
     x is the input being padded; the caller made sure that in 'valid' mode x is at least
     as long as w along every convolution axis. Returns the float result in x's order of
     axes, or None when the engine cannot take the shape (more than 3 convolution axes).
     """
     nd = x.ndim
+    if nd <= 3 and len(conv_axes) == nd and boundary == "fill" and fill == 0 and \
+            1 not in w.shape:
+        # every axis a convolution axis: one image, one channel, one kernel
+        pads = tuple(_pads(n, k, mode, same_rule) for n, k in zip(x.shape, w.shape))
+        return vecconv.conv(x[None, None], w[None, None], padding=pads, flip=flip,
+                            algorithm=algorithm)[0, 0]
     # a convolution axis of kernel length 1 is a batch axis (every mode keeps its length)
     conv = [ax for ax in conv_axes if w.shape[ax] != 1]
     others = [ax for ax in range(nd) if ax not in conv]
@@ -288,7 +375,7 @@ def _engine_real(x, w, mode, flip, conv_axes, same_rule=_same_nd, boundary="fill
     kwargs = {}
     if mode_pad == "constant":
         kwargs["fill_value"] = float(fill)
-    y = vecconv.conv(xs, ws, padding=tuple(pads), groups=nC, flip=flip,
+    y = vecconv.conv(xs, ws, padding=tuple(pads), groups=nC, flip=flip, algorithm=algorithm,
                      padding_mode=mode_pad, **kwargs)
     out_conv = y.shape[2:]
     y = y.reshape(tuple(lA) + tuple(lC) + tuple(lB) + (1,) * len(ones) + out_conv)
@@ -296,12 +383,14 @@ def _engine_real(x, w, mode, flip, conv_axes, same_rule=_same_nd, boundary="fill
     return np.transpose(y, np.argsort(order))
 
 
-def _engine(x, w, mode, flip, conv_axes, same_rule=_same_nd, boundary="fill", fill=0):
+def _engine(x, w, mode, flip, conv_axes, same_rule=_same_nd, boundary="fill", fill=0,
+            algorithm="im2col"):
     """``_engine_real`` for real or complex x and w (already conjugated as needed):
     complex parts are stacked on two new axes, one engine call for all of them."""
     cx, cw = x.dtype.kind == "c", w.dtype.kind == "c"
     if not (cx or cw) and not isinstance(fill, complex):
-        return _engine_real(x, w, mode, flip, conv_axes, same_rule, boundary, fill)
+        return _engine_real(x, w, mode, flip, conv_axes, same_rule, boundary, fill,
+                            algorithm)
     fill = complex(fill)
     if boundary != "fill" or fill != 0:
         # each part would need its own fill: make the padding here, then 'valid'
@@ -319,7 +408,8 @@ def _engine(x, w, mode, flip, conv_axes, same_rule=_same_nd, boundary="fill", fi
     xs = np.stack([x.real, x.imag]) if cx else x[None]
     ws = np.stack([w.real, w.imag]) if cw else w[None]
     axes = [ax + 2 for ax in conv_axes]
-    y = _engine_real(xs[:, None], ws[None], mode, flip, axes, same_rule)
+    y = _engine_real(xs[:, None], ws[None], mode, flip, axes, same_rule,
+                     algorithm=algorithm)
     if y is None:
         return None
     if cx and cw:
@@ -431,7 +521,8 @@ def _apply_mode(ret, s1, s2, mode, axes, broadcast_same=False):
     return _centred(ret, shape).copy()
 
 
-def fftconvolve(in1, in2, mode="full", axes=None):
+def fftconvolve(in1: ArrayInput, in2: ArrayInput, mode: Mode = "full",
+                axes: Axes = None) -> NDArray[Any]:
     """Convolve two N-dimensional arrays using FFTs (``scipy.signal.fftconvolve``).
 
     Real inputs take real FFTs, complex ones complex FFTs, at ``scipy.fft``'s next fast
@@ -497,7 +588,8 @@ def _oa_block(big, small):
     return best
 
 
-def oaconvolve(in1, in2, mode="full", axes=None):
+def oaconvolve(in1: ArrayInput, in2: ArrayInput, mode: Mode = "full",
+               axes: Axes = None) -> NDArray[Any]:
     """Convolve two N-dimensional arrays by overlap-add (``scipy.signal.oaconvolve``).
 
     The longer input is cut into blocks along every axis where the other is at most half
@@ -527,6 +619,11 @@ def oaconvolve(in1, in2, mode="full", axes=None):
     >>> y.shape, bool(np.allclose(y, 1.0))
     ((999,), True)
     """
+    return _oaconvolve(in1, in2, mode, axes)
+
+
+def _oaconvolve(in1, in2, mode, axes):
+    """The body of ``oaconvolve``."""
     a, b = np.asarray(in1), np.asarray(in2)
     if a.ndim == b.ndim == 0:
         return a * b
@@ -616,41 +713,172 @@ def oaconvolve(in1, in2, mode="full", axes=None):
 
 
 # ----------------------------------------------------------------------------- choosing
-def _fast_prod(shape, real=True):
-    return math.prod(_fft.next_fast_len(n, real) for n in shape)
-
-
-def _predict(a_shape, b_shape, mode, work, complex_parts, d):
-    """Predicted seconds of the direct and FFT routes (``_COSTS``)."""
-    key_d = 1 if d == 1 else 2
+def _out_size(sa, sb, mode):
+    """Entries of the result along the convolution axes of lengths sa (in1), sb (in2)."""
     if mode == "full":
-        out = [n + k - 1 for n, k in zip(a_shape, b_shape)]
-    elif mode == "valid":
-        out = [abs(n - k) + 1 for n, k in zip(a_shape, b_shape)]
+        return math.prod(n + k - 1 for n, k in zip(sa, sb))
+    if mode == "valid":
+        return math.prod(abs(n - k) + 1 for n, k in zip(sa, sb))
+    return math.prod(sa)
+
+
+def _engine_work(sa, sb, mode):
+    """The direct route's work: output entries x kernel taps of one real pass (the kernel
+    is in2, or the smaller input when 'valid' swaps them); its data is as many entries."""
+    na, nb = math.prod(sa), math.prod(sb)
+    work = _out_size(sa, sb, mode) * (min(na, nb) if mode == "valid" else nb)
+    return work, work
+
+
+def _fft_work(sa, sb, real=True):
+    """The FFT route's work: the three transforms' N log2 N, N the product of the fast
+    lengths of the full convolution; and its data, 4 N entries."""
+    n = math.prod(_fft.next_fast_len(a + b - 1, real) for a, b in zip(sa, sb))
+    return 3 * n * math.log2(max(n, 2)), 4 * n
+
+
+def _oa_work(n1, n2):
+    """Overlap-add's work along one axis (the blocks of the cut input forward and back,
+    the other input once) and its data (4 entries per block entry), or None when no cut
+    pays (``_oa_block``)."""
+    big, small = max(n1, n2), min(n1, n2)
+    f = _oa_block(big, small)
+    if f is None:
+        return None
+    blocks = -(-big // (f - small + 1))
+    return (2 * blocks + 1) * f * math.log2(max(f, 2)), 4 * blocks * f
+
+
+def _excess(work, nbytes):
+    """The share of ``work`` whose data is past ``_BIG_BYTES``."""
+    return work * (1.0 - _BIG_BYTES / nbytes) if nbytes > _BIG_BYTES else 0.0
+
+
+def _cost(key, work, entries, out=0):
+    """Predicted seconds of vecconv's route ``key`` = (route, itemsize, rank); ``out``
+    output entries for the direct route's per-entry term."""
+    c = _COSTS[key]
+    t = c[0] + c[1] * work + c[2] * _excess(work, entries * key[1])
+    return t + c[3] * out if len(c) > 3 else t
+
+
+def _numpy_key(rt):
+    """Key of ``_NUMPY_COSTS`` for a result dtype, or None when NumPy's direct product is
+    not a candidate (float16, extended precision, object: those keep their routes)."""
+    k, size = rt.kind, rt.itemsize
+    if k == "f" and size in (4, 8) or k == "c" and size in (8, 16):
+        return f"{k}{size}"
+    if k in "biu":
+        return "int"
+    return None
+
+
+def _numpy_time(n, k, mode, key):
+    """Predicted seconds of ``numpy.convolve``/``numpy.correlate`` of lengths n and k."""
+    small = min(n, k)
+    c0, c_out, c_tap = _NUMPY_COSTS[(key, small <= _NP_SMALL_KERNEL)]
+    return c0 + _out_size((n,), (k,), mode) * (c_out + c_tap * small)
+
+
+def _model_route(a, b, mode, numpy_ok):
+    """The route of least predicted time for convolve(a, b, mode), from shapes and dtypes
+    alone ('direct', 'fft', 'oa', or 'numpy' when ``numpy_ok``)."""
+    ka, kb = a.dtype.kind, b.dtype.kind
+    direct = "numpy" if numpy_ok else "direct"
+    if ka == "b" and kb == "b":
+        return direct             # SciPy's rule: no FFT for booleans
+    if ka not in "buifc" or kb not in "buifc":
+        return direct
+    rt = np.result_type(a, b)
+    if rt.itemsize > (16 if rt.kind == "c" else 8):
+        return direct             # extended precision: FFTs would lose it
+    nd = a.ndim
+    if nd == 0 or a.size == 0 or b.size == 0:
+        return direct
+    sa, sb = a.shape, b.shape
+    conv = [ax for ax in range(nd) if sb[ax] != 1 and sa[ax] != 1]
+    if len(conv) > 3:
+        # SciPy's direct route would run: let SciPy's own model decide
+        return _scipy_signal().choose_conv_method(a, b, mode=mode)
+    if not conv:
+        return direct
+    if len(conv) < nd:
+        batch = math.prod(max(sa[ax], sb[ax]) for ax in range(nd) if ax not in conv)
+        sa, sb = [sa[ax] for ax in conv], [sb[ax] for ax in conv]
     else:
-        out = list(a_shape)
-    small = min(math.prod(a_shape), math.prod(b_shape))
-    c0, c1 = _COSTS[("direct", work.name, key_d)]
-    t_direct = c0 + c1 * math.prod(out) * small * complex_parts
-    full = [n + k - 1 for n, k in zip(a_shape, b_shape)]
-    n = _fast_prod(full)
-    f0, f1 = _COSTS[("fft", work.name, key_d)]
-    cf = 2.0 if complex_parts > 1 else 1.0
-    t_fft = f0 + f1 * 3 * n * math.log2(max(n, 2)) * cf
-    # overlap-add: the blocks of the cut input forward and back, the other input once
-    blocks, size, cut = 1, 1, False
-    for na, nb in zip(a_shape, b_shape):
-        big, small_ = max(na, nb), min(na, nb)
-        f = _oa_block(big, small_)
-        if f is None:
-            size *= _fft.next_fast_len(na + nb - 1, True)
-        else:
-            cut = True
-            blocks *= -(-big // (f - small_ + 1))
-            size *= f
-    t_oa = f0 + f1 * (2 * blocks + 1) * size * math.log2(max(size, 2)) * cf if cut \
-        else math.inf
-    return t_direct, t_fft, t_oa
+        batch = 1
+    size = _F64.itemsize if rt.kind in "biu" else _work_dtype(rt)[0].itemsize
+    rank = 1 if len(conv) == 1 else 2
+    cplx = ka == "c" or kb == "c"
+    parts = (2 if ka == "c" else 1) * (2 if kb == "c" else 1)
+    # the batch: the direct route makes one engine call for all of it; FFTs scale with it
+    work, entries = _engine_work(sa, sb, mode)
+    times = {"direct": _cost(("direct", size, rank), work * parts * batch,
+                             entries * parts * batch, _out_size(sa, sb, mode) * batch)}
+    cf = 2.0 if cplx else 1.0
+    work, entries = _fft_work(sa, sb, not cplx)
+    times["fft"] = _cost(("fft", size, rank), work * cf * batch, entries * cf * batch)
+    if rank == 1:
+        # measured: overlap-add of 2-D images ran 1.5x slower than one FFT where this
+        # model expected it faster (its overlap-add passes are not in the model)
+        oa = _oa_work(sa[0], sb[0])
+        if oa is not None:
+            times["oa"] = _cost(("oa", size, 1), oa[0] * cf * batch, oa[1] * cf * batch)
+    best = min(times, key=times.__getitem__)
+    if best == "direct":
+        # a near tie goes to the frequency route: its predictions are the closer ones
+        # (median errors 4-9% against the direct route's 12-22%), and it is SciPy's choice
+        # wherever SciPy's direct route is slow (2-D, 3-D)
+        freq = min((r for r in times if r != "direct"), key=times.__getitem__)
+        if times["direct"] > _TIE * times[freq]:
+            best = freq
+    if numpy_ok:
+        # NumPy's product gives SciPy's result to the bit and is the best predicted of all:
+        # another route must be predicted clearly faster to replace it
+        t_numpy = _numpy_time(sa[0], sb[0], mode, _numpy_key(rt))
+        if times[best] > _TIE * t_numpy:
+            return "numpy"
+    return best
+
+
+#: recent decisions: (shapes, dtype chars, mode, numpy_ok) -> route
+_ROUTES: dict = {}
+_ROUTES_KEPT = 512
+
+
+def _choose_route(a, b, mode, numpy_ok=False):
+    """'numpy' (NumPy's 1-D direct product; only when ``numpy_ok``), 'direct' (vecconv's
+    engine), 'fft' or 'oa' (overlap-add) for convolve(a, b, mode).
+
+    The model's answer depends on shapes and dtypes only and is kept for the calls that
+    repeat them; SciPy's integer rule (no FFT when a product could pass float64's exact
+    range) depends on the values and is checked on every call."""
+    key = (a.shape, b.shape, a.dtype.char, b.dtype.char, mode, numpy_ok)
+    route = _ROUTES.get(key)
+    if route is None:
+        route = _model_route(a, b, mode, numpy_ok)
+        if len(_ROUTES) >= _ROUTES_KEPT:
+            _ROUTES.clear()
+        _ROUTES[key] = route
+    if (route == "fft" or route == "oa") and (a.dtype.kind in "ui" or b.dtype.kind in "ui"):
+        top = _absmax(a) * _absmax(b) * min(a.size, b.size)
+        if top > 2 ** np.finfo(np.float64).nmant - 1:
+            return "numpy" if numpy_ok else "direct"
+    return route
+
+
+def _numpy_ok(a, b, mode):
+    """Whether NumPy's 1-D ``convolve``/``correlate`` gives SciPy's result here: 1-D
+    inputs, and for 'same' in1 at least as long as in2 (NumPy centres 'same' on the
+    longer input); dtypes with a measured cost (``_numpy_key``)."""
+    if a.ndim != 1 or not a.size or not b.size:
+        return False
+    if mode == "same" and a.size < b.size:
+        return False
+    da, db = a.dtype, b.dtype
+    if da.kind not in "biufc" or db.kind not in "biufc":
+        return False
+    return _numpy_key(da if da == db else np.result_type(da, db)) is not None
 
 
 def _timeit_fast(f):
@@ -667,15 +895,33 @@ def _timeit_fast(f):
     return min(timer.repeat(3, number)) / number
 
 
-def choose_conv_method(in1, in2, mode="full", measure=False):
+@overload
+def choose_conv_method(in1: ArrayInput, in2: ArrayInput, mode: Mode = ...,
+                       measure: Literal[False] = ...) -> Literal["direct", "fft"]: ...
+@overload
+def choose_conv_method(in1: ArrayInput, in2: ArrayInput, mode: Mode = ..., *,
+                       measure: Literal[True]) -> tuple[Literal["direct", "fft"],
+                                                        dict[str, float]]: ...
+@overload
+def choose_conv_method(in1: ArrayInput, in2: ArrayInput, mode: Mode,
+                       measure: Literal[True]) -> tuple[Literal["direct", "fft"],
+                                                        dict[str, float]]: ...
+@overload
+def choose_conv_method(in1: ArrayInput, in2: ArrayInput, mode: Mode = ...,
+                       measure: bool = ...) -> Union[Literal["direct", "fft"], tuple[
+                           Literal["direct", "fft"], dict[str, float]]]: ...
+def choose_conv_method(in1: ArrayInput, in2: ArrayInput, mode: Mode = "full",
+                       measure: bool = False) -> Union[Literal["direct", "fft"], tuple[
+                           Literal["direct", "fft"], dict[str, float]]]:
     """The faster method, 'direct' or 'fft', for ``convolve``/``correlate`` of these
     inputs (``scipy.signal.choose_conv_method``).
 
-    The prediction is a cost model of vecconv's own routes, measured on this machine's
-    kind by ``bench/signal_methods.py``: the direct route (vecconv's engine, on its
-    threads) against real or complex FFTs. SciPy's rules that force 'direct' are kept:
-    bool inputs, integers whose product could pass float64's exact range, and dtypes FFTs
-    do not support.
+    The prediction is a cost model of the routes ``method='auto'`` chooses among,
+    measured on this machine's kind by ``bench/signal_methods.py``: NumPy's direct product
+    (1-D), vecconv's engine (on its threads), FFTs and overlap-add. 'direct' stands for
+    either direct route, 'fft' for either frequency route. SciPy's rules that force
+    'direct' are kept: bool inputs, integers whose product could pass float64's exact
+    range, and dtypes FFTs do not support.
 
     Parameters
     ----------
@@ -707,55 +953,8 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
         times = {m: _timeit_fast(lambda m=m: convolve(a, b, mode=mode, method=m))
                  for m in ("fft", "direct")}
         return ("fft" if times["fft"] < times["direct"] else "direct"), times
-    route = _choose_route(a, b, mode)
-    return "fft" if route == "oa" else route
-
-
-def _choose_route(a, b, mode):
-    """'direct', 'fft' or 'oa' (overlap-add, vecconv's route) for convolve(a, b, mode)."""
-    if a.dtype.kind in "ui" or b.dtype.kind in "ui":
-        if a.size and b.size:
-            top = _absmax(a) * _absmax(b) * min(a.size, b.size)
-            if top > 2 ** np.finfo(np.float64).nmant - 1:
-                return "direct"
-    if a.dtype.kind == "b" and b.dtype.kind == "b":
-        return "direct"
-    if a.dtype.kind not in "buifc" or b.dtype.kind not in "buifc":
-        return "direct"
-    rt = np.result_type(a, b)
-    if rt.kind in "fc" and rt.itemsize > 16 or (rt.kind == "f" and rt.itemsize > 8):
-        return "direct"           # extended precision: FFTs would lose it
-    if a.ndim == 0 or a.size == 0 or b.size == 0:
-        return "direct"
-    conv = [ax for ax in range(a.ndim) if b.shape[ax] != 1 and a.shape[ax] != 1]
-    if len(conv) > 3:
-        # SciPy's direct route would run: let SciPy's own model decide
-        return _scipy_signal().choose_conv_method(a, b, mode=mode)
-    if not conv:
-        return "direct"
-    work, kind = _work_dtype(rt)
-    parts = (2 if a.dtype.kind == "c" else 1) * (2 if b.dtype.kind == "c" else 1)
-    sa = [a.shape[ax] for ax in conv]
-    sb = [b.shape[ax] for ax in conv]
-    batch = math.prod(max(a.shape[ax], b.shape[ax]) for ax in range(a.ndim)
-                      if ax not in conv)
-    t_direct, t_fft, t_oa = _predict(sa, sb, mode, work, parts, len(conv))
-    # the batch: the direct route makes one call for all of it; FFTs scale with it
-    c0 = _COSTS[("direct", work.name, 1 if len(conv) == 1 else 2)][0]
-    f0 = _COSTS[("fft", work.name, 1 if len(conv) == 1 else 2)][0]
-    t_direct = c0 + (t_direct - c0) * batch
-    t_fft = f0 + (t_fft - f0) * batch
-    t_oa = f0 + (t_oa - f0) * batch
-    if len(conv) > 1:
-        # measured: overlap-add of 2-D images ran 1.5x slower than one FFT where this
-        # model expected it faster (its overlap-add passes are not in the model)
-        t_oa = math.inf
-    best = min(t_direct, t_fft, t_oa)
-    # a call dominated by fixed costs (the routes within tens of microseconds of each
-    # other) takes the direct route: its sums have no FFT rounding
-    if best == t_direct or t_direct <= 2 * c0:
-        return "direct"
-    return "fft" if best == t_fft else "oa"
+    route = _choose_route(a, b, mode, a.ndim == 1 and _numpy_ok(a, b, mode))
+    return "fft" if route == "oa" else "direct" if route == "numpy" else route
 
 
 # ----------------------------------------------------------------------------- N-d
@@ -779,29 +978,33 @@ def _nan_warning(out):
 
 def _convolve_nd(a, b, mode, method, axes, correlate_):
     """The body of ``convolve`` and ``correlate`` after the scalar/rank checks."""
-    _check_mode(mode)
-    _check_method(method)
+    if type(mode) is not str or mode not in _MODES:
+        _check_mode(mode)
+    if type(method) is not str or method not in _METHODS:
+        _check_method(method)
     nd = a.ndim
     if axes is None:
         conv_axes = list(range(nd))
     else:
         conv_axes = _norm_axes(axes, nd)
-    rt = np.result_type(a, b)
-    if correlate_:
-        # correlate(a, b) = convolve(a, reverse(conj(b))) for the frequency routes
-        b_conv = _reverse_conj(b, conv_axes)
-    else:
-        b_conv = b
-    if axes is None:
-        if _swap_needed(mode, a.shape, b.shape) and not correlate_:
-            a, b = b, a
-            b_conv = b
     if method == "auto":
-        method = _choose_route(a, b_conv, mode)
+        numpy_ok = nd == 1 and _numpy_ok(a, b, mode)
+        method = _choose_route(a, b, mode, numpy_ok)
+        if method == "numpy":
+            # SciPy's own direct method in 1-D: the dtype is NumPy's result_type (float32
+            # stays float32, integers are exact and wrap as SciPy's do)
+            return np.correlate(a, b, mode) if correlate_ else np.convolve(a, b, mode)
         if axes is not None and method == "oa":
             method = "fft"
-    if method in ("fft", "oa"):
+    rt = np.result_type(a, b)
+    # SciPy's 'valid' check (and, for convolve, its swap) on every route
+    swap = axes is None and _swap_needed(mode, a.shape, b.shape) and not correlate_
+    if method == "fft" or method == "oa":
+        # correlate(a, b) = convolve(a, reverse(conj(b))) for the frequency routes
+        b_conv = _reverse_conj(b, conv_axes) if correlate_ else b
         if axes is None:
+            if swap:
+                a, b_conv = b, a
             f = fftconvolve if method == "fft" else oaconvolve
             out = f(a, b_conv, mode=mode)
         else:
@@ -812,7 +1015,9 @@ def _convolve_nd(a, b, mode, method, axes, correlate_):
             out = np.rint(out.real if out.dtype.kind == "c" else out)
             out = out > 0.5 if rt.kind == "b" else out.astype(np.int64)
         _nan_warning(out)
-        return out.astype(rt)
+        return out.astype(rt, copy=False)
+    if swap:
+        a, b = b, a
     y, ok = _direct(a, b, mode, correlate_, conv_axes, rt)
     if ok:
         return y
@@ -825,7 +1030,8 @@ def _convolve_nd(a, b, mode, method, axes, correlate_):
     return f(a, b, mode=mode, method="direct")
 
 
-def correlate(in1, in2, mode="full", method="auto", *, axes=None):
+def correlate(in1: ArrayInput, in2: ArrayInput, mode: Mode = "full", method: Method = "auto",
+              *, axes: Axes = None) -> NDArray[Any]:
     """Cross-correlate two N-dimensional arrays (``scipy.signal.correlate``).
 
     ``z[k] = sum_l in1[l] * conj(in2[l - k + K])``, K the offset of the mode, as in SciPy.
@@ -869,7 +1075,8 @@ def correlate(in1, in2, mode="full", method="auto", *, axes=None):
     return _convolve_nd(a, b, mode, method, axes, True)
 
 
-def convolve(in1, in2, mode="full", method="auto", *, axes=None):
+def convolve(in1: ArrayInput, in2: ArrayInput, mode: Mode = "full", method: Method = "auto",
+             *, axes: Axes = None) -> NDArray[Any]:
     """Convolve two N-dimensional arrays (``scipy.signal.convolve``).
 
     Parameters
@@ -975,17 +1182,18 @@ def _two_d(in1, in2, mode, boundary, fillvalue, correlate_, name):
     if correlate_:
         if w.dtype.kind == "c":
             w = w.conj()
-        y = _engine(x, w, mode, False, [0, 1], _same_corr2d, bd, fill)
+        y = _engine(x, w, mode, False, [0, 1], _same_corr2d, bd, fill, "auto")
         if swap:
             y = y[::-1, ::-1]
     else:
-        y = _engine(x, w, mode, True, [0, 1], _same_nd, bd, fill)
+        y = _engine(x, w, mode, True, [0, 1], _same_nd, bd, fill, "auto")
     if rt.kind == "c":
         return np.ascontiguousarray(y.astype(rt, copy=False))
     return np.ascontiguousarray(_finish(y.real if y.dtype.kind == "c" else y, rt, kind))
 
 
-def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+def convolve2d(in1: ArrayInput, in2: ArrayInput, mode: Mode = "full",
+               boundary: Boundary = "fill", fillvalue: complex | ArrayInput = 0) -> NDArray[Any]:
     """Convolve two 2-D arrays (``scipy.signal.convolve2d``), by vecconv's engine.
 
     Parameters
@@ -1019,7 +1227,8 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     return _two_d(in1, in2, mode, boundary, fillvalue, False, "convolve2d")
 
 
-def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+def correlate2d(in1: ArrayInput, in2: ArrayInput, mode: Mode = "full",
+                boundary: Boundary = "fill", fillvalue: complex | ArrayInput = 0) -> NDArray[Any]:
     """Cross-correlate two 2-D arrays (``scipy.signal.correlate2d``), by vecconv's engine.
 
     Parameters
@@ -1053,7 +1262,7 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
 
 # ----------------------------------------------------------------------------- lags, banks
-def correlation_lags(in1_len, in2_len, mode="full"):
+def correlation_lags(in1_len: int, in2_len: int, mode: Mode = "full") -> NDArray[np.signedinteger[Any]]:
     """The lags of a 1-D ``correlate(in1, in2, mode)`` (``scipy.signal.correlation_lags``).
 
     Parameters
@@ -1099,7 +1308,8 @@ def _bank(in1, kernels, mode, method, correlate_):
     return f(a[None], k, mode=mode, method=method, axes=list(range(1, a.ndim + 1)))
 
 
-def correlate_bank(in1, kernels, mode="full", method="auto"):
+def correlate_bank(in1: ArrayInput, kernels: ArrayInput, mode: Mode = "full",
+                   method: Method = "auto") -> NDArray[Any]:
     """Correlate one input with each kernel of a stack: a filter bank in one call.
 
     ``correlate_bank(x, k)[i]`` is ``correlate(x, k[i])``; the direct route makes it one
@@ -1136,7 +1346,8 @@ def correlate_bank(in1, kernels, mode="full", method="auto"):
     return _bank(in1, kernels, mode, method, True)
 
 
-def convolve_bank(in1, kernels, mode="full", method="auto"):
+def convolve_bank(in1: ArrayInput, kernels: ArrayInput, mode: Mode = "full",
+                  method: Method = "auto") -> NDArray[Any]:
     """Convolve one input with each kernel of a stack: a filter bank in one call.
 
     ``convolve_bank(x, k)[i]`` is ``convolve(x, k[i])``.
