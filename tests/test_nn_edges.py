@@ -191,3 +191,20 @@ def test_layers_refuse_parameters_before_drawing_them(make, kind, match, monkeyp
     monkeypatch.setattr(_validate, "_available_bytes", lambda: 8 * 2**30)
     with pytest.raises(kind, match=match):
         make()
+
+
+def test_layers_plan_for_the_workspace_in_effect():
+    """A layer keeps its plans per shape and per the settings they were cut for: a
+    ``vecconv.config(workspace=...)`` block gets its own plan, and the default returns
+    after it."""
+    for layer, x in ((nn.Conv2D(4, 4, 3, padding=1, seed=0), np.ones((2, 4, 16, 16))),
+                     (nn.ConvTranspose2D(4, 4, 3, seed=0), np.ones((2, 4, 16, 16)))):
+        y = layer.forward(x.astype(np.float32))
+        default = layer._plan_for((2, 4, 16, 16)).workspace
+        with vc.config(workspace=4096):
+            assert layer._plan_for((2, 4, 16, 16)).workspace == 4096
+            np.testing.assert_allclose(layer.forward(x.astype(np.float32)), y, rtol=1e-6,
+                                       atol=1e-6)
+        assert layer._plan_for((2, 4, 16, 16)).workspace == default
+    with pytest.raises(AttributeError, match="ConvTranspose2D.options is fixed|can't set|has no setter"):
+        nn.ConvTranspose2D(2, 2, 3).options = None

@@ -186,8 +186,50 @@ def test_conv_plan_says_which_route_runs_and_checks_its_arguments():
         == "im2col"
     assert vc.conv_plan((64, 8, 7, 7), (16, 8, 1, 1))["forward"] == "pointwise"
     assert vc.conv_plan((64, 1, 32, 32), (6, 1, 5, 5))["forward"] == "staged"   # LeNet C1
-    assert vc.conv_plan((1, 28, 28), (6, 1, 5, 5))["out_shape"] == (1, 6, 24, 24)
+    assert vc.conv_plan((1, 28, 28), (6, 1, 5, 5))["out_shape"] == (6, 24, 24)   # unbatched
     with pytest.raises(TypeError, match="x_shape and w_shape must be tuples"):
         vc.conv_plan(np.ones((1, 1, 5, 5)), (1, 1, 3, 3))
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         vc.conv_plan((1, 1, 5, 5), (1, 1, 3, 3), dtype=np.int32)
+
+
+@pytest.mark.parametrize("fill", [1e3, 1e6, 1e39])
+def test_a_large_constant_fill_keeps_auto_off_the_fft_route(fill):
+    """The fill of a constant pad is mixed into every tile like x's values: a large one
+    (or one past float32) sends the images to im2col, whose interior outputs never see
+    it."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1, 256, 256)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 31, 31)).astype(np.float32)
+    opts = dict(padding=15, padding_mode="constant", fill_value=fill)
+    got = vc.conv2d(x, w, **opts)
+    ref = vc.conv2d(x, w, algorithm="im2col", **opts)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_a_float32_spike_whose_square_overflows_keeps_auto_off_the_fft_route():
+    x = np.zeros((1, 1, 200, 200), np.float32)
+    x[0, 0, 100, 100] = 1e20
+    w = np.random.default_rng(0).standard_normal((16, 1, 31, 31)).astype(np.float32)
+    got = vc.conv2d(x, w)
+    assert (got[:, :, :60, :60] == 0).all()          # windows that never read the spike
+    np.testing.assert_array_equal(got, vc.conv2d(x, w, algorithm="im2col"))
+
+
+def test_backward_and_transposed_plans_never_take_the_fft_route():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1, 64, 64))
+    w = rng.standard_normal((2, 1, 31, 31))
+    y = vc.conv2d(x, w)
+    # a workspace too small for the FFT's transforms is no obstacle to the GEMMs
+    dx, dw, db = vc.conv2d_backward(y, x, w, algorithm="fft", workspace=4096)
+    rx, rw, rb = vc.conv2d_backward(y, x, w)
+    np.testing.assert_allclose(dx, rx, rtol=1e-12, atol=1e-9)
+    plan = _plan.plan_conv_transpose((1, 2, 34, 34), (2, 1, 31, 31), np.float64,
+                                     _options_transpose())
+    assert plan.route is not _plan.Route.FFT and plan.fft_tiles is None
+
+
+def _options_transpose():
+    from vecconv._options import conv_transpose_options
+    return conv_transpose_options(2)

@@ -13,9 +13,10 @@ the padding mode says through numpy.pad's index map, so neither the padded input
 whole map's transform is ever made. The tile size is chosen so that the transformed
 kernels and one chunk of images' transforms fit the workspace budget.
 
-A NaN or inf would reach every output of its tile through the transform, so the runner
-sends images with non-finite values (or every image, for non-finite kernels or fill) to
-the im2col route.
+A NaN or inf would reach every output of its tile through the transform, and a value far
+above the rest of its image would drown the tile's small outputs in its rounding error,
+so the runner (``_run._route_ok``) sends such images (or every image, for non-finite
+kernels or fill) to the GEMM route, or per-map under a connection table.
 """
 
 from __future__ import annotations

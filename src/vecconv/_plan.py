@@ -268,8 +268,8 @@ class Plan:
     def for_batch(self, n):
         """The same convolution for n images (a part of the batch)."""
         return _finish(self.dtype, (n,) + self.x_shape[1:], self.w_shape, self.geometry,
-                       self.groups, self.flip, self.mask, self.workspace, self.options,
-                       self.extra)
+                       self.groups, self.flip, self.mask, self.workspace,
+                       replace(self.options, algorithm="im2col"), self.extra)
 
     def for_inputs(self, inputs):
         """The plan of one output map reading only ``inputs`` of the input maps (the
@@ -278,7 +278,7 @@ class Plan:
         x_shape = (self.x_shape[0], len(inputs)) + self.x_shape[2:]
         w_shape = (1, len(inputs)) + self.w_shape[2:]
         return _finish(self.dtype, x_shape, w_shape, geometry, 1, False, None,
-                       self.workspace, self.options)
+                       self.workspace, replace(self.options, algorithm="im2col"))
 
 
 def _finish(dtype, x_shape, w_shape, geometry, groups, flip, mask, workspace, options,
@@ -359,7 +359,7 @@ def check_conv(x_shape, w_shape, bias_shape, options):
     return pads, out_sp
 
 
-def _tunables():
+def tunables():
     """The knobs a plan depends on besides its arguments (tests and the benchmark change
     them): part of a kept plan's key."""
     return (_config.TILE_BYTES, _config.STAGE_BELOW, _config.STAGE_WIDTH, ROUND_ELEMS,
@@ -381,7 +381,7 @@ def plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace=None):
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     workspace = _workspace(workspace)
     key = (x_shape, w_shape, None if bias_shape is None else tuple(bias_shape),
-           np.dtype(dtype).str, options.key(), workspace, _tunables())
+           np.dtype(dtype).str, options.key(), workspace, tunables())
     plan = _PLANS.get(key)
     if plan is None:
         plan = _plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace)
@@ -475,7 +475,9 @@ def plan_conv_transpose(x_shape, w_shape, dtype, options, workspace=None):
     only with dilation > stride), so that the convolution's output matches x."""
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     y_shape = transposed_output_shape(x_shape, w_shape, options)
-    conv = replace(options, transposed=False, output_padding=(), output_size=None)
+    # its passes are the GEMMs of the adjoint convolution: no FFT route to plan
+    conv = replace(options, transposed=False, output_padding=(), output_size=None,
+                   algorithm="im2col")
     plan = plan_conv(y_shape, w_shape, None, dtype, conv, workspace)
     extra = tuple(o - i for o, i in zip(plan.out_shape[2:], x_shape[2:]))
     return replace(plan, options=options, extra=extra)

@@ -2,7 +2,7 @@
 # the same worker pool.
 #
 # A pooling geometry is three spatial axes (D, H, W), leading axes of size 1 for 1-D and
-# 2-D. The planner (vecconv._pool) gives, for every output index o of every axis, the
+# 2-D. The planner (vecconv._pool_plan) gives, for every output index o of every axis, the
 # input index of the window's first tap inside the map (first[o]), how many taps lie
 # inside the map (count[o]; the taps are first, first + dilation, ...), and the axis's
 # factor of the average's divisor (div[o]). The kernels only walk those windows:

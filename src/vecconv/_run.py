@@ -69,8 +69,7 @@ def _image_ranges(a):
         return np.zeros(n), np.zeros(n)
     flat = a.reshape(n, -1)
     top = np.maximum(flat.max(axis=1), -flat.min(axis=1)).astype(np.float64)
-    with np.errstate(over="ignore"):
-        squares = np.einsum("ij,ij->i", flat, flat).astype(np.float64)
+    squares = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)    # float64: no overflow
     return top, np.sqrt(squares / flat.shape[1])
 
 
@@ -91,7 +90,14 @@ def _route_ok(plan, route, x, others=(), w=None):
         if w is not None and not np.isfinite(w).all():
             return np.zeros(n, dtype=bool)
         top, rms = _image_ranges(x)
-        ok = np.isfinite(top) & fill_ok
+        fill = plan.geometry.fill
+        # a constant pad is read like x: it must be finite in the working dtype, and it
+        # counts among the values the transform mixes
+        with np.errstate(over="ignore"):
+            fill_ok = fill_ok and bool(np.isfinite(plan.dtype.type(fill)))
+        if fill != 0:                   # (conservative where no pad is read)
+            top = np.maximum(top, abs(fill))
+        ok = np.isfinite(top) & np.isfinite(rms) & fill_ok
         with np.errstate(over="ignore", invalid="ignore"):
             # the transform's sums stay far from the dtype's overflow
             f = math.prod(plan.fft_tiles[1])

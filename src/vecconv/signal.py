@@ -1262,7 +1262,8 @@ def correlate2d(in1: ArrayInput, in2: ArrayInput, mode: Mode = "full",
 
 
 # ----------------------------------------------------------------------------- lags, banks
-def correlation_lags(in1_len: int, in2_len: int, mode: Mode = "full") -> NDArray[np.signedinteger[Any]]:
+def correlation_lags(in1_len: int, in2_len: int,
+                     mode: Mode = "full") -> NDArray[np.signedinteger[Any]]:
     """The lags of a 1-D ``correlate(in1, in2, mode)`` (``scipy.signal.correlation_lags``).
 
     Parameters

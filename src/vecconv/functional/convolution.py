@@ -13,6 +13,7 @@ Conventions (the derivation's section 2.1 and its discussion of the J flips, eq.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .. import _plan, _run
@@ -51,7 +52,8 @@ def _backward(fixed, fname, dy, x, w, opts, workspace, input_grad=True, weight_g
     x = as_array("x", x)
     w = as_array("w", w)
     d = kernel_axes(w.shape, fixed, fname)
-    options = conv_options(d, **opts)
+    # the algorithm is checked, but no backward pass takes the FFT route: plan the GEMMs
+    options = replace(conv_options(d, **opts), algorithm="im2col")
     x, unbatched = batched(x, d)
     if unbatched:
         dy = dy[None]
@@ -295,9 +297,11 @@ def conv_plan(x_shape: Shape, w_shape: Shape, *, dtype: Any = "float32", stride:
                            groups=groups, connections=connections, flip=flip,
                            padding_mode=padding_mode, fill_value=fill_value,
                            algorithm=algorithm)
-    if len(x_shape) == d + 1:
+    unbatched = len(x_shape) == d + 1
+    if unbatched:
         x_shape = (1,) + x_shape
     plan = _plan.plan_conv(x_shape, w_shape, None, layer_dtype(dtype), options, workspace)
     return dict(forward=plan.route.value, backward=plan.backward_route.value,
-                out_shape=plan.out_shape, workspace=plan.workspace,
+                out_shape=plan.out_shape[1:] if unbatched else plan.out_shape,
+                workspace=plan.workspace,
                 fft_tile=None if plan.fft_tiles is None else plan.fft_tiles[0])

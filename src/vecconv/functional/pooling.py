@@ -61,7 +61,7 @@ def avg_pool(x: ArrayInput, kernel_size: Size, *, stride: Size | None = None,
     """Average pooling over 1, 2 or 3 spatial axes (PyTorch's ``avg_pool{1,2,3}d``).
 
     The mean of each window, eq. 2 of the derivation with beta = 1/window and no bias
-    (vecconv's ``nn.AvgPool`` keeps the trainable beta and bias of eq. 2).
+    (vecconv's ``nn.Subsampling`` keeps the trainable beta and bias of eq. 2).
 
     Parameters
     ----------

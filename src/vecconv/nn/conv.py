@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from .. import _plan, _run
+from .. import _config, _plan, _run
 from .._options import ConvOptions, conv_options, conv_transpose_options
 from .._shapes import LAYOUTS
 from .._typing import ArrayInput, FloatArray, Padding, PaddingMode, Size
@@ -174,9 +174,10 @@ class _ConvNd(_Sizes):
                 "b": (self.out_channels,)}
 
     def _plan_for(self, x_shape):
-        """The plan of a batch of ``x_shape`` (kept per shape and table)."""
+        """The plan of a batch of ``x_shape`` (kept per shape, table, and the settings a
+        plan is cut for: a ``vecconv.config(workspace=...)`` block gets its own)."""
         options = self.options
-        key = (x_shape, options.key())
+        key = (x_shape, options.key(), _config.get_workspace(), _plan.tunables())
         plan = self._plans.get(key)
         if plan is None:
             plan = _plan.plan_conv(x_shape, self.param_shapes()["w"], (self.out_channels,),
@@ -304,9 +305,9 @@ class _ConvTransposeNd(_Sizes):
                    output_padding=0, dilation=1, groups=1, dtype=np.float32):
         """Check every option, without inventing an input, and keep the record."""
         self._sizes(in_channels, out_channels, kernel_size, groups, dtype)
-        self.options = conv_transpose_options(self.spatial, stride=stride, padding=padding,
-                                              output_padding=output_padding,
-                                              dilation=dilation, groups=self.groups)
+        self._options = conv_transpose_options(self.spatial, stride=stride, padding=padding,
+                                               output_padding=output_padding,
+                                               dilation=dilation, groups=self.groups)
         self.stride, self.padding = plain(stride), plain(padding)
         self.output_padding, self.dilation = plain(output_padding), plain(dilation)
         self._plans: dict[Any, Any] = {}
@@ -323,12 +324,18 @@ class _ConvTransposeNd(_Sizes):
 
     def _plan_for(self, x_shape):
         """The plan of the convolution this layer is the adjoint of, for a batch of
-        ``x_shape`` (kept per shape)."""
-        plan = self._plans.get(x_shape)
+        ``x_shape`` (kept per shape and the settings a plan is cut for)."""
+        key = (x_shape, _config.get_workspace(), _plan.tunables())
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._remember(x_shape, _plan.plan_conv_transpose(
-                x_shape, self.param_shapes()["w"], self.dtype, self.options))
+            plan = self._remember(key, _plan.plan_conv_transpose(
+                x_shape, self.param_shapes()["w"], self.dtype, self._options))
         return plan
+
+    @property
+    def options(self) -> ConvOptions:
+        """The validated options of this transposed convolution (fixed when built)."""
+        return self._options
 
     def forward(self, x: ArrayInput) -> FloatArray:
         xa = self._input(x)
