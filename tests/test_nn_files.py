@@ -199,3 +199,20 @@ def test_every_damaged_member_names_the_file_and_the_member(saved, tmp_path, mem
     bad = _rewrite(path, tmp_path / "bad.npz", **{member: data})
     with pytest.raises(ValueError, match=rf"bad\.npz: member '{member}\.npy'.*{match}"):
         nn.load(bad)
+
+
+def test_a_huge_declared_description_is_refused_before_it_is_read(tmp_path):
+    """A deflated __spec__ member may declare gigabytes in a few kB of file: refused by
+    its header, naming the file and the member."""
+    import zipfile
+    from numpy.lib import format as npformat
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("__spec__.npy", "w", force_zip64=True) as fh:
+            npformat.write_array_header_1_0(
+                fh, {"descr": "<U268435456", "fortran_order": False, "shape": ()})
+            chunk = b"\0" * (1 << 20)
+            for _ in range(1024):           # 1 GiB of zeros, a few MB deflated
+                fh.write(chunk)
+    with pytest.raises(ValueError, match=r"huge\.npz.*__spec__.*more than"):
+        nn.load(path)

@@ -334,6 +334,11 @@ def _members(path: str, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     return members
 
 
+#: The largest ``__spec__`` (the JSON description) a file may hold: read into memory
+#: before anything else is checked, so it is bounded first (LeNet-5's is about 2 kB).
+SPEC_MAX = 16 * 2**20
+
+
 def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str,
                  expected: _Expected | None, header_only: bool = False) -> np.ndarray:
     """The array of one member, its .npy header read and checked first: against
@@ -352,6 +357,9 @@ def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, wha
             shape = tuple(shape)
             problem = _header_problem(shape, dtype, expected)
             nbytes = math.prod(shape) * dtype.itemsize
+            if problem is None and expected is None and nbytes > SPEC_MAX:
+                problem = (f"declares a description of {nbytes} bytes, more than the "
+                           f"{SPEC_MAX} any network's needs")
             if problem is None and fh.tell() + nbytes != info.file_size:
                 problem = (f"holds {info.file_size - fh.tell()} bytes of data where its "
                            f"header declares {nbytes}")
