@@ -259,3 +259,30 @@ def test_dask_conv_takes_the_algorithm():
         np.testing.assert_allclose(y, vc.conv2d(x, w, padding=4), rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="algorithm must be one of"):
         vd.conv(da.from_array(x), w, algorithm="direct!")
+
+
+def test_pooling_tables_past_memory_are_refused_before_they_are_made(monkeypatch):
+    from vecconv import _validate
+    monkeypatch.setattr(_validate, "_available_bytes", lambda: 8 * 2**30)
+    with pytest.raises(MemoryError, match="this pooling's window tables"):
+        vc.max_pool(np.broadcast_to(np.float32(0), (1, 1, 1, 2 * 10**11)), (1, 2))
+
+
+def test_signal_2d_wrap_of_an_empty_input_is_a_value_error():
+    """SciPy's own routine dies of a floating-point exception here."""
+    import vecconv.signal as vs
+    for boundary in ("wrap", "symm"):
+        with pytest.raises(ValueError, match="needs non-empty inputs"):
+            vs.convolve2d(np.zeros((0, 3)), np.ones((2, 2)), "full", boundary)
+    assert vs.convolve2d(np.zeros((0, 3)), np.ones((2, 2)), "full").shape == (1, 4)
+
+
+def test_torch_bridge_names_tensors_it_cannot_take():
+    torch = pytest.importorskip("torch")
+    import vecconv.torch as vt
+    w = torch.randn(1, 1, 3, 3)
+    with pytest.raises(TypeError, match="x must be a dense"):
+        vt.conv(torch.randn(1, 1, 5, 5).to_sparse(), w)
+    with pytest.raises(TypeError, match="x must be a real tensor of float64"):
+        vt.conv(torch.randn(1, 1, 5, 5).to(torch.float8_e4m3fn), w)
+    assert vt.conv(torch.ones(1, 1, 5, 5, dtype=torch.int64), w.double()).dtype == torch.float64

@@ -169,6 +169,8 @@ def test_a_built_layers_options_are_fixed():
         nn.MaxPool(2).kernel_size = 3
     with pytest.raises(AttributeError, match="Dense.out_features is fixed"):
         nn.Dense(3, 4).out_features = 5
+    with pytest.raises(AttributeError, match="Activation.function is fixed"):
+        nn.Activation("tanh").function = "relu"
     layer.name = "C1"                 # not an option: still free
     assert layer.name == "C1"
 

@@ -19,6 +19,7 @@ from . import _config, _engine
 from ._engine import PoolAxis, PoolInterior
 from ._options import PoolOptions
 from ._shapes import pool_output_size
+from ._validate import check_fits
 
 #: Window taps a forward unit reads at least (bands of output rows): enough to repay the
 #: claim of a unit, small enough for many units per job.
@@ -82,6 +83,10 @@ def _plan(x_shape, d, k, s, p, dl, ceil_mode, count_include_pad):
     """The plan of validated options (cached: a network pools the same shapes every
     step; the tables are read-only)."""
     names = ("depth", "height", "width")[3 - d:] if d > 1 else ("length",)
+    # the tables hold a few int64 per window of each axis: counted before they are made
+    sizes = [pool_output_size(names[a], x_shape[2 + a], k[a], s[a], p[a], dl[a], ceil_mode)
+             for a in range(d)]
+    check_fits(64 * sum(sizes), f"this pooling's window tables ({tuple(sizes)} windows)")
     outs, tables = [], []
     for a in range(d):
         o, table = _axis(names[a], x_shape[2 + a], k[a], s[a], p[a], dl[a], ceil_mode,

@@ -1160,6 +1160,10 @@ def _two_d(in1, in2, mode, boundary, fillvalue, correlate_, name):
     a, b = np.asarray(in1), np.asarray(in2)
     if not a.ndim == b.ndim == 2:
         raise ValueError(f"{name} inputs must both be 2-D arrays")
+    if (a.size == 0 or b.size == 0) and _boundary(boundary) != "fill":
+        # SciPy's routine divides by the empty axis here and the process dies (SIGFPE)
+        raise ValueError(f"{name} with boundary={boundary!r} needs non-empty inputs (it "
+                         f"wraps or mirrors them), got shapes {a.shape} and {b.shape}")
     swap = _swap_needed(mode, a.shape, b.shape)
     _check_mode(mode)
     bd = _boundary(boundary)

@@ -28,6 +28,12 @@ computation; a result is returned in the half dtype when every tensor given is o
 one half dtype, else in float32 (float64 with a float64 input). Every gradient has the
 dtype of the tensor it belongs to.
 
+Reverse mode only: the Functions have no forward-mode rule (``torch.autograd.forward_ad``)
+and no ``setup_context``/vmap rule, so ``torch.func`` transforms (``vmap``, ``jacrev``,
+``torch.func.hessian``) and ``hessian(..., vectorize=True)`` are not supported; the
+``torch.autograd`` API (``grad(create_graph=True)``, ``functional.hessian``) is. Tensors
+must be dense CPU tensors of a real float or integer dtype.
+
 >>> import torch, vecconv.torch as vt
 >>> x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
 >>> w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -54,6 +60,10 @@ __all__ = ["conv", "conv_transpose", "max_pool", "avg_pool"]
 _HALF = (torch.float16, torch.bfloat16)
 
 
+_FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+
+
 def _array(name, t):
     """A tensor's values as a NumPy array (no copy for a contiguous float32/float64 CPU
     tensor; a half-precision tensor is converted to float32)."""
@@ -63,6 +73,13 @@ def _array(name, t):
         raise ValueError(f"{name} must be on the CPU, got a tensor on {t.device}")
     if t.is_complex():
         raise TypeError(f"{name} must be a real tensor, got {t.dtype}")
+    if t.layout != torch.strided or t.is_nested:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got a "
+                        f"{'nested' if t.is_nested else t.layout} one")
+    if t.is_quantized or not (t.is_floating_point() or t.dtype in _INTEGERS) or (
+            t.is_floating_point() and t.dtype not in _FLOATS):
+        raise TypeError(f"{name} must be a real tensor of float64, float32, float16, "
+                        f"bfloat16 or an integer type, got {t.dtype}")
     t = t.detach()
     if t.dtype in _HALF:
         t = t.to(torch.float32)

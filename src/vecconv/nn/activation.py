@@ -57,6 +57,7 @@ class Activation(Layer):
         super().__init__()
         self._f, self._df = activation_pair(function)
         self.function = function
+        self._finish_building()
 
     def forward(self, x: ArrayInput) -> FloatArray:
         z = real_array("x", x)

@@ -14,6 +14,7 @@ import inspect
 import json
 import math
 import os
+import stat
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping
@@ -59,7 +60,7 @@ def plain_json(value: Any) -> Any:
 
 
 def _npz_path(path: str | os.PathLike[str]) -> str:
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     return path if path.endswith(".npz") else path + ".npz"
 
 
@@ -154,7 +155,7 @@ def load(path: str | os.PathLike[str], *,
         The network, its layers configured and their parameters set as saved.
     """
     custom = _layer_classes(layers)
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     if not os.path.exists(path) and os.path.exists(_npz_path(path)):
         path = _npz_path(path)
     with _open(path) as archive:
@@ -303,22 +304,27 @@ class _Expected(NamedTuple):
 
 #: what reading a damaged member may raise (zip, zlib and .npy header errors)
 _READ_ERRORS = (ValueError, TypeError, OSError, EOFError, SyntaxError, RecursionError,
-                zipfile.BadZipFile, zlib.error)
+                zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
 
 
 def _open(path: str) -> zipfile.ZipFile:
     """The .npz archive at ``path``; a ValueError when it is no zip archive (a FileNotFoundError
     or IsADirectoryError when there is no file)."""
     try:
+        # a model is a regular file: /dev/zero or a fifo would never end (or never open)
+        if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError(f"{path} is not a regular file, so not a vecconv model (an "
+                             f".npz saved by Sequential.save)")
         with open(path, "rb") as f:
             magic = f.read(len(npformat.MAGIC_PREFIX))
         if magic == npformat.MAGIC_PREFIX:
             raise ValueError(f"{path} holds a single array (.npy), not a vecconv model (an "
                              ".npz saved by Sequential.save)")
         return zipfile.ZipFile(path)
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         raise
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as exc:
         raise ValueError(f"{path} is not a vecconv model (an .npz saved by "
                          f"Sequential.save): {exc}") from None
 
@@ -357,6 +363,11 @@ def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, wha
             shape = tuple(shape)
             problem = _header_problem(shape, dtype, expected)
             nbytes = math.prod(shape) * dtype.itemsize
+            if problem is None and nbytes > 1100 * max(info.compress_size, 1) + 4096:
+                # deflate shrinks at most about 1032:1: a member declaring more than its
+                # compressed bytes could hold is forged
+                problem = (f"declares {nbytes} bytes of data in {info.compress_size} "
+                           f"compressed bytes, more than any compression holds")
             if problem is None and expected is None and nbytes > SPEC_MAX:
                 problem = (f"declares a description of {nbytes} bytes, more than the "
                            f"{SPEC_MAX} any network's needs")
