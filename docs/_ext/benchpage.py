@@ -270,6 +270,31 @@ def _signal_page(name, data):
 
 
 # ----------------------------------------------------------------------------- the page
+def _headline_page(name, data):
+    out = [f"The README's figures (``bench/results/{name}``)", "-" * 80, ""]
+    out += ["Measured by ``bench/headline.py``, PyTorch imported and run first, each case "
+            "against what a user would pick instead (× above 1: vecconv is faster):", ""]
+    out += _machine(data["machine"])
+    rows = [[r["case"], f"{r['vecconv_ms']:.2f}", r["other"], f"{r['other_ms']:.2f}",
+             _fmt(r["speedup"])] for r in data["rows"]]
+    out += _table(["case", "vecconv ms", "against", "its ms", "×"], rows, "Headline cases")
+    return out
+
+
+def _versions_page(name, data):
+    out = [f"Before and after a change (``bench/results/{name}``)", "-" * 80, ""]
+    out += [f"Measured by ``bench/versions.py``: two installations in alternating fresh "
+            f"processes ({data.get('rounds', '?')} rounds), PyTorch imported first, "
+            "forward + backward; after/before below 1: the change is faster.", ""]
+    out += _machine(data["machine"])
+    rows = [[r["case"], f"{r['before_ms']:.2f}", f"{r['after_ms']:.2f}",
+             _fmt(r["after_over_before"], 3), f"{r['best']:.2f}–{r['worst']:.2f}"]
+            for r in data["rows"]]
+    out += _table(["case", "before ms", "after ms", "after/before", "range over rounds"],
+                  rows, "Before and after")
+    return out
+
+
 def write_pages(repo: Path, out_dir: Path):
     """Write ``out_dir/bench.rst`` and one chart per result file; returns the files read."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,6 +310,11 @@ def write_pages(repo: Path, out_dir: Path):
         if isinstance(data, dict) and "cases" in data and "machine" in data:
             _conv_chart(data, out_dir / chart)
             page += _conv_page(path.name, data, chart)
+        elif isinstance(data, dict) and data.get("rows") and "speedup" in data["rows"][0]:
+            page += _headline_page(path.name, data)
+        elif (isinstance(data, dict) and data.get("rows")
+              and "after_over_before" in data["rows"][0]):
+            page += _versions_page(path.name, data)
         elif isinstance(data, dict) and "rows" in data and "machine" in data:
             _pool_chart(data, out_dir / chart)
             page += _pool_page(path.name, data, chart)
