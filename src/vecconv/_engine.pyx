@@ -519,6 +519,7 @@ cdef inline void col2im_block(const Geom *g, floating *dx, const floating *cols,
 ctypedef struct Job:
     Geom g
     bint f64                    # float64 (else float32)
+    int pass_                   # PASS_FORWARD, PASS_DW or PASS_DX: what job_unit runs
     Py_ssize_t N, cout, groups, cog, cig, kg
     bint pointwise, staged
     # tiles of the output: tile_images whole images, or (tile_images == 0) one image's
@@ -724,28 +725,30 @@ cdef void dx_piece(Job *j, Py_ssize_t u, int slot, floating dummy) noexcept nogi
             p0 = p1
 
 
-cdef void forward_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+cdef enum:
+    PASS_FORWARD = 0
+    PASS_DW = 1
+    PASS_DX = 2
+
+
+cdef inline void run_unit(Job *j, Py_ssize_t u, int slot, floating dummy) noexcept nogil:
+    """One unit of the job's pass, in the job's float type."""
+    if j.pass_ == PASS_FORWARD:
+        forward_tile(j, j.first + u, slot, dummy)
+    elif j.pass_ == PASS_DW:
+        dw_chunk(j, u, slot, dummy)
+    else:
+        dx_piece(j, u, slot, dummy)
+
+
+cdef void job_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    """The pool's entry to every convolution unit: the one float/double dispatch (a fused
+    kernel is chosen by the type of an argument, here a dummy zero)."""
     cdef Job *j = <Job *>ctx
     if j.f64:
-        forward_tile(j, j.first + u, slot, <double>0)
+        run_unit(j, u, slot, <double>0)
     else:
-        forward_tile(j, j.first + u, slot, <float>0)
-
-
-cdef void dw_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
-    cdef Job *j = <Job *>ctx
-    if j.f64:
-        dw_chunk(j, u, slot, <double>0)
-    else:
-        dw_chunk(j, u, slot, <float>0)
-
-
-cdef void dx_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
-    cdef Job *j = <Job *>ctx
-    if j.f64:
-        dx_piece(j, u, slot, <double>0)
-    else:
-        dx_piece(j, u, slot, <float>0)
+        run_unit(j, u, slot, <float>0)
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -850,7 +853,8 @@ def conv_forward(const floating[::1] x, const floating[::1] w2, const floating[:
         j.bias = &bias[0] if has_bias else NULL
         j.y = &y[0]
         j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
-        run_rounds(&j, forward_unit, sched.n_tiles, sched.round_tiles, 1, 0, threads,
+        j.pass_ = PASS_FORWARD
+        run_rounds(&j, job_unit, sched.n_tiles, sched.round_tiles, 1, 0, threads,
                    slots)
     finally:
         free_buffers(j.bufs)
@@ -886,11 +890,13 @@ def conv_backward(const floating[::1] dy, const floating[::1] x, const floating[
         j.bufs = alloc_buffers(slots * j.buf_elems * sizeof(floating))
         if need_dw:
             j.acc = &acc[0]
-            run_rounds(&j, dw_unit, sched.n_tiles, sched.round_tiles, 0, sched.n_acc,
+            j.pass_ = PASS_DW
+            run_rounds(&j, job_unit, sched.n_tiles, sched.round_tiles, 0, sched.n_acc,
                        threads, slots)
         if need_dx:
             j.dx = &dx[0]
-            run_rounds(&j, dx_unit, sched.dx_pieces, sched.dx_round,
+            j.pass_ = PASS_DX
+            run_rounds(&j, job_unit, sched.dx_pieces, sched.dx_round,
                        j.groups * j.cblocks_per_group, 0, threads, slots)
     finally:
         free_buffers(j.bufs)

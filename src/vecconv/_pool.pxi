@@ -23,6 +23,7 @@ from libc.math cimport INFINITY
 
 ctypedef struct PoolJob:
     bint f64
+    bint backward               # pool_unit runs pool_maps_back (else pool_rows)
     bint is_max
     void *x                     # forward: the input (maps, S); backward: dy (maps, O)
     void *y                     # forward: the output (maps, O); backward: dx (maps, S)
@@ -282,20 +283,21 @@ cdef void pool_maps_back(PoolJob *j, Py_ssize_t u, floating dummy) noexcept nogi
                 spread_row(j, dxm, dym + (od * j.o[1] + oh) * j.o[2], od, oh)
 
 
-cdef void pool_forward_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
-    cdef PoolJob *j = <PoolJob *>ctx
-    if j.f64:
-        pool_rows(j, u, slot, <double>0)
+cdef inline void run_pool_unit(PoolJob *j, Py_ssize_t u, int slot,
+                               floating dummy) noexcept nogil:
+    if j.backward:
+        pool_maps_back(j, u, dummy)
     else:
-        pool_rows(j, u, slot, <float>0)
+        pool_rows(j, u, slot, dummy)
 
 
-cdef void pool_backward_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+cdef void pool_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    """The pool's entry to every pooling unit: the one float/double dispatch."""
     cdef PoolJob *j = <PoolJob *>ctx
     if j.f64:
-        pool_maps_back(j, u, <double>0)
+        run_pool_unit(j, u, slot, <double>0)
     else:
-        pool_maps_back(j, u, <float>0)
+        run_pool_unit(j, u, slot, <float>0)
 
 
 cdef int make_pool_job(PoolJob *j, tuple axes, PoolInterior inner, Py_ssize_t maps,
@@ -383,7 +385,7 @@ def pool_forward(const floating[::1] x, floating[::1] y, int64_t[::1] idx, tuple
         j.tap = <int32_t *>(j.tap_pos + threads * j.pos_step)
     try:
         with nogil:
-            vc_run(pool_forward_unit, &j, (j.rows + j.rows_per_unit - 1) // j.rows_per_unit,
+            vc_run(pool_unit, &j, (j.rows + j.rows_per_unit - 1) // j.rows_per_unit,
                    threads)
     finally:
         free_buffers(scratch)
@@ -411,6 +413,7 @@ def pool_backward(const floating[::1] dy, floating[::1] dx, const int64_t[::1] i
         j.idx = <int64_t *>&idx[0]
     j.maps_per_unit = max(maps_per_unit, 1)
     with nogil:
-        vc_run(pool_backward_unit, &j, (maps + j.maps_per_unit - 1) // j.maps_per_unit,
+        j.backward = True
+        vc_run(pool_unit, &j, (maps + j.maps_per_unit - 1) // j.maps_per_unit,
                threads)
     return not j.bad
