@@ -25,17 +25,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import harness  # noqa: E402
 
-#: the README's benchmark cases: name -> (N, Cin, H, W, Cout, k, stride, padding, table)
-CASES = {
-    "lenet-c1": (64, 1, 32, 32, 6, 5, 1, 0, False),
-    "lenet-c3": (64, 6, 14, 14, 16, 5, 1, 0, False),
-    "lenet-c3-table": (64, 6, 14, 14, 16, 5, 1, 0, True),
-    "mnist-like": (256, 1, 28, 28, 32, 3, 1, 1, False),
-    "mid": (32, 64, 56, 56, 64, 3, 1, 1, False),
-    "pointwise": (32, 256, 28, 28, 64, 1, 1, 0, False),
-    "strided": (32, 64, 56, 56, 128, 3, 2, 1, False),
-    "large-image": (1, 3, 224, 224, 64, 7, 2, 3, False),
-}
+#: the README's benchmark cases (bench/bench.py's): name -> (N, Cin, H, W, Cout, k, stride,
+#: padding, table)
+from bench import CASES  # noqa: E402
 
 WORKER = r"""
 import json, sys
