@@ -41,7 +41,14 @@ def suite(tmp_path_factory):
                PYTHONPATH=os.pathsep.join([str(Path(__file__).parent)]
                                           + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     env.pop("SCIPY_ARRAY_API", None)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    # SciPy's suite under its own (empty) configuration: not vecconv's pyproject.toml,
+    # which pytest would find above a virtual environment made inside the checkout (as
+    # .ci/run makes it), and no conftest.py above SciPy's test folder (scipy.conftest is
+    # loaded once, as the plugin below)
+    ini = report.parent / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini),
+           "--rootdir", str(report.parent), "--confcutdir", str(path.parent),
            "-p", "scipy.conftest", "-p", "scipy_suite_plugin",
            *[f"{path}::{name}" for name in SELECTED]]
     proc = subprocess.run(cmd, env=env, cwd=report.parent, capture_output=True, text=True)
