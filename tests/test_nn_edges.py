@@ -210,3 +210,10 @@ def test_layers_plan_for_the_workspace_in_effect():
         assert layer._plan_for((2, 4, 16, 16)).workspace == default
     with pytest.raises(AttributeError, match="ConvTranspose2D.options is fixed|can't set|has no setter"):
         nn.ConvTranspose2D(2, 2, 3).options = None
+
+
+def test_lenet5_names_a_bad_seed():
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        nn.lenet5(seed=-1)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        nn.lenet5(seed=1.0)

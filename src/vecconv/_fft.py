@@ -26,6 +26,8 @@ import math
 import numpy as np
 import scipy.fft
 
+from ._shapes import extents
+
 #: The kernels' extent is padded to at least this many times itself per tile: (T + e - 1)
 #: / T transform entries per output (1.125 at 8 e).
 TILE_PER_EXTENT = 8
@@ -55,7 +57,7 @@ def tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace):
     temporaries, and the outputs transformed back.
     """
     lead = 3 - d
-    ext = [dl * (k - 1) + 1 for dl, k in zip(geometry.dilation[lead:], geometry.kernel[lead:])]
+    ext = list(extents(geometry.dilation[lead:], geometry.kernel[lead:]))
     span = [(o - 1) * s + 1 for o, s in zip(geometry.out[lead:], geometry.stride[lead:])]
     if min(geometry.size[lead:]) == 0 or max(span + ext) > MAX_AXIS:
         return None             # nothing to transform, or transforms past any memory
@@ -127,7 +129,7 @@ def forward(x, w, bias, plan, threads):
     cin_g, cout_g = c // groups, cout // groups
     dtype = plan.dtype
     tile, size, images = plan.fft_tiles
-    ext = [dl * (k - 1) + 1 for dl, k in zip(g.dilation[lead:], g.kernel[lead:])]
+    ext = list(extents(g.dilation[lead:], g.kernel[lead:]))
     stride = g.stride[lead:]
     out = g.out[lead:]
     span = [(oo - 1) * s + 1 for oo, s in zip(out, stride)]

@@ -25,7 +25,8 @@ import numpy as np
 from . import _config, _engine, _fft
 from ._engine import Geometry, Schedule
 from ._options import PADDING_MODES, ConvOptions
-from ._shapes import (LAYOUTS, conv_output_size, resolve_padding, transposed_output_size)
+from ._shapes import (LAYOUTS, conv_output_size, extents, resolve_padding,
+                      transposed_output_size)
 from ._validate import INT32_MAX, check_ndim, integer
 
 # ----------------------------------------------------------------------------- constants
@@ -185,13 +186,19 @@ def make_schedule(route, n, geometry, cout, groups, itemsize, workspace):
 
 
 # ----------------------------------------------------------------------------- threads
-def pool_threads(flops):
-    """Threads for ``flops`` operations of work without GEMMs: the setting, or 1 when the
-    work is too small to repay waking a worker."""
+def threads_above(work, grain):
+    """The thread setting, or 1 when ``work`` is below ``grain`` (waking a worker costs
+    more than it saves) or the build has no worker pool: the one grain policy of the
+    convolutions, the unfolds and the poolings."""
     n = _config.get_num_threads()
-    if n <= 1 or flops < _config.GRAIN_FLOPS or not _engine.have_threads():
+    if n <= 1 or work < grain or not _engine.have_threads():
         return 1
     return n
+
+
+def pool_threads(flops):
+    """Threads for ``flops`` operations of work without GEMMs."""
+    return threads_above(flops, _config.GRAIN_FLOPS)
 
 
 def threads_for(flops):
@@ -344,12 +351,12 @@ def check_conv(x_shape, w_shape, bias_shape, options):
     d = options.d
     _check_shapes(x_shape, w_shape, bias_shape, options.groups, d)
     names = LAYOUTS[d][2]
-    extents = tuple(dl * (k - 1) + 1 for dl, k in zip(options.dilation, w_shape[2:]))
+    spans = extents(options.dilation, w_shape[2:])
     # 'same' follows the scipy function of the same rank: correlate2d centres even kernels
     # differently from convolve2d; the 1-D and N-d correlate/convolve both pad k//2 before
-    pads = resolve_padding(options.padding, extents, options.flip, signal_1d=(d != 2))
+    pads = resolve_padding(options.padding, spans, options.flip, signal_1d=(d != 2))
     out_sp = tuple(conv_output_size(f"input {nm}", s, p, e, st) for nm, s, p, e, st in
-                   zip(names, x_shape[2:], pads, extents, options.stride))
+                   zip(names, x_shape[2:], pads, spans, options.stride))
     _check_padding_mode(options.padding_mode, pads, x_shape[2:], names)
     if options.connections is not None:
         cin, cout = x_shape[1], w_shape[0]

@@ -15,9 +15,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _config, _engine
+from . import _config
 from ._engine import PoolAxis, PoolInterior
 from ._options import PoolOptions
+from ._plan import threads_above
 from ._shapes import pool_output_size
 from ._validate import check_fits
 
@@ -40,10 +41,8 @@ class PoolPlan(NamedTuple):
     maps_per_unit: int
 
     def threads(self):
-        n = _config.get_num_threads()
-        if n <= 1 or self.taps < _config.POOL_GRAIN or not _engine.have_threads():
-            return 1
-        return n
+        """Threads for this pooling: the setting, or 1 below the pooling's grain."""
+        return threads_above(self.taps, _config.POOL_GRAIN)
 
 
 def _axis(name, n, k, s, p, dl, ceil_mode, count_include_pad):

@@ -109,6 +109,11 @@ def resolve_padding(padding: str | tuple[tuple[int, int], ...], extents: tuple[i
 
 
 # ----------------------------------------------------------------------------- sizes
+def extents(dilation: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[int, ...]:
+    """The dilated kernel sizes, d (k - 1) + 1 per axis: the span one window reads."""
+    return tuple(dl * (k - 1) + 1 for dl, k in zip(dilation, kernel))
+
+
 def conv_output_size(name_in: str, size: int, pad: tuple[int, int], extent: int,
                      stride: int) -> int:
     """Output entries along one axis: 1 + (size + pads - extent) // stride, where extent
@@ -131,7 +136,7 @@ def pool_output_size(name: str, n: int, k: int, s: int, p: int, dl: int,
                      ceil_mode: bool) -> int:
     """Windows along one axis, as PyTorch's ``pooling_output_shape`` counts them: with
     ``ceil_mode`` the last window must start inside x or the padding before it."""
-    span = dl * (k - 1) + 1
+    (span,) = extents((dl,), (k,))
     top = n + 2 * p - span + ((s - 1) if ceil_mode else 0)
     o = top // s + 1                                 # floor division, as PyTorch's div_rtn
     if ceil_mode and (o - 1) * s >= n + p:

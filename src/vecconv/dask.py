@@ -48,7 +48,7 @@ except ImportError as exc:          # pragma: no cover - the extra is missing
 from . import _plan, _run, functional
 from ._options import NUMPY_PAD_MODES, conv_options, conv_transpose_options, pool_options
 from ._pool_plan import block_plan, plan_pool
-from ._shapes import LAYOUTS, batched, kernel_axes, pool_axes
+from ._shapes import LAYOUTS, batched, extents, kernel_axes, pool_axes
 from ._validate import as_array, check_ndim, flag, float_dtype, floats, integer
 
 __all__ = ["conv", "conv_backward", "conv_transpose", "avg_pool", "max_pool"]
@@ -267,15 +267,15 @@ def _conv_setup(fname, x, w, bias, stride, padding, dilation, groups, connection
     pads, outs = _plan.check_conv(tuple(x.shape), w.shape,
                                   None if bias is None else bias.shape, options)
     st, dl = options.stride, options.dilation
-    extents = tuple(g * (k - 1) + 1 for g, k in zip(dl, w.shape[2:]))
+    spans = extents(dl, w.shape[2:])
     sizes = tuple(int(n) for n in x.shape[2:])
     chunks = x.chunks
     xp = _pad(x.astype(dtype), pads, padding_mode, options.fill_value)
     merged = {1: -1}
     for a in range(d):
-        merged[2 + a] = _merge(xp.chunks[2 + a], least(st[a], extents[a]))
+        merged[2 + a] = _merge(xp.chunks[2 + a], least(st[a], spans[a]))
     xp = xp.rechunk(merged)
-    axes = tuple(_Axis(_edges(xp.chunks[2 + a]), st[a], extents[a], outs[a]) for a in range(d))
+    axes = tuple(_Axis(_edges(xp.chunks[2 + a]), st[a], spans[a], outs[a]) for a in range(d))
     opts = dict(stride=st, dilation=dl, groups=groups, connections=connections, flip=flip,
                 workspace=workspace, algorithm=algorithm)
     return _ConvSetup(xp, sizes, chunks, w.astype(dtype),
@@ -522,16 +522,16 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
             raise ValueError(f"bias must have shape ({y_shape[1]},) to match w, got "
                              f"{bias.shape}")
     st, dl, pads, out = options.stride, options.dilation, options.padding, y_shape[2:]
-    extents = tuple(g * (k - 1) + 1 for g, k in zip(dl, w.shape[2:]))
+    spans = extents(dl, w.shape[2:])
     merged = {1: -1}
     for a in range(d):      # each chunk at least the left halo deep
-        merged[2 + a] = _merge(x.chunks[2 + a], -(-(extents[a] - 1) // st[a]) + 1)
+        merged[2 + a] = _merge(x.chunks[2 + a], -(-(spans[a] - 1) // st[a]) + 1)
     x = x.astype(dtype).rechunk(merged)
-    axes = tuple(_Axis(_edges(x.chunks[2 + a]), st[a], extents[a], x.shape[2 + a])
+    axes = tuple(_Axis(_edges(x.chunks[2 + a]), st[a], spans[a], x.shape[2 + a])
                  for a in range(d))
     # the full result before cropping: (n - 1) * s + extent, and at least pb + out
     total = tuple(max((n - 1) * s + e, pb + o) for n, s, e, (pb, _), o in
-                  zip(x.shape[2:], st, extents, pads, out))
+                  zip(x.shape[2:], st, spans, pads, out))
     chunks = [x.chunks[0], (w.shape[1] * groups,)]
     for a, ax in enumerate(axes):
         c = [(ax.edges[j + 1] - ax.edges[j]) * ax.stride for j in range(len(ax.edges) - 2)]

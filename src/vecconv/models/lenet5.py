@@ -13,6 +13,7 @@ from ..nn.activation import Activation, ActivationName
 from ..nn.container import Sequential
 from ..nn.conv import Conv2D
 from ..nn.linear import Dense, Flatten
+from ..nn.parameter import random_source
 from ..nn.pooling import MaxPool2D, Subsampling
 
 __all__ = ["lenet5", "lenet5_c3_table"]
@@ -73,7 +74,7 @@ def lenet5(*, dtype: DTypeLike = np.float32, seed: int | None = 0,
         digits are padded by 2 on each side, as in the paper.
     """
     dtype = layer_dtype(dtype)
-    rng = np.random.default_rng(seed)
+    rng = random_source(seed, None)
 
     kind: str = pooling
     if kind == "avg":
