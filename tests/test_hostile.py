@@ -304,7 +304,7 @@ def test_every_large_allocation_is_counted_before_any_is_made(little_memory, cal
 
 def test_work_bytes_count_the_column_buffers_and_accumulators():
     plan = _plan.plan_conv((32, 64, 56, 56), (64, 64, 3, 3), None, np.float32,
-                           conv_options(2, padding=1))
+                           conv_options(2, padding=1, algorithm="im2col"))
     s = plan.schedule
     slots = plan.slots(plan.threads())
     w_bytes = 64 * 64 * 9 * 4

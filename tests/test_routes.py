@@ -160,9 +160,13 @@ def test_zero_sized_and_huge_axes_plan_without_the_fft_route():
 def test_auto_takes_fft_for_large_kernels_and_im2col_for_small_ones():
     options = conv_options(2)
     big = _plan.plan_conv((1, 1, 512, 512), (16, 1, 31, 31), None, np.float32, options)
-    small = _plan.plan_conv((8, 64, 56, 56), (64, 64, 3, 3), None, np.float32, options)
+    small = _plan.plan_conv((8, 64, 56, 56), (64, 64, 5, 5), None, np.float32, options)
     assert big.route is _plan.Route.FFT
     assert small.route in (_plan.Route.IM2COL, _plan.Route.STAGED)
+    # a 3 x 3 stride-1 layer of enough channels takes the Winograd route, forward and dx
+    wino = _plan.plan_conv((8, 64, 56, 56), (64, 64, 3, 3), None, np.float32, options)
+    assert wino.route is wino.dx_route is _plan.Route.WINOGRAD
+    assert wino.backward_route is _plan.Route.IM2COL
     # the backward passes keep the GEMM family
     assert big.backward_route is _plan.Route.IM2COL
     # a non-finite fill cannot take the FFT route

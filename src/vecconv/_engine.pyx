@@ -958,3 +958,6 @@ def unfold(const floating[::1] src, floating[::1] dst, Geometry geometry, Py_ssi
 
 # ----------------------------------------------------------------------------- pooling
 include "_pool.pxi"
+
+# ----------------------------------------------------------------------------- Winograd
+include "_winograd.pxi"

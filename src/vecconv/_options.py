@@ -28,7 +28,7 @@ PADDING_MODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circu
 NUMPY_PAD_MODES = {"zeros": "constant", "constant": "constant", "reflect": "reflect",
                    "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
 #: the algorithms a user may ask for (``algorithm=``); 'auto' lets the planner choose
-ALGORITHMS = ("auto", "im2col", "fft")
+ALGORITHMS = ("auto", "im2col", "fft", "winograd")
 
 Pads = tuple[tuple[int, int], ...]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import _config, _engine, _fft
+from . import _config, _engine, _fft, _winograd
 from ._engine import Geometry, Schedule
 from ._options import PADDING_MODES, ConvOptions
 from ._shapes import (LAYOUTS, conv_output_size, extents, resolve_padding,
@@ -40,8 +40,13 @@ ROUND_ELEMS = 1 << 24
 #: measured with bench/bench.py, C1 forward+backward 3.0 -> 1.6 ms in float32, 2.8 -> 2.0
 #: in float64, while MNIST-like's 32 maps ran slower staged).
 STAGE_COUT = 8
-#: At most this many dW accumulators (chunks of a round, each summed by one unit).
+#: At most this many dW accumulators (chunks of a round, each summed by one unit) ...
 MAX_ACCUMULATORS = 8
+#: ... and no more than fit this many bytes, but at least 2: each is zeroed and added up
+#: once per call, which for large weights costs more than the chunks save (ResNet-18's
+#: 512 x 512 x 3 x 3 layer, float32, 7 x 7 maps: dW 39.6 -> 16.6 ms with 2 of 9.4 MB
+#: instead of 6; smaller weights unchanged; bench/layers.py).
+ACCUMULATOR_BYTES = 16 * 2**20
 
 
 # ----------------------------------------------------------------------------- records
@@ -66,6 +71,10 @@ class Route(enum.Enum):
     #: large kernels, forward pass: tiles of each map and the kernels transformed once, a
     #: product per frequency summed over input channels, transformed back (``_fft``)
     FFT = "fft"
+    #: 3-tap kernels (3 x 3, 3 x 3 x 3, 3), stride and dilation 1, forward and dx passes:
+    #: minimal filtering F(m, 3), one GEMM per transformed tap over a batch of tiles
+    #: (``_winograd``)
+    WINOGRAD = "winograd"
 
 
 def _ceil_div(a, b):
@@ -88,17 +97,17 @@ def _tile_images(n, rows, positions, budget, staged):
 
 def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False,
                  finite=True, algorithm="im2col", d=2):
-    """The route of a pass over ``n`` images: the one place where it is decided.
+    """The route of a forward pass over ``n`` images: the one place where it is decided.
 
     ``masked``: a connection table leaves pairs out; ``finite``: the values the pass reads
-    (and a constant pad) hold no NaN or inf; ``algorithm``: the user's choice for the
-    forward pass ('auto', 'im2col' or 'fft'; the backward passes take 'im2col'). Returns
-    (route, FFT tiles or None).
+    (and a constant pad) hold no NaN or inf; ``algorithm``: the user's choice ('auto',
+    'im2col', 'fft' or 'winograd'). Returns (route, FFT tiles or Winograd (m, schedule),
+    or None).
     """
     # the FFT route pays only for large kernels: below FFT_MIN_TAPS 'auto' does not ask
     # (an empty map has nothing to transform: any route gives its empty or constant answer)
-    if algorithm != "im2col" and finite and n > 0 and math.prod(geometry.size) > 0 and (
-            algorithm == "fft" or geometry.taps >= _fft.FFT_MIN_TAPS):
+    if algorithm in ("auto", "fft") and finite and n > 0 and math.prod(geometry.size) > 0 \
+            and (algorithm == "fft" or geometry.taps >= _fft.FFT_MIN_TAPS):
         cin_g = geometry.channels // groups
         tiles = _fft.tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace)
         if algorithm == "fft":
@@ -112,7 +121,56 @@ def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False
         if tiles is not None and _fft.cost_ratio(n, geometry, d, cout, cin_g, groups,
                                                  tiles) < 1.0:
             return Route.FFT, tiles
+    if algorithm in ("auto", "winograd"):
+        wino = _winograd_choice(n, geometry, cout, groups, itemsize, workspace, algorithm,
+                                finite)
+        if wino is not None:
+            return Route.WINOGRAD, wino
     return _gemm_route(n, geometry, cout, groups, itemsize, workspace, masked, finite), None
+
+
+def _winograd_choice(n, geometry, cout, groups, itemsize, workspace, algorithm, finite):
+    """(m, schedule) when a pass takes the Winograd route, else None; algorithm='winograd'
+    on a pass that cannot take it is an error naming why."""
+    reason = _winograd.why_not(geometry)
+    if reason is None and not finite:
+        reason = "it needs a finite fill_value"
+    if reason is None and n == 0:
+        return None                 # nothing to compute: any route gives the empty answer
+    choice = None
+    if reason is None:
+        choice = _winograd.plan(n, geometry, cout, groups, itemsize, workspace)
+        if choice is None:
+            reason = (f"its transformed kernels and tiles do not fit a workspace of "
+                      f"{workspace} bytes")
+    if algorithm == "winograd":
+        if choice is None:
+            raise ValueError(f"algorithm='winograd' cannot run this convolution: "
+                             f"{reason}; use algorithm='auto' or 'im2col'")
+        return choice
+    if choice is None or _winograd.cost_ratio(n, geometry, cout, groups,
+                                              choice[0]) >= _winograd.AUTO_BELOW:
+        return None
+    return choice
+
+
+def select_dx_route(n, geometry, cout, groups, itemsize, workspace, algorithm):
+    """The route of the dx pass (eq. 16-18): a stride-1 3-tap convolution's dx is again one,
+    of dy with the flipped kernels, and takes the Winograd route under algorithm='auto'
+    (where it pays) or 'winograd', if the padding is constant (any other mode folds the
+    padding's gradient back, which a correlation of dy cannot) and the workspace holds
+    it. Never an error: a dx that cannot take the route takes the backward route.
+    Returns (route, (m, schedule) or None); route None: the backward route."""
+    if algorithm not in ("auto", "winograd") or n == 0 or geometry.mode != 0:
+        return None, None
+    adj = _winograd.adjoint_geometry(geometry, cout)
+    if _winograd.why_not(adj) is not None:
+        return None, None
+    wino = _winograd.plan(n, adj, geometry.channels, groups, itemsize, workspace)
+    if wino is None or (algorithm == "auto" and _winograd.cost_ratio(
+            n, adj, geometry.channels, groups, wino[0]) >= _winograd.AUTO_BELOW):
+        return None, None
+    return Route.WINOGRAD, wino
 
 
 def _gemm_route(n, geometry, cout, groups, itemsize, workspace, masked, finite):
@@ -159,7 +217,8 @@ def make_schedule(route, n, geometry, cout, groups, itemsize, workspace):
     tile_elems = max(k_rows * (tile_images * P if tile_images else tile_positions), 1)
     round_tiles = max(1, ROUND_ELEMS // tile_elems)
     dw_bytes = cout * cig * taps * itemsize
-    n_acc = max(1, min(MAX_ACCUMULATORS, n_tiles, workspace // max(dw_bytes, 1)))
+    n_acc = max(1, min(MAX_ACCUMULATORS, n_tiles, workspace // max(dw_bytes, 1),
+                       max(2, ACCUMULATOR_BYTES // max(dw_bytes, 1))))
     # dx: pieces own (images, positions, channel block) of dx; two pieces of one round
     # never share an element
     if tile_images or n >= MIN_UNITS:
@@ -233,6 +292,9 @@ class Plan:
     options: ConvOptions
     extra: tuple = ()         # transposed: zeros appended to its input per axis
     fft_tiles: tuple | None = None   # Route.FFT: (tile, transform size, images per chunk)
+    winograd: tuple | None = None    # Route.WINOGRAD forward: (m per axis, schedule)
+    dx_route: Route | None = None    # the dx pass's route when not backward_route
+    dx_winograd: tuple | None = None  # dx on Route.WINOGRAD: (m per axis, schedule)
 
     @property
     def masked(self):
@@ -255,7 +317,15 @@ class Plan:
         item = self.dtype.itemsize
         s = self.schedule
         w_elems = math.prod(self.w_shape)
-        total = self.slots(self.threads()) * s.buf_elems + w_elems   # buffers, weight copy
+        buffers = self.slots(self.threads()) * s.buf_elems          # column buffers
+        wino = self.winograd_pass(backward and need_dx)
+        if wino is not None:        # U, V and M, scratch, dx's kernels (the larger pass)
+            geometry, cout, (m, sched) = wino
+            slots = _winograd.slots_within(m, sched, geometry, cout, self.groups, item,
+                                           self.workspace, self.threads())
+            buffers = max(buffers if backward and need_dw else 0, w_elems + _winograd.memory(
+                geometry, cout, self.groups, m, sched, slots))
+        total = buffers + w_elems                                   # and the weight copy
         if not backward:
             total += math.prod(self.out_shape)                     # y
         else:
@@ -264,6 +334,16 @@ class Plan:
             if need_dw:
                 total += (s.n_acc + 2) * w_elems                   # accumulators, dW copies
         return total * item
+
+    def winograd_pass(self, dx=False):
+        """(geometry, output maps, (m, schedule)) of the forward pass (dx False) or the dx
+        pass on the Winograd route, or None when that pass takes another."""
+        if not dx and self.route is Route.WINOGRAD:
+            return self.geometry, self.w_shape[0], self.winograd
+        if dx and self.dx_route is Route.WINOGRAD:
+            return (_winograd.adjoint_geometry(self.geometry, self.w_shape[0]),
+                    self.geometry.channels, self.dx_winograd)
+        return None
 
     @property
     def flops(self):
@@ -293,13 +373,16 @@ def _finish(dtype, x_shape, w_shape, geometry, groups, flip, mask, workspace, op
     n, cout = x_shape[0], w_shape[0]
     args = (n, geometry, cout, groups, dtype.itemsize, workspace)
     gemm, _ = select_route(*args)
-    route, tiles = gemm, None
+    route, found = gemm, None
     if not options.transposed:
-        route, tiles = select_route(*args, algorithm=options.algorithm, d=options.d,
+        route, found = select_route(*args, algorithm=options.algorithm, d=options.d,
                                     finite=math.isfinite(geometry.fill))
+    dx_route, dx_wino = select_dx_route(*args, options.algorithm)
     schedule = make_schedule(gemm, *args)
     return Plan(dtype, x_shape, w_shape, (n, cout) + geometry.out[3 - options.d:], geometry,
-                groups, flip, mask, route, gemm, schedule, workspace, options, extra, tiles)
+                groups, flip, mask, route, gemm, schedule, workspace, options, extra,
+                found if route is Route.FFT else None,
+                found if route is Route.WINOGRAD else None, dx_route, dx_wino)
 
 
 def _check_padding_mode(mode, pads, sizes, names):
@@ -370,7 +453,12 @@ def tunables():
     """The knobs a plan depends on besides its arguments (tests and the benchmark change
     them): part of a kept plan's key."""
     return (_config.TILE_BYTES, _config.STAGE_BELOW, _config.STAGE_WIDTH, ROUND_ELEMS,
-            MIN_UNITS, MAX_ACCUMULATORS, STAGE_COUT, _fft.FFT_COST, _fft.FFT_MIN_TAPS)
+            MIN_UNITS, MAX_ACCUMULATORS, ACCUMULATOR_BYTES, STAGE_COUT, _fft.FFT_COST,
+            _fft.FFT_MIN_TAPS,
+            _winograd.UNIT_TILES, _winograd.ROUND_BYTES, _winograd.FUSED_BYTES,
+            _winograd.MIN_FUSED, _winograd.TRANSFORM_COST, _winograd.WEIGHT_COST,
+            _winograd.CALL_COST, _winograd.IM2COL_COST, _winograd.AUTO_BELOW,
+            tuple(sorted(_winograd.TILE.items())))
 
 
 #: plans of recent calls: a network, a loop or a filter bank repeats its shapes

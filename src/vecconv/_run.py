@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from . import _engine, _fft
+from . import _engine, _fft, _winograd
 from ._plan import Plan, Route, pool_threads, threads_for
 from ._validate import check_fits, copy_bytes, floats, nbytes_of
 
@@ -86,6 +86,8 @@ def _route_ok(plan, route, x, others=(), w=None):
     """
     n = plan.x_shape[0]
     fill_ok = math.isfinite(plan.geometry.fill)
+    if route is Route.WINOGRAD:
+        return _winograd_ok(plan, x, w, others)
     if route is Route.FFT:
         if w is not None and not np.isfinite(w).all():
             return np.zeros(n, dtype=bool)
@@ -120,11 +122,34 @@ def _route_ok(plan, route, x, others=(), w=None):
     return None if ok.all() else ok
 
 
+def _winograd_ok(plan, x, w, others):
+    """The Winograd route mixes the values of a tile: it takes only images whose values
+    (and the kernels, and a constant pad) are finite and far enough from the dtype's
+    overflow that the transforms, which grow a value by a few powers of 2, stay finite."""
+    n = x.shape[0]
+    big = np.finfo(plan.dtype).max / 2**12
+    with np.errstate(over="ignore", invalid="ignore"):
+        fill = plan.dtype.type(plan.geometry.fill)
+    if w is not None and not (np.isfinite(w).all() and np.abs(w).max(initial=0) < big):
+        return np.zeros(n, dtype=bool)
+    if not (np.isfinite(fill) and abs(fill) < big):
+        return np.zeros(n, dtype=bool)
+    if not x.size:
+        return None
+    flat = x.reshape(n, -1)
+    with np.errstate(invalid="ignore"):
+        ok = (flat.max(axis=1) < big) & (flat.min(axis=1) > -big)   # (False for NaN)
+    for a in others:
+        if a is not None and a.size:
+            ok &= np.isfinite(a.reshape(n, -1)).all(axis=1)
+    return None if ok.all() else ok
+
+
 def _fallback(plan, route):
     """Where an image goes that ``route`` may not compute."""
     if plan.masked:
         return Route.PER_MAP
-    return plan.backward_route if route is Route.FFT else route
+    return plan.backward_route if route in (Route.FFT, Route.WINOGRAD) else route
 
 
 def _without(a, bad):
@@ -177,10 +202,24 @@ def _per_map_forward(x, w2, bias, plan):
     return y
 
 
+def _winograd_run(x, w2, bias, plan, dx=False):
+    """The forward pass (or, dx True, the dx pass: x is dy) on the Winograd route."""
+    geometry, cout, (m, sched) = plan.winograd_pass(dx)
+    if dx:
+        w2 = _winograd.adjoint(w2, plan.geometry, plan.groups)
+    threads = plan.threads()
+    slots = _winograd.slots_within(m, sched, geometry, cout, plan.groups,
+                                   plan.dtype.itemsize, plan.workspace, threads)
+    y = _winograd.run(x, w2, bias, geometry, cout, plan.groups, m, sched, threads, slots)
+    return y.reshape(plan.x_shape if dx else plan.out_shape)
+
+
 def _forward_on(route, x, w2, bias, plan):
     if route is Route.FFT:
         return _fft.forward(x, w2.reshape(plan.w_shape), bias, plan,
                             pool_threads(plan.flops))
+    if route is Route.WINOGRAD:
+        return _winograd_run(x, w2, bias, plan)
     if x.shape[0] != plan.x_shape[0]:
         plan = plan.for_batch(x.shape[0])
     run = _per_map_forward if route is Route.PER_MAP else _engine_forward
@@ -249,6 +288,29 @@ def _backward_on(route, dy, x, w2, plan, need_dx, need_dw):
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The backward pass on clean arrays: (dx shaped like x, or None; dw2 (Cout, K), or
     None). x may be None when only dx is asked for (eq. 16-18 read dy and W alone)."""
+    if need_dx and plan.dx_route is Route.WINOGRAD:
+        dx = _winograd_dx(dy, w2, plan)
+        return dx, (_gemm_backward(dy, x, w2, plan, False, True)[1] if need_dw else None)
+    return _gemm_backward(dy, x, w2, plan, need_dx, need_dw)
+
+
+def _winograd_dx(dy, w2, plan):
+    """dx on the Winograd route for the images whose dy it may take; the others take
+    the backward route (per-map under a connection table)."""
+    ok = _winograd_ok(plan, dy, w2, ())
+    if ok is None:
+        return _winograd_run(dy, w2, None, plan, dx=True)
+    if not ok.any():
+        return _gemm_backward(dy, None, w2, plan, True, False)[0]
+    bad = np.flatnonzero(~ok)
+    dx = _winograd_run(_without(dy, bad), w2, None, plan, dx=True)
+    dx[bad] = _gemm_backward(np.ascontiguousarray(dy[bad]), None, w2, plan, True, False)[0]
+    return dx
+
+
+def _gemm_backward(dy, x, w2, plan, need_dx, need_dw):
+    """The backward passes on the backward route (eq. 12, eq. 16-18), per map for the
+    images a connection table needs so."""
     route = plan.backward_route
     ok = _route_ok(plan, route, dy, (x,))
     if ok is None:

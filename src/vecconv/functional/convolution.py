@@ -52,8 +52,11 @@ def _backward(fixed, fname, dy, x, w, opts, workspace, input_grad=True, weight_g
     x = as_array("x", x)
     w = as_array("w", w)
     d = kernel_axes(w.shape, fixed, fname)
-    # the algorithm is checked, but no backward pass takes the FFT route: plan the GEMMs
-    options = replace(conv_options(d, **opts), algorithm="im2col")
+    # no backward pass takes the FFT route (its dx and dW are the GEMMs'); the Winograd
+    # route takes dx where it can
+    options = conv_options(d, **opts)
+    if options.algorithm == "fft":
+        options = replace(options, algorithm="im2col")
     x, unbatched = batched(x, d)
     if unbatched:
         dy = dy[None]
@@ -273,9 +276,10 @@ def conv_plan(x_shape: Shape, w_shape: Shape, *, dtype: Any = "float32", stride:
     Returns
     -------
     plan : dict
-        ``forward`` and ``backward``: the routes of the passes ('im2col', 'pointwise',
-        'staged', 'fft'; an image holding a NaN or inf, or beyond the FFT route's accuracy
-        reach, takes the backward route, or 'per-map' under a connection table);
+        ``forward``, ``dx`` and ``dw``: the routes of the passes ('im2col', 'pointwise',
+        'staged', 'fft', 'winograd'; an image holding a NaN or inf, or beyond the FFT
+        route's accuracy reach, takes the backward route, or 'per-map' under a connection
+        table); ``backward``: the backward route (dW's, and the fallback of the others);
         ``out_shape``; ``workspace``: the budget the plan was cut for; ``fft_tile``: the
         stride-1 outputs per FFT tile along each axis, or None.
 
@@ -285,6 +289,8 @@ def conv_plan(x_shape: Shape, w_shape: Shape, *, dtype: Any = "float32", stride:
     >>> vecconv.conv_plan((1, 1, 512, 512), (16, 1, 31, 31))["forward"]
     'fft'
     >>> vecconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)["forward"]
+    'winograd'
+    >>> vecconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1, stride=2)["forward"]
     'im2col'
     """
     if not isinstance(x_shape, (tuple, list)) or not isinstance(w_shape, (tuple, list)):
@@ -301,7 +307,9 @@ def conv_plan(x_shape: Shape, w_shape: Shape, *, dtype: Any = "float32", stride:
     if unbatched:
         x_shape = (1,) + x_shape
     plan = _plan.plan_conv(x_shape, w_shape, None, layer_dtype(dtype), options, workspace)
-    return dict(forward=plan.route.value, backward=plan.backward_route.value,
+    return dict(forward=plan.route.value,
+                dx=(plan.dx_route or plan.backward_route).value,
+                dw=plan.backward_route.value, backward=plan.backward_route.value,
                 out_shape=plan.out_shape[1:] if unbatched else plan.out_shape,
                 workspace=plan.workspace,
                 fft_tile=None if plan.fft_tiles is None else plan.fft_tiles[0])

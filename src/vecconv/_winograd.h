@@ -1,0 +1,54 @@
+/* The Winograd route's transform along one axis (src/vecconv/_winograd.pxi), in C so
+ * that it can be compiled for several vector extensions: the wheel targets the
+ * baseline x86-64 (SSE2), and GCC's target_clones adds AVX2 and AVX-512 versions chosen
+ * when the library loads (on other compilers and platforms, the one baseline version).
+ *
+ * dst = M applied along axis `ax` of src: src's elements, indexed over dims[0..2] in C
+ * order, are vectors of nb entries (one per tile) src_step apart; dst has `rows`
+ * elements along ax, dst_step apart. The loops run over the nb tiles innermost, the
+ * vectors the compiler widens.
+ */
+#ifndef VECCONV_WINOGRAD_H
+#define VECCONV_WINOGRAD_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define VC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VC_CLONES
+#endif
+
+#define VC_WINO_AXIS(NAME, T)                                                             \
+VC_CLONES static void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t dst_step,  \
+                           const Py_ssize_t *dims, int ax, const double *M, Py_ssize_t rows, \
+                           Py_ssize_t nb) {                                               \
+    Py_ssize_t n = dims[ax], outer = 1, inner = 1, o, r, q, l, k;                         \
+    int a;                                                                                \
+    for (a = 0; a < ax; a++) outer *= dims[a];                                            \
+    for (a = ax + 1; a < 3; a++) inner *= dims[a];                                        \
+    for (o = 0; o < outer; o++)                                                           \
+        for (r = 0; r < rows; r++)                                                        \
+            for (q = 0; q < inner; q++) {                                                 \
+                T *restrict d = dst + ((o * rows + r) * inner + q) * dst_step;            \
+                int first = 1;                                                            \
+                for (l = 0; l < n; l++) {                                                 \
+                    const T cf = (T)M[r * n + l];                                         \
+                    const T *restrict s = src + ((o * n + l) * inner + q) * src_step;     \
+                    if (cf == 0) continue;                                                \
+                    if (first) {                                                          \
+                        for (k = 0; k < nb; k++) d[k] = cf * s[k];                        \
+                        first = 0;                                                        \
+                    } else {                                                              \
+                        for (k = 0; k < nb; k++) d[k] += cf * s[k];                       \
+                    }                                                                     \
+                }                                                                         \
+                if (first)                                                                \
+                    for (k = 0; k < nb; k++) d[k] = 0;                                    \
+            }                                                                             \
+}
+
+VC_WINO_AXIS(vc_wino_axis_f, float)
+VC_WINO_AXIS(vc_wino_axis_d, double)
+
+#endif

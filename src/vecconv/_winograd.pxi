@@ -1,0 +1,422 @@
+# The Winograd route's kernel (included by _engine.pyx): stride-1, dilation-1 convolutions
+# whose kernels have 3 taps along some axes (and 1 along the others), by minimal filtering
+# F(m, 3) along each such axis (Lavin & Gray 2016; Winograd 1980).
+#
+# Matrix form again. Along one axis, m outputs of a 3-tap correlation read a = m + 2
+# inputs d, and y = A^T [(G g) * (B^T d)] (elementwise product, a entries). Along several
+# axes the transforms act on each axis in turn. Cut the output into tiles of m outputs per
+# axis; for each tile and input channel c, V[t, c] = (B^T d B)[t] for each of the
+# T = prod(a) transformed taps t; for each kernel, U[t, j, c] = (G g_jc G^T)[t] (made once,
+# in Python: vecconv._winograd). The sum over input channels of eq. 1 is then, for every
+# transformed tap t, one matrix product over a batch of tiles:
+#
+#     M[t] (Cout x tiles) = U[t] (Cout x C) . V[t] (C x tiles)
+#
+# and the outputs of a tile are A^T M A. Per output and input channel that is T / prod(m)
+# multiplications in the products where im2col makes taps (9 for 3 x 3): 25 / 9 for
+# F(3 x 3, 3 x 3).
+#
+# The batch's tiles (numbered in C order within an image, images one after another) are
+# taken in rounds of R. A round (1) gathers blocks of tb tiles (every padding mode reads
+# through fold_index, as im2col does) and transforms them into V, (2) makes for each
+# transformed tap t and group one GEMM M[t] = U[t] V[t] over the round's R tiles, and
+# (3) transforms blocks of tiles back and writes their outputs. Two ways to share a round
+# out (Wino.fused): with few channels, a unit is a whole round, its V and M its own and
+# small enough to stay in its core's cache; with many, where the GEMMs dominate and want
+# to be wide, each step is a job of its own on the pool (blocks of tiles and channels,
+# then one GEMM per tap and group, then blocks of tiles and output maps), V and M shared.
+# Every output is written by one unit; the cut depends on the shapes and the workspace
+# only: the same bits for any thread count.
+
+cdef enum:
+    # transformed elements per call of the pool (fused rounds): Ctrl-C is honoured between
+    WINO_ROUND_ELEMS = 1 << 24
+
+
+ctypedef struct Wino:
+    bint f64
+    Py_ssize_t N, C, cout, groups, cig, cog
+    Py_ssize_t i[3]             # input size
+    Py_ssize_t o[3]             # output size
+    Py_ssize_t p[3]             # padding before (may be negative: a crop)
+    Py_ssize_t m[3]             # outputs per tile
+    Py_ssize_t a[3]             # inputs per tile, m + k - 1
+    Py_ssize_t nt[3]            # tiles per axis
+    Py_ssize_t T                # a0 a1 a2, the transformed taps
+    Py_ssize_t per_image        # nt0 nt1 nt2
+    Py_ssize_t tiles            # N * per_image
+    Py_ssize_t tb               # tiles per transform unit (the scratch vectors' length)
+    Py_ssize_t R                # tiles per round: the leading dimension of V and M rows
+    Py_ssize_t first, count     # the round's first tile and its tile count
+    Py_ssize_t tblocks          # transform units' tile blocks in the round
+    Py_ssize_t cblk, jblk       # channels per input unit, output maps per output unit
+    int phase                   # 0: transform in, 1: products, 2: transform out
+    bint fused                  # a unit is a whole round (V and M per slot)
+    int mode                    # padding mode, as Geom.mode
+    double fill
+    const double *BT[3]         # (a x a) per axis; NULL: the axis is not transformed
+    const double *AT[3]         # (m x a) per axis
+    const void *x
+    const void *U               # (T, Cout, C/groups)
+    const void *bias
+    void *y
+    void *V                     # (T, C, R)
+    void *M                     # (T, Cout, R)
+    void *bufs                  # per slot: three scratch blocks of T x tb (and, fused, V, M)
+    Py_ssize_t buf_elems
+
+
+cdef inline void wino_tile(const Wino *w, Py_ssize_t g, Py_ssize_t *n,
+                           Py_ssize_t *q) noexcept nogil:
+    """Image n and tile coordinates q of the batch's tile g."""
+    cdef Py_ssize_t r = g % w.per_image
+    n[0] = g // w.per_image
+    q[2] = r % w.nt[2]
+    r = r // w.nt[2]
+    q[1] = r % w.nt[1]
+    q[0] = r // w.nt[1]
+
+
+cdef inline void wino_next(const Wino *w, Py_ssize_t *n, Py_ssize_t *q) noexcept nogil:
+    """The tile after (n, q), counted without dividing."""
+    q[2] += 1
+    if q[2] == w.nt[2]:
+        q[2] = 0
+        q[1] += 1
+        if q[1] == w.nt[1]:
+            q[1] = 0
+            q[0] += 1
+            if q[0] == w.nt[0]:
+                q[0] = 0
+                n[0] += 1
+
+
+cdef extern from "_winograd.h":
+    void vc_wino_axis_f(const float *src, Py_ssize_t src_step, float *dst,
+                        Py_ssize_t dst_step, const Py_ssize_t *dims, int ax, const double *M,
+                        Py_ssize_t rows, Py_ssize_t nb) noexcept nogil
+    void vc_wino_axis_d(const double *src, Py_ssize_t src_step, double *dst,
+                        Py_ssize_t dst_step, const Py_ssize_t *dims, int ax,
+                        const double *M, Py_ssize_t rows, Py_ssize_t nb) noexcept nogil
+
+
+cdef inline void wino_axis(const floating *src, Py_ssize_t src_step, floating *dst,
+                           Py_ssize_t dst_step, Py_ssize_t *dims, int ax, const double *M,
+                           Py_ssize_t rows, Py_ssize_t nb) noexcept nogil:
+    """dst = M applied along axis ax of src (_winograd.h); dims[ax] becomes rows."""
+    if floating is float:
+        vc_wino_axis_f(src, src_step, dst, dst_step, dims, ax, M, rows, nb)
+    else:
+        vc_wino_axis_d(src, src_step, dst, dst_step, dims, ax, M, rows, nb)
+    dims[ax] = rows
+
+
+cdef floating *wino_chain(const Wino *w, const floating *src, Py_ssize_t src_step,
+                          floating *buf1, floating *buf2, floating *dst, Py_ssize_t dst_step,
+                          bint inverse, Py_ssize_t nb) noexcept nogil:
+    """The transforms of every transformed axis in turn, B^T (inverse False) or A^T
+    (inverse True), from src (elements src_step apart, left as it is) through the
+    scratch buffers buf1 and buf2 (elements w.tb apart). The last one writes dst
+    (elements dst_step apart), or, when dst is NULL, a scratch buffer, which is
+    returned."""
+    cdef Py_ssize_t dims[3]
+    cdef int a, last = 0
+    cdef const floating *cur = src
+    cdef Py_ssize_t cur_step = src_step, out_step
+    cdef floating *out = NULL
+    cdef floating *nxt = buf1
+    for a in range(3):
+        dims[a] = w.a[a]
+        if w.BT[a] != NULL:
+            last = a
+    for a in range(3):
+        if w.BT[a] == NULL:
+            continue
+        if a == last and dst != NULL:
+            out, out_step = dst, dst_step
+        else:
+            out, out_step = nxt, w.tb
+        if inverse:
+            wino_axis(cur, cur_step, out, out_step, dims, a, w.AT[a], w.m[a], nb)
+        else:
+            wino_axis(cur, cur_step, out, out_step, dims, a, w.BT[a], w.a[a], nb)
+        cur, cur_step = out, w.tb
+        nxt = buf2 if out == buf1 else buf1
+    return out
+
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for b > 0 and any a."""
+    return -((-a) // b) if a < 0 else (a + b - 1) // b
+
+
+cdef inline Py_ssize_t wino_run_length(const Wino *w, const Py_ssize_t *q,
+                                       Py_ssize_t left) noexcept nogil:
+    """Tiles from q on along the last axis, within one row of tiles, at most left."""
+    return imin(left, w.nt[2] - q[2])
+
+
+cdef void wino_gather(const Wino *w, const floating *xc, floating *d, Py_ssize_t g0,
+                      Py_ssize_t nb, Py_ssize_t c) noexcept nogil:
+    """d[e, k] (elements w.tb apart) = the padded input of channel c that element e of
+    tile g0 + k reads; tiles are taken in runs along the last axis, whose inputs lie in
+    one row of x, each element read for a run at once."""
+    cdef Py_ssize_t k = 0, L, kk, lo, hi, e0, e1, e2, i0, i1, i2, n, e, base, tb = w.tb
+    cdef Py_ssize_t q[3]
+    cdef Py_ssize_t S = w.i[0] * w.i[1] * w.i[2], W = w.i[2], m2 = w.m[2]
+    cdef const floating *row
+    cdef floating *dk
+    cdef floating fill = <floating>w.fill
+    wino_tile(w, g0, &n, q)
+    while k < nb:
+        L = wino_run_length(w, q, nb - k)
+        e = 0
+        for e0 in range(w.a[0]):
+            i0 = fold_index(q[0] * w.m[0] - w.p[0] + e0, w.i[0], w.mode)
+            for e1 in range(w.a[1]):
+                i1 = fold_index(q[1] * w.m[1] - w.p[1] + e1, w.i[1], w.mode)
+                row = xc + (n * w.C + c) * S + (i0 * w.i[1] + i1) * W
+                for e2 in range(w.a[2]):
+                    dk = d + e * tb + k
+                    e += 1
+                    if i0 < 0 or i1 < 0:
+                        for kk in range(L):
+                            dk[kk] = fill
+                        continue
+                    # tile q2 + kk reads row[base + kk m2]: inside for lo <= kk < hi
+                    base = q[2] * m2 - w.p[2] + e2
+                    lo = imin(imax(ceil_div(-base, m2), 0), L)
+                    hi = imax(imin(ceil_div(W - base, m2), L), lo)
+                    for kk in range(lo, hi):
+                        dk[kk] = row[base + kk * m2]
+                    for kk in range(lo):
+                        i2 = fold_index(base + kk * m2, W, w.mode)
+                        dk[kk] = fill if i2 < 0 else row[i2]
+                    for kk in range(hi, L):
+                        i2 = fold_index(base + kk * m2, W, w.mode)
+                        dk[kk] = fill if i2 < 0 else row[i2]
+        k += L
+        q[2] += L - 1
+        wino_next(w, &n, q)
+
+
+cdef void wino_scatter(const Wino *w, const floating *r, floating *y, Py_ssize_t g0,
+                       Py_ssize_t nb, Py_ssize_t j, floating b) noexcept nogil:
+    """y[n, j, tile outputs] = r[o, k] + b for tile g0 + k, inside the output (r's
+    elements w.tb apart), in runs of tiles along the last axis."""
+    cdef Py_ssize_t k = 0, L, kk, hi, o0, o1, o2, y0, y1, n, e, tb = w.tb
+    cdef Py_ssize_t q[3]
+    cdef Py_ssize_t P = w.o[0] * w.o[1] * w.o[2], m2 = w.m[2]
+    cdef floating *out
+    cdef const floating *rk
+    wino_tile(w, g0, &n, q)
+    while k < nb:
+        L = wino_run_length(w, q, nb - k)
+        e = 0
+        for o0 in range(w.m[0]):
+            y0 = q[0] * w.m[0] + o0
+            for o1 in range(w.m[1]):
+                y1 = q[1] * w.m[1] + o1
+                if y0 >= w.o[0] or y1 >= w.o[1]:
+                    e += m2
+                    continue
+                out = y + (n * w.cout + j) * P + (y0 * w.o[1] + y1) * w.o[2] + q[2] * m2
+                for o2 in range(m2):
+                    rk = r + (e + o2) * tb + k
+                    hi = imin(ceil_div(w.o[2] - q[2] * m2 - o2, m2), L)
+                    for kk in range(hi):
+                        out[kk * m2 + o2] = rk[kk] + b
+                e += m2
+        k += L
+        q[2] += L - 1
+        wino_next(w, &n, q)
+
+
+cdef void wino_in(const Wino *w, floating *V, Py_ssize_t first, Py_ssize_t count,
+                  Py_ssize_t k0, Py_ssize_t c0, Py_ssize_t c1, floating *s0) noexcept nogil:
+    """Step 1 for tiles k0..k0+tb of the round (count tiles from tile first) and channels
+    c0..c1: V[t, c, k] = (B^T d B)[t] of each tile's input d. s0: three scratch blocks."""
+    cdef Py_ssize_t nb = imin(w.tb, count - k0), c
+    cdef floating *s1 = s0 + w.T * w.tb
+    cdef floating *s2 = s1 + w.T * w.tb
+    for c in range(c0, c1):
+        wino_gather(w, <const floating *>w.x, s0, first + k0, nb, c)
+        wino_chain(w, s0, w.tb, s1, s2, V + c * w.R + k0, w.C * w.R, False, nb)
+
+
+cdef inline void wino_products(const Wino *w, const floating *V, floating *M,
+                               Py_ssize_t count, Py_ssize_t t, Py_ssize_t gi) noexcept nogil:
+    """Step 2: M[t] (Cout/g x count) = U[t] (Cout/g x C/g) . V[t] (C/g x count), group gi."""
+    cdef const floating *U = <const floating *>w.U
+    gemm(False, False, w.cog, count, w.cig, <floating>1,
+         U + (t * w.cout + gi * w.cog) * w.cig, w.cig,
+         V + (t * w.C + gi * w.cig) * w.R, w.R, <floating>0,
+         M + (t * w.cout + gi * w.cog) * w.R, w.R)
+
+
+cdef void wino_out(const Wino *w, const floating *M, Py_ssize_t first, Py_ssize_t count,
+                   Py_ssize_t k0, Py_ssize_t j0, Py_ssize_t j1, floating *s0) noexcept nogil:
+    """Step 3 for tiles k0..k0+tb of the round and output maps j0..j1: y = A^T M A + b."""
+    cdef const floating *bias = <const floating *>w.bias
+    cdef Py_ssize_t nb = imin(w.tb, count - k0), j
+    cdef floating *s1 = s0 + w.T * w.tb
+    cdef floating *r
+    for j in range(j0, j1):
+        r = wino_chain(w, M + j * w.R + k0, w.cout * w.R, s0, s1, NULL, 0, True, nb)
+        wino_scatter(w, r, <floating *>w.y, first + k0, nb, j,
+                     bias[j] if bias != NULL else 0)
+
+
+cdef void wino_run(Wino *w, Py_ssize_t u, int slot, floating dummy) noexcept nogil:
+    cdef floating *scratch = <floating *>w.bufs + slot * w.buf_elems
+    cdef floating *V
+    cdef floating *M
+    cdef Py_ssize_t first, count, k0, t, gi, blk, c0, j0
+    if w.fused:
+        # a whole round: its own V and M after the scratch blocks
+        V = scratch + 3 * w.T * w.tb
+        M = V + w.T * w.C * w.R
+        first = (w.first + u) * w.R
+        count = imin(w.R, w.tiles - first)
+        k0 = 0
+        while k0 < count:
+            wino_in(w, V, first, count, k0, 0, w.C, scratch)
+            k0 += w.tb
+        for t in range(w.T):
+            for gi in range(w.groups):
+                wino_products(w, V, M, count, t, gi)
+        k0 = 0
+        while k0 < count:
+            wino_out(w, M, first, count, k0, 0, w.cout, scratch)
+            k0 += w.tb
+        return
+    if w.phase == 1:
+        wino_products(w, <floating *>w.V, <floating *>w.M, w.count, u // w.groups,
+                      u % w.groups)
+        return
+    blk = u % w.tblocks
+    k0 = blk * w.tb
+    if w.phase == 0:
+        c0 = (u // w.tblocks) * w.cblk
+        wino_in(w, <floating *>w.V, w.first, w.count, k0, c0, imin(c0 + w.cblk, w.C),
+                scratch)
+    else:
+        j0 = (u // w.tblocks) * w.jblk
+        wino_out(w, <floating *>w.M, w.first, w.count, k0, j0, imin(j0 + w.jblk, w.cout),
+                 scratch)
+
+
+cdef void wino_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    cdef Wino *w = <Wino *>ctx
+    if w.f64:
+        wino_run(w, u, slot, <double>0)
+    else:
+        wino_run(w, u, slot, <float>0)
+
+
+def winograd_forward(const floating[::1] x, const floating[::1] U, const floating[::1] bias,
+                     floating[::1] y, bint has_bias, Geometry geometry, tuple m, list BT,
+                     list AT, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups,
+                     Py_ssize_t tb, Py_ssize_t R, Py_ssize_t cblk, Py_ssize_t jblk,
+                     bint fused, int threads, int slots):
+    """y = conv(x) + bias on the Winograd route: U the transformed kernels (T, Cout,
+    C/groups), m the outputs per tile per axis, BT/AT per axis the (a x a) and (m x a)
+    float64 transforms (None for an untransformed axis, whose m is 1). Stride and
+    dilation 1; a kernel axis of 1 or 3 taps. Rounds of R tiles; transform units of tb
+    tiles and cblk channels (in) or jblk output maps (out); fused: a unit is a round."""
+    cdef Wino w
+    cdef int a
+    cdef Py_ssize_t units, per_call, n_units
+    cdef const double[:, ::1] mat
+    cdef list keep = []
+    memset(&w, 0, sizeof(Wino))
+    w.f64 = floating is double
+    w.N, w.C, w.cout, w.groups = N, geometry.channels, cout, groups
+    if (groups < 1 or cout % groups or w.C % groups or slots < 1 or threads < 1 or tb < 1
+            or R < tb or cblk < 1 or jblk < 1):
+        raise ValueError("vecconv engine: bad groups, slots, threads, tiles or blocks")
+    w.cig, w.cog = w.C // groups, cout // groups
+    w.T, w.per_image = 1, 1
+    for a in range(3):
+        w.i[a] = geometry.size[a]
+        w.o[a] = geometry.out[a]
+        w.p[a] = geometry.pad[a]
+        if geometry.stride[a] != 1 or geometry.dilation[a] != 1:
+            raise ValueError("vecconv engine: the Winograd route needs stride and dilation 1")
+        if BT[a] is None:
+            if geometry.kernel[a] != 1 or m[a] != 1:
+                raise ValueError("vecconv engine: an untransformed axis needs 1 tap")
+            w.m[a], w.a[a] = 1, 1
+        else:
+            if geometry.kernel[a] != 3 or m[a] < 1:
+                raise ValueError("vecconv engine: a transformed axis needs 3 taps")
+            mat = BT[a]
+            keep.append(mat)
+            w.m[a] = m[a]
+            w.a[a] = m[a] + 2
+            if mat.shape[0] != w.a[a] or mat.shape[1] != w.a[a]:
+                raise ValueError("vecconv engine: B^T does not match the tile")
+            w.BT[a] = &mat[0, 0]
+            mat = AT[a]
+            keep.append(mat)
+            if mat.shape[0] != w.m[a] or mat.shape[1] != w.a[a]:
+                raise ValueError("vecconv engine: A^T does not match the tile")
+            w.AT[a] = &mat[0, 0]
+        w.nt[a] = (w.o[a] + w.m[a] - 1) // w.m[a]
+        w.T *= w.a[a]
+        w.per_image *= w.nt[a]
+    if not keep:
+        raise ValueError("vecconv engine: the Winograd route transforms at least one axis")
+    w.tiles = N * w.per_image
+    w.tb, w.R, w.cblk, w.jblk = tb, R, cblk, jblk
+    w.mode = geometry.mode
+    w.fill = geometry.fill
+    if w.mode != 0 and w.i[0] * w.i[1] * w.i[2] == 0:
+        raise ValueError("vecconv engine: a padding mode that reads the map needs a "
+                         "non-empty map")
+    expect("x", x.shape[0], N * w.C * w.i[0] * w.i[1] * w.i[2])
+    expect("U", U.shape[0], w.T * cout * w.cig)
+    expect("bias", bias.shape[0], cout if has_bias else bias.shape[0])
+    expect("y", y.shape[0], N * cout * w.o[0] * w.o[1] * w.o[2])
+    if w.tiles == 0 or cout == 0:
+        return
+    w.x, w.U, w.y = &x[0], &U[0], &y[0]
+    w.bias = &bias[0] if has_bias else NULL
+    w.fused = fused
+    w.buf_elems = 3 * w.T * tb + (w.T * R * (w.C + cout) if fused else 0)
+    threads = imin(threads, slots)
+    if fused:
+        w.bufs = alloc_buffers(slots * w.buf_elems * sizeof(floating))
+    else:
+        w.V = alloc_buffers((w.T * R * (w.C + cout) + slots * w.buf_elems) * sizeof(floating))
+        w.M = <floating *>w.V + w.T * w.C * R
+        w.bufs = <floating *>w.M + w.T * cout * R
+    try:
+        if fused:
+            units = (w.tiles + R - 1) // R
+            per_call = max(1, WINO_ROUND_ELEMS // (w.T * R * (w.C + cout)))
+            w.first = 0
+            while w.first < units:
+                n_units = imin(per_call, units - w.first)
+                with nogil:
+                    vc_run(wino_unit, &w, n_units, threads)
+                PyErr_CheckSignals()
+                w.first += n_units
+            return
+        w.first = 0
+        while w.first < w.tiles:
+            w.count = imin(R, w.tiles - w.first)
+            w.tblocks = (w.count + tb - 1) // tb
+            w.phase = 0
+            with nogil:
+                vc_run(wino_unit, &w, w.tblocks * ((w.C + cblk - 1) // cblk), threads)
+            w.phase = 1
+            with nogil:
+                vc_run(wino_unit, &w, w.T * groups, threads)
+            w.phase = 2
+            with nogil:
+                vc_run(wino_unit, &w, w.tblocks * ((cout + jblk - 1) // jblk), threads)
+            PyErr_CheckSignals()
+            w.first += w.count
+    finally:
+        free_buffers(w.bufs if fused else w.V)

@@ -1,0 +1,265 @@
+"""The Winograd route: minimal filtering F(m, 3) for stride-1, dilation-1 convolutions
+whose kernels have 3 taps along some axes and 1 along the others (a 3 x 3 layer, a 3-tap
+1-D layer, a 3 x 3 x 3 volume layer).
+
+Along one axis, m outputs of a 3-tap correlation ``y[i] = sum_j d[i + j] g[j]`` read
+a = m + 2 inputs, and
+
+    y = A^T [(G g) * (B^T d)]        (* elementwise, a entries)
+
+with a products where the direct sum makes 3 m. The matrices come from polynomial
+evaluation and interpolation (Toom-Cook): with E_k the (a x k) matrix of the a - 1
+points' powers 1, p, ..., p^(k-1) and a last row for the point at infinity (the leading
+coefficient), the linear convolution of a k = 3 and an m-entry sequence is
+``E_a^-1 [(E_3 g) * (E_m h)]``, and the correlation is its transpose for fixed g:
+``A^T = E_m^T``, ``G = E_3``, ``B^T = E_a^-T``. Along several axes the transforms act on
+each axis in turn. The sum over input channels of eq. 1 becomes, for each of the
+T = prod(a) transformed taps t, one matrix product over a batch of tiles,
+``M[t] = U[t] V[t]`` (Cout x C times C x tiles): matrix form, as the derivation has it,
+with T / prod(m) products per output and channel where im2col makes 9 (3 x 3).
+
+The error of the route grows with m (the points spread further and the transforms
+cancel more). ``TILE`` holds m per dtype and number of transformed axes, measured so
+that the route's error stays within 4x the im2col route's (normwise, against a float64
+reference; ``bench/layers.py`` reports both): the accuracy policy of ``algorithm='auto'``.
+
+The error of the previous layer (eq. 16-18) of such a layer is again a stride-1
+correlation with 3-tap kernels: of dy with the flipped kernels, input and output
+channels exchanged, padded by 2 - p before each axis. With a constant padding it takes
+this route too (``dx``); the kernel gradient stays on im2col (eq. 12).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _engine
+
+#: The interpolation points of F(m, 3) (and the point at infinity): the ones whose
+#: measured error was lowest for each m.
+POINTS = {2: (0.0, 1.0, -1.0), 3: (0.0, 1.0, -1.0, 0.5), 4: (0.0, 1.0, -1.0, 2.0, -0.5)}
+
+#: m per (dtype, transformed axes): the largest whose measured error stays within 4x the
+#: im2col route's, for y and for dx, normwise against an extended-precision reference
+#: (bench/winograd_accuracy.py: 1-D, 2-D and 3-D layers of 3 to 512 channels, normal and
+#: rectified inputs). Measured ratios, y/dx, worst case: 2-D F(2) 1.9/1.8, F(3) 6.4/6.8;
+#: 1-D F(3) 2.3/2.6, F(4) float32 2.6/2.8, float64 3.3/4.5; 3-D F(2) 1.9/2.2, F(3) 11.6/14.9.
+TILE = {("float32", 1): 4, ("float32", 2): 2, ("float32", 3): 2,
+        ("float64", 1): 3, ("float64", 2): 2, ("float64", 3): 2}
+
+#: Tiles per transform unit: the length of the vectors the transforms run over.
+UNIT_TILES = 64
+#: V and M of a round (the transformed inputs and outputs of its tiles) take at most
+#: this many bytes, within the workspace.
+ROUND_BYTES = 16 * 2**20
+#: Units a transform job is cut into at least, when the shapes allow.
+MIN_UNITS = 8
+#: A fused unit's V and M take at most this many bytes (within a core's L2 cache) ...
+FUSED_BYTES = 2**20
+#: ... for at least this many tiles, or the rounds are shared step by step.
+MIN_FUSED = 64
+
+
+def matrices(m, r=3):
+    """(A^T (m x a), G (a x r), B^T (a x a)) in float64 for F(m, r)."""
+    points = POINTS[m]
+    a = m + r - 1
+
+    def E(k):
+        rows = [[p ** e for e in range(k)] for p in points]
+        rows.append([0.0] * (k - 1) + [1.0])
+        return np.array(rows, dtype=np.float64)
+
+    return (np.ascontiguousarray(E(m).T), E(r),
+            np.ascontiguousarray(np.linalg.inv(E(a)).T))
+
+
+def why_not(geometry):
+    """Why a convolution's geometry cannot take the route, or None when it can: stride
+    and dilation 1, every kernel axis of 1 or 3 taps (at least one of 3), a non-empty
+    input and output."""
+    g = geometry
+    if any(s != 1 for s in g.stride) or any(d != 1 for d in g.dilation):
+        return "it needs stride 1 and dilation 1"
+    if any(k not in (1, 3) for k in g.kernel) or 3 not in g.kernel:
+        return "it needs kernels of 3 taps along each axis (or 1 along some)"
+    if math.prod(g.size) == 0 or g.positions == 0:
+        return "it needs a non-empty input and output"
+    return None
+
+
+def tile_sizes(geometry, itemsize):
+    """m per axis (1 on an untransformed axis) for the dtype of ``itemsize`` bytes."""
+    axes = sum(k == 3 for k in geometry.kernel)
+    m = TILE[("float32" if itemsize == 4 else "float64", axes)]
+    return tuple(m if k == 3 else 1 for k in geometry.kernel)
+
+
+def plan(n, geometry, cout, groups, itemsize, workspace):
+    """(m per axis, schedule) of the route for n images, or None when the workspace
+    cannot hold it; the geometry must be eligible (``why_not`` is None)."""
+    m = tile_sizes(geometry, itemsize)
+    sched = schedule(n, geometry, cout, groups, m, itemsize, workspace, 1)
+    return None if sched is None else (m, sched)
+
+
+#: The route's time model, in units of its GEMM's time per floating-point operation,
+#: fitted to the forward passes of 9 layers in each dtype (ResNet-18's 3 x 3 stages, 1 and
+#: 32 images, a 3-D volume layer, 3 and 16 channels; bench/layers.py): per transformed
+#: tap, tile and channel (input or output) of the transforms ...
+TRANSFORM_COST = 45.0
+#: ... per element of the transformed kernels U (made on every call) ...
+WEIGHT_COST = 180.0
+#: ... per call (checks, allocations, waking the pool) ...
+CALL_COST = 3.3e7
+#: ... and im2col's time per floating-point operation of its GEMMs, in the same unit.
+IM2COL_COST = 0.95
+#: 'auto' takes the route where the model says it saves at least 10%: the fit's error
+#: was about that much.
+AUTO_BELOW = 0.9
+
+
+def cost_ratio(n, geometry, cout, groups, m):
+    """The route's estimated time over im2col's (the time model above)."""
+    g = geometry
+    T = transformed_taps(g, m)
+    cig = g.channels // groups
+    tiles = n * math.prod(-(-o // mm) for o, mm in zip(g.out, m))
+    wino = (2.0 * T * cout * cig * tiles + TRANSFORM_COST * T * tiles * (g.channels + cout)
+            + WEIGHT_COST * T * cout * cig + CALL_COST)
+    im2col = IM2COL_COST * 2.0 * n * cout * cig * g.taps * g.positions
+    return wino / max(im2col, 1.0)
+
+
+def slots_within(m, sched, geometry, cout, groups, itemsize, workspace, threads):
+    """Participants the workspace has buffers for (at least 1, at most threads)."""
+    one = memory(geometry, cout, groups, m, sched, 1)
+    per_slot = memory(geometry, cout, groups, m, sched, 2) - one
+    room = workspace // itemsize - one
+    return max(1, min(threads, 1 + room // max(per_slot, 1)))
+
+
+def transformed_taps(geometry, m):
+    """T, the transformed taps of one tile: prod(m + k - 1)."""
+    return math.prod(mm + k - 1 for mm, k in zip(m, geometry.kernel))
+
+
+def schedule(n, geometry, cout, groups, m, itemsize, workspace, slots, fused=None):
+    """(tiles per transform unit, tiles per round, channels per input unit, output maps
+    per output unit, fused), or None when the workspace cannot hold the transformed
+    kernels and a round of one unit's tiles.
+
+    fused (None: decided here): a unit is a whole round, its V and M its own, when a
+    round of at least MIN_FUSED tiles fits FUSED_BYTES (few channels: the transforms
+    weigh as much as the products, and data that stays in one core's cache pays); else
+    rounds are shared by the pool step by step, with GEMMs as wide as ROUND_BYTES allows.
+    """
+    T = transformed_taps(geometry, m)
+    c = geometry.channels
+    tiles = n * math.prod(-(-o // mm) for o, mm in zip(geometry.out, m))
+    tb = max(1, min(UNIT_TILES, tiles))
+    per_tile = T * (c + cout) * itemsize                                 # V, M
+    if fused is None:
+        fused = per_tile * min(MIN_FUSED, tiles) <= FUSED_BYTES
+    if fused:
+        R = min(FUSED_BYTES // per_tile, -(-tiles // MIN_UNITS))
+        R = max(tb, R - R % tb)
+        fixed = (T * cout * (c // groups) + slots * (3 * T * tb + R * T * (c + cout))) \
+            * itemsize
+        if fixed <= workspace:
+            return tb, R, c, cout, True
+    fixed = (T * cout * (c // groups) + slots * 3 * T * tb) * itemsize   # U, scratch
+    room = min(workspace - fixed, ROUND_BYTES)
+    R = min(tiles, room // per_tile)
+    if R < 1:
+        return None
+    tb = min(tb, R)                 # a tight workspace: shorter transform units
+    R -= R % tb if R < tiles else 0
+    tblocks = -(-R // tb)
+    split = -(-MIN_UNITS // tblocks)
+    return tb, R, -(-c // split), -(-cout // split), False
+
+
+def memory(geometry, cout, groups, m, sched, slots):
+    """Elements the route allocates besides its output: U, V and M of a round (of each
+    slot's round, fused), the scratch blocks."""
+    tb, R, _, _, fused = sched
+    T = transformed_taps(geometry, m)
+    vm = R * (geometry.channels + cout)
+    return T * (cout * (geometry.channels // groups) + (slots if fused else 1) * vm
+                + slots * 3 * tb)
+
+
+def weight_transform(geometry, m):
+    """The (T x taps) matrix that takes vec(g), a kernel read in C order, to vec(G g G^T)
+    (the Kronecker product of each axis's G; 1 on an untransformed axis). Its entries are
+    products of powers of the points, exact in float32."""
+    K = np.ones((1, 1))
+    for a in range(3):
+        G = matrices(m[a])[1] if geometry.kernel[a] == 3 else np.ones((1, 1))
+        K = np.kron(K, G)
+    return K
+
+
+def transform_weights(w, geometry, m, dtype, threads=1):
+    """U (T, Cout, C/groups) from the effective kernels w (Cout, C/groups, taps): one
+    product U = K vec(w)^T in the working dtype on the engine's BLAS, its columns in
+    blocks over ``threads``. (The entries of K are exact in float32: each entry of U is a
+    sum of products rounded as one product would round it.)"""
+    K = np.ascontiguousarray(weight_transform(geometry, m), dtype=dtype)
+    taps = K.shape[1]
+    wf = np.ascontiguousarray(w, dtype=dtype).reshape(-1, taps)
+    pairs = wf.shape[0]
+    U = np.empty((K.shape[0], pairs), dtype=dtype)
+    if pairs:
+        cols = -(-pairs // max(threads, 1))
+        full = pairs // cols
+        _engine.gemm_into(K, wf[:cols], U[:, :cols], trans_b=True, count=full,
+                          b_step=cols * taps, c_step=cols, threads=threads)
+        if full * cols < pairs:
+            _engine.gemm_into(K, wf[full * cols:], U[:, full * cols:], trans_b=True)
+    return U.reshape((K.shape[0],) + tuple(w.shape[:2]))
+
+
+def run(x, w, bias, geometry, cout, groups, m, sched, threads, slots):
+    """The engine's Winograd pass: y (N, Cout, positions) from a clean x and the
+    effective kernels w (Cout, C/groups * taps), on the schedule ``schedule`` gave."""
+    n = x.shape[0]
+    dtype = x.dtype
+    U = transform_weights(w.reshape(cout, -1, geometry.taps), geometry, m, dtype, threads)
+    BT, AT = [], []
+    for a in range(3):
+        at, bt = (None, None)
+        if geometry.kernel[a] == 3:
+            at, _, bt = matrices(m[a])
+        BT.append(bt)
+        AT.append(at)
+    y = np.empty((n, cout, math.prod(geometry.out)), dtype=dtype)
+    b = bias if bias is not None else np.empty(0, dtype=dtype)
+    _engine.winograd_forward(x.reshape(-1), U.reshape(-1), b, y.reshape(-1),
+                             bias is not None, geometry, tuple(m), BT, AT, n, cout, groups,
+                             *sched, threads, slots)
+    return y
+
+
+def adjoint(w, geometry, groups):
+    """The kernels of dx's correlation from the effective kernels w (Cout, C/g * taps):
+    flipped, input and output channels exchanged within each group ((C, Cout/g, *k))."""
+    k = tuple(geometry.kernel)
+    cout = w.shape[0]
+    cig = geometry.channels // groups
+    w = w.reshape((cout, cig) + k)
+    cog = cout // groups
+    wf = w[(slice(None), slice(None)) + (slice(None, None, -1),) * len(k)]
+    wf = wf.reshape((groups, cog, cig) + k).swapaxes(1, 2)
+    return np.ascontiguousarray(wf.reshape(groups * cig, -1))
+
+
+def adjoint_geometry(geometry, cout):
+    """dx's correlation as a geometry: dy (Cout maps of the output's size) in, x's size
+    out, padded by k - 1 - p before each axis."""
+    g = geometry
+    return g.replace(channels=cout, size=g.out, out=g.size,
+                     pad=tuple(k - 1 - p for k, p in zip(g.kernel, g.pad)), mode=0, fill=0.0)

@@ -1,0 +1,294 @@
+"""The Winograd route (F(m, 3) minimal filtering) gives the reference's answer: on random
+geometry against float64 and scipy.signal (through the reference), forward and dx, in
+every padding mode it takes; its fallback for non-finite values; the same bits for any
+thread count; its buffers within the workspace; its errors named; the planner's choice;
+and the accuracy policy that chose m."""
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vecconv as vc
+from vecconv import _plan, _winograd
+from vecconv._options import conv_options
+from reference import assert_close, peak, ref_conv1d, ref_conv2d, ref_conv3d
+
+MODES = ["zeros", "constant", "reflect", "replicate", "circular", "symmetric"]
+
+
+@st.composite
+def winograd_cases(draw):
+    d = draw(st.sampled_from([1, 2, 3]))
+    k = tuple(draw(st.sampled_from([1, 3])) for _ in range(d))
+    if 3 not in k:
+        k = k[:-1] + (3,)
+    groups = draw(st.sampled_from([1, 1, 2]))
+    c = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.integers(1, 3))
+    size = tuple(draw(st.integers(1, 13 if d < 3 else 6)) for _ in range(d))
+    mode = draw(st.sampled_from(MODES))
+    limit = {"reflect": lambda n: n - 1, "circular": lambda n: n}.get(mode, lambda n: 3)
+    padding = []
+    for n, kk in zip(size, k):
+        before = draw(st.integers(0, min(3, limit(n))))
+        after = draw(st.integers(0, min(3, limit(n))))
+        if n + before + after < kk:            # the output must not be empty
+            before = after = 0 if n >= kk else None
+        padding.append((before, after))
+    if any(p[0] is None for p in padding):
+        size = tuple(max(n, kk) for n, kk in zip(size, k))
+        padding = [(0, 0)] * d
+    table = None
+    if groups == 1 and draw(st.booleans()):
+        table = np.array(draw(st.lists(st.booleans(), min_size=c * cout,
+                                       max_size=c * cout))).reshape(c, cout)
+    opts = dict(padding=tuple(padding), groups=groups, connections=table,
+                flip=draw(st.booleans()), padding_mode=mode,
+                fill_value=-0.75 if mode == "constant" else 0.0)
+    n = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return (n, c) + size, (cout, c // groups) + k, opts, dtype, draw(st.integers(0, 2**31))
+
+
+def _normwise(got, ref):
+    ref = np.asarray(ref, dtype=np.float64)
+    return np.linalg.norm(np.asarray(got, dtype=np.float64) - ref) / max(
+        np.linalg.norm(ref), 1e-300)
+
+
+def _bound(dtype, terms):
+    """A normwise error the dtype allows for sums of ``terms`` products: F(m, 3)'s error
+    is a small multiple of the direct sum's (the accuracy policy holds it within 4x)."""
+    return 64 * np.finfo(dtype).eps * math.sqrt(terms)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=winograd_cases())
+def test_the_winograd_route_agrees_with_float64_on_random_geometry(case):
+    xs, ws, opts, dtype, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    plan = vc.conv_plan(xs, ws, dtype=dtype, algorithm="winograd", **opts)
+    assert plan["forward"] == "winograd"
+    ref = vc.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                  algorithm="im2col", **opts)
+    x0, w0 = x.copy(), w.copy()
+    got = vc.conv(x, w, b, algorithm="winograd", **opts)
+    assert got.dtype == dtype and got.shape == ref.shape
+    assert _normwise(got, ref) <= _bound(dtype, np.prod(ws[1:]))
+    # dx takes the route under a constant padding, the backward route otherwise; dW stays
+    dy = rng.standard_normal(ref.shape).astype(dtype)
+    assert plan["dx"] == ("winograd" if opts["padding_mode"] in ("zeros", "constant")
+                          else "im2col")
+    dx_ref, dw_ref, db_ref = vc.conv_backward(dy.astype(np.float64), x.astype(np.float64),
+                                              w.astype(np.float64), algorithm="im2col",
+                                              **opts)
+    dx, dw, db = vc.conv_backward(dy, x, w, algorithm="winograd", **opts)
+    assert dx.dtype == dtype and dx.shape == x.shape
+    assert _normwise(dx, dx_ref) <= _bound(dtype, np.prod(ws[2:]) * ws[0])
+    assert_close(dw, dw_ref, scale=peak(dw_ref))
+    assert_close(db, db_ref, scale=peak(db_ref))
+    np.testing.assert_array_equal(x, x0)          # the inputs are not modified
+    np.testing.assert_array_equal(w, w0)
+
+
+REFERENCES = {1: ref_conv1d, 2: ref_conv2d, 3: ref_conv3d}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, padding", [
+    ((2, 5, 17, 19), (6, 5, 3, 3), 1),          # F(2 x 2, 3 x 3), edge tiles cut
+    ((3, 4, 40), (5, 4, 3), 2),                 # F(m, 3) in 1-D
+    ((2, 3, 5, 7, 6), (4, 3, 3, 3, 3), 1),      # F(2^3, 3^3)
+    ((2, 4, 9, 8), (4, 2, 3, 1), (1, 0)),       # a 3 x 1 kernel, groups 2
+])
+def test_the_winograd_route_matches_scipy(dtype, xs, ws, padding):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    d = len(xs) - 2
+    groups = xs[1] // ws[1]
+    got = vc.conv(x, w, b, padding=padding, groups=groups, algorithm="winograd")
+    ref = REFERENCES[d](x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                        padding=padding, groups=groups)
+    assert_close(got, ref, scale=peak(ref))
+
+
+def test_a_resnet_layer_takes_the_route_and_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 32, 14, 14)).astype(np.float32)
+    w = (rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32)
+    plan = vc.conv_plan(x.shape, w.shape, padding=1, algorithm="winograd")
+    assert (plan["forward"], plan["dx"], plan["dw"]) == ("winograd", "winograd", "im2col")
+    tx = torch.from_numpy(x).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, tw, padding=1)
+    dy = rng.standard_normal(ty.shape).astype(np.float32)
+    ty.backward(torch.from_numpy(dy))
+    y = vc.conv2d(x, w, padding=1, algorithm="winograd")
+    dx, dw, _ = vc.conv2d_backward(dy, x, w, padding=1, algorithm="winograd")
+    assert_close(y, ty.detach().numpy(), scale=peak(y))
+    assert_close(dx, tx.grad.numpy(), scale=peak(dx))
+    assert_close(dw, tw.grad.numpy(), scale=peak(dw))
+
+
+def test_the_accuracy_policy_holds_on_resnet_like_layers():
+    """The error of the route stays within 4x the im2col route's (normwise, against an
+    extended-precision reference), for y and dx, in both dtypes: what chose m (TILE)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    rng = np.random.default_rng(2)
+    x64 = np.maximum(rng.standard_normal((2, 48, 12, 12)), 0)     # rectified, as in a net
+    w64 = rng.standard_normal((40, 48, 3, 3)) / math.sqrt(48 * 9)
+    xp = np.pad(x64.astype(np.longdouble), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    patches = sliding_window_view(xp, (3, 3), axis=(2, 3))
+    exact = np.einsum("ncxyij,ocij->noxy", patches, w64.astype(np.longdouble))
+    exact = exact.astype(np.float64)
+    for dtype in (np.float32, np.float64):
+        x, w = x64.astype(dtype), w64.astype(dtype)
+        e_wino = _normwise(vc.conv2d(x, w, padding=1, algorithm="winograd"), exact)
+        e_gemm = _normwise(vc.conv2d(x, w, padding=1, algorithm="im2col"), exact)
+        assert e_wino <= 4 * e_gemm, (dtype, e_wino, e_gemm)
+
+
+def test_nonfinite_images_take_the_backward_route_and_stay_local():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 6, 11, 11))
+    w = rng.standard_normal((5, 6, 3, 3))
+    clean = vc.conv2d(x, w, padding=1, algorithm="winograd")
+    xb = x.copy()
+    xb[1, 2, 4, 4] = np.nan
+    xb[3, 0, 0, 0] = np.inf
+    got = vc.conv2d(xb, w, padding=1, algorithm="winograd")
+    ref = vc.conv2d(xb[[1, 3]], w, padding=1, algorithm="im2col")
+    # the clean images are computed as before, bit for bit; the others as im2col does
+    np.testing.assert_array_equal(got[[0, 2]], clean[[0, 2]])
+    np.testing.assert_array_equal(got[[1, 3]], ref)
+    # the NaN reaches only the outputs whose windows read it
+    assert np.isnan(got[1]).sum() == np.isnan(ref[0]).sum() == 5 * 9
+    dy = rng.standard_normal(clean.shape)
+    dy[2, 1, 5, 5] = np.inf
+    dx = vc.conv2d_backward(dy, x, w, padding=1, algorithm="winograd", weight_grad=False)[0]
+    dx_ref = vc.conv2d_backward(dy, x, w, padding=1, algorithm="im2col", weight_grad=False)[0]
+    np.testing.assert_array_equal(np.isfinite(dx), np.isfinite(dx_ref))
+    assert_close(dx[[0, 1, 3]], dx_ref[[0, 1, 3]], against="regrouped",
+                 scale=peak(dx_ref[[0, 1, 3]]))
+    # non-finite kernels, or a huge value: every image on the backward route
+    wb = w.copy()
+    wb[0, 0, 1, 1] = np.inf
+    np.testing.assert_array_equal(vc.conv2d(x, wb, padding=1, algorithm="winograd"),
+                                  vc.conv2d(x, wb, padding=1, algorithm="im2col"))
+    xh = x.copy()
+    xh[0, 0, 0, 0] = 1e306
+    np.testing.assert_array_equal(vc.conv2d(xh, w, padding=1, algorithm="winograd")[0],
+                                  vc.conv2d(xh[:1], w, padding=1, algorithm="im2col")[0])
+
+
+def test_the_same_bits_with_any_thread_count():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 24, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((24, 24, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((3, 24, 30, 30)).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        with vc.config(threads=n):
+            results.append((vc.conv2d(x, w, padding=1, algorithm="winograd"),
+                            vc.conv2d_backward(dy, x, w, padding=1, algorithm="winograd",
+                                               weight_grad=False)[0]))
+    for y, dx in results[1:]:
+        np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_array_equal(dx, results[0][1])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_both_ways_of_sharing_a_round_agree(fused, monkeypatch):
+    """A unit that is a whole round (few channels) and rounds shared step by step (many)
+    give the same answer."""
+    monkeypatch.setattr(_winograd, "FUSED_BYTES", 2**40 if fused else 0)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 20, 23, 17))
+    w = rng.standard_normal((12, 20, 3, 3))
+    plan = _plan.plan_conv(x.shape, w.shape, None, np.float64,
+                           conv_options(2, padding=1, algorithm="winograd"))
+    assert plan.winograd[1][4] is fused
+    assert_close(vc.conv2d(x, w, padding=1, algorithm="winograd"),
+                 ref_conv2d(x, w, padding=1), scale=peak(x) * 60)
+
+
+def test_the_route_stays_within_its_workspace():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 64, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    ref = vc.conv2d(x, w, padding=1, algorithm="im2col")
+    for workspace in (2**19, 2**21, 2**24):
+        plan = _plan.plan_conv(x.shape, w.shape, None, np.float32,
+                               conv_options(2, padding=1, algorithm="winograd"), workspace)
+        tracemalloc.start()
+        try:
+            y = vc.conv2d(x, w, padding=1, algorithm="winograd", workspace=workspace)
+            _, top = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        out = y.nbytes
+        assert top <= workspace + out + w.nbytes * 3 + 2**16, (workspace, top)
+        assert plan.memory() <= workspace + out + w.nbytes * 2
+        assert_close(y, ref, scale=peak(ref))
+    with pytest.raises(ValueError, match="do not fit a workspace of 4096 bytes"):
+        vc.conv2d(x, w, padding=1, algorithm="winograd", workspace=4096)
+
+
+@pytest.mark.parametrize("opts, why", [
+    (dict(stride=2), "stride 1 and dilation 1"),
+    (dict(dilation=2), "stride 1 and dilation 1"),
+    (dict(kernel=5), "3 taps"),
+    (dict(padding_mode="constant", fill_value=np.nan, padding=1), "finite fill_value"),
+])
+def test_forcing_the_route_where_it_cannot_run_names_why(opts, why):
+    opts = dict(opts)
+    k = opts.pop("kernel", 3)
+    with pytest.raises(ValueError, match=f"algorithm='winograd' cannot run.*{why}"):
+        vc.conv2d(np.ones((1, 2, 9, 9)), np.ones((2, 2, k, k)), algorithm="winograd",
+                  **opts)
+
+
+def test_empty_batches_and_single_pixels():
+    w = np.ones((3, 2, 3, 3))
+    y = vc.conv2d(np.ones((0, 2, 8, 8)), w, padding=1, algorithm="winograd")
+    assert y.shape == (0, 3, 8, 8)
+    x = np.arange(2.0).reshape(1, 2, 1, 1)
+    np.testing.assert_allclose(vc.conv2d(x, w, padding=1, algorithm="winograd"),
+                               vc.conv2d(x, w, padding=1, algorithm="im2col"), rtol=1e-14)
+
+
+def test_a_reflect_padded_layer_takes_the_route_forward_and_im2col_for_dx():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 10, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    plan = vc.conv_plan(x.shape, w.shape, padding=1, padding_mode="reflect",
+                        algorithm="winograd", dtype=np.float64)
+    assert (plan["forward"], plan["dx"]) == ("winograd", "im2col")
+    dy = rng.standard_normal((2, 4, 10, 9))
+    for a, b in zip(vc.conv2d_backward(dy, x, w, padding=1, padding_mode="reflect",
+                                       algorithm="winograd"),
+                    vc.conv2d_backward(dy, x, w, padding=1, padding_mode="reflect",
+                                       algorithm="im2col")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_transforms_are_exact_identities():
+    """A^T [(G g) * (B^T d)] is the 3-tap correlation of d with g, for every m, in exact
+    rational arithmetic's stead float64 on small integers."""
+    rng = np.random.default_rng(9)
+    for m in _winograd.POINTS:
+        AT, G, BT = _winograd.matrices(m)
+        d = rng.integers(-4, 5, m + 2).astype(np.float64)
+        g = rng.integers(-4, 5, 3).astype(np.float64)
+        want = np.array([d[i:i + 3] @ g for i in range(m)])
+        np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), want, atol=1e-12)
