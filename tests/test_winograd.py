@@ -292,3 +292,85 @@ def test_the_transforms_are_exact_identities():
         g = rng.integers(-4, 5, 3).astype(np.float64)
         want = np.array([d[i:i + 3] @ g for i in range(m)])
         np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), want, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- front ends
+def test_conv_transpose_takes_the_route_for_its_forward_and_dx():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 8, 12, 11))
+    w = rng.standard_normal((8, 6, 3, 3))
+    dy = rng.standard_normal((2, 6, 12, 11))
+    ref_y = vc.conv_transpose2d(x, w, padding=1, algorithm="im2col")
+    ref_g = vc.conv_transpose2d_backward(dy, x, w, padding=1, algorithm="im2col")
+    plan = _plan.plan_conv_transpose(x.shape, w.shape, np.float64, _transpose(2, "winograd"))
+    assert plan.route is plan.dx_route is _plan.Route.WINOGRAD
+    assert_close(vc.conv_transpose2d(x, w, padding=1, algorithm="winograd"), ref_y,
+                 against="regrouped", scale=peak(ref_y))
+    for got, ref in zip(vc.conv_transpose2d_backward(dy, x, w, padding=1,
+                                                     algorithm="winograd"), ref_g):
+        assert_close(got, ref, against="regrouped", scale=peak(ref))
+    with pytest.raises(ValueError, match="algorithm must be one of .* transposed"):
+        vc.conv_transpose2d(x, w, algorithm="fft")
+    with pytest.raises(ValueError, match="algorithm='winograd' cannot run"):
+        vc.conv_transpose2d(x, w, stride=2, algorithm="winograd")
+
+
+def _transpose(d, algorithm):
+    from vecconv._options import conv_transpose_options
+    return conv_transpose_options(d, padding=1, algorithm=algorithm)
+
+
+def test_layers_keep_their_algorithm_through_a_model_file(tmp_path):
+    net = vc.nn.Sequential([vc.nn.Conv2D(3, 8, 3, padding=1, algorithm="winograd", seed=0),
+                            vc.nn.ConvTranspose2D(8, 4, 3, padding=1, algorithm="im2col",
+                                                  seed=1)])
+    x = np.random.default_rng(11).standard_normal((2, 3, 10, 10)).astype(np.float32)
+    y = net.forward(x)
+    path = vc.nn.save(net, tmp_path / "net.npz")
+    back = vc.nn.load(path)
+    assert [layer.algorithm for layer in back.layers] == ["winograd", "im2col"]
+    np.testing.assert_array_equal(back.forward(x), y)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        vc.nn.Conv2D(3, 8, 3, algorithm="direct")
+    # the layer's plan takes the route; its gradients are the im2col layer's
+    ref = vc.nn.Conv2D(3, 8, 3, padding=1, algorithm="im2col", seed=0)
+    wino = vc.nn.Conv2D(3, 8, 3, padding=1, algorithm="winograd", seed=0)
+    dy = np.ones((2, 8, 10, 10), np.float32)
+    assert_close(wino.forward(x), ref.forward(x), against="regrouped", scale=10)
+    assert_close(wino.backward(dy), ref.backward(dy), against="regrouped", scale=10)
+    assert_close(wino.grads["w"], ref.grads["w"], against="regrouped", scale=100)
+
+
+def test_the_torch_bridge_passes_the_algorithm_on_to_every_order():
+    torch = pytest.importorskip("torch")
+    import vecconv.torch as vt
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def f(x, w, b):
+        return vt.conv(x, w, b, padding=1, algorithm="winograd")
+
+    assert torch.autograd.gradcheck(f, (x, w, b), atol=1e-7)
+    assert torch.autograd.gradgradcheck(f, (x, w, b), atol=1e-7)
+    y = f(x, w, b)
+    ref = torch.nn.functional.conv2d(x, w, b, padding=1)
+    torch.testing.assert_close(y, ref)
+
+
+def test_dask_blocks_take_the_route():
+    da = pytest.importorskip("dask.array")
+    import vecconv.dask as vd
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 4, 40, 30))
+    w = rng.standard_normal((5, 4, 3, 3))
+    xd = da.from_array(x, chunks=(2, 4, 16, 16))
+    got = vd.conv(xd, w, padding=1, algorithm="winograd").compute()
+    assert_close(got, ref_conv2d(x, w, padding=1), scale=peak(x) * 30)
+    dy = rng.standard_normal(got.shape)
+    dx, dw, _ = vd.conv_backward(da.from_array(dy, chunks=(2, 5, 16, 16)), xd, w, padding=1,
+                                 algorithm="winograd")
+    dx_ref, dw_ref, _ = vc.conv2d_backward(dy, x, w, padding=1, algorithm="im2col")
+    assert_close(dx.compute(), dx_ref, against="regrouped", scale=peak(dx_ref))
+    assert_close(dw.compute(), dw_ref, against="regrouped", scale=peak(dw_ref))

@@ -29,6 +29,8 @@ NUMPY_PAD_MODES = {"zeros": "constant", "constant": "constant", "reflect": "refl
                    "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
 #: the algorithms a user may ask for (``algorithm=``); 'auto' lets the planner choose
 ALGORITHMS = ("auto", "im2col", "fft", "winograd")
+#: a transposed convolution's: it runs as a convolution's dx pass, which no FFT takes
+TRANSPOSE_ALGORITHMS = ("auto", "im2col", "winograd")
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -165,8 +167,12 @@ def _conv_options(d, stride, padding, dilation, groups, connections, flip, paddi
 
 def conv_transpose_options(d: int, *, stride: object = 1, padding: object = 0,
                            output_padding: object = 0, dilation: object = 1,
-                           groups: object = 1, output_size: object = None) -> ConvOptions:
+                           groups: object = 1, output_size: object = None,
+                           algorithm: object = "auto") -> ConvOptions:
     """Validate a transposed convolution's keywords for d spatial axes."""
+    if not isinstance(algorithm, str) or algorithm not in TRANSPOSE_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {TRANSPOSE_ALGORITHMS} for a transposed "
+                         f"convolution, got {algorithm!r}")
     stride_t = int_tuple("stride", stride, d, 1)
     dilation_t = int_tuple("dilation", dilation, d, 1)
     if isinstance(padding, str):
@@ -192,7 +198,8 @@ def conv_transpose_options(d: int, *, stride: object = 1, padding: object = 0,
                 raise ValueError(f"output_padding must be below max(stride, dilation) = "
                                  f"{max(s, dl)} along axis {axis_names(d)[a]}, got {op}")
     return ConvOptions(d, stride_t, pads, dilation_t, groups_i, transposed=True,
-                       output_padding=out_pad, output_size=size, output_size_lead=lead)
+                       output_padding=out_pad, output_size=size, output_size_lead=lead,
+                       algorithm=algorithm)
 
 
 # ----------------------------------------------------------------------------- pooling

@@ -570,11 +570,13 @@ def plan_conv_transpose(x_shape, w_shape, dtype, options, workspace=None):
     only with dilation > stride), so that the convolution's output matches x."""
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     y_shape = transposed_output_shape(x_shape, w_shape, options)
-    # its passes are the GEMMs of the adjoint convolution: no FFT route to plan
-    conv = replace(options, transposed=False, output_padding=(), output_size=None,
-                   algorithm="im2col")
+    # its passes are the adjoint convolution's: its forward is their dx pass, its dx
+    # their forward (each on the Winograd route where the planner takes it); no FFT
+    conv = replace(options, transposed=False, output_padding=(), output_size=None)
     plan = plan_conv(y_shape, w_shape, None, dtype, conv, workspace)
     extra = tuple(o - i for o, i in zip(plan.out_shape[2:], x_shape[2:]))
+    if plan.route is Route.FFT:
+        plan = replace(plan, route=plan.backward_route, fft_tiles=None)
     return replace(plan, options=options, extra=extra)
 
 

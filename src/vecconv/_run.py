@@ -374,7 +374,7 @@ def transposed_forward(x, w, bias, plan: Plan):
                + copy_bytes(w, dtype), "this transposed convolution (output, column "
                "buffers, weight and input copies)")
     xg = np.ascontiguousarray(_grow(floats(dtype, x), plan.extra))
-    y, _ = _engine_backward(xg, None, effective_weight(w, plan), plan, True, False)
+    y, _ = backward(xg, None, effective_weight(w, plan), plan, True, False)
     if bias is not None:
         y += floats(dtype, bias).reshape((1, -1) + (1,) * (y.ndim - 2))
     return y
@@ -391,7 +391,7 @@ def transposed_backward(dy, x, w, plan: Plan, need_dx=True, need_dw=True):
     w2 = effective_weight(w, plan)
     dx = dw = db = None
     if need_dx:
-        dx = _engine_forward(dy, w2, None, plan)
+        dx = forward(dy, w2, None, plan)
         if any(plan.extra):
             dx = np.ascontiguousarray(dx[(slice(None), slice(None)) + tuple(
                 slice(0, s) for s in x.shape[2:])])

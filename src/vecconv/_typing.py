@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = ["ArrayInput", "FloatArray", "IntArray", "Size", "Padding", "PaddingMode",
-           "Algorithm", "Gradients", "Shape", "Documented"]
+           "Algorithm", "TransposeAlgorithm", "Gradients", "Shape", "Documented"]
 
 
 class SupportsArray(Protocol):
@@ -51,6 +51,7 @@ Padding = Union[int, tuple[int, ...], list[int], tuple[tuple[int, int], ...],
 PaddingMode = Literal["zeros", "constant", "reflect", "replicate", "circular", "symmetric"]
 #: how a convolution's forward pass is computed (``_options.ALGORITHMS``)
 Algorithm = Literal["auto", "im2col", "fft", "winograd"]
+TransposeAlgorithm = Literal["auto", "im2col", "winograd"]
 #: (dx, dw, db) of a backward pass; None where the flags asked for no such gradient
 Gradients = tuple[Union[FloatArray, None], Union[FloatArray, None], Union[FloatArray, None]]
 
@@ -77,6 +78,7 @@ class ConvTransposeOptions(TypedDict, total=False):
     groups: int
     output_size: Shape | None
     workspace: int | None
+    algorithm: TransposeAlgorithm
 
 
 class MaxPoolOptions(TypedDict, total=False):

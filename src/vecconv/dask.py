@@ -331,7 +331,7 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
         As for :func:`vecconv.conv`, which checks them before any graph is made.
     workspace : int, optional
         Byte budget of the column buffers of each block's call.
-    algorithm : {'auto', 'im2col', 'fft'}
+    algorithm : {'auto', 'im2col', 'fft', 'winograd'}
         The forward pass's algorithm in every block, as for :func:`vecconv.conv` ('auto':
         each block's planner chooses).
 
@@ -408,9 +408,9 @@ def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connec
         Byte budget of the column buffers of each block's call.
     input_grad, weight_grad : bool
         False skips dx, or dw and db, as :func:`vecconv.conv_backward` does.
-    algorithm : {'auto', 'im2col', 'fft'}
-        The forward pass's algorithm, as given to :func:`conv` (checked; the backward
-        passes are the GEMMs of eq. 12 and 16-18).
+    algorithm : {'auto', 'im2col', 'fft', 'winograd'}
+        As given to :func:`conv`; each block's passes route as
+        :func:`vecconv.conv_backward`'s do.
 
     Returns
     -------

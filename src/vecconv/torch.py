@@ -343,7 +343,8 @@ def conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
         grad. bfloat16 and float16 are computed in float32.
     **options
         The keywords of ``vecconv.conv`` (stride, padding, dilation, groups, connections,
-        flip, padding_mode, fill_value, workspace).
+        flip, padding_mode, fill_value, workspace, algorithm: the forward pass and each
+        gradient, to any order, plan their routes as ``vecconv.conv`` does).
 
     Returns
     -------
@@ -369,7 +370,7 @@ def conv_transpose(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None =
         bfloat16 and float16 are computed in float32.
     **options
         The keywords of ``vecconv.conv_transpose`` (stride, padding, output_padding,
-        dilation, groups, output_size, workspace).
+        dilation, groups, output_size, workspace, algorithm).
 
     Returns
     -------

@@ -120,12 +120,18 @@ def conv(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *, stride
     workspace : int, optional
         Byte budget of the column buffers (or of the FFT route's transforms) for this call
         (default: ``get_workspace()``).
-    algorithm : {'auto', 'im2col', 'fft'}
+    algorithm : {'auto', 'im2col', 'fft', 'winograd'}
         How the forward pass is computed. 'im2col': the patch matrix and a GEMM (eq. 12).
         'fft': tiles of each map and the kernels transformed once, one product per
         frequency summed over the input channels, transformed back (for large kernels;
         images holding a NaN or inf take im2col, since a transform would spread them).
-        'auto': the planner's choice from the shapes, the dtype and the workspace.
+        'winograd': for stride-1, dilation-1 kernels of 3 taps along each axis (or 1
+        along some), minimal filtering F(m, 3): tiles of the input and the kernels
+        transformed, one GEMM per transformed tap over a batch of tiles, transformed
+        back (2.25x fewer products in 2-D); the dx pass too, under a constant padding.
+        'auto': the planner's choice from the shapes, the dtype and the workspace; it
+        takes 'fft' or 'winograd' only where that route's error stays within 4x the
+        im2col route's (the docs' accuracy policy) and its model says it is faster.
 
     Returns
     -------
@@ -171,10 +177,11 @@ def conv_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, stride: Size 
         The input and the kernels given to ``conv``.
     stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace
         The keywords given to ``conv``, with the same meaning.
-    algorithm : {'auto', 'im2col', 'fft'}
-        The forward pass's algorithm, as given to ``conv`` (checked, so that one set of
-        keywords serves both passes); the backward passes are the GEMMs of eq. 12 and
-        16-18 whatever it says.
+    algorithm : {'auto', 'im2col', 'fft', 'winograd'}
+        As given to ``conv`` (one set of keywords serves both passes): dW is the GEMM of
+        eq. 12 whatever it says; dx (eq. 16-18) takes the Winograd route under 'auto'
+        (where it pays) or 'winograd', for a stride-1 3-tap layer with a constant
+        padding, and the GEMM and col2im otherwise ('fft' gives the GEMMs).
     input_grad : bool
         False skips dx (a first layer needs none): the engine then makes neither its GEMMs
         nor its column buffers.

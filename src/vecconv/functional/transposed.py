@@ -12,6 +12,7 @@ from .. import _plan, _run
 from .._options import conv_transpose_options
 from .._shapes import LAYOUTS, batched, kernel_axes
 from .._typing import ArrayInput, FloatArray, Gradients, Padding, Shape, Size
+from .._typing import TransposeAlgorithm as Algorithm
 from .._typing import like as _like
 from .._validate import (as_array, check_gradient_shape, check_ndim, flag,
                          float_dtype)
@@ -67,7 +68,7 @@ def _transposed_backward(fixed, fname, dy, x, w, opts, workspace, input_grad, we
 def conv_transpose(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *,
                    stride: Size = 1, padding: Padding = 0, output_padding: Size = 0,
                    dilation: Size = 1, groups: int = 1, output_size: Shape | None = None,
-                   workspace: int | None = None) -> FloatArray:
+                   workspace: int | None = None, algorithm: Algorithm = "auto") -> FloatArray:
     """Transposed convolution (PyTorch's conv_transpose{1,2,3}d, ONNX ConvTranspose).
 
     In matrix form this is the derivation's path of the error back to the previous layer
@@ -93,6 +94,10 @@ def conv_transpose(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None,
         The output's spatial size; picks output_padding as PyTorch does.
     groups, workspace
         As for ``conv``.
+    algorithm : {'auto', 'im2col', 'winograd'}
+        How the passes run: a transposed convolution is a convolution's dx pass (and its
+        dx that convolution's forward pass), so with stride 1 and 3-tap kernels it may
+        take the Winograd route ('auto' where it pays, 'winograd' always; see ``conv``).
 
     Returns
     -------
@@ -102,7 +107,8 @@ def conv_transpose(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None,
         entries. float32 if every input is float32, else float64.
     """
     opts = dict(stride=stride, padding=padding, output_padding=output_padding,
-                dilation=dilation, groups=groups, output_size=output_size)
+                dilation=dilation, groups=groups, output_size=output_size,
+                algorithm=algorithm)
     return _transposed(None, "conv_transpose", x, w, bias, opts, workspace)
 
 
@@ -110,7 +116,8 @@ def conv_transpose_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, str
                             padding: Padding = 0, output_padding: Size = 0,
                             dilation: Size = 1, groups: int = 1,
                             output_size: Shape | None = None, workspace: int | None = None,
-                            input_grad: bool = True, weight_grad: bool = True) -> Gradients:
+                            input_grad: bool = True, weight_grad: bool = True,
+                            algorithm: Algorithm = "auto") -> Gradients:
     """Gradients of ``conv_transpose``: dx is a convolution of dy with w (im2col + GEMM),
     dw a GEMM of x with the patch matrix of dy (eq. 12 with the roles of x and delta
     exchanged), db the sum of dy, given dy = dE/dy.
@@ -121,7 +128,7 @@ def conv_transpose_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, str
         dE/dy, of ``conv_transpose``'s output shape (unbatched with an unbatched x).
     x, w : array_like
         The input and the kernels given to ``conv_transpose``.
-    stride, padding, output_padding, dilation, groups, output_size, workspace
+    stride, padding, output_padding, dilation, groups, output_size, workspace, algorithm
         The keywords given to ``conv_transpose``, with the same meaning.
     input_grad : bool
         False skips dx.
@@ -138,7 +145,8 @@ def conv_transpose_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, str
         dE/db, shape (Cout,); None when ``weight_grad`` is False.
     """
     opts = dict(stride=stride, padding=padding, output_padding=output_padding,
-                dilation=dilation, groups=groups, output_size=output_size)
+                dilation=dilation, groups=groups, output_size=output_size,
+                algorithm=algorithm)
     return _transposed_backward(None, "conv_transpose_backward", dy, x, w, opts, workspace,
                                 input_grad, weight_grad)
 
@@ -147,18 +155,21 @@ def _fixed_transpose(d, backward_pass):
     name = f"conv_transpose{d}d" + ("_backward" if backward_pass else "")
     if backward_pass:
         def f(dy, x, w, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
-              output_size=None, workspace=None, input_grad=True, weight_grad=True):
+              output_size=None, workspace=None, input_grad=True, weight_grad=True,
+              algorithm="auto"):
             opts = dict(stride=stride, padding=padding, output_padding=output_padding,
-                        dilation=dilation, groups=groups, output_size=output_size)
+                        dilation=dilation, groups=groups, output_size=output_size,
+                        algorithm=algorithm)
             return _transposed_backward(d, name, dy, x, w, opts, workspace, input_grad,
                                         weight_grad)
         doc = (f"``conv_transpose_backward`` for {d}-D inputs {LAYOUTS[d][0]} (or "
                "unbatched).\n\n" + sections(conv_transpose_backward.__doc__))
     else:
         def f(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,  # type: ignore[misc]
-              groups=1, output_size=None, workspace=None):
+              groups=1, output_size=None, workspace=None, algorithm="auto"):
             opts = dict(stride=stride, padding=padding, output_padding=output_padding,
-                        dilation=dilation, groups=groups, output_size=output_size)
+                        dilation=dilation, groups=groups, output_size=output_size,
+                        algorithm=algorithm)
             return _transposed(d, name, x, w, bias, opts, workspace)
         doc = (f"``conv_transpose`` for {d}-D inputs {LAYOUTS[d][0]} (or unbatched) and "
                f"weights ``(Cin, Cout/groups, *kernel)``; see ``conv_transpose``.\n\n"

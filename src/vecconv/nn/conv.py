@@ -18,7 +18,7 @@ from numpy.typing import DTypeLike, NDArray
 from .. import _config, _plan, _run
 from .._options import ConvOptions, conv_options, conv_transpose_options
 from .._shapes import LAYOUTS
-from .._typing import ArrayInput, FloatArray, Padding, PaddingMode, Size
+from .._typing import Algorithm, ArrayInput, FloatArray, Padding, PaddingMode, Size
 from .._validate import check_fits, check_ndim, int_tuple, integer, layer_dtype
 from .parameter import Layer, check_room, lecun_uniform, random_source, plain, real_array
 
@@ -92,12 +92,12 @@ class _ConvNd(_Sizes):
                  fill_value: float = 0.0, dilation: Size = 1, groups: int = 1,
                  connections: ArrayInput | None = None, flip: bool = False,
                  dtype: DTypeLike = np.float32, seed: int | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, algorithm: Algorithm = "auto") -> None:
         super().__init__()
         self._configure(in_channels, out_channels, kernel_size, stride=stride,
                         padding=padding, padding_mode=padding_mode, fill_value=fill_value,
                         dilation=dilation, groups=groups, connections=connections, flip=flip,
-                        dtype=dtype)
+                        dtype=dtype, algorithm=algorithm)
         rng = random_source(seed, rng)
         check_room(self)
         self._init_parameters(rng)
@@ -105,12 +105,13 @@ class _ConvNd(_Sizes):
 
     def _configure(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
                    padding_mode="zeros", fill_value=0.0, dilation=1, groups=1,
-                   connections=None, flip=False, dtype=np.float32):
+                   connections=None, flip=False, dtype=np.float32, algorithm="auto"):
         """Check every option, without inventing an input, and keep the record."""
         self._sizes(in_channels, out_channels, kernel_size, groups, dtype)
         options = conv_options(self.spatial, stride=stride, padding=padding,
                                dilation=dilation, groups=self.groups, connections=connections,
-                               flip=flip, padding_mode=padding_mode, fill_value=fill_value)
+                               flip=flip, padding_mode=padding_mode, fill_value=fill_value,
+                               algorithm=algorithm)
         table = options.connections
         if table is not None and table.shape != (self.in_channels, self.out_channels):
             raise ValueError(f"connections must have shape (in_channels, out_channels) = "
@@ -119,6 +120,7 @@ class _ConvNd(_Sizes):
         self.stride, self.padding, self.dilation = plain(stride), plain(padding), plain(dilation)
         self.padding_mode = padding_mode
         self.fill_value, self.flip = options.fill_value, options.flip
+        self.algorithm = options.algorithm
         self._plans: dict[Any, Any] = {}
 
     def _parameter_mask(self, name: str) -> NDArray[np.bool_] | None:
@@ -166,7 +168,8 @@ class _ConvNd(_Sizes):
             self._options = conv_options(o.d, stride=o.stride, padding=o.padding,
                                          dilation=o.dilation, groups=o.groups,
                                          connections=table, flip=o.flip,
-                                         padding_mode=o.padding_mode, fill_value=o.fill_value)
+                                         padding_mode=o.padding_mode, fill_value=o.fill_value,
+                                         algorithm=o.algorithm)
         return self._options
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -225,7 +228,8 @@ class _ConvNd(_Sizes):
                     padding=self.padding, padding_mode=self.padding_mode,
                     fill_value=self.fill_value, dilation=self.dilation, groups=self.groups,
                     flip=self.flip, dtype=self.dtype.name,
-                    connections=None if table is None else table.tolist())
+                    connections=None if table is None else table.tolist(),
+                    algorithm=self.algorithm)
 
 
 _CONV_DOC = """Convolution layer over {d} spatial axes, on the vecconv engine: input
@@ -266,6 +270,9 @@ _CONV_DOC = """Convolution layer over {d} spatial axes, on the vecconv engine: i
         The initialisation's random source: a Generator ``rng``, else one made from
         ``seed``. The kernels are drawn from LeCun's uniform distribution (variance
         1/fan-in); the biases start at zero.
+    algorithm : {{'auto', 'im2col', 'fft', 'winograd'}}
+        How the passes run, as for ``vecconv.conv`` ('auto': the planner's choice per
+        input shape and pass).
     """
 
 
@@ -291,23 +298,27 @@ class _ConvTransposeNd(_Sizes):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Size, *,
                  stride: Size = 1, padding: Padding = 0, output_padding: Size = 0,
                  dilation: Size = 1, groups: int = 1, dtype: DTypeLike = np.float32,
-                 seed: int | None = None, rng: np.random.Generator | None = None) -> None:
+                 seed: int | None = None, rng: np.random.Generator | None = None,
+                 algorithm: Algorithm = "auto") -> None:
         super().__init__()
         self._configure(in_channels, out_channels, kernel_size, stride=stride,
                         padding=padding, output_padding=output_padding, dilation=dilation,
-                        groups=groups, dtype=dtype)
+                        groups=groups, dtype=dtype, algorithm=algorithm)
         rng = random_source(seed, rng)
         check_room(self)
         self._init_parameters(rng)
         self._finish_building()
 
     def _configure(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
-                   output_padding=0, dilation=1, groups=1, dtype=np.float32):
+                   output_padding=0, dilation=1, groups=1, dtype=np.float32,
+                   algorithm="auto"):
         """Check every option, without inventing an input, and keep the record."""
         self._sizes(in_channels, out_channels, kernel_size, groups, dtype)
         self._options = conv_transpose_options(self.spatial, stride=stride, padding=padding,
                                                output_padding=output_padding,
-                                               dilation=dilation, groups=self.groups)
+                                               dilation=dilation, groups=self.groups,
+                                               algorithm=algorithm)
+        self.algorithm = self._options.algorithm
         self.stride, self.padding = plain(stride), plain(padding)
         self.output_padding, self.dilation = plain(output_padding), plain(dilation)
         self._plans: dict[Any, Any] = {}
@@ -363,7 +374,8 @@ class _ConvTransposeNd(_Sizes):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=self.stride,
                     padding=self.padding, output_padding=self.output_padding,
-                    dilation=self.dilation, groups=self.groups, dtype=self.dtype.name)
+                    dilation=self.dilation, groups=self.groups, dtype=self.dtype.name,
+                    algorithm=self.algorithm)
 
 
 _TRANSPOSE_DOC = """Transposed convolution layer over {d} spatial axes: input (N, Cin, {layout}).
@@ -392,6 +404,8 @@ _TRANSPOSE_DOC = """Transposed convolution layer over {d} spatial axes: input (N
     seed, rng : int or numpy.random.Generator, optional
         The initialisation's random source: a Generator ``rng``, else one made from
         ``seed`` (LeCun's uniform distribution, variance 1/fan-in; zero biases).
+    algorithm : {{'auto', 'im2col', 'winograd'}}
+        How the passes run, as for ``vecconv.conv_transpose``.
     """
 
 
