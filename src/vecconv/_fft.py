@@ -26,7 +26,7 @@ import math
 import numpy as np
 import scipy.fft
 
-from ._shapes import extents
+from ._shapes import extents, padded_index
 
 #: The kernels' extent is padded to at least this many times itself per tile: (T + e - 1)
 #: / T transform entries per output (1.125 at 8 e).
@@ -107,14 +107,6 @@ def cost_ratio(n, geometry, d, cout, cin_g, groups, tiles):
     return FFT_COST * (transforms + products) / max(direct, 1.0)
 
 
-def _index_map(n, before, after, mode):
-    """For each entry of the padded axis, the entry of x it reads, or -1 for a constant."""
-    from ._options import NUMPY_PAD_MODES
-    if mode in ("zeros", "constant"):
-        return np.concatenate([np.full(before, -1), np.arange(n), np.full(after, -1)])
-    return np.pad(np.arange(n), (before, after), mode=NUMPY_PAD_MODES[mode])
-
-
 def forward(x, w, bias, plan, threads):
     """y of a convolution under ``plan`` by tiled FFTs: x (N, C, *spatial) and the
     effective weight w (Cout, C/groups, *kernel; flipped and masked already) clean arrays
@@ -137,7 +129,7 @@ def forward(x, w, bias, plan, threads):
     pads_before = g.pad[lead:]
     pads_after = [(oo - 1) * s + e - sz - pb for oo, s, e, sz, pb in
                   zip(out, stride, ext, sizes, pads_before)]
-    maps = [_index_map(sz, pb, max(pa, 0), o.padding_mode) for sz, pb, pa in
+    maps = [padded_index(sz, pb, max(pa, 0), o.padding_mode) for sz, pb, pa in
             zip(sizes, pads_before, pads_after)]
     constant = [m < 0 for m in maps]          # entries that read the fill, not x
     np.maximum(maps[0], 0, out=maps[0])

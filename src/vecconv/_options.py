@@ -28,9 +28,9 @@ PADDING_MODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circu
 NUMPY_PAD_MODES = {"zeros": "constant", "constant": "constant", "reflect": "reflect",
                    "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
 #: the algorithms a user may ask for (``algorithm=``); 'auto' lets the planner choose
-ALGORITHMS = ("auto", "im2col", "fft", "winograd")
+ALGORITHMS = ("auto", "im2col", "fft", "winograd", "direct")
 #: a transposed convolution's: it runs as a convolution's dx pass, which no FFT takes
-TRANSPOSE_ALGORITHMS = ("auto", "im2col", "winograd")
+TRANSPOSE_ALGORITHMS = ("auto", "im2col", "winograd", "direct")
 
 Pads = tuple[tuple[int, int], ...]
 

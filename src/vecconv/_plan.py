@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import _config, _engine, _fft, _winograd
+from . import _config, _direct, _engine, _fft, _winograd
 from ._engine import Geometry, Schedule
 from ._options import PADDING_MODES, ConvOptions
 from ._shapes import (LAYOUTS, conv_output_size, extents, resolve_padding,
@@ -75,6 +75,9 @@ class Route(enum.Enum):
     #: minimal filtering F(m, 3), one GEMM per transformed tap over a batch of tiles
     #: (``_winograd``)
     WINOGRAD = "winograd"
+    #: one input map per group (depthwise), every pass: eq. 1 map by map, the output
+    #: columns innermost (``_direct``)
+    DIRECT = "direct"
 
 
 def _ceil_div(a, b):
@@ -104,6 +107,14 @@ def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False
     'im2col', 'fft' or 'winograd'). Returns (route, FFT tiles or Winograd (m, schedule),
     or None).
     """
+    if algorithm in ("auto", "direct"):
+        most = _direct.AUTO_CHANNELS if algorithm == "auto" else None
+        if _direct.eligible(geometry.channels, groups, masked, most):
+            return Route.DIRECT, None
+        if algorithm == "direct":
+            raise ValueError(f"algorithm='direct' runs grouped convolutions (groups > 1, "
+                             f"no connection table), got groups={groups}; use "
+                             f"algorithm='auto' or 'im2col'")
     # the FFT route pays only for large kernels: below FFT_MIN_TAPS 'auto' does not ask
     # (an empty map has nothing to transform: any route gives its empty or constant answer)
     if algorithm in ("auto", "fft") and finite and n > 0 and math.prod(geometry.size) > 0 \
@@ -295,6 +306,7 @@ class Plan:
     winograd: tuple | None = None    # Route.WINOGRAD forward: (m per axis, schedule)
     dx_route: Route | None = None    # the dx pass's route when not backward_route
     dx_winograd: tuple | None = None  # dx on Route.WINOGRAD: (m per axis, schedule)
+    dw_route: Route | None = None    # the dW pass's route when not backward_route
 
     @property
     def masked(self):
@@ -318,6 +330,8 @@ class Plan:
         s = self.schedule
         w_elems = math.prod(self.w_shape)
         buffers = self.slots(self.threads()) * s.buf_elems          # column buffers
+        if self.route is Route.DIRECT or self.dx_route is Route.DIRECT:
+            buffers = self.threads() * _direct.scratch_elems(self.geometry)
         wino = self.winograd_pass(backward and need_dx)
         if wino is not None:        # U, V and M, scratch, dx's kernels (the larger pass)
             geometry, cout, (m, sched) = wino
@@ -378,11 +392,14 @@ def _finish(dtype, x_shape, w_shape, geometry, groups, flip, mask, workspace, op
         route, found = select_route(*args, algorithm=options.algorithm, d=options.d,
                                     finite=math.isfinite(geometry.fill))
     dx_route, dx_wino = select_dx_route(*args, options.algorithm)
+    dw_route = None
+    if route is Route.DIRECT:           # the direct route takes every pass
+        dx_route, dx_wino, dw_route = Route.DIRECT, None, Route.DIRECT
     schedule = make_schedule(gemm, *args)
     return Plan(dtype, x_shape, w_shape, (n, cout) + geometry.out[3 - options.d:], geometry,
                 groups, flip, mask, route, gemm, schedule, workspace, options, extra,
                 found if route is Route.FFT else None,
-                found if route is Route.WINOGRAD else None, dx_route, dx_wino)
+                found if route is Route.WINOGRAD else None, dx_route, dx_wino, dw_route)
 
 
 def _check_padding_mode(mode, pads, sizes, names):
@@ -454,6 +471,7 @@ def tunables():
     them): part of a kept plan's key."""
     return (_config.TILE_BYTES, _config.STAGE_BELOW, _config.STAGE_WIDTH, ROUND_ELEMS,
             MIN_UNITS, MAX_ACCUMULATORS, ACCUMULATOR_BYTES, STAGE_COUT, _fft.FFT_COST,
+            _direct.AUTO_CHANNELS,
             _fft.FFT_MIN_TAPS,
             _winograd.UNIT_TILES, _winograd.ROUND_BYTES, _winograd.FUSED_BYTES,
             _winograd.MIN_FUSED, _winograd.TRANSFORM_COST, _winograd.WEIGHT_COST,

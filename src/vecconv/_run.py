@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from . import _engine, _fft, _winograd
+from . import _direct, _engine, _fft, _winograd
 from ._plan import Plan, Route, pool_threads, threads_for
 from ._validate import check_fits, copy_bytes, floats, nbytes_of
 
@@ -220,6 +220,12 @@ def _forward_on(route, x, w2, bias, plan):
                             pool_threads(plan.flops))
     if route is Route.WINOGRAD:
         return _winograd_run(x, w2, bias, plan)
+    if route is Route.DIRECT:
+        y = np.empty(plan.out_shape, dtype=plan.dtype)
+        _direct.run(_direct.FORWARD, _flat(x), w2,
+                    bias if bias is not None else np.empty(0, plan.dtype), _flat(y),
+                    bias is not None, plan, plan.threads())
+        return y
     if x.shape[0] != plan.x_shape[0]:
         plan = plan.for_batch(x.shape[0])
     run = _per_map_forward if route is Route.PER_MAP else _engine_forward
@@ -288,10 +294,27 @@ def _backward_on(route, dy, x, w2, plan, need_dx, need_dw):
 def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     """The backward pass on clean arrays: (dx shaped like x, or None; dw2 (Cout, K), or
     None). x may be None when only dx is asked for (eq. 16-18 read dy and W alone)."""
+    if plan.dw_route is Route.DIRECT or plan.dx_route is Route.DIRECT:
+        return _direct_backward(dy, x, w2, plan, need_dx, need_dw)
     if need_dx and plan.dx_route is Route.WINOGRAD:
         dx = _winograd_dx(dy, w2, plan)
         return dx, (_gemm_backward(dy, x, w2, plan, False, True)[1] if need_dw else None)
     return _gemm_backward(dy, x, w2, plan, need_dx, need_dw)
+
+
+def _direct_backward(dy, x, w2, plan, need_dx, need_dw):
+    """dx and dW on the direct route: each output's window walked back, as im2col would
+    (a NaN or inf stays local), so every image takes it."""
+    threads = plan.threads()
+    dx = dw2 = None
+    if need_dx:
+        dx = np.empty(plan.x_shape, dtype=plan.dtype)
+        _direct.run(_direct.DX, _flat(dy), w2, np.empty(0, plan.dtype), _flat(dx), False,
+                    plan, threads)
+    if need_dw:
+        dw2 = np.empty((plan.w_shape[0], math.prod(plan.w_shape[1:])), dtype=plan.dtype)
+        _direct.run(_direct.DW, _flat(x), w2, _flat(dy), _flat(dw2), False, plan, threads)
+    return dx, dw2
 
 
 def _winograd_dx(dy, w2, plan):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._validate import int_tuple
 
 #: spatial axes d -> (layout of x, layout of w, names of the axes in messages)
@@ -145,3 +147,16 @@ def pool_output_size(name: str, n: int, k: int, s: int, p: int, dl: int,
         raise ValueError(f"the {name} window (size {k}, dilation {dl}) does not fit the "
                          f"input's {n} entries with padding {p}: the output would be empty")
     return o
+
+
+def padded_index(n, before, after, mode):
+    """For each entry of an axis of n entries padded by (before, after) in ``mode``, the
+    entry it reads, or -1 for a constant (numpy.pad's index map, which is the engine's
+    fold_index too). A negative pad crops."""
+    from ._options import NUMPY_PAD_MODES
+    b, a = max(before, 0), max(after, 0)
+    if mode in ("zeros", "constant"):
+        full = np.concatenate([np.full(b, -1), np.arange(n), np.full(a, -1)])
+    else:
+        full = np.pad(np.arange(n), (b, a), mode=NUMPY_PAD_MODES[mode])
+    return full[b - before:len(full) - (a - after)]

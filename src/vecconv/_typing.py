@@ -50,8 +50,8 @@ Padding = Union[int, tuple[int, ...], list[int], tuple[tuple[int, int], ...],
                 list[tuple[int, int]], list[list[int]], Literal["valid", "same", "full"]]
 PaddingMode = Literal["zeros", "constant", "reflect", "replicate", "circular", "symmetric"]
 #: how a convolution's forward pass is computed (``_options.ALGORITHMS``)
-Algorithm = Literal["auto", "im2col", "fft", "winograd"]
-TransposeAlgorithm = Literal["auto", "im2col", "winograd"]
+Algorithm = Literal["auto", "im2col", "fft", "winograd", "direct"]
+TransposeAlgorithm = Literal["auto", "im2col", "winograd", "direct"]
 #: (dx, dw, db) of a backward pass; None where the flags asked for no such gradient
 Gradients = tuple[Union[FloatArray, None], Union[FloatArray, None], Union[FloatArray, None]]
 

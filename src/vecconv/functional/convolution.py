@@ -316,7 +316,8 @@ def conv_plan(x_shape: Shape, w_shape: Shape, *, dtype: Any = "float32", stride:
     plan = _plan.plan_conv(x_shape, w_shape, None, layer_dtype(dtype), options, workspace)
     return dict(forward=plan.route.value,
                 dx=(plan.dx_route or plan.backward_route).value,
-                dw=plan.backward_route.value, backward=plan.backward_route.value,
+                dw=(plan.dw_route or plan.backward_route).value,
+                backward=plan.backward_route.value,
                 out_shape=plan.out_shape[1:] if unbatched else plan.out_shape,
                 workspace=plan.workspace,
                 fft_tile=None if plan.fft_tiles is None else plan.fft_tiles[0])

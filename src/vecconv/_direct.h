@@ -1,0 +1,208 @@
+/* The direct route's kernels (src/vecconv/_direct.pxi): grouped convolutions with few
+ * input channels per group (depthwise: one, MobileNet's 3 x 3 layers, with any channel
+ * multiplier), where im2col would make GEMMs of a few rows per group.
+ *
+ * Eq. 1 literally, one map at a time: a unit copies each input map into a padded scratch
+ * map (the padding's index tables, built by the planner, say which entry each padded
+ * position reads, -1 for the fill), then adds w[tap] times the shifted rows of it to each
+ * output row, the output columns innermost (the vectors the compiler widens; several
+ * versions, as in _winograd.h). The backward passes walk the same windows:
+ *  - dx (eq. 16-18): each output's delta times w[tap] added into a padded scratch map,
+ *    which is then folded back through the same tables (the adjoint of the padding copy);
+ *  - dW (eq. 12): for each tap, the products delta * shifted input summed into a row of
+ *    partial sums over the batch and the rows, then the row summed: a fixed order.
+ * A unit owns its output (forward: image n, output map j; dx: image n, input map c;
+ * dW: the kernel of (output map j, input map c) over the whole batch): the same bits for
+ * any thread count.
+ */
+#ifndef VECCONV_DIRECT_H
+#define VECCONV_DIRECT_H
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define VC_DIRECT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VC_DIRECT_CLONES
+#endif
+
+typedef struct vc_direct {
+    int f64, pass;              /* pass: 0 forward, 1 dx, 2 dW */
+    Py_ssize_t N, C, cout;
+    Py_ssize_t cig, cog;        /* input and output maps per group */
+    Py_ssize_t i[3], o[3], k[3], s[3], d[3];
+    Py_ssize_t pp[3];           /* the padded extent each axis reads */
+    const long long *idx[3];    /* per padded position: the entry of x it reads, or -1 */
+    double fill;
+    const void *x, *w, *bias, *dy;
+    void *y, *dx, *dw;
+    void *scratch;              /* per slot: scratch_elems entries */
+    Py_ssize_t scratch_elems;
+} vc_direct;
+
+#define VC_DIRECT_KERNELS(SUF, T)                                                         \
+/* pm = map padded: pm[a, b, c] = x[idx0[a], idx1[b], idx2[c]], or the fill */             \
+static void vc_pad_##SUF(const vc_direct *J, const T *x, T *pm) {                         \
+    Py_ssize_t a, b, c, i0, i1, i2;                                                       \
+    const T fill = (T)J->fill;                                                            \
+    for (a = 0; a < J->pp[0]; a++) {                                                      \
+        i0 = J->idx[0][a];                                                                \
+        for (b = 0; b < J->pp[1]; b++) {                                                  \
+            T *dst = pm + (a * J->pp[1] + b) * J->pp[2];                                  \
+            const T *row;                                                                 \
+            i1 = J->idx[1][b];                                                            \
+            if (i0 < 0 || i1 < 0) {                                                       \
+                for (c = 0; c < J->pp[2]; c++) dst[c] = fill;                             \
+                continue;                                                                 \
+            }                                                                             \
+            row = x + (i0 * J->i[1] + i1) * J->i[2];                                      \
+            for (c = 0; c < J->pp[2]; c++) {                                              \
+                i2 = J->idx[2][c];                                                        \
+                dst[c] = i2 < 0 ? fill : row[i2];                                         \
+            }                                                                             \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+/* x += pm folded back: the adjoint of vc_pad (the fill's entries go nowhere) */          \
+static void vc_fold_##SUF(const vc_direct *J, const T *pm, T *x) {                        \
+    Py_ssize_t a, b, c, i0, i1, i2;                                                       \
+    for (a = 0; a < J->pp[0]; a++) {                                                      \
+        i0 = J->idx[0][a];                                                                \
+        if (i0 < 0) continue;                                                             \
+        for (b = 0; b < J->pp[1]; b++) {                                                  \
+            const T *src = pm + (a * J->pp[1] + b) * J->pp[2];                            \
+            T *row;                                                                       \
+            i1 = J->idx[1][b];                                                            \
+            if (i1 < 0) continue;                                                         \
+            row = x + (i0 * J->i[1] + i1) * J->i[2];                                      \
+            for (c = 0; c < J->pp[2]; c++) {                                              \
+                i2 = J->idx[2][c];                                                        \
+                if (i2 >= 0) row[i2] += src[c];                                           \
+            }                                                                             \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+/* the rows of pm that output row (od, oh) reads with taps (kd, kh) */                    \
+static inline const T *vc_prow_##SUF(const vc_direct *J, const T *pm, Py_ssize_t od,      \
+                                     Py_ssize_t oh, Py_ssize_t kd, Py_ssize_t kh) {       \
+    return pm + ((od * J->s[0] + kd * J->d[0]) * J->pp[1] + oh * J->s[1] + kh * J->d[1])  \
+        * J->pp[2];                                                                       \
+}                                                                                         \
+VC_DIRECT_CLONES static void vc_direct_forward_##SUF(const vc_direct *J, Py_ssize_t u,    \
+                                                     T *pm) {                             \
+    const Py_ssize_t n = u / J->cout, j = u % J->cout, c0 = (j / J->cog) * J->cig;        \
+    const Py_ssize_t S = J->i[0] * J->i[1] * J->i[2], P = J->o[0] * J->o[1] * J->o[2];    \
+    const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2], W = J->o[2], sw = J->s[2];       \
+    const T b = J->bias ? ((const T *)J->bias)[j] : (T)0;                                 \
+    T *y = (T *)J->y + (n * J->cout + j) * P;                                             \
+    Py_ssize_t od, oh, kd, kh, kw, ow, ci;                                                \
+    for (ow = 0; ow < P; ow++) y[ow] = b;                                                 \
+    for (ci = 0; ci < J->cig; ci++) {                                                     \
+    const T *w = (const T *)J->w + (j * J->cig + ci) * taps;                              \
+    vc_pad_##SUF(J, (const T *)J->x + (n * J->C + c0 + ci) * S, pm);                      \
+    for (od = 0; od < J->o[0]; od++)                                                      \
+        for (oh = 0; oh < J->o[1]; oh++) {                                                \
+            T *restrict yr = y + (od * J->o[1] + oh) * W;                                 \
+            for (kd = 0; kd < J->k[0]; kd++)                                              \
+                for (kh = 0; kh < J->k[1]; kh++) {                                        \
+                    const T *pr = vc_prow_##SUF(J, pm, od, oh, kd, kh);                   \
+                    for (kw = 0; kw < J->k[2]; kw++) {                                    \
+                        const T wv = w[(kd * J->k[1] + kh) * J->k[2] + kw];               \
+                        const T *restrict src = pr + kw * J->d[2];                        \
+                        if (sw == 1)                                                      \
+                            for (ow = 0; ow < W; ow++) yr[ow] += wv * src[ow];            \
+                        else                                                              \
+                            for (ow = 0; ow < W; ow++) yr[ow] += wv * src[ow * sw];       \
+                    }                                                                     \
+                }                                                                         \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+VC_DIRECT_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
+    const Py_ssize_t n = u / J->C, c = u % J->C, ci = c % J->cig, g = c / J->cig;         \
+    const Py_ssize_t S = J->i[0] * J->i[1] * J->i[2], P = J->o[0] * J->o[1] * J->o[2];    \
+    const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2], W = J->o[2], sw = J->s[2];       \
+    const Py_ssize_t PP = J->pp[0] * J->pp[1] * J->pp[2];                                 \
+    T *dx = (T *)J->dx + (n * J->C + c) * S;                                              \
+    Py_ssize_t j, od, oh, kd, kh, kw, ow, e;                                              \
+    for (e = 0; e < PP; e++) pm[e] = 0;                                                   \
+    for (j = g * J->cog; j < (g + 1) * J->cog; j++) {                                     \
+        const T *w = (const T *)J->w + (j * J->cig + ci) * taps;                          \
+        const T *dy = (const T *)J->dy + (n * J->cout + j) * P;                           \
+        for (od = 0; od < J->o[0]; od++)                                                  \
+            for (oh = 0; oh < J->o[1]; oh++) {                                            \
+                const T *restrict dr = dy + (od * J->o[1] + oh) * W;                      \
+                for (kd = 0; kd < J->k[0]; kd++)                                          \
+                    for (kh = 0; kh < J->k[1]; kh++) {                                    \
+                        T *pr = (T *)vc_prow_##SUF(J, pm, od, oh, kd, kh);                \
+                        for (kw = 0; kw < J->k[2]; kw++) {                                \
+                            const T wv = w[(kd * J->k[1] + kh) * J->k[2] + kw];           \
+                            T *restrict dst = pr + kw * J->d[2];                          \
+                            if (sw == 1)                                                  \
+                                for (ow = 0; ow < W; ow++) dst[ow] += wv * dr[ow];        \
+                            else                                                          \
+                                for (ow = 0; ow < W; ow++) dst[ow * sw] += wv * dr[ow];   \
+                        }                                                                 \
+                    }                                                                     \
+            }                                                                             \
+    }                                                                                     \
+    for (e = 0; e < S; e++) dx[e] = 0;                                                    \
+    vc_fold_##SUF(J, pm, dx);                                                             \
+}                                                                                         \
+VC_DIRECT_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
+    const Py_ssize_t j = u / J->cig, ci = u % J->cig, c = (j / J->cog) * J->cig + ci;     \
+    const Py_ssize_t S = J->i[0] * J->i[1] * J->i[2], P = J->o[0] * J->o[1] * J->o[2];    \
+    const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2], W = J->o[2], sw = J->s[2];       \
+    const Py_ssize_t PP = J->pp[0] * J->pp[1] * J->pp[2];                                 \
+    T *part = pm + PP;          /* taps rows of W partial sums */                         \
+    T *dw = (T *)J->dw + u * taps;                                                        \
+    Py_ssize_t n, od, oh, kd, kh, kw, ow, t;                                              \
+    for (t = 0; t < taps * W; t++) part[t] = 0;                                           \
+    for (n = 0; n < J->N; n++) {                                                          \
+        const T *dy = (const T *)J->dy + (n * J->cout + j) * P;                           \
+        vc_pad_##SUF(J, (const T *)J->x + (n * J->C + c) * S, pm);                        \
+        for (od = 0; od < J->o[0]; od++)                                                  \
+            for (oh = 0; oh < J->o[1]; oh++) {                                            \
+                const T *restrict dr = dy + (od * J->o[1] + oh) * W;                      \
+                for (kd = 0; kd < J->k[0]; kd++)                                          \
+                    for (kh = 0; kh < J->k[1]; kh++) {                                    \
+                        const T *pr = vc_prow_##SUF(J, pm, od, oh, kd, kh);               \
+                        for (kw = 0; kw < J->k[2]; kw++) {                                \
+                            T *restrict acc = part + ((kd * J->k[1] + kh) * J->k[2] + kw) * W; \
+                            const T *restrict src = pr + kw * J->d[2];                    \
+                            if (sw == 1)                                                  \
+                                for (ow = 0; ow < W; ow++) acc[ow] += dr[ow] * src[ow];   \
+                            else                                                          \
+                                for (ow = 0; ow < W; ow++) acc[ow] += dr[ow] * src[ow * sw]; \
+                        }                                                                 \
+                    }                                                                     \
+            }                                                                             \
+    }                                                                                     \
+    for (t = 0; t < taps; t++) {                                                          \
+        T s = 0;                                                                          \
+        for (ow = 0; ow < W; ow++) s += part[t * W + ow];                                 \
+        dw[t] = s;                                                                        \
+    }                                                                                     \
+}
+
+VC_DIRECT_KERNELS(f, float)
+VC_DIRECT_KERNELS(d, double)
+
+/* The pool's entry: one unit of the job's pass, in its float type. */
+static void vc_direct_unit(void *ctx, Py_ssize_t u, int slot) {
+    const vc_direct *J = (const vc_direct *)ctx;
+    if (J->f64) {
+        double *pm = (double *)J->scratch + slot * J->scratch_elems;
+        if (J->pass == 0) vc_direct_forward_d(J, u, pm);
+        else if (J->pass == 1) vc_direct_dx_d(J, u, pm);
+        else vc_direct_dw_d(J, u, pm);
+    } else {
+        float *pm = (float *)J->scratch + slot * J->scratch_elems;
+        if (J->pass == 0) vc_direct_forward_f(J, u, pm);
+        else if (J->pass == 1) vc_direct_dx_f(J, u, pm);
+        else vc_direct_dw_f(J, u, pm);
+    }
+}
+
+#endif
