@@ -50,7 +50,7 @@ TILE = {("float32", 1): 4, ("float32", 2): 2, ("float32", 3): 2,
         ("float64", 1): 3, ("float64", 2): 2, ("float64", 3): 2}
 
 #: Tiles per transform unit: the length of the vectors the transforms run over.
-UNIT_TILES = 64
+UNIT_TILES = 128
 #: V and M of a round (the transformed inputs and outputs of its tiles) take at most
 #: this many bytes, within the workspace.
 ROUND_BYTES = 16 * 2**20
