@@ -1,10 +1,10 @@
 """The accuracy policy of the Winograd route, measured: for F(m, 3) with m = 2, 3, 4, the
-normwise error of y and of dx against an extended-precision reference (numpy's
+normwise error of y, dx and dW against an extended-precision reference (numpy's
 longdouble), over the im2col route's error, on 1-D, 2-D and 3-D layers of 3 to 512
 channels, with normal and with rectified (non-negative) inputs, in both dtypes.
 
-``algorithm='auto'`` may take the route only where both ratios stay within 4: this run
-is what ``vecconv._winograd.TILE`` was chosen from.
+``algorithm='auto'`` may take the route only where the ratios stay within 4: this run is
+what ``vecconv._winograd.TILE`` (every pass) was chosen from.
 
     python bench/winograd_accuracy.py [--json bench/results/winograd_accuracy.json] [--smoke]
 """
@@ -40,6 +40,16 @@ def exact(x, w):
                      w.astype(np.longdouble)).astype(np.float64)
 
 
+def exact_dw(x, dy, k):
+    """The kernel gradient (eq. 12) of the same correlation, summed in longdouble."""
+    d = x.ndim - 2
+    xp = np.pad(x.astype(np.longdouble), ((0, 0), (0, 0)) + ((1, 1),) * d)
+    patches = sliding_window_view(xp, k, axis=tuple(range(2, 2 + d)))
+    sub, ker = "xyz"[:d], "ijk"[:d]
+    return np.einsum(f"nc{sub}{ker},no{sub}->oc{ker}", patches,
+                     dy.astype(np.longdouble)).astype(np.float64)
+
+
 def error(got, ref):
     return float(np.linalg.norm(np.asarray(got, np.float64) - ref) / np.linalg.norm(ref))
 
@@ -54,6 +64,7 @@ def case_rows(xs, ws, dist, rng):
     dy64 = rng.standard_normal(y_ref.shape)
     w_adj = np.swapaxes(w64[(slice(None), slice(None)) + (slice(None, None, -1),) * d], 0, 1)
     dx_ref = exact(dy64, w_adj)
+    dw_ref = exact_dw(x64, dy64, ws[2:])
     rows = []
     saved = dict(_winograd.TILE)
     try:
@@ -62,6 +73,8 @@ def case_rows(xs, ws, dist, rng):
             base_y = error(vecconv.conv(x, w, padding=1, algorithm="im2col"), y_ref)
             base_dx = error(vecconv.conv_backward(dy, x, w, padding=1, algorithm="im2col",
                                                   weight_grad=False)[0], dx_ref)
+            base_dw = error(vecconv.conv_backward(dy, x, w, padding=1, algorithm="im2col",
+                                                  input_grad=False)[1], dw_ref)
             for m in (2, 3, 4):
                 _winograd.TILE.update({k: m for k in _winograd.TILE})
                 try:
@@ -69,10 +82,14 @@ def case_rows(xs, ws, dist, rng):
                     e_dx = error(vecconv.conv_backward(dy, x, w, padding=1,
                                                        algorithm="winograd",
                                                        weight_grad=False)[0], dx_ref)
+                    e_dw = error(vecconv.conv_backward(dy, x, w, padding=1,
+                                                       algorithm="winograd",
+                                                       input_grad=False)[1], dw_ref)
                 except ValueError:          # the transformed kernels past the workspace
                     continue
                 rows.append(dict(x=xs, w=ws, inputs=dist, dtype=np.dtype(dt).name, m=m,
                                  axes=d, y_ratio=e_y / base_y, dx_ratio=e_dx / base_dx,
+                                 dw_ratio=e_dw / base_dw,
                                  error_y=e_y, error_im2col_y=base_y))
     finally:
         _winograd.TILE.clear()
@@ -92,13 +109,16 @@ def main(argv=None):
         for xs, ws in cases:
             for r in case_rows(xs, ws, dist, rng):
                 rows.append(r)
+                dw = f"  dw {r['dw_ratio']:5.1f}x"
                 print(f"{dist:9s} {str(xs):22s} {r['dtype']} F({r['m']},3): y "
-                      f"{r['y_ratio']:5.1f}x  dx {r['dx_ratio']:5.1f}x im2col's error",
+                      f"{r['y_ratio']:5.1f}x  dx {r['dx_ratio']:5.1f}x{dw} im2col's error",
                       flush=True)
     worst = {}
     for r in rows:
         key = (r["dtype"], r["axes"], r["m"])
         worst[key] = max(worst.get(key, 0.0), r["y_ratio"], r["dx_ratio"])
+        key = (r["dtype"], r["axes"], r["m"], "dw")
+        worst[key] = max(worst.get(key, 0.0), r["dw_ratio"])
     print("worst ratio per (dtype, axes, m):")
     for key, v in sorted(worst.items()):
         print(f"  {key}: {v:.1f} {'ok' if v <= 4 else 'over 4'}")

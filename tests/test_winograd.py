@@ -75,14 +75,14 @@ def test_the_winograd_route_agrees_with_float64_on_random_geometry(case):
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
     plan = vc.conv_plan(xs, ws, dtype=dtype, algorithm="winograd", **opts)
-    assert plan["forward"] == "winograd"
+    assert plan["forward"] == plan["dw"] == "winograd"
     ref = vc.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                   algorithm="im2col", **opts)
     x0, w0 = x.copy(), w.copy()
     got = vc.conv(x, w, b, algorithm="winograd", **opts)
     assert got.dtype == dtype and got.shape == ref.shape
     assert _normwise(got, ref) <= _bound(dtype, np.prod(ws[1:]))
-    # dx takes the route under a constant padding, the backward route otherwise; dW stays
+    # dx takes the route under a constant padding, the backward route otherwise; dW always
     dy = rng.standard_normal(ref.shape).astype(dtype)
     assert plan["dx"] == ("winograd" if opts["padding_mode"] in ("zeros", "constant")
                           else "im2col")
@@ -127,7 +127,7 @@ def test_a_resnet_layer_takes_the_route_and_matches_pytorch():
     x = rng.standard_normal((2, 32, 14, 14)).astype(np.float32)
     w = (rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32)
     plan = vc.conv_plan(x.shape, w.shape, padding=1, algorithm="winograd")
-    assert (plan["forward"], plan["dx"], plan["dw"]) == ("winograd", "winograd", "im2col")
+    assert (plan["forward"], plan["dx"], plan["dw"]) == ("winograd",) * 3
     tx = torch.from_numpy(x).requires_grad_()
     tw = torch.from_numpy(w).requires_grad_()
     ty = torch.nn.functional.conv2d(tx, tw, padding=1)
@@ -191,6 +191,32 @@ def test_nonfinite_images_take_the_backward_route_and_stay_local():
                                   vc.conv2d(xh[:1], w, padding=1, algorithm="im2col")[0])
 
 
+def test_the_kernel_gradient_sums_its_chunks_and_leaves_nonfinite_batches_to_im2col(
+        monkeypatch):
+    """dW on the route: every chunk of the tiles sums its own dU, added in a fixed order;
+    a batch with a NaN or inf anywhere takes im2col's dW (a sum over the batch: the
+    non-finite value reaches every kernel entry its windows read, as there)."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 10, 17, 15))
+    w = rng.standard_normal((6, 10, 3, 3))
+    dy = rng.standard_normal((4, 6, 17, 15))
+    ref = vc.conv2d_backward(dy, x, w, padding=1, algorithm="im2col", input_grad=False)[1]
+    for chunks in (1, 3, 8):
+        monkeypatch.setattr(_winograd, "MAX_CHUNKS", chunks)
+        monkeypatch.setattr(_winograd, "FUSED_BYTES", 1)     # rounds of MIN_GRAD_TILES
+        plan = _plan.plan_conv(x.shape, w.shape, None, np.float64,
+                               conv_options(2, padding=1, algorithm="winograd"))
+        assert plan.dw_winograd[1][2] == min(chunks, 5)        # 288 tiles, 64 a round
+        got = vc.conv2d_backward(dy, x, w, padding=1, algorithm="winograd",
+                                 input_grad=False)[1]
+        assert_close(got, ref, against="regrouped", scale=peak(ref))
+    xb = x.copy()
+    xb[2, 3, 4, 5] = np.inf
+    np.testing.assert_array_equal(
+        vc.conv2d_backward(dy, xb, w, padding=1, algorithm="winograd", input_grad=False)[1],
+        vc.conv2d_backward(dy, xb, w, padding=1, algorithm="im2col", input_grad=False)[1])
+
+
 def test_the_same_bits_with_any_thread_count():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 24, 30, 30)).astype(np.float32)
@@ -199,12 +225,11 @@ def test_the_same_bits_with_any_thread_count():
     results = []
     for n in (1, 2, 3):
         with vc.config(threads=n):
-            results.append((vc.conv2d(x, w, padding=1, algorithm="winograd"),
-                            vc.conv2d_backward(dy, x, w, padding=1, algorithm="winograd",
-                                               weight_grad=False)[0]))
-    for y, dx in results[1:]:
-        np.testing.assert_array_equal(y, results[0][0])
-        np.testing.assert_array_equal(dx, results[0][1])
+            results.append((vc.conv2d(x, w, padding=1, algorithm="winograd"),)
+                           + vc.conv2d_backward(dy, x, w, padding=1, algorithm="winograd"))
+    for got in results[1:]:
+        for a, b in zip(got, results[0]):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -267,19 +292,21 @@ def test_empty_batches_and_single_pixels():
                                vc.conv2d(x, w, padding=1, algorithm="im2col"), rtol=1e-14)
 
 
-def test_a_reflect_padded_layer_takes_the_route_forward_and_im2col_for_dx():
+def test_a_reflect_padded_layer_takes_the_route_but_for_dx():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 3, 10, 9))
     w = rng.standard_normal((4, 3, 3, 3))
     plan = vc.conv_plan(x.shape, w.shape, padding=1, padding_mode="reflect",
                         algorithm="winograd", dtype=np.float64)
-    assert (plan["forward"], plan["dx"]) == ("winograd", "im2col")
+    assert (plan["forward"], plan["dx"], plan["dw"]) == ("winograd", "im2col", "winograd")
     dy = rng.standard_normal((2, 4, 10, 9))
-    for a, b in zip(vc.conv2d_backward(dy, x, w, padding=1, padding_mode="reflect",
-                                       algorithm="winograd"),
-                    vc.conv2d_backward(dy, x, w, padding=1, padding_mode="reflect",
-                                       algorithm="im2col")):
-        np.testing.assert_array_equal(a, b)
+    got = vc.conv2d_backward(dy, x, w, padding=1, padding_mode="reflect",
+                             algorithm="winograd")
+    ref = vc.conv2d_backward(dy, x, w, padding=1, padding_mode="reflect",
+                             algorithm="im2col")
+    np.testing.assert_array_equal(got[0], ref[0])          # dx: the same path
+    assert_close(got[1], ref[1], against="regrouped", scale=peak(ref[1]))
+    np.testing.assert_array_equal(got[2], ref[2])
 
 
 def test_the_transforms_are_exact_identities():

@@ -281,6 +281,42 @@ def _headline_page(name, data):
     return out
 
 
+def _layers_page(name, data):
+    """bench/layers.py: the layers people run, against PyTorch, with each route's error."""
+    out = [f"The layers people run (``bench/results/{name}``)", "-" * 80, ""]
+    out += ["Measured by ``bench/layers.py``: forward + backward (dx, dw, db) of each layer, "
+            "vecconv against ``torch.nn.functional`` on the same threads, interleaved, "
+            "PyTorch imported and run first (× above 1: vecconv is faster). The errors are "
+            "normwise against PyTorch in float64, for the route the planner took and for "
+            "im2col's (the accuracy policy: within 4×).", ""]
+    out += _machine(data["machine"])
+    rows = []
+    for r in data["rows"]:
+        routes = r.get("routes") or {}
+        route = "/".join(routes.get(k, "?") for k in ("forward", "dx", "dw")) if routes \
+            else "transposed"
+        rows.append([r["case"], r["dtype"], "×".join(map(str, r["x"])), route,
+                     f"{r['vecconv_ms']:.2f}", f"{r['torch_ms']:.2f}", _fmt(r["speedup"]),
+                     f"{r['error']['y']:.1e}", f"{r['error_im2col']['y']:.1e}"])
+    out += _table(["layer", "dtype", "x", "route (fwd/dx/dw)", "vecconv ms", "torch ms", "×",
+                   "error y", "im2col's"], rows, "Forward + backward")
+    for dt, sm in data.get("summary", {}).items():
+        out += [f"- {dt}: faster on {sm['faster']} of {sm['of']}, geometric mean "
+                f"{sm['geomean']:.2f}×."]
+    return out + [""]
+
+
+def _winograd_accuracy_page(name, data):
+    """bench/winograd_accuracy.py: the Winograd route's error over im2col's, per m."""
+    out = [f"The Winograd route's accuracy (``bench/results/{name}``)", "-" * 80, ""]
+    out += ["Measured by ``bench/winograd_accuracy.py``: the worst ratio of F(m, 3)'s error "
+            "to im2col's (normwise, y and dx, against an extended-precision reference) "
+            "over its layers; 'auto' takes m only where it is at most 4.", ""]
+    rows = [[k, f"{v:.1f}", "yes" if v <= 4 else "no"] for k, v in data["worst"].items()]
+    out += _table(["(dtype, axes, m)", "worst ratio", "within 4×"], rows, "F(m, 3)")
+    return out
+
+
 def _versions_page(name, data):
     out = [f"Before and after a change (``bench/results/{name}``)", "-" * 80, ""]
     out += [f"Measured by ``bench/versions.py``: two installations in alternating fresh "
@@ -310,6 +346,10 @@ def write_pages(repo: Path, out_dir: Path):
         if isinstance(data, dict) and "cases" in data and "machine" in data:
             _conv_chart(data, out_dir / chart)
             page += _conv_page(path.name, data, chart)
+        elif isinstance(data, dict) and data.get("rows") and "torch_ms" in data["rows"][0]:
+            page += _layers_page(path.name, data)
+        elif isinstance(data, dict) and "worst" in data and data.get("rows"):
+            page += _winograd_accuracy_page(path.name, data)
         elif isinstance(data, dict) and data.get("rows") and "speedup" in data["rows"][0]:
             page += _headline_page(path.name, data)
         elif (isinstance(data, dict) and data.get("rows")

@@ -184,6 +184,15 @@ def select_dx_route(n, geometry, cout, groups, itemsize, workspace, algorithm):
     return Route.WINOGRAD, wino
 
 
+def select_dw_route(n, geometry, cout, groups, itemsize, workspace, m):
+    """The dW pass of a convolution whose forward pass takes the Winograd route: eq. 12 in
+    the route's own form, dU[t] = sum over tiles of dM[t] V[t]^T, with the forward
+    pass's tiles m, when the workspace holds its chunks' dU; else the backward route.
+    Returns (route or None, (m, schedule))."""
+    sched = _winograd.grad_schedule(n, geometry, cout, groups, m, itemsize, workspace, 1)
+    return (None, None) if sched is None else (Route.WINOGRAD, (m, sched))
+
+
 def _gemm_route(n, geometry, cout, groups, itemsize, workspace, masked, finite):
     """The route of the engine's GEMM family (im2col, pointwise, staged, per-map)."""
     if masked and not finite:
@@ -307,6 +316,7 @@ class Plan:
     dx_route: Route | None = None    # the dx pass's route when not backward_route
     dx_winograd: tuple | None = None  # dx on Route.WINOGRAD: (m per axis, schedule)
     dw_route: Route | None = None    # the dW pass's route when not backward_route
+    dw_winograd: tuple | None = None  # dW on Route.WINOGRAD: (m per axis, schedule)
 
     @property
     def masked(self):
@@ -332,6 +342,11 @@ class Plan:
         buffers = self.slots(self.threads()) * s.buf_elems          # column buffers
         if self.route is Route.DIRECT or self.dx_route is Route.DIRECT:
             buffers = self.threads() * _direct.scratch_elems(self.geometry)
+        if backward and need_dw and self.dw_route is Route.WINOGRAD:
+            m, sched = self.dw_winograd
+            args = (self.geometry, self.w_shape[0], self.groups, m, sched)
+            buffers = max(buffers, _winograd.grad_memory(*args, _winograd.grad_slots(
+                *args, item, self.workspace, self.threads())))
         wino = self.winograd_pass(backward and need_dx)
         if wino is not None:        # U, V and M, scratch, dx's kernels (the larger pass)
             geometry, cout, (m, sched) = wino
@@ -393,13 +408,17 @@ def _finish(dtype, x_shape, w_shape, geometry, groups, flip, mask, workspace, op
                                     finite=math.isfinite(geometry.fill))
     dx_route, dx_wino = select_dx_route(*args, options.algorithm)
     dw_route = None
+    dw_wino = None
     if route is Route.DIRECT:           # the direct route takes every pass
         dx_route, dx_wino, dw_route = Route.DIRECT, None, Route.DIRECT
+    elif route is Route.WINOGRAD:       # and the Winograd route dW with the forward pass
+        dw_route, dw_wino = select_dw_route(*args, found[0])
     schedule = make_schedule(gemm, *args)
     return Plan(dtype, x_shape, w_shape, (n, cout) + geometry.out[3 - options.d:], geometry,
                 groups, flip, mask, route, gemm, schedule, workspace, options, extra,
                 found if route is Route.FFT else None,
-                found if route is Route.WINOGRAD else None, dx_route, dx_wino, dw_route)
+                found if route is Route.WINOGRAD else None, dx_route, dx_wino, dw_route,
+                dw_wino)
 
 
 def _check_padding_mode(mode, pads, sizes, names):
@@ -476,6 +495,7 @@ def tunables():
             _winograd.UNIT_TILES, _winograd.ROUND_BYTES, _winograd.FUSED_BYTES,
             _winograd.MIN_FUSED, _winograd.TRANSFORM_COST, _winograd.WEIGHT_COST,
             _winograd.CALL_COST, _winograd.IM2COL_COST, _winograd.AUTO_BELOW,
+            _winograd.MIN_GRAD_TILES, _winograd.MAX_CHUNKS, _winograd.ACCUMULATOR_BYTES,
             tuple(sorted(_winograd.TILE.items())))
 
 

@@ -296,10 +296,34 @@ def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     None). x may be None when only dx is asked for (eq. 16-18 read dy and W alone)."""
     if plan.dw_route is Route.DIRECT or plan.dx_route is Route.DIRECT:
         return _direct_backward(dy, x, w2, plan, need_dx, need_dw)
+    dx = dw2 = None
+    if need_dw and plan.dw_route is Route.WINOGRAD:
+        dw2 = _winograd_dw(dy, x, w2, plan)
+        need_dw = False
     if need_dx and plan.dx_route is Route.WINOGRAD:
         dx = _winograd_dx(dy, w2, plan)
-        return dx, (_gemm_backward(dy, x, w2, plan, False, True)[1] if need_dw else None)
-    return _gemm_backward(dy, x, w2, plan, need_dx, need_dw)
+        need_dx = False
+    if need_dx or need_dw:
+        gx, gw = _gemm_backward(dy, x, w2, plan, need_dx, need_dw)
+        dx = gx if need_dx else dx
+        dw2 = gw if need_dw else dw2
+    return dx, dw2
+
+
+def _winograd_dw(dy, x, w2, plan):
+    """dW on the Winograd route when every image may take it (x and dy finite and far
+    from overflow); else the whole pass on the backward route (a sum over the batch: no
+    image's share can be set apart)."""
+    n = x.shape[0]
+    if _winograd_ok(plan, x, w2, (dy,)) is not None or _winograd_ok(
+            plan, dy, None, ()) is not None or n == 0:
+        return _gemm_backward(dy, x, w2, plan, False, True)[1]
+    m, sched = plan.dw_winograd
+    threads = plan.threads()
+    slots = _winograd.grad_slots(plan.geometry, plan.w_shape[0], plan.groups, m, sched,
+                                 plan.dtype.itemsize, plan.workspace, threads)
+    return _winograd.weight_grad(x, dy, plan.geometry, plan.w_shape[0], plan.groups, m,
+                                 sched, threads, slots)
 
 
 def _direct_backward(dy, x, w2, plan, need_dx, need_dw):

@@ -40,7 +40,8 @@ ctypedef struct Wino:
     Py_ssize_t o[3]             # output size
     Py_ssize_t p[3]             # padding before (may be negative: a crop)
     Py_ssize_t m[3]             # outputs per tile
-    Py_ssize_t a[3]             # inputs per tile, m + k - 1
+    Py_ssize_t a[3]             # transformed entries per tile, m + k - 1
+    Py_ssize_t e[3]             # entries a tile reads (a; m for dy in the dW pass)
     Py_ssize_t nt[3]            # tiles per axis
     Py_ssize_t T                # a0 a1 a2, the transformed taps
     Py_ssize_t per_image        # nt0 nt1 nt2
@@ -126,7 +127,7 @@ cdef floating *wino_chain(const Wino *w, const floating *src, Py_ssize_t src_ste
     cdef floating *out = NULL
     cdef floating *nxt = buf1
     for a in range(3):
-        dims[a] = w.a[a]
+        dims[a] = w.a[a] if inverse else w.e[a]
         if w.BT[a] != NULL:
             last = a
     for a in range(3):
@@ -171,12 +172,12 @@ cdef void wino_gather(const Wino *w, const floating *xc, floating *d, Py_ssize_t
     while k < nb:
         L = wino_run_length(w, q, nb - k)
         e = 0
-        for e0 in range(w.a[0]):
+        for e0 in range(w.e[0]):
             i0 = fold_index(q[0] * w.m[0] - w.p[0] + e0, w.i[0], w.mode)
-            for e1 in range(w.a[1]):
+            for e1 in range(w.e[1]):
                 i1 = fold_index(q[1] * w.m[1] - w.p[1] + e1, w.i[1], w.mode)
                 row = xc + (n * w.C + c) * S + (i0 * w.i[1] + i1) * W
-                for e2 in range(w.a[2]):
+                for e2 in range(w.e[2]):
                     dk = d + e * tb + k
                     e += 1
                     if i0 < 0 or i1 < 0:
@@ -314,27 +315,15 @@ cdef void wino_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
         wino_run(w, u, slot, <float>0)
 
 
-def winograd_forward(const floating[::1] x, const floating[::1] U, const floating[::1] bias,
-                     floating[::1] y, bint has_bias, Geometry geometry, tuple m, list BT,
-                     list AT, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups,
-                     Py_ssize_t tb, Py_ssize_t R, Py_ssize_t cblk, Py_ssize_t jblk,
-                     bint fused, int threads, int slots):
-    """y = conv(x) + bias on the Winograd route: U the transformed kernels (T, Cout,
-    C/groups), m the outputs per tile per axis, BT/AT per axis the (a x a) and (m x a)
-    float64 transforms (None for an untransformed axis, whose m is 1). Stride and
-    dilation 1; a kernel axis of 1 or 3 taps. Rounds of R tiles; transform units of tb
-    tiles and cblk channels (in) or jblk output maps (out); fused: a unit is a round."""
-    cdef Wino w
+cdef int wino_setup(Wino *w, Geometry geometry, tuple m, list BT, list AT, Py_ssize_t N,
+                    Py_ssize_t cout, Py_ssize_t groups, list keep) except -1:
+    """Fill w's geometry, tiles and transforms (the forward view: x in, y out); keep
+    holds the matrices' views alive."""
     cdef int a
-    cdef Py_ssize_t units, per_call, n_units
     cdef const double[:, ::1] mat
-    cdef list keep = []
-    memset(&w, 0, sizeof(Wino))
-    w.f64 = floating is double
     w.N, w.C, w.cout, w.groups = N, geometry.channels, cout, groups
-    if (groups < 1 or cout % groups or w.C % groups or slots < 1 or threads < 1 or tb < 1
-            or R < tb or cblk < 1 or jblk < 1):
-        raise ValueError("vecconv engine: bad groups, slots, threads, tiles or blocks")
+    if groups < 1 or cout % groups or w.C % groups:
+        raise ValueError("vecconv engine: groups must divide C and Cout")
     w.cig, w.cog = w.C // groups, cout // groups
     w.T, w.per_image = 1, 1
     for a in range(3):
@@ -362,18 +351,40 @@ def winograd_forward(const floating[::1] x, const floating[::1] U, const floatin
             if mat.shape[0] != w.m[a] or mat.shape[1] != w.a[a]:
                 raise ValueError("vecconv engine: A^T does not match the tile")
             w.AT[a] = &mat[0, 0]
+        w.e[a] = w.a[a]
         w.nt[a] = (w.o[a] + w.m[a] - 1) // w.m[a]
         w.T *= w.a[a]
         w.per_image *= w.nt[a]
     if not keep:
         raise ValueError("vecconv engine: the Winograd route transforms at least one axis")
     w.tiles = N * w.per_image
-    w.tb, w.R, w.cblk, w.jblk = tb, R, cblk, jblk
     w.mode = geometry.mode
     w.fill = geometry.fill
     if w.mode != 0 and w.i[0] * w.i[1] * w.i[2] == 0:
         raise ValueError("vecconv engine: a padding mode that reads the map needs a "
                          "non-empty map")
+    return 0
+
+
+def winograd_forward(const floating[::1] x, const floating[::1] U, const floating[::1] bias,
+                     floating[::1] y, bint has_bias, Geometry geometry, tuple m, list BT,
+                     list AT, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups,
+                     Py_ssize_t tb, Py_ssize_t R, Py_ssize_t cblk, Py_ssize_t jblk,
+                     bint fused, int threads, int slots):
+    """y = conv(x) + bias on the Winograd route: U the transformed kernels (T, Cout,
+    C/groups), m the outputs per tile per axis, BT/AT per axis the (a x a) and (m x a)
+    float64 transforms (None for an untransformed axis, whose m is 1). Stride and
+    dilation 1; a kernel axis of 1 or 3 taps. Rounds of R tiles; transform units of tb
+    tiles and cblk channels (in) or jblk output maps (out); fused: a unit is a round."""
+    cdef Wino w
+    cdef Py_ssize_t units, per_call, n_units
+    cdef list keep = []
+    memset(&w, 0, sizeof(Wino))
+    w.f64 = floating is double
+    if slots < 1 or threads < 1 or tb < 1 or R < tb or cblk < 1 or jblk < 1:
+        raise ValueError("vecconv engine: bad slots, threads, tiles or blocks")
+    wino_setup(&w, geometry, m, BT, AT, N, cout, groups, keep)
+    w.tb, w.R, w.cblk, w.jblk = tb, R, cblk, jblk
     expect("x", x.shape[0], N * w.C * w.i[0] * w.i[1] * w.i[2])
     expect("U", U.shape[0], w.T * cout * w.cig)
     expect("bias", bias.shape[0], cout if has_bias else bias.shape[0])
@@ -420,3 +431,98 @@ def winograd_forward(const floating[::1] x, const floating[::1] U, const floatin
             w.first += w.count
     finally:
         free_buffers(w.bufs if fused else w.V)
+
+
+# ----------------------------------------------------------------------------- dW
+ctypedef struct WinoGrad:
+    Wino *wx                    # x, transformed as the forward pass does (B^T d B)
+    Wino *wd                    # dy: tiles of m outputs, transformed by A (the adjoint of A^T)
+    void *acc                   # (chunks, T, Cout, C/groups): one dU per chunk
+    Py_ssize_t chunk            # tiles per chunk
+
+
+cdef void wgrad_run(WinoGrad *g, Py_ssize_t u, int slot, floating dummy) noexcept nogil:
+    """Chunk u of the tiles: dU_u[t] += dM[t] V[t]^T over its tiles, round by round
+    (eq. 12 in Winograd's form: the kernel gradient of M[t] = U[t] V[t])."""
+    cdef Wino *wx = g.wx
+    cdef Wino *wd = g.wd
+    cdef floating *scratch = <floating *>wx.bufs + slot * wx.buf_elems
+    cdef floating *V = scratch + 3 * wx.T * wx.tb
+    cdef floating *D = V + wx.T * wx.C * wx.R
+    cdef floating *acc = <floating *>g.acc + u * wx.T * wx.cout * wx.cig
+    cdef Py_ssize_t first = u * g.chunk, last = imin(first + g.chunk, wx.tiles)
+    cdef Py_ssize_t count, k0, t, gi
+    while first < last:
+        count = imin(wx.R, last - first)
+        k0 = 0
+        while k0 < count:
+            wino_in(wx, V, first, count, k0, 0, wx.C, scratch)
+            wino_in(wd, D, first, count, k0, 0, wd.C, scratch)
+            k0 += wx.tb
+        for t in range(wx.T):
+            for gi in range(wx.groups):
+                gemm(False, True, wx.cog, wx.cig, count, <floating>1,
+                     D + (t * wx.cout + gi * wx.cog) * wx.R, wx.R,
+                     V + (t * wx.C + gi * wx.cig) * wx.R, wx.R, <floating>1,
+                     acc + (t * wx.cout + gi * wx.cog) * wx.cig, wx.cig)
+        first += count
+
+
+cdef void wgrad_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    cdef WinoGrad *g = <WinoGrad *>ctx
+    if g.wx.f64:
+        wgrad_run(g, u, slot, <double>0)
+    else:
+        wgrad_run(g, u, slot, <float>0)
+
+
+def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating[::1] acc,
+                         Geometry geometry, tuple m, list BT, list AT, list A,
+                         Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups, Py_ssize_t tb,
+                         Py_ssize_t R, Py_ssize_t chunks, int threads, int slots):
+    """acc (chunks, T, Cout, C/groups), zeroed by the caller, += dU of each chunk of the
+    tiles: dU[t] = sum over tiles of (A dy A^T)[t] (B^T d B)[t]^T; the caller adds the
+    chunks in order and takes dW = G^T dU G. A per axis: the (a x m) transpose of A^T."""
+    cdef Wino wx, wd
+    cdef WinoGrad g
+    cdef list keep = []
+    cdef int a
+    cdef const double[:, ::1] mat
+    memset(&wx, 0, sizeof(Wino))
+    wx.f64 = floating is double
+    if slots < 1 or threads < 1 or tb < 1 or R < tb or chunks < 1:
+        raise ValueError("vecconv engine: bad slots, threads, tiles or chunks")
+    wino_setup(&wx, geometry, m, BT, AT, N, cout, groups, keep)
+    wx.tb, wx.R = tb, R
+    # dy as a map of its own: cout channels, tiles of m entries from 0 (no padding),
+    # outputs past the map read as 0, transformed by A
+    wd = wx
+    wd.C = cout
+    for a in range(3):
+        wd.i[a] = wx.o[a]
+        wd.p[a] = 0
+        wd.e[a] = wx.m[a]
+        if wx.BT[a] != NULL:
+            mat = A[a]
+            keep.append(mat)
+            if mat.shape[0] != wx.a[a] or mat.shape[1] != wx.m[a]:
+                raise ValueError("vecconv engine: A does not match the tile")
+            wd.BT[a] = &mat[0, 0]
+    wd.mode, wd.fill = 0, 0.0
+    expect("x", x.shape[0], N * wx.C * wx.i[0] * wx.i[1] * wx.i[2])
+    expect("dy", dy.shape[0], N * cout * wx.o[0] * wx.o[1] * wx.o[2])
+    expect("acc", acc.shape[0], chunks * wx.T * cout * wx.cig)
+    if wx.tiles == 0 or cout == 0:
+        return
+    wx.x, wd.x = &x[0], &dy[0]
+    wx.buf_elems = 3 * wx.T * tb + wx.T * R * (wx.C + cout)
+    g.wx, g.wd = &wx, &wd
+    g.acc = &acc[0]
+    g.chunk = (wx.tiles + chunks - 1) // chunks
+    wx.bufs = alloc_buffers(slots * wx.buf_elems * sizeof(floating))
+    try:
+        with nogil:
+            vc_run(wgrad_unit, &g, (wx.tiles + g.chunk - 1) // g.chunk, imin(threads, slots))
+        PyErr_CheckSignals()
+    finally:
+        free_buffers(wx.bufs)

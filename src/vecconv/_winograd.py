@@ -26,7 +26,9 @@ reference; ``bench/layers.py`` reports both): the accuracy policy of ``algorithm
 The error of the previous layer (eq. 16-18) of such a layer is again a stride-1
 correlation with 3-tap kernels: of dy with the flipped kernels, input and output
 channels exchanged, padded by 2 - p before each axis. With a constant padding it takes
-this route too (``dx``); the kernel gradient stays on im2col (eq. 12).
+this route too (``dx``). The kernel gradient (eq. 12) of M[t] = U[t] V[t] is
+dU[t] = sum over tiles of dM[t] V[t]^T with dM = A dy A^T (the adjoint of the output
+transform), one product per transformed tap, and dW = G^T dU G (``weight_grad``).
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ from . import _engine
 #: measured error was lowest for each m.
 POINTS = {2: (0.0, 1.0, -1.0), 3: (0.0, 1.0, -1.0, 0.5), 4: (0.0, 1.0, -1.0, 2.0, -0.5)}
 
-#: m per (dtype, transformed axes): the largest whose measured error stays within 4x the
-#: im2col route's, for y and for dx, normwise against an extended-precision reference
-#: (bench/winograd_accuracy.py: 1-D, 2-D and 3-D layers of 3 to 512 channels, normal and
-#: rectified inputs). Measured ratios, y/dx, worst case: 2-D F(2) 1.9/1.8, F(3) 6.4/6.8;
-#: 1-D F(3) 2.3/2.6, F(4) float32 2.6/2.8, float64 3.3/4.5; 3-D F(2) 1.9/2.2, F(3) 11.6/14.9.
+#: m per (dtype, transformed axes), for every pass: the largest whose measured error
+#: stays within 4x the im2col route's, for y, dx and dW, normwise against an
+#: extended-precision reference (bench/winograd_accuracy.py: 1-D, 2-D and 3-D layers of 3
+#: to 512 channels, normal and rectified inputs; bench/results/winograd_accuracy.json).
+#: Worst ratios over y, dx and dW: 2-D F(2) 2.3, F(3) 7.8; 3-D F(2) 2.3, F(3) 15;
+#: 1-D F(3) 3.2, F(4) float32 3.1, float64 4.5.
 TILE = {("float32", 1): 4, ("float32", 2): 2, ("float32", 3): 2,
         ("float64", 1): 3, ("float64", 2): 2, ("float64", 3): 2}
 
@@ -56,6 +59,12 @@ UNIT_TILES = 128
 ROUND_BYTES = 16 * 2**20
 #: Units a transform job is cut into at least, when the shapes allow.
 MIN_UNITS = 8
+#: The dW pass: a round of at least this many tiles (its GEMMs' depth) ...
+MIN_GRAD_TILES = 64
+#: ... and at most this many chunks of the tiles, each with its own dU ...
+MAX_CHUNKS = 8
+#: ... which take at most this many bytes (but there are at least 2 chunks).
+ACCUMULATOR_BYTES = 16 * 2**20
 #: A fused unit's V and M take at most this many bytes (within a core's L2 cache) ...
 FUSED_BYTES = 2**20
 #: ... for at least this many tiles, or the rounds are shared step by step.
@@ -242,6 +251,68 @@ def run(x, w, bias, geometry, cout, groups, m, sched, threads, slots):
                              bias is not None, geometry, tuple(m), BT, AT, n, cout, groups,
                              *sched, threads, slots)
     return y
+
+
+def grad_schedule(n, geometry, cout, groups, m, itemsize, workspace, slots):
+    """(tiles per transform unit, tiles per round, chunks) of the dW pass, or None when
+    the workspace cannot hold it: each chunk of the tiles sums its own dU (T x Cout x
+    C/groups; at most MAX_CHUNKS, within ACCUMULATOR_BYTES but at least 2), each slot
+    transforms a round of x's and dy's tiles into its own V and dM."""
+    T = transformed_taps(geometry, m)
+    c = geometry.channels
+    tiles = n * math.prod(-(-o // mm) for o, mm in zip(geometry.out, m))
+    per_tile = T * (c + cout) * itemsize
+    R = max(1, min(tiles, max(FUSED_BYTES // per_tile, MIN_GRAD_TILES)))
+    tb = min(UNIT_TILES, R)
+    du = T * cout * (c // groups) * itemsize
+    chunks = max(1, min(MAX_CHUNKS, -(-tiles // R), max(2, ACCUMULATOR_BYTES // max(du, 1))))
+    total = slots * (3 * T * tb * itemsize + R * per_tile) + chunks * du
+    if total > workspace:
+        return None
+    return tb, R, chunks
+
+
+def grad_memory(geometry, cout, groups, m, sched, slots):
+    """Elements the dW pass allocates: each slot's scratch, V and dM, the chunks' dU."""
+    tb, R, chunks = sched
+    T = transformed_taps(geometry, m)
+    c = geometry.channels
+    return slots * T * (3 * tb + R * (c + cout)) + chunks * T * cout * (c // groups)
+
+
+def grad_slots(geometry, cout, groups, m, sched, itemsize, workspace, threads):
+    """Participants of the dW pass the workspace has buffers for (1 to threads)."""
+    one = grad_memory(geometry, cout, groups, m, sched, 1)
+    per_slot = grad_memory(geometry, cout, groups, m, sched, 2) - one
+    return max(1, min(threads, 1 + (workspace // itemsize - one) // max(per_slot, 1)))
+
+
+def weight_grad(x, dy, geometry, cout, groups, m, sched, threads, slots):
+    """dW (Cout, C/groups * taps) on the route from clean x and dy: the chunks' dU added
+    in a fixed order, then dW = G^T dU G (one product with the Kronecker matrix K)."""
+    tb, R, chunks = sched
+    dtype = x.dtype
+    T = transformed_taps(geometry, m)
+    cig = geometry.channels // groups
+    BT, AT, A = [], [], []
+    for a in range(3):
+        at = bt = None
+        if geometry.kernel[a] == 3:
+            at, _, bt = matrices(m[a])
+        BT.append(bt)
+        AT.append(at)
+        A.append(None if at is None else np.ascontiguousarray(at.T))
+    acc = np.zeros((chunks, T, cout, cig), dtype=dtype)
+    _engine.winograd_weight_grad(x.reshape(-1), dy.reshape(-1), acc.reshape(-1), geometry,
+                                 tuple(m), BT, AT, A, x.shape[0], cout, groups, tb, R,
+                                 chunks, threads, slots)
+    du = acc[0]
+    for i in range(1, chunks):          # a fixed order: the same bits for any threads
+        du += acc[i]
+    K = np.ascontiguousarray(weight_transform(geometry, m), dtype=dtype)
+    dw = np.empty((cout * cig, K.shape[1]), dtype=dtype)
+    _engine.gemm_into(du.reshape(T, -1), K, dw, trans_a=True)
+    return dw.reshape(cout, -1)
 
 
 def adjoint(w, geometry, groups):

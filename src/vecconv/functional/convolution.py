@@ -178,10 +178,10 @@ def conv_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, stride: Size 
     stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace
         The keywords given to ``conv``, with the same meaning.
     algorithm : {'auto', 'im2col', 'fft', 'winograd'}
-        As given to ``conv`` (one set of keywords serves both passes): dW is the GEMM of
-        eq. 12 whatever it says; dx (eq. 16-18) takes the Winograd route under 'auto'
-        (where it pays) or 'winograd', for a stride-1 3-tap layer with a constant
-        padding, and the GEMM and col2im otherwise ('fft' gives the GEMMs).
+        As given to ``conv`` (one set of keywords serves both passes). Under 'auto' and
+        'winograd' a stride-1 3-tap layer takes the Winograd route for dW (eq. 12 in the
+        route's form) and, with a constant padding, for dx (eq. 16-18); 'direct' takes
+        every pass; 'fft' and 'im2col' give the GEMMs and col2im.
     input_grad : bool
         False skips dx (a first layer needs none): the engine then makes neither its GEMMs
         nor its column buffers.
