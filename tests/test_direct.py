@@ -107,10 +107,10 @@ def test_a_nan_stays_where_it_is_read_and_threads_change_no_bit():
 
 
 def test_forcing_the_route_where_it_cannot_run_names_why():
-    with pytest.raises(ValueError, match="algorithm='direct' runs grouped convolutions"):
+    with pytest.raises(ValueError, match="algorithm='direct' cannot run this convolution"):
         vc.conv2d(np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3)), algorithm="direct")
     table = np.ones((2, 2), bool)
-    with pytest.raises(ValueError, match="algorithm='direct' runs grouped convolutions"):
+    with pytest.raises(ValueError, match="algorithm='direct' cannot run this convolution"):
         vc.conv2d(np.ones((1, 2, 8, 8)), np.ones((2, 2, 3, 3)), connections=table,
                   algorithm="direct")
 
@@ -135,3 +135,34 @@ def test_a_depthwise_transposed_convolution_and_layer_take_the_route():
     d = np.ones((2, 6, 9, 10))
     assert_close(layer.backward(d), ref_layer.backward(d), against="regrouped", scale=10)
     assert_close(layer.grads["w"], ref_layer.grads["w"], against="regrouped", scale=100)
+
+
+def test_the_route_keeps_to_the_workspace_and_its_memory_is_counted():
+    import tracemalloc
+
+    from vecconv import _plan
+    from vecconv._options import conv_options
+    x = np.ones((1, 2, 1000, 1000), np.float32)
+    w = np.ones((2, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="does not fit a workspace of 4096 bytes"):
+        vc.conv2d(x, w, padding=1, groups=2, algorithm="direct", workspace=4096)
+    plan = vc.conv_plan(x.shape, w.shape, padding=1, groups=2, workspace=4096)
+    assert plan["forward"] != "direct"
+    # a depthwise transposed convolution's backward pass: the plan counts what it takes
+    rng = np.random.default_rng(4)
+    xt = rng.standard_normal((2, 16, 100, 100))
+    wt = rng.standard_normal((16, 1, 3, 3))
+    dy = rng.standard_normal((2, 16, 100, 100))
+    from vecconv._options import conv_transpose_options
+    tplan = _plan.plan_conv_transpose(xt.shape, wt.shape, np.float64,
+                                      conv_transpose_options(2, padding=1, groups=16))
+    assert tplan.route is tplan.dx_route is tplan.dw_route is _plan.Route.DIRECT
+    tracemalloc.start()
+    try:
+        vc.conv_transpose2d_backward(dy, xt, wt, padding=1, groups=16)
+        _, top = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    counted = tplan.memory() + tplan.memory(backward=True, need_dx=False)
+    assert top <= counted + xt.nbytes + 2**16, (top, counted)
+    del conv_options

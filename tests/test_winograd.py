@@ -51,7 +51,11 @@ def winograd_cases(draw):
                 fill_value=-0.75 if mode == "constant" else 0.0)
     n = draw(st.integers(1, 3))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    return (n, c) + size, (cout, c // groups) + k, opts, dtype, draw(st.integers(0, 2**31))
+    # rounds shared step by step (FUSED_BYTES 0) or a unit each; a tight workspace
+    opts["workspace"] = draw(st.sampled_from([None, None, 2**13, 2**15, 2**17]))
+    fused = draw(st.sampled_from([None, 0]))
+    return ((n, c) + size, (cout, c // groups) + k, opts, dtype, draw(st.integers(0, 2**31)),
+            fused)
 
 
 def _normwise(got, ref):
@@ -60,38 +64,61 @@ def _normwise(got, ref):
         np.linalg.norm(ref), 1e-300)
 
 
-def _bound(dtype, terms):
-    """A normwise error the dtype allows for sums of ``terms`` products: F(m, 3)'s error
-    is a small multiple of the direct sum's (the accuracy policy holds it within 4x)."""
-    return 64 * np.finfo(dtype).eps * math.sqrt(terms)
+def _within(got, ref, magnitude, dtype, terms):
+    """|got - ref| (normwise) within what the dtype allows for sums of ``terms``
+    products, measured against ``magnitude``, the same sums of the terms' absolute values
+    (a cancelling sum has a small result, not a small error): F(m, 3)'s error is a small
+    multiple of the direct sum's (the accuracy policy holds it within 4x)."""
+    err = np.linalg.norm(np.asarray(got, np.float64) - ref)
+    return err <= 64 * np.finfo(dtype).eps * math.sqrt(terms) * np.linalg.norm(magnitude)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=winograd_cases())
 def test_the_winograd_route_agrees_with_float64_on_random_geometry(case):
-    xs, ws, opts, dtype, seed = case
+    xs, ws, opts, dtype, seed, fused = case
+    saved = _winograd.FUSED_BYTES
+    try:
+        if fused is not None:
+            _winograd.FUSED_BYTES = fused
+        _check_random_case(xs, ws, opts, dtype, seed)
+    finally:
+        _winograd.FUSED_BYTES = saved
+
+
+def _check_random_case(xs, ws, opts, dtype, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
-    plan = vc.conv_plan(xs, ws, dtype=dtype, algorithm="winograd", **opts)
-    assert plan["forward"] == plan["dw"] == "winograd"
+    try:
+        plan = vc.conv_plan(xs, ws, dtype=dtype, algorithm="winograd", **opts)
+    except ValueError as exc:       # a tight workspace: refused by name, nothing run
+        assert opts["workspace"] and "do not fit a workspace" in str(exc)
+        return
+    assert plan["forward"] == "winograd" and plan["dw"] in ("winograd", "im2col")
     ref = vc.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                   algorithm="im2col", **opts)
     x0, w0 = x.copy(), w.copy()
     got = vc.conv(x, w, b, algorithm="winograd", **opts)
     assert got.dtype == dtype and got.shape == ref.shape
-    assert _normwise(got, ref) <= _bound(dtype, np.prod(ws[1:]))
+    absolute = dict(opts, fill_value=abs(opts["fill_value"]))
+    magnitude = vc.conv(np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64)),
+                        np.abs(b.astype(np.float64)), algorithm="im2col", **absolute)
+    assert _within(got, ref, magnitude, dtype, np.prod(ws[1:]))
     # dx takes the route under a constant padding, the backward route otherwise; dW always
     dy = rng.standard_normal(ref.shape).astype(dtype)
-    assert plan["dx"] == ("winograd" if opts["padding_mode"] in ("zeros", "constant")
-                          else "im2col")
+    assert plan["dx"] in (("winograd", "im2col") if opts["workspace"] else ("winograd",)) \
+        if opts["padding_mode"] in ("zeros", "constant") else plan["dx"] == "im2col"
     dx_ref, dw_ref, db_ref = vc.conv_backward(dy.astype(np.float64), x.astype(np.float64),
                                               w.astype(np.float64), algorithm="im2col",
                                               **opts)
     dx, dw, db = vc.conv_backward(dy, x, w, algorithm="winograd", **opts)
     assert dx.dtype == dtype and dx.shape == x.shape
-    assert _normwise(dx, dx_ref) <= _bound(dtype, np.prod(ws[2:]) * ws[0])
+    dx_magnitude = vc.conv_backward(np.abs(dy.astype(np.float64)), x.astype(np.float64),
+                                    np.abs(w.astype(np.float64)), algorithm="im2col",
+                                    weight_grad=False, **absolute)[0]
+    assert _within(dx, dx_ref, dx_magnitude, dtype, np.prod(ws[2:]) * ws[0])
     assert_close(dw, dw_ref, scale=peak(dw_ref))
     assert_close(db, db_ref, scale=peak(db_ref))
     np.testing.assert_array_equal(x, x0)          # the inputs are not modified
@@ -217,11 +244,16 @@ def test_the_kernel_gradient_sums_its_chunks_and_leaves_nonfinite_batches_to_im2
         vc.conv2d_backward(dy, xb, w, padding=1, algorithm="im2col", input_grad=False)[1])
 
 
-def test_the_same_bits_with_any_thread_count():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_same_bits_with_any_thread_count(dtype, fused, monkeypatch):
+    """Every cut is the shapes' and the workspace's, never the thread count's: the
+    kernels' transform too (in blocks of WEIGHT_BLOCK; 600 kernels here: a partial one)."""
+    monkeypatch.setattr(_winograd, "FUSED_BYTES", 2**40 if fused else 0)
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((3, 24, 30, 30)).astype(np.float32)
-    w = rng.standard_normal((24, 24, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((3, 24, 30, 30)).astype(np.float32)
+    x = rng.standard_normal((3, 24, 30, 30)).astype(dtype)
+    w = rng.standard_normal((25, 24, 3, 3)).astype(dtype)
+    dy = rng.standard_normal((3, 25, 30, 30)).astype(dtype)
     results = []
     for n in (1, 2, 3):
         with vc.config(threads=n):
@@ -401,3 +433,75 @@ def test_dask_blocks_take_the_route():
     dx_ref, dw_ref, _ = vc.conv2d_backward(dy, x, w, padding=1, algorithm="im2col")
     assert_close(dx.compute(), dx_ref, against="regrouped", scale=peak(dx_ref))
     assert_close(dw.compute(), dw_ref, against="regrouped", scale=peak(dw_ref))
+
+
+# ----------------------------------------------------------------------------- hostile use
+def test_a_table_with_a_nonfinite_delta_takes_per_map_for_that_image_alone():
+    """Under a connection table, dx of an image whose dy holds a NaN is computed per map
+    (the NaN reaches only the inputs its table connects), as im2col does."""
+    table = np.array([[True, False], [False, True]])
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((4, 2, 6, 6))
+    w = rng.standard_normal((2, 2, 3, 3))
+    dy = rng.standard_normal((4, 2, 6, 6))
+    dy[1, 1, 5, 5] = np.nan
+    dy[2, 0, 0, 0] = 1e306
+    opts = dict(padding=1, connections=table)
+    got = vc.conv2d_backward(dy, x, w, algorithm="winograd", weight_grad=False, **opts)[0]
+    ref = vc.conv2d_backward(dy, x, w, algorithm="im2col", weight_grad=False, **opts)[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert not np.isnan(got[1, 0]).any()
+    assert_close(got[[0, 3]], ref[[0, 3]], against="regrouped", scale=peak(ref[[0, 3]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_values_that_the_transforms_would_overflow_take_im2col(dtype):
+    """Values below the dtype's largest whose transformed sums would overflow: the
+    image takes im2col, whose sums do not (eq. 1's largest output is finite here)."""
+    big = np.finfo(dtype).max / 4096 / 4 * 0.999
+    s = np.array([-2.0, 1, 1, -2])
+    x = np.zeros((2, 64, 6, 6), dtype)
+    x[0, :, 1:5, 1:5] = big * np.outer(s, s)
+    x[1] = 1
+    w = np.ones((4, 64, 3, 3), dtype) / 64
+    got = vc.conv2d(x, w, padding=1, algorithm="winograd")
+    ref = vc.conv2d(x, w, padding=1, algorithm="im2col")
+    assert np.isfinite(ref).all() and np.isfinite(got).all()
+    np.testing.assert_array_equal(got[0], vc.conv2d(x[:1], w, padding=1,
+                                                    algorithm="im2col")[0])
+    assert_close(got[1], ref[1], scale=peak(ref[1]))
+
+
+def test_a_nonfinite_fill_leaves_dx_on_the_route():
+    """dx reads no pad: a NaN fill_value does not keep it off the route."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+    opts = dict(padding=1, padding_mode="constant", fill_value=np.nan)
+    got = vc.conv2d_backward(dy, x, w, weight_grad=False, **opts)[0]
+    ref = vc.conv2d_backward(dy.astype(np.float64), x, w.astype(np.float64),
+                             algorithm="im2col", weight_grad=False, **opts)[0]
+    assert np.isfinite(got).all()
+    assert_close(got, ref, scale=peak(ref))
+
+
+def test_whether_the_route_fits_does_not_depend_on_the_batch():
+    w = np.ones((9, 2, 3, 3))
+    for n in (1, 2, 5):
+        y = vc.conv2d(np.ones((n, 6, 12, 12)), w, groups=3, padding=1, algorithm="winograd",
+                      workspace=20000)
+        np.testing.assert_allclose(y, vc.conv2d(np.ones((n, 6, 12, 12)), w, groups=3,
+                                                padding=1, algorithm="im2col"), rtol=1e-13)
+
+
+def test_layers_check_a_forced_algorithm_when_built():
+    with pytest.raises(ValueError, match="algorithm='winograd' needs kernels of 3 taps"):
+        vc.nn.Conv2D(2, 4, 5, algorithm="winograd")
+    with pytest.raises(ValueError, match="algorithm='winograd' needs stride 1"):
+        vc.nn.ConvTranspose2D(2, 4, 3, stride=2, algorithm="winograd")
+    with pytest.raises(ValueError, match="algorithm='direct' runs grouped convolutions"):
+        vc.nn.Conv2D(2, 4, 3, algorithm="direct")
+    # an empty map has nothing to transform: the forced route is not asked
+    assert vc.conv2d(np.ones((2, 3, 0, 5)), np.ones((4, 3, 3, 3)), padding=2,
+                     algorithm="winograd").shape == (2, 4, 2, 7)

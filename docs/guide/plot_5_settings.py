@@ -7,9 +7,9 @@ a ``with`` block that belongs to the current Python thread alone:
 
 * ``threads``: vecconv's own worker threads (the caller included). Results are the same
   bits for any setting. ``threadpoolctl.threadpool_limits(n)`` limits them too.
-* ``workspace``: the byte budget of the column buffers (and of the FFT route's
-  transforms); a call's ``workspace=`` overrides it.
-* ``algorithm=`` (a keyword of the convolution functions): how the forward pass runs.
+* ``workspace``: the byte budget of each pass's working buffers (column buffers, or the
+  transformed tiles of the FFT and Winograd routes); a call's ``workspace=`` overrides it.
+* ``algorithm=`` (a keyword of the convolution functions and layers): how the passes run.
 """
 
 # %%
@@ -64,11 +64,16 @@ print("1, 2 and 3 threads: identical results")
 # ----------------------
 # ``'auto'`` lets the planner choose; ``'im2col'`` is the derivation's patch matrix and a
 # GEMM (eq. 12); ``'fft'`` transforms tiles of the maps and the kernels, for large
-# kernels. ``vecconv.conv_plan`` says what the planner chooses, computing nothing.
-for kernel in (3, 31):
-    plan = vecconv.conv_plan((1, 1, 512, 512), (16, 1, kernel, kernel))
-    print(f"{kernel}x{kernel} kernels: forward on {plan['forward']}, backward on "
-          f"{plan['backward']}")
+# kernels; ``'winograd'`` minimal filtering for 3-tap kernels at stride 1 (one GEMM per
+# transformed tap); ``'direct'`` grouped convolutions map by map (depthwise layers).
+# ``vecconv.conv_plan`` says what the planner chooses for each pass, computing nothing.
+for name, x_shape, w_shape, opts in [
+        ("31x31 filter bank", (1, 1, 512, 512), (16, 1, 31, 31), {}),
+        ("5x5 layer", (8, 16, 64, 64), (16, 16, 5, 5), {}),
+        ("ResNet 3x3 layer", (8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
+        ("depthwise 3x3", (8, 64, 56, 56), (64, 1, 3, 3), dict(padding=1, groups=64))]:
+    plan = vecconv.conv_plan(x_shape, w_shape, **opts)
+    print(f"{name}: forward on {plan['forward']}, dx on {plan['dx']}, dw on {plan['dw']}")
 
 image = rng.standard_normal((1, 1, 512, 512)).astype(np.float32)
 bank = rng.standard_normal((16, 1, 31, 31)).astype(np.float32)

@@ -6,7 +6,7 @@
  * map (the padding's index tables, built by the planner, say which entry each padded
  * position reads, -1 for the fill), then adds w[tap] times the shifted rows of it to each
  * output row, the output columns innermost (the vectors the compiler widens; several
- * versions, as in _winograd.h). The backward passes walk the same windows:
+ * versions, _simd.h). The backward passes walk the same windows:
  *  - dx (eq. 16-18): each output's delta times w[tap] added into a padded scratch map,
  *    which is then folded back through the same tables (the adjoint of the padding copy);
  *  - dW (eq. 12): for each tap, the products delta * shifted input summed into a row of
@@ -18,14 +18,7 @@
 #ifndef VECCONV_DIRECT_H
 #define VECCONV_DIRECT_H
 
-#include <stddef.h>
-#include <string.h>
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define VC_DIRECT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VC_DIRECT_CLONES
-#endif
+#include "_simd.h"
 
 typedef struct vc_direct {
     int f64, pass;              /* pass: 0 forward, 1 dx, 2 dW */
@@ -89,7 +82,7 @@ static inline const T *vc_prow_##SUF(const vc_direct *J, const T *pm, Py_ssize_t
     return pm + ((od * J->s[0] + kd * J->d[0]) * J->pp[1] + oh * J->s[1] + kh * J->d[1])  \
         * J->pp[2];                                                                       \
 }                                                                                         \
-VC_DIRECT_CLONES static void vc_direct_forward_##SUF(const vc_direct *J, Py_ssize_t u,    \
+VC_CLONES static void vc_direct_forward_##SUF(const vc_direct *J, Py_ssize_t u,    \
                                                      T *pm) {                             \
     const Py_ssize_t n = u / J->cout, j = u % J->cout, c0 = (j / J->cog) * J->cig;        \
     const Py_ssize_t S = J->i[0] * J->i[1] * J->i[2], P = J->o[0] * J->o[1] * J->o[2];    \
@@ -119,7 +112,7 @@ VC_DIRECT_CLONES static void vc_direct_forward_##SUF(const vc_direct *J, Py_ssiz
         }                                                                                 \
     }                                                                                     \
 }                                                                                         \
-VC_DIRECT_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
+VC_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
     const Py_ssize_t n = u / J->C, c = u % J->C, ci = c % J->cig, g = c / J->cig;         \
     const Py_ssize_t S = J->i[0] * J->i[1] * J->i[2], P = J->o[0] * J->o[1] * J->o[2];    \
     const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2], W = J->o[2], sw = J->s[2];       \
@@ -150,7 +143,7 @@ VC_DIRECT_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u
     for (e = 0; e < S; e++) dx[e] = 0;                                                    \
     vc_fold_##SUF(J, pm, dx);                                                             \
 }                                                                                         \
-VC_DIRECT_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
+VC_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
     const Py_ssize_t j = u / J->cig, ci = u % J->cig, c = (j / J->cog) * J->cig + ci;     \
     const Py_ssize_t S = J->i[0] * J->i[1] * J->i[2], P = J->o[0] * J->o[1] * J->o[2];    \
     const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2], W = J->o[2], sw = J->s[2];       \

@@ -82,7 +82,7 @@ def direct_conv(int pass_, const floating[::1] a, const floating[::1] w,
         expect("dw", out.shape[0], cout * J.cig * taps)
         units = cout * J.cig
     if units == 0 or P == 0 or out.shape[0] == 0:
-        if pass_ == 2 and out.shape[0]:
+        if pass_ != 0 and out.shape[0]:     # no output position: dx and dW are 0
             out[:] = 0
         return
     J.w = &w[0]

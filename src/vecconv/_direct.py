@@ -11,10 +11,12 @@ its window alone, as im2col computes it: a NaN or inf stays where it is read.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _engine
-from ._shapes import padded_index
+from ._shapes import extents, padded_index
 
 #: the passes, as the engine numbers them
 FORWARD, DX, DW = 0, 1, 2
@@ -25,37 +27,47 @@ AUTO_CHANNELS = 1
 
 
 def eligible(channels, groups, masked, most=None):
-    """Whether a convolution can take the route: groups (more than one) of at most
-    ``most`` input maps (None: any)."""
+    """Whether a convolution can take the route: groups (more than one, no connection
+    table) of at most ``most`` input maps (None: any)."""
     return groups > 1 and not masked and (most is None or channels // groups <= most)
 
 
-def tables(geometry, mode):
-    """Per axis: the entry of x each position of the padded extent the outputs read."""
+def padded_extent(geometry):
+    """Per axis: the entries of the padded input the outputs read, (o - 1) s + extent."""
     g = geometry
-    out = []
-    for n, o, k, s, d, p in zip(g.size, g.out, g.kernel, g.stride, g.dilation, g.pad):
-        count = (o - 1) * s + (k - 1) * d + 1
-        out.append(np.ascontiguousarray(padded_index(n, p, count - n - p, mode),
-                                        dtype=np.int64))
-    return tuple(out)
+    return tuple((o - 1) * s + e for o, s, e in
+                 zip(g.out, g.stride, extents(g.dilation, g.kernel)))
+
+
+def tables(geometry, mode):
+    """Per axis: the entry of x each position of the padded extent reads (-1: the fill)."""
+    g = geometry
+    return tuple(np.ascontiguousarray(padded_index(n, p, count - n - p, mode), dtype=np.int64)
+                 for n, p, count in zip(g.size, g.pad, padded_extent(g)))
 
 
 def scratch_elems(geometry):
     """Elements of one unit's scratch: the padded map and dW's partial sums."""
-    g = geometry
-    padded = 1
-    for o, k, s, d in zip(g.out, g.kernel, g.stride, g.dilation):
-        padded *= (o - 1) * s + (k - 1) * d + 1
-    return padded + g.taps * g.out[2]
+    return math.prod(padded_extent(geometry)) + geometry.taps * geometry.out[2]
+
+
+def fits(geometry, itemsize, workspace):
+    """Whether one unit's scratch fits the workspace."""
+    return scratch_elems(geometry) * itemsize <= workspace
+
+
+def slots(geometry, itemsize, workspace, threads):
+    """Participants the workspace has a scratch map for (at least 1: the planner took the
+    route only if one fits)."""
+    return max(1, min(threads, workspace // max(scratch_elems(geometry) * itemsize, 1)))
 
 
 def run(pass_, a, w2, b, out, has_bias, plan, threads):
     """One pass on the route: forward (a = x, b = bias, out = y), dx (a = dy, out = dx) or
-    dW (a = x, b = dy, out = dW (Cout, taps)); flat clean arrays of plan.dtype."""
+    dW (a = x, b = dy, out = dW (Cout, C/groups * taps)); flat clean arrays of
+    plan.dtype."""
     g = plan.geometry
-    slots = max(1, min(threads, plan.workspace // max(
-        scratch_elems(g) * plan.dtype.itemsize, 1)))
+    n_slots = slots(g, plan.dtype.itemsize, plan.workspace, threads)
     _engine.direct_conv(pass_, a, w2.reshape(-1), b, out, has_bias, g,
                         tables(g, plan.options.padding_mode), plan.out_shape[0],
-                        plan.w_shape[0], plan.groups, threads, slots)
+                        plan.w_shape[0], plan.groups, threads, n_slots)

@@ -75,8 +75,8 @@ class Route(enum.Enum):
     #: minimal filtering F(m, 3), one GEMM per transformed tap over a batch of tiles
     #: (``_winograd``)
     WINOGRAD = "winograd"
-    #: one input map per group (depthwise), every pass: eq. 1 map by map, the output
-    #: columns innermost (``_direct``)
+    #: grouped convolutions ('auto': one input map per group, depthwise), every pass:
+    #: eq. 1 map by map, the output columns innermost (``_direct``)
     DIRECT = "direct"
 
 
@@ -99,25 +99,30 @@ def _tile_images(n, rows, positions, budget, staged):
 
 
 def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False,
-                 finite=True, algorithm="im2col", d=2):
+                 finite=True, algorithm="im2col", d=2, allow_fft=True):
     """The route of a forward pass over ``n`` images: the one place where it is decided.
 
     ``masked``: a connection table leaves pairs out; ``finite``: the values the pass reads
     (and a constant pad) hold no NaN or inf; ``algorithm``: the user's choice ('auto',
-    'im2col', 'fft' or 'winograd'). Returns (route, FFT tiles or Winograd (m, schedule),
-    or None).
+    'im2col', 'fft', 'winograd' or 'direct'); ``allow_fft`` False: a transposed
+    convolution's plan, whose passes no FFT takes. Returns (route, FFT tiles or Winograd
+    (m, schedule), or None).
     """
     if algorithm in ("auto", "direct"):
         most = _direct.AUTO_CHANNELS if algorithm == "auto" else None
-        if _direct.eligible(geometry.channels, groups, masked, most):
+        ok = _direct.eligible(geometry.channels, groups, masked, most)
+        if ok and _direct.fits(geometry, itemsize, workspace):
             return Route.DIRECT, None
         if algorithm == "direct":
-            raise ValueError(f"algorithm='direct' runs grouped convolutions (groups > 1, "
-                             f"no connection table), got groups={groups}; use "
+            why = (f"its padded map does not fit a workspace of {workspace} bytes" if ok
+                   else f"it runs grouped convolutions (groups > 1, no connection table), "
+                        f"got groups={groups}")
+            raise ValueError(f"algorithm='direct' cannot run this convolution: {why}; use "
                              f"algorithm='auto' or 'im2col'")
     # the FFT route pays only for large kernels: below FFT_MIN_TAPS 'auto' does not ask
     # (an empty map has nothing to transform: any route gives its empty or constant answer)
-    if algorithm in ("auto", "fft") and finite and n > 0 and math.prod(geometry.size) > 0 \
+    if allow_fft and algorithm in ("auto", "fft") and finite and n > 0 \
+            and math.prod(geometry.size) > 0 \
             and (algorithm == "fft" or geometry.taps >= _fft.FFT_MIN_TAPS):
         cin_g = geometry.channels // groups
         tiles = _fft.tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace)
@@ -140,14 +145,16 @@ def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False
     return _gemm_route(n, geometry, cout, groups, itemsize, workspace, masked, finite), None
 
 
-def _winograd_choice(n, geometry, cout, groups, itemsize, workspace, algorithm, finite):
-    """(m, schedule) when a pass takes the Winograd route, else None; algorithm='winograd'
-    on a pass that cannot take it is an error naming why."""
+def _winograd_choice(n, geometry, cout, groups, itemsize, workspace, algorithm, finite=True,
+                     strict=True):
+    """(m, schedule) when a pass takes the Winograd route, else None: under 'auto' where
+    the time model says it pays, under 'winograd' always, and (``strict``) an error naming
+    why when it cannot."""
+    if n == 0 or math.prod(geometry.size) == 0 or geometry.positions == 0:
+        return None                 # nothing to compute: any route gives the empty answer
     reason = _winograd.why_not(geometry)
     if reason is None and not finite:
         reason = "it needs a finite fill_value"
-    if reason is None and n == 0:
-        return None                 # nothing to compute: any route gives the empty answer
     choice = None
     if reason is None:
         choice = _winograd.plan(n, geometry, cout, groups, itemsize, workspace)
@@ -155,7 +162,7 @@ def _winograd_choice(n, geometry, cout, groups, itemsize, workspace, algorithm, 
             reason = (f"its transformed kernels and tiles do not fit a workspace of "
                       f"{workspace} bytes")
     if algorithm == "winograd":
-        if choice is None:
+        if choice is None and strict:
             raise ValueError(f"algorithm='winograd' cannot run this convolution: "
                              f"{reason}; use algorithm='auto' or 'im2col'")
         return choice
@@ -165,23 +172,37 @@ def _winograd_choice(n, geometry, cout, groups, itemsize, workspace, algorithm, 
     return choice
 
 
+def check_forced(options, kernel_size):
+    """What a forced algorithm needs of the options alone, checked when a layer is built
+    (the shapes, and the workspace, are checked when it runs)."""
+    if options.algorithm == "winograd":
+        k = tuple(kernel_size)
+        if any(s != 1 for s in options.stride) or any(d != 1 for d in options.dilation):
+            raise ValueError("algorithm='winograd' needs stride 1 and dilation 1")
+        if any(kk not in (1, 3) for kk in k) or 3 not in k:
+            raise ValueError(f"algorithm='winograd' needs kernels of 3 taps along each "
+                             f"axis (or 1 along some), got kernel_size={k}")
+        if not math.isfinite(options.fill_value):
+            raise ValueError("algorithm='winograd' needs a finite fill_value")
+    if options.algorithm == "direct" and (options.groups < 2
+                                          or options.connections is not None):
+        raise ValueError(f"algorithm='direct' runs grouped convolutions (groups > 1, no "
+                         f"connection table), got groups={options.groups}")
+
+
 def select_dx_route(n, geometry, cout, groups, itemsize, workspace, algorithm):
     """The route of the dx pass (eq. 16-18): a stride-1 3-tap convolution's dx is again one,
-    of dy with the flipped kernels, and takes the Winograd route under algorithm='auto'
-    (where it pays) or 'winograd', if the padding is constant (any other mode folds the
-    padding's gradient back, which a correlation of dy cannot) and the workspace holds
-    it. Never an error: a dx that cannot take the route takes the backward route.
+    of dy with the flipped kernels, and takes the Winograd route as the forward pass would
+    (``_winograd_choice``), if the padding is constant: any other mode folds the
+    padding's gradient back, which a correlation of dy cannot. Never an error: a dx that
+    cannot take the route takes the backward route.
     Returns (route, (m, schedule) or None); route None: the backward route."""
     if algorithm not in ("auto", "winograd") or n == 0 or geometry.mode != 0:
         return None, None
-    adj = _winograd.adjoint_geometry(geometry, cout)
-    if _winograd.why_not(adj) is not None:
-        return None, None
-    wino = _winograd.plan(n, adj, geometry.channels, groups, itemsize, workspace)
-    if wino is None or (algorithm == "auto" and _winograd.cost_ratio(
-            n, adj, geometry.channels, groups, wino[0]) >= _winograd.AUTO_BELOW):
-        return None, None
-    return Route.WINOGRAD, wino
+    wino = _winograd_choice(n, _winograd.adjoint_geometry(geometry, cout),
+                            geometry.channels, groups, itemsize, workspace, algorithm,
+                            strict=False)
+    return (None, None) if wino is None else (Route.WINOGRAD, wino)
 
 
 def select_dw_route(n, geometry, cout, groups, itemsize, workspace, m):
@@ -333,36 +354,44 @@ class Plan:
         return max(1, min(threads, self.schedule.max_slots))
 
     def memory(self, backward=False, need_dx=True, need_dw=True):
-        """Bytes one pass allocates besides its inputs: the output (or dx), the column
-        buffers (one per thread), the weight matrix, and backward's dW accumulators and
-        the gradient copies made from them."""
-        item = self.dtype.itemsize
-        s = self.schedule
+        """Bytes one call allocates besides its inputs: the weight matrix, the largest
+        of its passes' working buffers (the passes run one after another), and the
+        outputs: y, or dx and the dW copies."""
         w_elems = math.prod(self.w_shape)
-        buffers = self.slots(self.threads()) * s.buf_elems          # column buffers
-        if self.route is Route.DIRECT or self.dx_route is Route.DIRECT:
-            buffers = self.threads() * _direct.scratch_elems(self.geometry)
-        if backward and need_dw and self.dw_route is Route.WINOGRAD:
-            m, sched = self.dw_winograd
-            args = (self.geometry, self.w_shape[0], self.groups, m, sched)
-            buffers = max(buffers, _winograd.grad_memory(*args, _winograd.grad_slots(
-                *args, item, self.workspace, self.threads())))
-        wino = self.winograd_pass(backward and need_dx)
-        if wino is not None:        # U, V and M, scratch, dx's kernels (the larger pass)
-            geometry, cout, (m, sched) = wino
-            slots = _winograd.slots_within(m, sched, geometry, cout, self.groups, item,
-                                           self.workspace, self.threads())
-            buffers = max(buffers if backward and need_dw else 0, w_elems + _winograd.memory(
-                geometry, cout, self.groups, m, sched, slots))
-        total = buffers + w_elems                                   # and the weight copy
+        kinds = ["forward"] if not backward else (["dx"] * need_dx + ["dw"] * need_dw)
+        total = max([self.buffers(kind) for kind in kinds], default=0) + w_elems
         if not backward:
             total += math.prod(self.out_shape)                     # y
         else:
-            if need_dx:
-                total += math.prod(self.x_shape)                   # dx
-            if need_dw:
-                total += (s.n_acc + 2) * w_elems                   # accumulators, dW copies
-        return total * item
+            total += math.prod(self.x_shape) * need_dx             # dx
+            total += 2 * w_elems * need_dw                         # dW, its copy in w's layout
+        return total * self.dtype.itemsize
+
+    def buffers(self, kind):
+        """Elements of the working buffers of one pass ('forward', 'dx' or 'dw') on its
+        route, with the threads the setting gives now."""
+        threads = self.threads()
+        route = {"forward": self.route, "dx": self.dx_route or self.backward_route,
+                 "dw": self.dw_route or self.backward_route}[kind]
+        if route is Route.DIRECT:
+            return _direct.slots(self.geometry, self.dtype.itemsize, self.workspace,
+                                 threads) * _direct.scratch_elems(self.geometry)
+        if route is Route.WINOGRAD and kind == "dw":
+            m, sched = self.dw_winograd
+            args = (self.geometry, self.w_shape[0], self.groups, m, sched)
+            return _winograd.grad_memory(*args, _winograd.grad_slots(
+                *args, self.dtype.itemsize, self.workspace, threads)) \
+                + math.prod(self.w_shape)                          # dU summed, dW
+        if route is Route.WINOGRAD:                    # U, V and M, scratch
+            geometry, cout, (m, sched) = self.winograd_pass(kind == "dx")
+            slots = _winograd.slots_within(m, sched, geometry, cout, self.groups,
+                                           self.dtype.itemsize, self.workspace, threads)
+            adjoint = math.prod(self.w_shape) if kind == "dx" else 0   # dx's kernels
+            return _winograd.memory(geometry, cout, self.groups, m, sched, slots) + adjoint
+        columns = self.slots(threads) * self.schedule.buf_elems
+        if kind == "dw":                               # and the dW accumulators
+            columns += self.schedule.n_acc * math.prod(self.w_shape)
+        return columns
 
     def winograd_pass(self, dx=False):
         """(geometry, output maps, (m, schedule)) of the forward pass (dx False) or the dx
@@ -398,27 +427,29 @@ class Plan:
 
 
 def _finish(dtype, x_shape, w_shape, geometry, groups, flip, mask, workspace, options,
-            extra=()):
+            extra=(), allow_fft=True):
+    """The Plan: the route of each pass (forward, dx, dW) and the GEMM family's schedule,
+    which is every pass's fallback."""
     n, cout = x_shape[0], w_shape[0]
     args = (n, geometry, cout, groups, dtype.itemsize, workspace)
     gemm, _ = select_route(*args)
     route, found = gemm, None
     if not options.transposed:
         route, found = select_route(*args, algorithm=options.algorithm, d=options.d,
-                                    finite=math.isfinite(geometry.fill))
+                                    finite=math.isfinite(geometry.fill), allow_fft=allow_fft)
     dx_route, dx_wino = select_dx_route(*args, options.algorithm)
-    dw_route = None
-    dw_wino = None
+    dw_route = dw_wino = None
     if route is Route.DIRECT:           # the direct route takes every pass
         dx_route, dx_wino, dw_route = Route.DIRECT, None, Route.DIRECT
     elif route is Route.WINOGRAD:       # and the Winograd route dW with the forward pass
         dw_route, dw_wino = select_dw_route(*args, found[0])
-    schedule = make_schedule(gemm, *args)
-    return Plan(dtype, x_shape, w_shape, (n, cout) + geometry.out[3 - options.d:], geometry,
-                groups, flip, mask, route, gemm, schedule, workspace, options, extra,
-                found if route is Route.FFT else None,
-                found if route is Route.WINOGRAD else None, dx_route, dx_wino, dw_route,
-                dw_wino)
+    return Plan(dtype=dtype, x_shape=x_shape, w_shape=w_shape,
+                out_shape=(n, cout) + geometry.out[3 - options.d:], geometry=geometry,
+                groups=groups, flip=flip, mask=mask, route=route, backward_route=gemm,
+                schedule=make_schedule(gemm, *args), workspace=workspace, options=options,
+                extra=extra, fft_tiles=found if route is Route.FFT else None,
+                winograd=found if route is Route.WINOGRAD else None, dx_route=dx_route,
+                dx_winograd=dx_wino, dw_route=dw_route, dw_winograd=dw_wino)
 
 
 def _check_padding_mode(mode, pads, sizes, names):
@@ -504,7 +535,8 @@ _PLANS: dict[tuple, Plan] = {}
 _PLANS_KEPT = 128
 
 
-def plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace=None):
+def plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace=None, *,
+              allow_fft=True):
     """Check a convolution's shapes against its options and derive its Plan.
 
     x is (N, C, *d axes), w (Cout, C/groups, *d kernel sizes); ``workspace`` None means
@@ -514,17 +546,18 @@ def plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace=None):
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     workspace = _workspace(workspace)
     key = (x_shape, w_shape, None if bias_shape is None else tuple(bias_shape),
-           np.dtype(dtype).str, options.key(), workspace, tunables())
+           np.dtype(dtype).str, options.key(), workspace, tunables(), allow_fft)
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace)
+        plan = _plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace,
+                          allow_fft)
         if len(_PLANS) >= _PLANS_KEPT:
             _PLANS.clear()
         _PLANS[key] = plan
     return plan
 
 
-def _plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace):
+def _plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace, allow_fft):
     d = options.d
     pads, out_sp = check_conv(x_shape, w_shape, bias_shape, options)
     ksize = w_shape[2:]
@@ -549,7 +582,7 @@ def _plan_conv(x_shape, w_shape, bias_shape, dtype, options, workspace):
         mask = np.ascontiguousarray(options.connections.T)        # (Cout, Cin)
         mask.flags.writeable = False                               # plans are shared
     return _finish(np.dtype(dtype), x_shape, w_shape, geometry, options.groups,
-                   options.flip, mask, workspace, options)
+                   options.flip, mask, workspace, options, allow_fft=allow_fft)
 
 
 def transposed_output_shape(x_shape, w_shape, options):
@@ -611,10 +644,14 @@ def plan_conv_transpose(x_shape, w_shape, dtype, options, workspace=None):
     # its passes are the adjoint convolution's: its forward is their dx pass, its dx
     # their forward (each on the Winograd route where the planner takes it); no FFT
     conv = replace(options, transposed=False, output_padding=(), output_size=None)
-    plan = plan_conv(y_shape, w_shape, None, dtype, conv, workspace)
+    plan = plan_conv(y_shape, w_shape, None, dtype, conv, workspace, allow_fft=False)
+    if options.algorithm == "winograd" and plan.dx_route is not Route.WINOGRAD \
+            and y_shape[0] > 0:
+        # (its forward pass took the route: the dx pass, this one's forward, did not fit)
+        raise ValueError(f"algorithm='winograd' cannot run this transposed convolution: "
+                         f"it needs a workspace above {plan.workspace} bytes; use "
+                         f"algorithm='auto' or 'im2col'")
     extra = tuple(o - i for o, i in zip(plan.out_shape[2:], x_shape[2:]))
-    if plan.route is Route.FFT:
-        plan = replace(plan, route=plan.backward_route, fft_tiles=None)
     return replace(plan, options=options, extra=extra)
 
 

@@ -122,23 +122,26 @@ def _route_ok(plan, route, x, others=(), w=None):
     return None if ok.all() else ok
 
 
-def _winograd_ok(plan, x, w, others):
+def _winograd_ok(plan, x, w, others=(), fill=True):
     """The Winograd route mixes the values of a tile: it takes only images whose values
-    (and the kernels, and a constant pad) are finite and far enough from the dtype's
-    overflow that the transforms, which grow a value by a few powers of 2, stay finite."""
+    (and the kernels, and a constant pad the pass reads: ``fill``) are finite and far
+    enough from the dtype's overflow that no sum the route makes can overflow where
+    eq. 1's could not: each output is at most max|x| sum|w| grown by the transforms
+    (``_winograd.growth``), which is held below the dtype's largest value."""
     n = x.shape[0]
-    big = np.finfo(plan.dtype).max / 2**12
+    top = np.finfo(plan.dtype).max / 4
+    w_sum = float(np.abs(w).sum(dtype=np.float64)) if w is not None else 1.0
     with np.errstate(over="ignore", invalid="ignore"):
-        fill = plan.dtype.type(plan.geometry.fill)
-    if w is not None and not (np.isfinite(w).all() and np.abs(w).max(initial=0) < big):
-        return np.zeros(n, dtype=bool)
-    if not (np.isfinite(fill) and abs(fill) < big):
+        fill_v = abs(float(plan.dtype.type(plan.geometry.fill))) if fill else 0.0
+    m = plan.winograd[0] if plan.winograd else (plan.dx_winograd or plan.dw_winograd)[0]
+    limit = top / (_winograd.growth(plan.geometry, m) * max(w_sum, 1.0))
+    if not (math.isfinite(w_sum) and math.isfinite(fill_v) and fill_v < limit):
         return np.zeros(n, dtype=bool)
     if not x.size:
         return None
     flat = x.reshape(n, -1)
     with np.errstate(invalid="ignore"):
-        ok = (flat.max(axis=1) < big) & (flat.min(axis=1) > -big)   # (False for NaN)
+        ok = (flat.max(axis=1) < limit) & (flat.min(axis=1) > -limit)   # (False for NaN)
     for a in others:
         if a is not None and a.size:
             ok &= np.isfinite(a.reshape(n, -1)).all(axis=1)
@@ -310,13 +313,27 @@ def backward(dy, x, w2, plan, need_dx=True, need_dw=True):
     return dx, dw2
 
 
+def _winograd_dw_ok(plan, x, dy):
+    """Whether dW may take the Winograd route: x, dy (and a pad dW reads) finite, and
+    the largest sum the route makes, about max|x| max|dy| grown by its transforms over
+    every tile, below the dtype's largest value."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        fill = abs(float(plan.dtype.type(plan.geometry.fill)))
+        tops = [float(np.abs(a).max(initial=0)) for a in (x, dy)]
+    if not all(math.isfinite(v) for v in tops + [fill]):
+        return False
+    m = plan.dw_winograd[0]
+    tiles = plan.x_shape[0] * math.prod(-(-o // mm) for o, mm in zip(plan.geometry.out, m))
+    bound = max(tops[0], fill) * tops[1] * _winograd.growth(plan.geometry, m) * tiles
+    return bool(bound < np.finfo(plan.dtype).max / 4)
+
+
 def _winograd_dw(dy, x, w2, plan):
     """dW on the Winograd route when every image may take it (x and dy finite and far
     from overflow); else the whole pass on the backward route (a sum over the batch: no
     image's share can be set apart)."""
     n = x.shape[0]
-    if _winograd_ok(plan, x, w2, (dy,)) is not None or _winograd_ok(
-            plan, dy, None, ()) is not None or n == 0:
+    if n == 0 or not _winograd_dw_ok(plan, x, dy):
         return _gemm_backward(dy, x, w2, plan, False, True)[1]
     m, sched = plan.dw_winograd
     threads = plan.threads()
@@ -344,14 +361,15 @@ def _direct_backward(dy, x, w2, plan, need_dx, need_dw):
 def _winograd_dx(dy, w2, plan):
     """dx on the Winograd route for the images whose dy it may take; the others take
     the backward route (per-map under a connection table)."""
-    ok = _winograd_ok(plan, dy, w2, ())
+    ok = _winograd_ok(plan, dy, w2, fill=False)        # (dx reads no pad)
     if ok is None:
         return _winograd_run(dy, w2, None, plan, dx=True)
     if not ok.any():
         return _gemm_backward(dy, None, w2, plan, True, False)[0]
     bad = np.flatnonzero(~ok)
     dx = _winograd_run(_without(dy, bad), w2, None, plan, dx=True)
-    dx[bad] = _gemm_backward(np.ascontiguousarray(dy[bad]), None, w2, plan, True, False)[0]
+    dx[bad] = _gemm_backward(np.ascontiguousarray(dy[bad]), None, w2,
+                             plan.for_batch(len(bad)), True, False)[0]
     return dx
 
 
@@ -444,7 +462,7 @@ def transposed_backward(dy, x, w, plan: Plan, need_dx=True, need_dw=True):
                 slice(0, s) for s in x.shape[2:])])
     if need_dw:
         xg = np.ascontiguousarray(_grow(floats(dtype, x), plan.extra))
-        _, dw2 = _engine_backward(xg, dy, w2, plan, False, True)
+        _, dw2 = backward(xg, dy, w2, plan, False, True)
         dw = weight_gradient(dw2, plan)
         db = bias_gradient(dy, dtype)
     return dx, dw, db

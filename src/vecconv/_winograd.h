@@ -1,7 +1,5 @@
 /* The Winograd route's transform along one axis (src/vecconv/_winograd.pxi), in C so
- * that it can be compiled for several vector extensions: the wheel targets the
- * baseline x86-64 (SSE2), and GCC's target_clones adds AVX2 and AVX-512 versions chosen
- * when the library loads (on other compilers and platforms, the one baseline version).
+ * that it is compiled for several vector extensions (_simd.h).
  *
  * dst = M applied along axis `ax` of src: src's elements, indexed over dims[0..2] in C
  * order, are vectors of nb entries (one per tile) src_step apart; dst has `rows`
@@ -11,13 +9,7 @@
 #ifndef VECCONV_WINOGRAD_H
 #define VECCONV_WINOGRAD_H
 
-#include <stddef.h>
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define VC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VC_CLONES
-#endif
+#include "_simd.h"
 
 #define VC_WINO_AXIS(NAME, T)                                                             \
 VC_CLONES static void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t dst_step,  \

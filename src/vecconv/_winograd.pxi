@@ -176,14 +176,17 @@ cdef void wino_gather(const Wino *w, const floating *xc, floating *d, Py_ssize_t
             i0 = fold_index(q[0] * w.m[0] - w.p[0] + e0, w.i[0], w.mode)
             for e1 in range(w.e[1]):
                 i1 = fold_index(q[1] * w.m[1] - w.p[1] + e1, w.i[1], w.mode)
+                if i0 < 0 or i1 < 0:            # a padded row: the fill
+                    for e2 in range(w.e[2]):
+                        dk = d + (e + e2) * tb + k
+                        for kk in range(L):
+                            dk[kk] = fill
+                    e += w.e[2]
+                    continue
                 row = xc + (n * w.C + c) * S + (i0 * w.i[1] + i1) * W
                 for e2 in range(w.e[2]):
                     dk = d + e * tb + k
                     e += 1
-                    if i0 < 0 or i1 < 0:
-                        for kk in range(L):
-                            dk[kk] = fill
-                        continue
                     # tile q2 + kk reads row[base + kk m2]: inside for lo <= kk < hi
                     base = q[2] * m2 - w.p[2] + e2
                     lo = imin(imax(ceil_div(-base, m2), 0), L)
@@ -385,6 +388,9 @@ def winograd_forward(const floating[::1] x, const floating[::1] U, const floatin
         raise ValueError("vecconv engine: bad slots, threads, tiles or blocks")
     wino_setup(&w, geometry, m, BT, AT, N, cout, groups, keep)
     w.tb, w.R, w.cblk, w.jblk = tb, R, cblk, jblk
+    if max(w.cig, w.cog, R, w.C * R, cout * R) >= 2**31:
+        raise ValueError("vecconv engine: a BLAS dimension of the Winograd route is past "
+                         "2**31")
     expect("x", x.shape[0], N * w.C * w.i[0] * w.i[1] * w.i[2])
     expect("U", U.shape[0], w.T * cout * w.cig)
     expect("bias", bias.shape[0], cout if has_bias else bias.shape[0])
@@ -494,6 +500,9 @@ def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating
         raise ValueError("vecconv engine: bad slots, threads, tiles or chunks")
     wino_setup(&wx, geometry, m, BT, AT, N, cout, groups, keep)
     wx.tb, wx.R = tb, R
+    if max(wx.cig, wx.cog, R) >= 2**31:
+        raise ValueError("vecconv engine: a BLAS dimension of the Winograd route is past "
+                         "2**31")
     # dy as a map of its own: cout channels, tiles of m entries from 0 (no padding),
     # outputs past the map read as 0, transformed by A
     wd = wx

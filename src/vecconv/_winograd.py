@@ -33,6 +33,7 @@ transform), one product per transformed tap, and dW = G^T dU G (``weight_grad``)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -46,11 +47,11 @@ POINTS = {2: (0.0, 1.0, -1.0), 3: (0.0, 1.0, -1.0, 0.5), 4: (0.0, 1.0, -1.0, 2.0
 #: m per (dtype, transformed axes), for every pass: the largest whose measured error
 #: stays within 4x the im2col route's, for y, dx and dW, normwise against an
 #: extended-precision reference (bench/winograd_accuracy.py: 1-D, 2-D and 3-D layers of 3
-#: to 512 channels, normal and rectified inputs; bench/results/winograd_accuracy.json).
-#: Worst ratios over y, dx and dW: 2-D F(2) 2.3, F(3) 7.8; 3-D F(2) 2.3, F(3) 15;
-#: 1-D F(3) 3.2, F(4) float32 3.1, float64 4.5.
-TILE = {("float32", 1): 4, ("float32", 2): 2, ("float32", 3): 2,
-        ("float64", 1): 3, ("float64", 2): 2, ("float64", 3): 2}
+#: to 512 channels, normal, rectified and offset (mean 100) inputs;
+#: bench/results/winograd_accuracy.json). Worst ratios over y, dx and dW: 2-D F(2) 2.3,
+#: F(3) 7.8; 3-D F(2) 2.2, F(3) 15; 1-D F(2) 2.4, F(3) 4.4, F(4) 11.
+TILE = {("float32", 1): 2, ("float32", 2): 2, ("float32", 3): 2,
+        ("float64", 1): 2, ("float64", 2): 2, ("float64", 3): 2}
 
 #: Tiles per transform unit: the length of the vectors the transforms run over.
 UNIT_TILES = 128
@@ -71,8 +72,9 @@ FUSED_BYTES = 2**20
 MIN_FUSED = 64
 
 
+@functools.lru_cache(maxsize=None)
 def matrices(m, r=3):
-    """(A^T (m x a), G (a x r), B^T (a x a)) in float64 for F(m, r)."""
+    """(A^T (m x a), G (a x r), B^T (a x a)) in float64 for F(m, r), read-only (kept)."""
     points = POINTS[m]
     a = m + r - 1
 
@@ -81,8 +83,10 @@ def matrices(m, r=3):
         rows.append([0.0] * (k - 1) + [1.0])
         return np.array(rows, dtype=np.float64)
 
-    return (np.ascontiguousarray(E(m).T), E(r),
-            np.ascontiguousarray(np.linalg.inv(E(a)).T))
+    out = (np.ascontiguousarray(E(m).T), E(r), np.ascontiguousarray(np.linalg.inv(E(a)).T))
+    for M in out:
+        M.flags.writeable = False
+    return out
 
 
 def why_not(geometry):
@@ -104,6 +108,17 @@ def tile_sizes(geometry, itemsize):
     axes = sum(k == 3 for k in geometry.kernel)
     m = TILE[("float32" if itemsize == 4 else "float64", axes)]
     return tuple(m if k == 3 else 1 for k in geometry.kernel)
+
+
+def growth(geometry, m):
+    """How much the route may grow a value on its way to an output: the product over the
+    transformed axes of the largest row sums of |B^T|, |G| and |A^T| (so an output is at
+    most max|x| sum|w| times this, where eq. 1's is at most max|x| sum|w|)."""
+    g = 1.0
+    for mm, k in zip(m, geometry.kernel):
+        if k == 3:
+            g *= math.prod(float(np.abs(M).sum(axis=1).max()) for M in matrices(mm))
+    return g
 
 
 def plan(n, geometry, cout, groups, itemsize, workspace):
@@ -179,12 +194,14 @@ def schedule(n, geometry, cout, groups, m, itemsize, workspace, slots, fused=Non
             * itemsize
         if fixed <= workspace:
             return tb, R, c, cout, True
-    fixed = (T * cout * (c // groups) + slots * 3 * T * tb) * itemsize   # U, scratch
-    room = min(workspace - fixed, ROUND_BYTES)
-    R = min(tiles, room // per_tile)
+    while True:                     # a tight workspace: shorter transform units
+        fixed = (T * cout * (c // groups) + slots * 3 * T * tb) * itemsize   # U, scratch
+        R = min(tiles, min(workspace - fixed, ROUND_BYTES) // per_tile)
+        if R >= tb or tb == 1:
+            break
+        tb = max(1, tb // 2)
     if R < 1:
         return None
-    tb = min(tb, R)                 # a tight workspace: shorter transform units
     R -= R % tb if R < tiles else 0
     tblocks = -(-R // tb)
     split = -(-MIN_UNITS // tblocks)
@@ -212,23 +229,29 @@ def weight_transform(geometry, m):
     return K
 
 
+#: Kernels per block of the product that transforms them: a constant, so that each
+#: kernel is transformed in the same block shape (and so to the same bits) whatever the
+#: thread count that shares the blocks out.
+WEIGHT_BLOCK = 256
+
+
 def transform_weights(w, geometry, m, dtype, threads=1):
     """U (T, Cout, C/groups) from the effective kernels w (Cout, C/groups, taps): one
-    product U = K vec(w)^T in the working dtype on the engine's BLAS, its columns in
-    blocks over ``threads``. (The entries of K are exact in float32: each entry of U is a
-    sum of products rounded as one product would round it.)"""
+    product U = K vec(w)^T in the working dtype on the engine's BLAS, in blocks of
+    WEIGHT_BLOCK kernels spread over ``threads``. (K's entries, products of powers of the
+    points, are exact in float32.)"""
     K = np.ascontiguousarray(weight_transform(geometry, m), dtype=dtype)
     taps = K.shape[1]
     wf = np.ascontiguousarray(w, dtype=dtype).reshape(-1, taps)
     pairs = wf.shape[0]
     U = np.empty((K.shape[0], pairs), dtype=dtype)
-    if pairs:
-        cols = -(-pairs // max(threads, 1))
-        full = pairs // cols
+    cols = WEIGHT_BLOCK
+    full = pairs // cols
+    if full:
         _engine.gemm_into(K, wf[:cols], U[:, :cols], trans_b=True, count=full,
-                          b_step=cols * taps, c_step=cols, threads=threads)
-        if full * cols < pairs:
-            _engine.gemm_into(K, wf[full * cols:], U[:, full * cols:], trans_b=True)
+                          b_step=cols * taps, c_step=cols, threads=min(threads, full))
+    if full * cols < pairs:
+        _engine.gemm_into(K, wf[full * cols:], U[:, full * cols:], trans_b=True)
     return U.reshape((K.shape[0],) + tuple(w.shape[:2]))
 
 

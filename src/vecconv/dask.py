@@ -331,7 +331,7 @@ def conv(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, connecti
         As for :func:`vecconv.conv`, which checks them before any graph is made.
     workspace : int, optional
         Byte budget of the column buffers of each block's call.
-    algorithm : {'auto', 'im2col', 'fft', 'winograd'}
+    algorithm : {'auto', 'im2col', 'fft', 'winograd', 'direct'}
         The forward pass's algorithm in every block, as for :func:`vecconv.conv` ('auto':
         each block's planner chooses).
 
@@ -408,7 +408,7 @@ def conv_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, connec
         Byte budget of the column buffers of each block's call.
     input_grad, weight_grad : bool
         False skips dx, or dw and db, as :func:`vecconv.conv_backward` does.
-    algorithm : {'auto', 'im2col', 'fft', 'winograd'}
+    algorithm : {'auto', 'im2col', 'fft', 'winograd', 'direct'}
         As given to :func:`conv`; each block's passes route as
         :func:`vecconv.conv_backward`'s do.
 
@@ -482,7 +482,7 @@ def _transpose_block(xb, w, axes, opts, total, block_id=None):
 
 
 def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
-                   groups=1, output_size=None, workspace=None):
+                   groups=1, output_size=None, workspace=None, algorithm="auto"):
     """``vecconv.conv_transpose`` of a Dask array (eq. 16-18's product and col2im).
 
     Parameters
@@ -497,6 +497,8 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
         As for :func:`vecconv.conv_transpose`.
     workspace : int, optional
         Byte budget of the column buffers of each block's call.
+    algorithm : {'auto', 'im2col', 'winograd', 'direct'}
+        As for :func:`vecconv.conv_transpose`, in every block.
 
     Returns
     -------
@@ -510,7 +512,8 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
     d = kernel_axes(w.shape, None, "conv_transpose")
     options = conv_transpose_options(d, stride=stride, padding=padding,
                                      output_padding=output_padding, dilation=dilation,
-                                     groups=groups, output_size=output_size)
+                                     groups=groups, output_size=output_size,
+                                     algorithm=algorithm)
     if workspace is not None:
         integer("workspace", workspace, 1)
     x, unbatched = batched(x, d)
@@ -541,7 +544,8 @@ def conv_transpose(x, w, bias=None, *, stride=1, padding=0, output_padding=0, di
                           boundary="none", trim=False, allow_rechunk=False,
                           chunks=tuple(chunks), dtype=dtype, meta=_meta(x.ndim, dtype),
                           w=w.astype(dtype), axes=axes, total=total,
-                          opts=dict(stride=st, dilation=dl, groups=groups, workspace=workspace))
+                          opts=dict(stride=st, dilation=dl, groups=groups, workspace=workspace,
+                                   algorithm=algorithm))
     y = full[(slice(None), slice(None)) + tuple(slice(pb, pb + o) for (pb, _), o in
                                                 zip(pads, out))]
     if bias is not None:

@@ -120,7 +120,7 @@ def conv(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *, stride
     workspace : int, optional
         Byte budget of the column buffers (or of the FFT route's transforms) for this call
         (default: ``get_workspace()``).
-    algorithm : {'auto', 'im2col', 'fft', 'winograd'}
+    algorithm : {'auto', 'im2col', 'fft', 'winograd', 'direct'}
         How the forward pass is computed. 'im2col': the patch matrix and a GEMM (eq. 12).
         'fft': tiles of each map and the kernels transformed once, one product per
         frequency summed over the input channels, transformed back (for large kernels;
@@ -128,10 +128,13 @@ def conv(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None, *, stride
         'winograd': for stride-1, dilation-1 kernels of 3 taps along each axis (or 1
         along some), minimal filtering F(m, 3): tiles of the input and the kernels
         transformed, one GEMM per transformed tap over a batch of tiles, transformed
-        back (2.25x fewer products in 2-D); the dx pass too, under a constant padding.
-        'auto': the planner's choice from the shapes, the dtype and the workspace; it
-        takes 'fft' or 'winograd' only where that route's error stays within 4x the
-        im2col route's (the docs' accuracy policy) and its model says it is faster.
+        back (2.25x fewer products in 2-D); dW in the route's own form, and dx under a
+        constant padding. 'direct': grouped convolutions map by map, every pass (eq. 1,
+        12 and 16-18 literally; 'auto' takes it for depthwise layers, where im2col makes
+        a one-row GEMM per channel). 'auto': the planner's choice from the shapes, the
+        dtype and the workspace; it takes 'fft' or 'winograd' only where that route's
+        error stays within 4x the im2col route's (the docs' accuracy policy) and its
+        model says it is faster.
 
     Returns
     -------
@@ -177,7 +180,7 @@ def conv_backward(dy: ArrayInput, x: ArrayInput, w: ArrayInput, *, stride: Size 
         The input and the kernels given to ``conv``.
     stride, padding, dilation, groups, connections, flip, padding_mode, fill_value, workspace
         The keywords given to ``conv``, with the same meaning.
-    algorithm : {'auto', 'im2col', 'fft', 'winograd'}
+    algorithm : {'auto', 'im2col', 'fft', 'winograd', 'direct'}
         As given to ``conv`` (one set of keywords serves both passes). Under 'auto' and
         'winograd' a stride-1 3-tap layer takes the Winograd route for dW (eq. 12 in the
         route's form) and, with a constant padding, for dx (eq. 16-18); 'direct' takes
@@ -284,9 +287,9 @@ def conv_plan(x_shape: Shape, w_shape: Shape, *, dtype: Any = "float32", stride:
     -------
     plan : dict
         ``forward``, ``dx`` and ``dw``: the routes of the passes ('im2col', 'pointwise',
-        'staged', 'fft', 'winograd'; an image holding a NaN or inf, or beyond the FFT
-        route's accuracy reach, takes the backward route, or 'per-map' under a connection
-        table); ``backward``: the backward route (dW's, and the fallback of the others);
+        'staged', 'fft', 'winograd', 'direct'; an image holding a NaN or inf, or beyond
+        the FFT route's accuracy reach, takes the backward route, or 'per-map' under a
+        connection table); ``backward``: the GEMM family's route, the others' fallback;
         ``out_shape``; ``workspace``: the budget the plan was cut for; ``fft_tile``: the
         stride-1 outputs per FFT tile along each axis, or None.
 

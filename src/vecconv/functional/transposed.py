@@ -94,10 +94,11 @@ def conv_transpose(x: ArrayInput, w: ArrayInput, bias: ArrayInput | None = None,
         The output's spatial size; picks output_padding as PyTorch does.
     groups, workspace
         As for ``conv``.
-    algorithm : {'auto', 'im2col', 'winograd'}
+    algorithm : {'auto', 'im2col', 'winograd', 'direct'}
         How the passes run: a transposed convolution is a convolution's dx pass (and its
         dx that convolution's forward pass), so with stride 1 and 3-tap kernels it may
-        take the Winograd route ('auto' where it pays, 'winograd' always; see ``conv``).
+        take the Winograd route ('auto' where it pays, 'winograd' always), and a grouped
+        one the direct route ('auto' for depthwise, 'direct' always; see ``conv``).
 
     Returns
     -------

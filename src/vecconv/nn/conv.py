@@ -112,6 +112,7 @@ class _ConvNd(_Sizes):
                                dilation=dilation, groups=self.groups, connections=connections,
                                flip=flip, padding_mode=padding_mode, fill_value=fill_value,
                                algorithm=algorithm)
+        _plan.check_forced(options, self.kernel_size)
         table = options.connections
         if table is not None and table.shape != (self.in_channels, self.out_channels):
             raise ValueError(f"connections must have shape (in_channels, out_channels) = "
@@ -270,7 +271,7 @@ _CONV_DOC = """Convolution layer over {d} spatial axes, on the vecconv engine: i
         The initialisation's random source: a Generator ``rng``, else one made from
         ``seed``. The kernels are drawn from LeCun's uniform distribution (variance
         1/fan-in); the biases start at zero.
-    algorithm : {{'auto', 'im2col', 'fft', 'winograd'}}
+    algorithm : {{'auto', 'im2col', 'fft', 'winograd', 'direct'}}
         How the passes run, as for ``vecconv.conv`` ('auto': the planner's choice per
         input shape and pass).
     """
@@ -318,6 +319,7 @@ class _ConvTransposeNd(_Sizes):
                                                output_padding=output_padding,
                                                dilation=dilation, groups=self.groups,
                                                algorithm=algorithm)
+        _plan.check_forced(self._options, self.kernel_size)
         self.algorithm = self._options.algorithm
         self.stride, self.padding = plain(stride), plain(padding)
         self.output_padding, self.dilation = plain(output_padding), plain(dilation)
@@ -404,7 +406,7 @@ _TRANSPOSE_DOC = """Transposed convolution layer over {d} spatial axes: input (N
     seed, rng : int or numpy.random.Generator, optional
         The initialisation's random source: a Generator ``rng``, else one made from
         ``seed`` (LeCun's uniform distribution, variance 1/fan-in; zero biases).
-    algorithm : {{'auto', 'im2col', 'winograd'}}
+    algorithm : {{'auto', 'im2col', 'winograd', 'direct'}}
         How the passes run, as for ``vecconv.conv_transpose``.
     """
 

@@ -1,0 +1,20 @@
+/* Several versions of a loop-heavy kernel, one per vector extension: the wheel targets
+ * the baseline x86-64 (SSE2), and GCC's target_clones adds AVX2 and AVX-512 versions of
+ * a function, the best one chosen when the library loads (through an ifunc: glibc on
+ * Linux). Elsewhere (other compilers, other platforms, musl) the one baseline version.
+ * C11 without -ffast-math: no contraction into FMAs, so every version gives the same
+ * bits. Used by _winograd.h and _direct.h. */
+#ifndef VECCONV_SIMD_H
+#define VECCONV_SIMD_H
+
+#include <stddef.h>
+#include <string.h>         /* (a libc header: __GLIBC__ is defined by now on glibc) */
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && defined(__GLIBC__)
+#define VC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VC_CLONES
+#endif
+
+#endif
