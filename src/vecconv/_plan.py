@@ -33,6 +33,11 @@ from ._validate import INT32_MAX, check_ndim, integer
 #: Units a job is cut into at least, when the shapes allow: enough for the caller to
 #: share with a worker, and for a worker that is late (busy machine) to cost little.
 MIN_UNITS = 8
+#: A band of one image's output positions holds at least this many (or the whole map):
+#: a GEMM narrower than this runs far below the BLAS's speed, which more units do not
+#: repay (ResNet-18's 512-channel 7 x 7 layer, one image, float64, forward + backward:
+#: bands of 7 positions took 37 ms, bands of 49 20 ms; bench/layers.py --batch 1).
+MIN_BAND = 64
 #: Column elements per round of a job; Ctrl-C is honoured between rounds.
 ROUND_ELEMS = 1 << 24
 #: Convolutions with this many output maps per group or fewer stage their tiles (see
@@ -250,7 +255,8 @@ def make_schedule(route, n, geometry, cout, groups, itemsize, workspace):
         # bands of output positions: within budget, and MIN_UNITS bands in all
         tile_images = 0
         bands = max(_ceil_div(per_image, budget), _ceil_div(MIN_UNITS, max(n, 1)))
-        tile_positions = max(1, min(P, _ceil_div(P, bands), max(budget // k_rows, 1)))
+        tile_positions = max(1, min(P, max(_ceil_div(P, bands), MIN_BAND),
+                                    max(budget // k_rows, 1)))
         n_tiles = n * _ceil_div(P, tile_positions)
         buf_elems = k_rows * tile_positions
     if pointwise:
@@ -520,8 +526,8 @@ def tunables():
     """The knobs a plan depends on besides its arguments (tests and the benchmark change
     them): part of a kept plan's key."""
     return (_config.TILE_BYTES, _config.STAGE_BELOW, _config.STAGE_WIDTH, ROUND_ELEMS,
-            MIN_UNITS, MAX_ACCUMULATORS, ACCUMULATOR_BYTES, STAGE_COUT, _fft.FFT_COST,
-            _direct.AUTO_CHANNELS,
+            MIN_UNITS, MIN_BAND, MAX_ACCUMULATORS, ACCUMULATOR_BYTES, STAGE_COUT,
+            _fft.FFT_COST, _direct.AUTO_CHANNELS,
             _fft.FFT_MIN_TAPS,
             _winograd.UNIT_TILES, _winograd.ROUND_BYTES, _winograd.FUSED_BYTES,
             _winograd.MIN_FUSED, _winograd.TRANSFORM_COST, _winograd.WEIGHT_COST,
