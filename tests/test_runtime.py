@@ -187,6 +187,44 @@ def _check_child(res, ref):
         np.testing.assert_array_equal(np.asarray(a), r)
 
 
+def test_a_busy_machine_sends_jobs_to_the_calling_thread_alone(big_grain):
+    """After a stall (a worker descheduled while the caller waited: forced here), the
+    jobs of the calm period run on the calling thread alone, with the same bits; turned
+    off (VECCONV_ADAPT_THREADS=0's setting), the thread setting holds again."""
+    from vecconv import _config, _engine
+    if not vc.runtime_info()["pool"]:
+        pytest.skip("a build without the worker pool runs every job alone")
+    with vc.threads(2):
+        ref = _run("one-image", np.float64)
+        try:
+            _engine.set_stall_policy(True, 30.0)
+            before = vc.runtime_info()["calm_jobs"]
+            got = _run("one-image", np.float64)
+            assert vc.runtime_info()["calm_jobs"] > before
+            _engine.set_stall_policy(False)
+            before = vc.runtime_info()["calm_jobs"]
+            again = _run("one-image", np.float64)
+            assert vc.runtime_info()["calm_jobs"] == before
+        finally:
+            _engine.set_stall_policy(_config.ADAPT_THREADS, 0.0)
+    for a, r in zip(got + again, ref + ref):
+        np.testing.assert_array_equal(a, r)
+
+
+def test_the_busy_machine_policy_can_be_turned_off_by_the_environment():
+    code = ("import vecconv, vecconv._config as c, vecconv._engine as e; "
+            "e.set_stall_policy(c.ADAPT_THREADS, 30.0); import numpy as np; "
+            "vecconv.set_num_threads(2); x = np.ones((8, 64, 40, 40)); "
+            "vecconv.conv2d(x, np.ones((64, 64, 3, 3))); "
+            "print(c.ADAPT_THREADS, vecconv.runtime_info()['calm_jobs'])")
+    for value, want in (("0", "False 0"), ("1", "True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, VECCONV_ADAPT_THREADS=value), check=True)
+        assert out.stdout.strip().startswith(want), out.stdout
+        if value == "1" and vc.runtime_info()["pool"]:
+            assert int(out.stdout.split()[1]) > 0
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_multiprocessing_fork_child_computes(big_grain):
     """A child forked after the parent's workers ran (multiprocessing's default start

@@ -81,6 +81,12 @@ GRAIN_FLOPS = env_int("VECCONV_GRAIN_FLOPS", 4_000_000, 0)
 #: bench/pool.py.
 POOL_GRAIN = env_int("VECCONV_POOL_GRAIN", 1 << 17, 0)
 
+#: VECCONV_ADAPT_THREADS=0: every job uses the thread setting, however busy the
+#: machine. By default a job whose caller waited for a descheduled worker sends the next
+#: 0.2 s of jobs to the calling thread alone (``_runtime.h``; the results are the same
+#: bits for any thread count).
+ADAPT_THREADS = not env_off("VECCONV_ADAPT_THREADS")
+
 #: The column buffers' default budget.
 DEFAULT_WORKSPACE = 64 * 2**20
 

@@ -55,6 +55,8 @@ cdef extern from "_runtime.h":
     int vc_get_num_threads() noexcept nogil
     void vc_set_num_threads(int n) noexcept nogil
     void vc_flag(int *flag) noexcept nogil
+    void vc_stall_counts(long long *stalls, long long *calm_jobs) noexcept nogil
+    void vc_set_stall_policy(int adaptive, long long calm_for_ns) noexcept nogil
     enum: VC_MAX_THREADS
 
 cdef enum:
@@ -92,6 +94,20 @@ def workers_started():
 
 def get_num_threads():
     return vc_get_num_threads()
+
+
+def stall_counts():
+    """(stalls seen, jobs run on the calling thread alone because of one): the busy-
+    machine policy of _runtime.h."""
+    cdef long long stalls, calm
+    vc_stall_counts(&stalls, &calm)
+    return stalls, calm
+
+
+def set_stall_policy(bint adaptive, double calm_for=-1.0):
+    """Turn the busy-machine policy on or off; ``calm_for`` >= 0 (tests): jobs run alone
+    for that many seconds from now (0 ends a calm period)."""
+    vc_set_stall_policy(adaptive, <long long>(calm_for * 1e9) if calm_for >= 0 else -1)
 
 
 def set_num_threads(int n):

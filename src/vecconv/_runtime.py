@@ -56,6 +56,8 @@ class RuntimeInfo(TypedDict):
     pool: bool
     private_blas: bool
     workers: int
+    stalls: int
+    calm_jobs: int
 
 
 def runtime_info() -> RuntimeInfo:
@@ -68,11 +70,16 @@ def runtime_info() -> RuntimeInfo:
         ``num_threads``: the thread setting here (``get_num_threads()``); ``pool``: whether
         the engine was built with its worker pool; ``private_blas``: whether it loaded its
         own single-threaded OpenBLAS (else SciPy's BLAS runs the GEMMs on the calling
-        thread); ``workers``: how many worker threads are alive.
+        thread); ``workers``: how many worker threads are alive; ``stalls``: how many
+        times a job waited for a worker that the machine had descheduled (each sends the
+        next 0.2 s of jobs to the calling thread alone; VECCONV_ADAPT_THREADS=0 turns
+        that off); ``calm_jobs``: the jobs run so.
     """
+    stalls, calm_jobs = _engine.stall_counts()
     return RuntimeInfo(num_threads=_config.get_num_threads(), pool=_engine.have_threads(),
                        private_blas=_engine.private_blas(),
-                       workers=_engine.workers_started())
+                       workers=_engine.workers_started(), stalls=stalls,
+                       calm_jobs=calm_jobs)
 
 
 # ----------------------------------------------------------------------------- threadpoolctl
@@ -162,6 +169,7 @@ def _unwatch() -> None:
 
 
 _engine.set_num_threads(_config.DEFAULT_THREADS)
+_engine.set_stall_policy(_config.ADAPT_THREADS)
 _load_private_blas()
 if "threadpoolctl" in sys.modules:
     _register_threadpoolctl()
