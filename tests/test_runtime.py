@@ -188,9 +188,9 @@ def _check_child(res, ref):
 
 
 def test_a_busy_machine_sends_jobs_to_the_calling_thread_alone(big_grain):
-    """After a stall (a worker descheduled while the caller waited: forced here), the
+    """After stalls (a worker descheduled while the caller waited: forced here), the
     jobs of the calm period run on the calling thread alone, with the same bits; turned
-    off (VECCONV_ADAPT_THREADS=0's setting), the thread setting holds again."""
+    off (the default; VECCONV_ADAPT_THREADS=1 turns it on), the thread setting holds."""
     from vecconv import _config, _engine
     if not vc.runtime_info()["pool"]:
         pytest.skip("a build without the worker pool runs every job alone")
@@ -211,7 +211,7 @@ def test_a_busy_machine_sends_jobs_to_the_calling_thread_alone(big_grain):
         np.testing.assert_array_equal(a, r)
 
 
-def test_the_busy_machine_policy_can_be_turned_off_by_the_environment():
+def test_the_busy_machine_policy_is_turned_on_by_the_environment():
     code = ("import vecconv, vecconv._config as c, vecconv._engine as e; "
             "e.set_stall_policy(c.ADAPT_THREADS, 30.0); import numpy as np; "
             "vecconv.set_num_threads(2); x = np.ones((8, 64, 40, 40)); "

@@ -81,11 +81,14 @@ GRAIN_FLOPS = env_int("VECCONV_GRAIN_FLOPS", 4_000_000, 0)
 #: bench/pool.py.
 POOL_GRAIN = env_int("VECCONV_POOL_GRAIN", 1 << 17, 0)
 
-#: VECCONV_ADAPT_THREADS=0: every job uses the thread setting, however busy the
-#: machine. By default a job whose caller waited for a descheduled worker sends the next
-#: 0.2 s of jobs to the calling thread alone (``_runtime.h``; the results are the same
-#: bits for any thread count).
-ADAPT_THREADS = not env_off("VECCONV_ADAPT_THREADS")
+#: VECCONV_ADAPT_THREADS=1: after two jobs within 0.1 s whose caller waited for a
+#: descheduled worker, the next 0.2 s of jobs run on the calling thread alone
+#: (``_runtime.h``; the same bits for any thread count). Off by default: beside two busy
+#: processes it took a LeNet-5 step from 1.92-2.27x its idle time to 1.37-1.95x, but on
+#: a shared host whose other guests steal time it also fired on an idle machine, and a
+#: 256-image MNIST-sized layer ran 1.5x slower.
+ADAPT_THREADS = os.environ.get("VECCONV_ADAPT_THREADS", "0").strip().lower() in (
+    "1", "true", "yes", "on")
 
 #: The column buffers' default budget.
 DEFAULT_WORKSPACE = 64 * 2**20

@@ -89,18 +89,22 @@ static unsigned long vc_generation = 0;
 static int vc_started = 0;           /* workers alive in this process */
 static int vc_spawn_failed = 0;      /* pthread_create failed: use the workers there are */
 
-/* A busy machine: when the caller of a job, its own units done, waits for a worker
-   longer than VC_STALL_FRACTION of the time it worked itself (and at least
-   VC_STALL_MIN_NS), the worker was descheduled while holding a unit: other programs want
-   the cores. The jobs of the next VC_CALM_NS then run on the calling thread alone, which
-   on a loaded machine is faster (a LeNet-5 step beside two busy processes on 2 cores:
-   7.2 ms on 2 threads, 5.0 on 1; 3.6 idle); then one job tries the workers again.
+/* A busy machine: a worker that claimed a job's last units finishes them at most about
+   one unit's time after the caller ran out of units. When the caller waits longer than
+   VC_STALL_UNITS times its own mean time per unit (and at least VC_STALL_MIN_NS), the
+   worker was descheduled while holding a unit: other programs want the cores. After two
+   such stalls within VC_STALL_WINDOW_NS, the jobs of the next VC_CALM_NS run on the
+   calling thread alone, which on a loaded machine is faster (a LeNet-5 step beside two
+   busy processes on 2 cores: 7.2 ms on 2 threads, 5.0 on 1; 3.6 idle); then one job
+   tries the workers again.
    Results are the same bits for any thread count, so this changes only the time.
    vc_adaptive = 0 (VECCONV_ADAPT_THREADS=0) turns it off. */
-#define VC_STALL_FRACTION 0.5
+#define VC_STALL_UNITS 3.0
 #define VC_STALL_MIN_NS 500000LL
 #define VC_CALM_NS 200000000LL
+#define VC_STALL_WINDOW_NS 100000000LL
 static int vc_adaptive = 1;
+static long long vc_last_stall = -VC_STALL_WINDOW_NS;   /* monotonic ns; under vc_mu */
 static long long vc_calm_until = 0;     /* monotonic ns; under vc_mu */
 static long long vc_stalls = 0;         /* stalls seen (under vc_mu) */
 static long long vc_calm_jobs = 0;      /* jobs run alone because of one (under vc_mu) */
@@ -111,11 +115,14 @@ static long long vc_now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void vc_claim(vc_job *job, int slot) {
+/* Claim and run units until none is left; returns how many this participant ran. */
+static Py_ssize_t vc_claim(vc_job *job, int slot) {
+    Py_ssize_t done = 0;
     for (;;) {
         Py_ssize_t u = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
-        if (u >= job->n_units) return;
+        if (u >= job->n_units) return done;
         job->fn(job->ctx, u, slot);
+        done++;
     }
 }
 
@@ -153,6 +160,7 @@ static void vc_fork_child(void) {
     vc_started = 0;
     vc_spawn_failed = 0;
     vc_calm_until = 0;
+    vc_last_stall = -VC_STALL_WINDOW_NS;
 }
 
 /* Called once when the module is imported, before any worker exists: the fork handlers
@@ -191,6 +199,7 @@ static void vc_run_serial(vc_task_fn fn, void *ctx, Py_ssize_t n_units) {
 static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     vc_job job;
     long long t0, t1, t2;
+    Py_ssize_t mine;
     if (threads <= 1 || n_units <= 1) { vc_run_serial(fn, ctx, n_units); return; }
     if (threads > n_units) threads = (int)n_units;
     pthread_mutex_lock(&vc_mu);
@@ -220,15 +229,20 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
         for (w = 0; w < threads - 1 && w < vc_started; w++) pthread_cond_signal(&vc_wake);
     }
     pthread_mutex_unlock(&vc_mu);
-    vc_claim(&job, 0);
+    mine = vc_claim(&job, 0);
     t1 = vc_now_ns();
     pthread_mutex_lock(&vc_mu);
     if (vc_current == &job) vc_current = NULL;     /* closed: no worker joins from now on */
     while (job.active > 0) pthread_cond_wait(&vc_left, &vc_mu);
     t2 = vc_now_ns();
-    if (t2 - t1 > VC_STALL_MIN_NS && (double)(t2 - t1) > VC_STALL_FRACTION * (double)(t1 - t0)) {
+    if (t2 - t1 > VC_STALL_MIN_NS
+            && (double)(t2 - t1) > VC_STALL_UNITS * (double)(t1 - t0)
+                                   / (double)(mine > 0 ? mine : 1)) {
+        /* one stall may be the machine's moment (a shared host's steal); a second within
+           VC_STALL_WINDOW_NS is a busy machine */
+        if (t2 - vc_last_stall < VC_STALL_WINDOW_NS) vc_calm_until = t2 + VC_CALM_NS;
+        vc_last_stall = t2;
         vc_stalls++;
-        vc_calm_until = t2 + VC_CALM_NS;
     }
     pthread_mutex_unlock(&vc_mu);
 }

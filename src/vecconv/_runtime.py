@@ -71,9 +71,10 @@ def runtime_info() -> RuntimeInfo:
         the engine was built with its worker pool; ``private_blas``: whether it loaded its
         own single-threaded OpenBLAS (else SciPy's BLAS runs the GEMMs on the calling
         thread); ``workers``: how many worker threads are alive; ``stalls``: how many
-        times a job waited for a worker that the machine had descheduled (each sends the
-        next 0.2 s of jobs to the calling thread alone; VECCONV_ADAPT_THREADS=0 turns
-        that off); ``calm_jobs``: the jobs run so.
+        times a job waited for a worker that the machine had descheduled;
+        ``calm_jobs``: the jobs run on the calling thread alone because of them (with
+        VECCONV_ADAPT_THREADS=1, two stalls within 0.1 s send the next 0.2 s of jobs
+        there).
     """
     stalls, calm_jobs = _engine.stall_counts()
     return RuntimeInfo(num_threads=_config.get_num_threads(), pool=_engine.have_threads(),
