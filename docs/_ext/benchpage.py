@@ -346,7 +346,8 @@ def write_pages(repo: Path, out_dir: Path):
         if isinstance(data, dict) and "cases" in data and "machine" in data:
             _conv_chart(data, out_dir / chart)
             page += _conv_page(path.name, data, chart)
-        elif isinstance(data, dict) and data.get("rows") and "torch_ms" in data["rows"][0]:
+        elif (isinstance(data, dict) and data.get("rows") and "torch_ms" in data["rows"][0]
+              and "error_im2col" in data["rows"][0]):
             page += _layers_page(path.name, data)
         elif isinstance(data, dict) and "worst" in data and data.get("rows"):
             page += _winograd_accuracy_page(path.name, data)
