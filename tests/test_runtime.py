@@ -570,3 +570,21 @@ def test_every_round_has_units_to_share(xs, ws):
     # dx: single-channel spans of one image are the documented exception
     if s.dx_images or xs[1] > 1:
         assert dx_units >= min(want, s.dx_pieces * xs[1]), s
+
+
+def test_the_dense_layers_product_gives_the_same_bits_for_any_thread_count(big_grain):
+    """_run.matmul (the Dense layer's product) cuts its rows by the shapes alone: cut by
+    the thread count, float64 rows moved by 1e-14 between 1 and 2 threads."""
+    from vecconv import _run
+    rng = np.random.default_rng(5)
+    for trans_a in (False, True):
+        a = rng.standard_normal((517, 300) if trans_a else (300, 517))
+        b = rng.standard_normal((517, 301))
+        results = []
+        for n in (1, 2, 3):
+            with vc.threads(n):
+                results.append(_run.matmul(a, b, trans_a=trans_a))
+        for got in results[1:]:
+            np.testing.assert_array_equal(got, results[0])
+        np.testing.assert_allclose(results[0], (a.T if trans_a else a) @ b, rtol=1e-12,
+                                   atol=1e-12)

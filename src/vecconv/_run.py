@@ -486,6 +486,12 @@ def fold(cols_t, plan, units):
 
 
 # ----------------------------------------------------------------------------- products
+#: A product is cut into this many blocks of rows, of at least MATMUL_ROWS rows (a small
+#: product is one block), whatever the threads that share them out.
+MATMUL_BLOCKS = 8
+MATMUL_ROWS = 32
+
+
 def matmul(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) through the engine's BLAS, not NumPy's: blocks of rows spread over
     the engine's threads, one single-threaded GEMM each.
@@ -504,9 +510,11 @@ def matmul(a, b, trans_a=False, trans_b=False):
     out = np.empty((m, n), dtype=a.dtype)
     if not out.size:
         return out
-    threads = min(threads_for(2 * m * n * ka), m)
-    rows = -(-m // threads)
+    # blocks of rows cut by the shapes alone (a row's bits depend on its block's shape:
+    # cut by the thread count, float64 rows moved by 1e-14 between 1 and 2 threads)
+    rows = min(m, max(-(-m // MATMUL_BLOCKS), MATMUL_ROWS))
     full = m // rows
+    threads = min(threads_for(2 * m * n * ka), full)
     # blocks of `rows` rows of the output, one GEMM each, spread over the engine's threads
     # (op(a)'s rows are a's rows, or its columns when transposed)
     a_block = a[:, :rows] if trans_a else a[:rows]
