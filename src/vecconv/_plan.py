@@ -181,16 +181,13 @@ def check_forced(options, kernel_size):
     """What a forced algorithm needs of the options alone, checked when a layer is built
     (the shapes, and the workspace, are checked when it runs)."""
     if options.algorithm == "winograd":
-        k = tuple(kernel_size)
-        if any(s != 1 for s in options.stride) or any(d != 1 for d in options.dilation):
-            raise ValueError("algorithm='winograd' needs stride 1 and dilation 1")
-        if any(kk not in (1, 3) for kk in k) or 3 not in k:
-            raise ValueError(f"algorithm='winograd' needs kernels of 3 taps along each "
-                             f"axis (or 1 along some), got kernel_size={k}")
-        if not math.isfinite(options.fill_value):
-            raise ValueError("algorithm='winograd' needs a finite fill_value")
-    if options.algorithm == "direct" and (options.groups < 2
-                                          or options.connections is not None):
+        reason = _winograd.kernel_rule(options.stride, options.dilation, kernel_size)
+        if reason is None and not math.isfinite(options.fill_value):
+            reason = "it needs a finite fill_value"
+        if reason is not None:
+            raise ValueError(f"algorithm='winograd' cannot run this layer: {reason}")
+    if options.algorithm == "direct" and not _direct.eligible(
+            options.groups, options.groups, options.connections is not None):
         raise ValueError(f"algorithm='direct' runs grouped convolutions (groups > 1, no "
                          f"connection table), got groups={options.groups}")
 

@@ -89,15 +89,25 @@ def matrices(m, r=3):
     return out
 
 
-def why_not(geometry):
-    """Why a convolution's geometry cannot take the route, or None when it can: stride
-    and dilation 1, every kernel axis of 1 or 3 taps (at least one of 3), a non-empty
-    input and output."""
-    g = geometry
-    if any(s != 1 for s in g.stride) or any(d != 1 for d in g.dilation):
+def kernel_rule(stride, dilation, kernel):
+    """Why options of these strides, dilations and kernel sizes cannot take the route, or
+    None: stride and dilation 1, every kernel axis of 1 or 3 taps (at least one of 3).
+    (A layer asks this when it is built; the planner asks ``why_not`` of each call.)"""
+    if any(s != 1 for s in stride) or any(d != 1 for d in dilation):
         return "it needs stride 1 and dilation 1"
-    if any(k not in (1, 3) for k in g.kernel) or 3 not in g.kernel:
-        return "it needs kernels of 3 taps along each axis (or 1 along some)"
+    if any(k not in (1, 3) for k in kernel) or 3 not in kernel:
+        return (f"it needs kernels of 3 taps along each axis (or 1 along some), got "
+                f"{tuple(k for k in kernel)}")
+    return None
+
+
+def why_not(geometry):
+    """Why a convolution's geometry cannot take the route, or None when it can: the
+    kernel rule, and a non-empty input and output."""
+    g = geometry
+    reason = kernel_rule(g.stride, g.dilation, g.kernel)
+    if reason is not None:
+        return reason
     if math.prod(g.size) == 0 or g.positions == 0:
         return "it needs a non-empty input and output"
     return None
