@@ -319,7 +319,7 @@ def _winograd_dw_ok(plan, x, dy):
     every tile, below the dtype's largest value."""
     with np.errstate(over="ignore", invalid="ignore"):
         fill = abs(float(plan.dtype.type(plan.geometry.fill)))
-        tops = [float(np.abs(a).max(initial=0)) for a in (x, dy)]
+        tops = [max(float(a.max(initial=0)), -float(a.min(initial=0))) for a in (x, dy)]
     if not all(math.isfinite(v) for v in tops + [fill]):
         return False
     m = plan.dw_winograd[0]
