@@ -237,3 +237,39 @@ def test_backward_and_transposed_plans_never_take_the_fft_route():
 def _options_transpose():
     from vecconv._options import conv_transpose_options
     return conv_transpose_options(2)
+
+
+@pytest.mark.parametrize("xs,ws,workspace", [
+    ((1, 1, 300, 280), (3, 1, 31, 31), 2**23),      # tiles of one image at once
+    ((5, 2, 90, 70), (2, 2, 25, 25), 2**21),        # chunks of images at once
+    ((1, 12, 300, 300), (4, 12, 17, 17), 2**25),      # batched products, tiles at once
+    ((3, 12, 60, 60), (4, 12, 17, 17), 2**21),      # batched products, one at a time
+    ((2, 3, 5000), (2, 3, 301), 2**23)])
+def test_the_fft_route_gives_the_same_bits_on_any_thread_count(xs, ws, workspace,
+                                                                monkeypatch):
+    """Its tiles run on the threads at once, each transform on one thread; tiles and
+    image chunks are independent, so the thread count changes no bit."""
+    from vecconv import _fft
+    pools = []
+
+    class Counted(_fft.ThreadPoolExecutor):
+        def __init__(self, n, **kw):
+            pools.append(n)
+            super().__init__(n, **kw)
+
+    monkeypatch.setattr(_fft, "ThreadPoolExecutor", Counted)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    plan = vc.conv_plan(x.shape, w.shape, algorithm="fft", workspace=workspace)
+    assert plan["forward"] == "fft"
+    got = {}
+    for threads in (1, 2, 3):
+        with vc.config(threads=threads):
+            got[threads] = vc.conv(x, w, algorithm="fft", workspace=workspace)
+    np.testing.assert_array_equal(got[1], got[2])
+    np.testing.assert_array_equal(got[1], got[3])
+    # the concurrent branch ran where the budget holds more than one task
+    assert bool(pools) == (xs != (3, 12, 60, 60)), pools
+    ref = vc.conv(x.astype(np.float64), w.astype(np.float64), algorithm="im2col")
+    assert np.abs(got[1] - ref).max() <= 1e-4 * np.abs(ref).max()

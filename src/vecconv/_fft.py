@@ -21,19 +21,26 @@ kernels or fill) to the GEMM route, or per-map under a connection table.
 
 from __future__ import annotations
 
+import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft
 
 from ._shapes import extents, padded_index
 
-#: The kernels' extent is padded to at least this many times itself per tile: (T + e - 1)
-#: / T transform entries per output (1.125 at 8 e).
-TILE_PER_EXTENT = 8
+#: A tile's transform holds at most this many entries, unless the kernels' extent needs
+#: more: one tile's transform, its products and the outputs transformed back then stay in
+#: a core's cache (31 x 31 kernels on a 1024^2 float32 image: 256^2 transforms ran 1.5-2x
+#: faster than 288^2 or 512^2 ones, and than one 1024^2 transform of the whole image).
+TILE_ELEMENTS = 2**16
 #: Measured on the machines vecconv runs on: one floating-point operation of the FFT route
 #: (transforms and complex products, counted as below) costs about this many GEMM ones.
 FFT_COST = 6.0
+#: A tile's fixed cost (its calls from Python, ~0.15 ms) in FFT-flop units: 128^2 tiles of
+#: a 1024^2 image ran at half the speed of 256^2 ones.
+TILE_COST = 2e6
 #: Kernels with fewer taps never take the FFT route under algorithm='auto' (its model
 #: never favoured one; the check costs a planning step).
 FFT_MIN_TAPS = 25
@@ -47,14 +54,40 @@ def _next_len(n):
     return scipy.fft.next_fast_len(int(n), real=True)
 
 
-def tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace):
+def _lengths(span, e):
+    """Candidate transform lengths of one axis whose outputs span ``span`` with kernels of
+    extent ``e``: 2^k and 3 * 2^k above the extent (the lengths the FFT does fastest),
+    and the whole padded axis's fast length."""
+    whole = _next_len(span + e - 1)
+    found = {whole}
+    f = 4
+    while f < whole:
+        found.update(c for c in (f, 3 * f // 2) if e < c < whole)
+        f *= 2
+    return sorted(found)
+
+
+def _cost(n, tile, size, span, cout, c, cin_g):
+    """The route's work in FFT-flop units (as ``cost_ratio`` counts it) for n images:
+    transforms, complex products, and each tile's fixed cost in Python."""
+    n_tiles = math.prod(-(-u // t) for u, t in zip(span, tile))
+    f = math.prod(size)
+    lg = math.log2(max(f, 2))
+    return (2.5 * f * lg * (n * (c + cout) * n_tiles + cout * cin_g)
+            + 4.0 * n * cout * cin_g * f * n_tiles + TILE_COST * n_tiles)
+
+
+def tile_shape(n, geometry, d, cout, cin_g, groups, itemsize, workspace):
     """(stride-1 outputs per tile, transform size) per spatial axis, and images per
     chunk, or None when the route cannot take this convolution within the workspace.
 
-    The budget holds everything the route allocates besides the output: the dilated
-    kernels and their transforms (Cout, C/groups, F/2, complex), and per image of a chunk
-    the tile read from x, its transform, the transformed outputs with the products'
-    temporaries, and the outputs transformed back.
+    Of the tiles whose transform lengths are fast ones (``_lengths``) and hold at most
+    ``TILE_ELEMENTS`` entries (or the fewest, when the kernels need more), the one of least
+    work for these n images that fits the budget. The budget holds everything the route
+    allocates besides the output: the dilated kernels and their transforms (Cout,
+    C/groups, F/2, complex), and per image of a chunk the tile read from x, its
+    transform, the transformed outputs with the products' temporaries, and the outputs
+    transformed back.
     """
     lead = 3 - d
     ext = list(extents(geometry.dilation[lead:], geometry.kernel[lead:]))
@@ -66,45 +99,47 @@ def tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace):
     padded = [(o - 1) * s + e for o, s, e in zip(geometry.out[lead:], geometry.stride[lead:],
                                                    ext)]
     maps = 9 * sum(padded)      # each axis's index map (int64) and constant mask
-    tile = [min(u, max(TILE_PER_EXTENT * e, 32)) for u, e in zip(span, ext)]
-    while True:
-        size = [_next_len(t + e - 1) for t, e in zip(tile, ext)]
-        half = math.prod(size[:-1]) * (size[-1] // 2 + 1)
+    choices = list(itertools.product(*[_lengths(u, e) for u, e in zip(span, ext)]))
+    cap = max(TILE_ELEMENTS, min(math.prod(size) for size in choices))
+    best = None
+    for size in choices:
         full = math.prod(size)
+        if full > cap:
+            continue
+        half = math.prod(size[:-1]) * (size[-1] // 2 + 1)
         kernels = cout * cin_g * (half * complex_item + math.prod(ext) * itemsize)
         per_image = (c * full * itemsize                  # the tile read from x
                      + c * half * complex_item            # its transform
                      + 3 * cout * half * complex_item     # products, sum, a temporary
                      + cout * full * itemsize)            # transformed back
-        if maps + kernels + per_image <= workspace:
-            break
-        # halve the largest tile that is still above its kernel's extent
-        a = max(range(d), key=lambda i: tile[i] / ext[i])
-        if tile[a] <= ext[a] and all(t <= e for t, e in zip(tile, ext)):
-            return None
-        tile[a] = max(1, tile[a] // 2)
-    images = max(1, (workspace - maps - kernels) // per_image)
-    # each transform size is what the tile needs, no more
-    tile = [f - e + 1 for f, e in zip(size, ext)]
-    tile = [min(t, u) for t, u in zip(tile, span)]
-    return tuple(tile), tuple(size), images
+        if maps + kernels + per_image > workspace:
+            continue
+        # each transform size is what the tile needs, no more
+        tile = tuple(min(f - e + 1, u) for f, e, u in zip(size, ext, span))
+        cost = _cost(max(n, 1), tile, size, span, cout, c, cin_g)
+        if best is None or cost < best[0]:
+            images = max(1, (workspace - maps - kernels) // per_image)
+            best = (cost, (tile, tuple(size), images))
+    return None if best is None else best[1]
 
 
 def cost_ratio(n, geometry, d, cout, cin_g, groups, tiles):
     """The FFT route's estimated time over im2col's, in GEMM-flop units."""
     tile, size, _ = tiles
     lead = 3 - d
-    taps = geometry.taps
-    positions = geometry.positions
-    direct = 2.0 * n * cout * cin_g * taps * positions
     span = [(o - 1) * s + 1 for o, s in zip(geometry.out[lead:], geometry.stride[lead:])]
-    n_tiles = math.prod(-(-u // t) for u, t in zip(span, tile))
-    f = math.prod(size)
-    half = f / 2
-    transforms = 2.5 * f * math.log2(max(f, 2)) * (n * cin_g * groups + n * cout) * n_tiles \
-        + 2.5 * f * math.log2(max(f, 2)) * cout * cin_g
-    products = 8.0 * n * cout * cin_g * half * n_tiles
-    return FFT_COST * (transforms + products) / max(direct, 1.0)
+    direct = 2.0 * n * cout * cin_g * geometry.taps * geometry.positions
+    work = _cost(n, tile, size, span, cout, cin_g * groups, cin_g)
+    return FFT_COST * work / max(direct, 1.0)
+
+
+def _run(index, constant):
+    """The slice of x an axis's index map entries read, when they are one increasing run
+    of x's own entries (no pad); else None."""
+    if index.size == 0 or constant.any() or index[-1] - index[0] != index.size - 1 \
+            or (index.size > 1 and not (np.diff(index) == 1).all()):
+        return None
+    return slice(int(index[0]), int(index[-1]) + 1)
 
 
 def forward(x, w, bias, plan, threads):
@@ -145,48 +180,73 @@ def forward(x, w, bias, plan, threads):
     y = np.empty((n, cout) + tuple(out), dtype=dtype)
     fill = dtype.type(o.fill_value)
     starts = [range(0, u, t) for u, t in zip(span, tile)]
-    for n0 in range(0, n, images):
-        xb = x[n0:n0 + images]
-        for corner in np.ndindex(*[len(r) for r in starts]):
-            u0 = [starts[a][i] for a, i in enumerate(corner)]
-            u1 = [min(a0 + t, u) for a0, t, u in zip(u0, tile, span)]
-            # the tile's input region, read through the padding's index map at once
-            reach = [slice(u0[a], u1[a] + ext[a] - 1) for a in range(d)]
+    # Tiles (and chunks of images) are independent: ``threads`` of them run at once, each
+    # transform on one thread (a single tile's transform split over threads ran slower).
+    # With the elementwise products a chunk's size changes no bit, so the budget's images
+    # are shared among the threads; the batched products keep the plan's chunk.
+    chunk = max(1, min(images // threads, -(-n // threads))) if cin_g <= 8 else images
+    corners = list(np.ndindex(*[len(r) for r in starts]))
+    tasks = [(n0, corner) for n0 in range(0, n, chunk) for corner in corners]
+    concurrent = max(1, min(threads, images // min(chunk, n), len(tasks)))
+    workers = threads if concurrent == 1 else 1
+
+    def one(task):
+        n0, corner = task
+        xb = x[n0:n0 + chunk]
+        u0 = [starts[a][i] for a, i in enumerate(corner)]
+        u1 = [min(a0 + t, u) for a0, t, u in zip(u0, tile, span)]
+        # the tile's input region, read through the padding's index map at once
+        reach = [slice(u0[a], u1[a] + ext[a] - 1) for a in range(d)]
+        runs = [_run(m[r], k[r]) for m, k, r in zip(maps, constant, reach)]
+        if all(r is not None for r in runs):    # inside x: a view, not a copy
+            region = xb[(slice(None), slice(None)) + tuple(runs)]
+        else:
             region = xb[(slice(None), slice(None)) + np.ix_(*[m[r] for m, r in
                                                               zip(maps, reach)])]
             for a in range(d):
                 m = constant[a][reach[a]]
                 if m.any():
                     region[(slice(None), slice(None)) + (slice(None),) * a + (m,)] = fill
-            xf = scipy.fft.rfftn(region, s=size, axes=axes, workers=threads)
-            del region
-            nb = xf.shape[0]
-            yf = np.empty((nb, cout) + xf.shape[2:], dtype=xf.dtype)
-            tmp = np.empty((nb, cout_g) + xf.shape[2:], dtype=xf.dtype)
-            for gi in range(groups):
-                xs = xf[:, gi * cin_g:(gi + 1) * cin_g]
-                ks = kf[gi * cout_g:(gi + 1) * cout_g]
-                acc = yf[:, gi * cout_g:(gi + 1) * cout_g]
-                if cin_g <= 8:            # a few channels: multiply-add in place
-                    np.multiply(xs[:, None, 0], ks[None, :, 0], out=acc)
-                    for i in range(1, cin_g):
-                        np.multiply(xs[:, None, i], ks[None, :, i], out=tmp)
-                        acc += tmp
-                else:                     # many: one (images x C_g)(C_g x Cout_g) product
-                    prod = np.matmul(xs.reshape(nb, cin_g, -1).transpose(2, 0, 1),
-                                     ks.reshape(cout_g, cin_g, -1).transpose(2, 1, 0))
-                    acc[...] = prod.transpose(1, 2, 0).reshape((nb, cout_g) + xs.shape[2:])
-                    del prod
-            del xf, tmp
-            yt = scipy.fft.irfftn(yf, s=size, axes=axes, workers=threads)
-            # the stride-1 outputs of this tile; the stride keeps every s-th
-            src, dst = [], []
-            for a in range(d):
-                first = -(-u0[a] // stride[a]) * stride[a]
-                src.append(slice(first - u0[a], u1[a] - u0[a], stride[a]))
-                dst.append(slice(first // stride[a], (u1[a] - 1) // stride[a] + 1))
-            y[(slice(n0, n0 + xb.shape[0]), slice(None)) + tuple(dst)] = \
-                yt[(slice(None), slice(None)) + tuple(src)]
+        xf = scipy.fft.rfftn(region, s=size, axes=axes, workers=workers)
+        del region
+        nb = xf.shape[0]
+        yf = np.empty((nb, cout) + xf.shape[2:], dtype=xf.dtype)
+        tmp = np.empty((nb, cout_g) + xf.shape[2:], dtype=xf.dtype)
+        for gi in range(groups):
+            xs = xf[:, gi * cin_g:(gi + 1) * cin_g]
+            ks = kf[gi * cout_g:(gi + 1) * cout_g]
+            acc = yf[:, gi * cout_g:(gi + 1) * cout_g]
+            if cin_g <= 8:            # a few channels: multiply-add in place
+                np.multiply(xs[:, None, 0], ks[None, :, 0], out=acc)
+                for i in range(1, cin_g):
+                    np.multiply(xs[:, None, i], ks[None, :, i], out=tmp)
+                    acc += tmp
+            else:                     # many: one (images x C_g)(C_g x Cout_g) product
+                prod = np.matmul(xs.reshape(nb, cin_g, -1).transpose(2, 0, 1),
+                                 ks.reshape(cout_g, cin_g, -1).transpose(2, 1, 0))
+                acc[...] = prod.transpose(1, 2, 0).reshape((nb, cout_g) + xs.shape[2:])
+                del prod
+        del xf, tmp
+        yt = scipy.fft.irfftn(yf, s=size, axes=axes, workers=workers)
+        # the stride-1 outputs of this tile; the stride keeps every s-th
+        src, dst = [], []
+        for a in range(d):
+            first = -(-u0[a] // stride[a]) * stride[a]
+            src.append(slice(first - u0[a], u1[a] - u0[a], stride[a]))
+            dst.append(slice(first // stride[a], (u1[a] - 1) // stride[a] + 1))
+        y[(slice(n0, n0 + nb), slice(None)) + tuple(dst)] = \
+            yt[(slice(None), slice(None)) + tuple(src)]
+
+    if concurrent == 1:
+        for task in tasks:
+            one(task)
+    else:
+        pool = ThreadPoolExecutor(concurrent, thread_name_prefix="vecconv-fft")
+        try:
+            for _ in pool.map(one, tasks):
+                pass
+        finally:                  # an error or Ctrl-C: no tile not yet begun starts
+            pool.shutdown(wait=True, cancel_futures=True)
     if bias is not None:
         y += bias.reshape((1, -1) + (1,) * d)
     return y

@@ -130,7 +130,7 @@ def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False
             and math.prod(geometry.size) > 0 \
             and (algorithm == "fft" or geometry.taps >= _fft.FFT_MIN_TAPS):
         cin_g = geometry.channels // groups
-        tiles = _fft.tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace)
+        tiles = _fft.tile_shape(n, geometry, d, cout, cin_g, groups, itemsize, workspace)
         if algorithm == "fft":
             if tiles is None:
                 raise ValueError(f"algorithm='fft' cannot run these kernels within a "
@@ -525,7 +525,7 @@ def tunables():
     return (_config.TILE_BYTES, _config.STAGE_BELOW, _config.STAGE_WIDTH, ROUND_ELEMS,
             MIN_UNITS, MIN_BAND, MAX_ACCUMULATORS, ACCUMULATOR_BYTES, STAGE_COUT,
             _fft.FFT_COST, _direct.AUTO_CHANNELS,
-            _fft.FFT_MIN_TAPS,
+            _fft.FFT_MIN_TAPS, _fft.TILE_ELEMENTS, _fft.TILE_COST,
             _winograd.UNIT_TILES, _winograd.ROUND_BYTES, _winograd.FUSED_BYTES,
             _winograd.MIN_FUSED, _winograd.TRANSFORM_COST, _winograd.WEIGHT_COST,
             _winograd.CALL_COST, _winograd.IM2COL_COST, _winograd.AUTO_BELOW,
