@@ -63,6 +63,20 @@ def test_the_direct_route_agrees_with_float64_im2col_in_every_pass(case):
     np.testing.assert_array_equal(w, w0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [7, 16, 33, 47, 64, 71])
+@pytest.mark.parametrize("opts", [dict(padding=1), dict(padding=2, padding_mode="reflect"),
+                                  dict(padding=(1, 3), padding_mode="circular", dilation=2),
+                                  dict(padding=1, stride=2),
+                                  dict(padding=(0, 4), padding_mode="constant",
+                                       fill_value=0.5)])
+def test_wide_rows_take_the_vector_blocks_and_agree(dtype, width, opts):
+    """Rows as wide as a layer's (two vector registers, one, and the rest of a row): each
+    pass against float64 im2col, with the padding's runs of x copied at once."""
+    case = test_the_direct_route_agrees_with_float64_im2col_in_every_pass.hypothesis
+    case.inner_test(((2, 4, 9, width), (4, 1, 3, 3), dict(opts, groups=4), dtype, width))
+
+
 def test_auto_takes_the_direct_route_for_depthwise_layers_only():
     dw = vc.conv_plan((8, 128, 56, 56), (128, 1, 3, 3), padding=1, groups=128)
     assert (dw["forward"], dw["dx"], dw["dw"]) == ("direct",) * 3

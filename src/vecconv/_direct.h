@@ -20,6 +20,84 @@
 
 #include "_simd.h"
 
+/* Stride-1 rows in blocks of two vector registers, summed over the taps in registers
+ * (a plain array of VB sums stayed in memory): ow0 moves past the blocks it did. */
+#ifdef VC_VECTORS
+#define VC_ROW_VECTORS(T, V)                                                              \
+    if (sw == 1) {                                                                        \
+        const Py_ssize_t L = (Py_ssize_t)(sizeof(V) / sizeof(T));                         \
+        for (; ow0 + 2 * L <= W; ow0 += 2 * L) {                                          \
+            V a0, a1, s0, s1;                                                             \
+            if (init) {                                                                   \
+                const V zero = {0};                                                       \
+                a0 = zero + b;                                                            \
+                a1 = a0;                                                                  \
+            } else {                                                                      \
+                memcpy(&a0, yr + ow0, sizeof(V));                                         \
+                memcpy(&a1, yr + ow0 + L, sizeof(V));                                     \
+            }                                                                             \
+            for (t = 0; t < nt; t++) {                                                    \
+                memcpy(&s0, src[t] + ow0, sizeof(V));                                     \
+                memcpy(&s1, src[t] + ow0 + L, sizeof(V));                                 \
+                a0 += wv[t] * s0;                                                         \
+                a1 += wv[t] * s1;                                                         \
+            }                                                                             \
+            memcpy(yr + ow0, &a0, sizeof(V));                                             \
+            memcpy(yr + ow0 + L, &a1, sizeof(V));                                         \
+        }                                                                                 \
+        for (; ow0 + L <= W; ow0 += L) {                                                  \
+            V a0, s0;                                                                     \
+            if (init) {                                                                   \
+                const V zero = {0};                                                       \
+                a0 = zero + b;                                                            \
+            } else {                                                                      \
+                memcpy(&a0, yr + ow0, sizeof(V));                                         \
+            }                                                                             \
+            for (t = 0; t < nt; t++) {                                                    \
+                memcpy(&s0, src[t] + ow0, sizeof(V));                                     \
+                a0 += wv[t] * s0;                                                         \
+            }                                                                             \
+            memcpy(yr + ow0, &a0, sizeof(V));                                             \
+        }                                                                                 \
+    }
+#else
+#define VC_ROW_VECTORS(T, V)
+#endif
+
+/* dW of stride-1 rows: per tap, a block of one vector register summed over the image's
+ * rows in a register, then added to the tap's partial sums; done = the columns covered */
+#ifdef VC_VECTORS
+#define VC_DW_VECTORS(SUF, T, V)                                                              \
+    if (sw == 1) {                                                                        \
+        const Py_ssize_t L = (Py_ssize_t)(sizeof(V) / sizeof(T));                         \
+        done = W - W % L;                                                                 \
+        for (kd = 0; kd < J->k[0]; kd++)                                                  \
+            for (kh = 0; kh < J->k[1]; kh++)                                              \
+                for (kw = 0; kw < J->k[2]; kw++) {                                        \
+                    T *acc = part + ((kd * J->k[1] + kh) * J->k[2] + kw) * W;             \
+                    Py_ssize_t ow0;                                                       \
+                    for (ow0 = 0; ow0 < done; ow0 += L) {                                 \
+                        V a = {0}, d0, s0, p0;                                            \
+                        for (od = 0; od < J->o[0]; od++)                                  \
+                            for (oh = 0; oh < J->o[1]; oh++) {                            \
+                                memcpy(&d0, dy + (od * J->o[1] + oh) * W + ow0, sizeof(V)); \
+                                memcpy(&s0, vc_prow_##SUF(J, pm, od, oh, kd, kh)          \
+                                       + kw * J->d[2] + ow0, sizeof(V));                  \
+                                a += d0 * s0;                                             \
+                            }                                                             \
+                        memcpy(&p0, acc + ow0, sizeof(V));                                \
+                        p0 += a;                                                          \
+                        memcpy(acc + ow0, &p0, sizeof(V));                                \
+                    }                                                                     \
+                }                                                                         \
+    }
+#else
+#define VC_DW_VECTORS(SUF, T, V)
+#endif
+
+/* taps summed per pass over an output row (their pointers and weights on the stack) */
+#define VC_TAP_GROUP 16
+
 typedef struct vc_direct {
     int f64, pass;              /* pass: 0 forward, 1 dx, 2 dW */
     Py_ssize_t N, C, cout;
@@ -27,6 +105,7 @@ typedef struct vc_direct {
     Py_ssize_t i[3], o[3], k[3], s[3], d[3];
     Py_ssize_t pp[3];           /* the padded extent each axis reads */
     const long long *idx[3];    /* per padded position: the entry of x it reads, or -1 */
+    Py_ssize_t lo, hi;          /* padded columns [lo, hi) read x's entries idx[2][lo] on */
     double fill;
     const void *x, *w, *bias, *dy;
     void *y, *dx, *dw;
@@ -34,7 +113,7 @@ typedef struct vc_direct {
     Py_ssize_t scratch_elems;
 } vc_direct;
 
-#define VC_DIRECT_KERNELS(SUF, T)                                                         \
+#define VC_DIRECT_KERNELS(SUF, T, VB, V)                                                       \
 /* pm = map padded: pm[a, b, c] = x[idx0[a], idx1[b], idx2[c]], or the fill */             \
 static void vc_pad_##SUF(const vc_direct *J, const T *x, T *pm) {                         \
     Py_ssize_t a, b, c, i0, i1, i2;                                                       \
@@ -50,7 +129,13 @@ static void vc_pad_##SUF(const vc_direct *J, const T *x, T *pm) {               
                 continue;                                                                 \
             }                                                                             \
             row = x + (i0 * J->i[1] + i1) * J->i[2];                                      \
-            for (c = 0; c < J->pp[2]; c++) {                                              \
+            for (c = 0; c < J->lo; c++) {                                                 \
+                i2 = J->idx[2][c];                                                        \
+                dst[c] = i2 < 0 ? fill : row[i2];                                         \
+            }                                                                             \
+            if (J->hi > J->lo)          /* the run of x's own entries: one copy */        \
+                memcpy(dst + J->lo, row + J->idx[2][J->lo], (J->hi - J->lo) * sizeof(T)); \
+            for (c = J->hi; c < J->pp[2]; c++) {                                          \
                 i2 = J->idx[2][c];                                                        \
                 dst[c] = i2 < 0 ? fill : row[i2];                                         \
             }                                                                             \
@@ -58,7 +143,7 @@ static void vc_pad_##SUF(const vc_direct *J, const T *x, T *pm) {               
     }                                                                                     \
 }                                                                                         \
 /* x += pm folded back: the adjoint of vc_pad (the fill's entries go nowhere) */          \
-static void vc_fold_##SUF(const vc_direct *J, const T *pm, T *x) {                        \
+VC_CLONES static void vc_fold_##SUF(const vc_direct *J, const T *pm, T *x) {                        \
     Py_ssize_t a, b, c, i0, i1, i2;                                                       \
     for (a = 0; a < J->pp[0]; a++) {                                                      \
         i0 = J->idx[0][a];                                                                \
@@ -69,7 +154,16 @@ static void vc_fold_##SUF(const vc_direct *J, const T *pm, T *x) {              
             i1 = J->idx[1][b];                                                            \
             if (i1 < 0) continue;                                                         \
             row = x + (i0 * J->i[1] + i1) * J->i[2];                                      \
-            for (c = 0; c < J->pp[2]; c++) {                                              \
+            for (c = 0; c < J->lo; c++) {                                                 \
+                i2 = J->idx[2][c];                                                        \
+                if (i2 >= 0) row[i2] += src[c];                                           \
+            }                                                                             \
+            if (J->hi > J->lo) {        /* the run of x's own entries */                  \
+                T *restrict run = row + J->idx[2][J->lo];                                 \
+                const T *restrict from = src + J->lo;                                     \
+                for (c = 0; c < J->hi - J->lo; c++) run[c] += from[c];                    \
+            }                                                                             \
+            for (c = J->hi; c < J->pp[2]; c++) {                                          \
                 i2 = J->idx[2][c];                                                        \
                 if (i2 >= 0) row[i2] += src[c];                                           \
             }                                                                             \
@@ -82,6 +176,41 @@ static inline const T *vc_prow_##SUF(const vc_direct *J, const T *pm, Py_ssize_t
     return pm + ((od * J->s[0] + kd * J->d[0]) * J->pp[1] + oh * J->s[1] + kh * J->d[1])  \
         * J->pp[2];                                                                       \
 }                                                                                         \
+/* yr[ow] = (init ? b : yr[ow]) + sum over nt taps of wv[t] * src[t][ow * sw]: a block of  \
+ * VB outputs summed in registers over the taps, stored once */                          \
+VC_INLINE void vc_row_##SUF(T *restrict yr, Py_ssize_t W, Py_ssize_t sw, int nt,      \
+                                const T *const *src, const T *wv, int init, T b) {       \
+    Py_ssize_t ow0 = 0, i;                                                                \
+    int t;                                                                                \
+    VC_ROW_VECTORS(T, V)                                                                  \
+    for (; ow0 + VB <= W; ow0 += VB) {                                                    \
+        T acc[VB];                                                                        \
+        for (i = 0; i < VB; i++) acc[i] = init ? b : yr[ow0 + i];                         \
+        for (t = 0; t < nt; t++) {                                                        \
+            const T v = wv[t];                                                            \
+            const T *restrict s = src[t] + ow0 * sw;                                      \
+            if (sw == 1)                                                                  \
+                for (i = 0; i < VB; i++) acc[i] += v * s[i];                              \
+            else                                                                          \
+                for (i = 0; i < VB; i++) acc[i] += v * s[i * sw];                         \
+        }                                                                                 \
+        for (i = 0; i < VB; i++) yr[ow0 + i] = acc[i];                                    \
+    }                                                                                     \
+    if (ow0 < W) {              /* the last, shorter block */                         \
+        const Py_ssize_t nb = W - ow0;                                                    \
+        T acc[VB];                                                                        \
+        for (i = 0; i < nb; i++) acc[i] = init ? b : yr[ow0 + i];                         \
+        for (t = 0; t < nt; t++) {                                                        \
+            const T v = wv[t];                                                            \
+            const T *restrict s = src[t] + ow0 * sw;                                      \
+            if (sw == 1)                                                                  \
+                for (i = 0; i < nb; i++) acc[i] += v * s[i];                              \
+            else                                                                          \
+                for (i = 0; i < nb; i++) acc[i] += v * s[i * sw];                         \
+        }                                                                                 \
+        for (i = 0; i < nb; i++) yr[ow0 + i] = acc[i];                                    \
+    }                                                                                     \
+}                                                                                         \
 VC_CLONES static void vc_direct_forward_##SUF(const vc_direct *J, Py_ssize_t u,    \
                                                      T *pm) {                             \
     const Py_ssize_t n = u / J->cout, j = u % J->cout, c0 = (j / J->cog) * J->cig;        \
@@ -89,28 +218,37 @@ VC_CLONES static void vc_direct_forward_##SUF(const vc_direct *J, Py_ssize_t u, 
     const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2], W = J->o[2], sw = J->s[2];       \
     const T b = J->bias ? ((const T *)J->bias)[j] : (T)0;                                 \
     T *y = (T *)J->y + (n * J->cout + j) * P;                                             \
-    Py_ssize_t od, oh, kd, kh, kw, ow, ci;                                                \
-    for (ow = 0; ow < P; ow++) y[ow] = b;                                                 \
+    const T *src[VC_TAP_GROUP];                                                           \
+    T wv[VC_TAP_GROUP];                                                                   \
+    Py_ssize_t od, oh, kd, kh, kw, ci;                                                    \
+    int nt, first;                                                                        \
     for (ci = 0; ci < J->cig; ci++) {                                                     \
     const T *w = (const T *)J->w + (j * J->cig + ci) * taps;                              \
     vc_pad_##SUF(J, (const T *)J->x + (n * J->C + c0 + ci) * S, pm);                      \
     for (od = 0; od < J->o[0]; od++)                                                      \
         for (oh = 0; oh < J->o[1]; oh++) {                                                \
             T *restrict yr = y + (od * J->o[1] + oh) * W;                                 \
+            nt = 0;                                                                       \
+            first = ci == 0;                                                              \
             for (kd = 0; kd < J->k[0]; kd++)                                              \
                 for (kh = 0; kh < J->k[1]; kh++) {                                        \
                     const T *pr = vc_prow_##SUF(J, pm, od, oh, kd, kh);                   \
                     for (kw = 0; kw < J->k[2]; kw++) {                                    \
-                        const T wv = w[(kd * J->k[1] + kh) * J->k[2] + kw];               \
-                        const T *restrict src = pr + kw * J->d[2];                        \
-                        if (sw == 1)                                                      \
-                            for (ow = 0; ow < W; ow++) yr[ow] += wv * src[ow];            \
-                        else                                                              \
-                            for (ow = 0; ow < W; ow++) yr[ow] += wv * src[ow * sw];       \
+                        wv[nt] = w[(kd * J->k[1] + kh) * J->k[2] + kw];                   \
+                        src[nt++] = pr + kw * J->d[2];                                    \
+                        if (nt == VC_TAP_GROUP) {                                         \
+                            vc_row_##SUF(yr, W, sw, nt, src, wv, first, b);               \
+                            nt = 0;                                                       \
+                            first = 0;                                                    \
+                        }                                                                 \
                     }                                                                     \
                 }                                                                         \
+            if (nt || first)                                                              \
+                vc_row_##SUF(yr, W, sw, nt, src, wv, first, b);                           \
         }                                                                                 \
     }                                                                                     \
+    if (J->cig == 0)                                                                      \
+        for (od = 0; od < P; od++) y[od] = b;                                             \
 }                                                                                         \
 VC_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
     const Py_ssize_t n = u / J->C, c = u % J->C, ci = c % J->cig, g = c / J->cig;         \
@@ -154,7 +292,10 @@ VC_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
     for (t = 0; t < taps * W; t++) part[t] = 0;                                           \
     for (n = 0; n < J->N; n++) {                                                          \
         const T *dy = (const T *)J->dy + (n * J->cout + j) * P;                           \
+        Py_ssize_t done = 0;    /* columns the vector blocks summed */                    \
         vc_pad_##SUF(J, (const T *)J->x + (n * J->C + c) * S, pm);                        \
+        VC_DW_VECTORS(SUF, T, V)                                                             \
+        if (done < W)                                                                     \
         for (od = 0; od < J->o[0]; od++)                                                  \
             for (oh = 0; oh < J->o[1]; oh++) {                                            \
                 const T *restrict dr = dy + (od * J->o[1] + oh) * W;                      \
@@ -165,9 +306,10 @@ VC_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
                             T *restrict acc = part + ((kd * J->k[1] + kh) * J->k[2] + kw) * W; \
                             const T *restrict src = pr + kw * J->d[2];                    \
                             if (sw == 1)                                                  \
-                                for (ow = 0; ow < W; ow++) acc[ow] += dr[ow] * src[ow];   \
+                                for (ow = done; ow < W; ow++) acc[ow] += dr[ow] * src[ow]; \
                             else                                                          \
-                                for (ow = 0; ow < W; ow++) acc[ow] += dr[ow] * src[ow * sw]; \
+                                for (ow = done; ow < W; ow++)                             \
+                                    acc[ow] += dr[ow] * src[ow * sw];                     \
                         }                                                                 \
                     }                                                                     \
             }                                                                             \
@@ -179,8 +321,8 @@ VC_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
     }                                                                                     \
 }
 
-VC_DIRECT_KERNELS(f, float)
-VC_DIRECT_KERNELS(d, double)
+VC_DIRECT_KERNELS(f, float, 32, vc_vf)
+VC_DIRECT_KERNELS(d, double, 16, vc_vd)
 
 /* The pool's entry: one unit of the job's pass, in its float type. */
 static void vc_direct_unit(void *ctx, Py_ssize_t u, int slot) {

@@ -11,6 +11,7 @@ cdef extern from "_direct.h":
         Py_ssize_t d[3]
         Py_ssize_t pp[3]
         const long long *idx[3]
+        Py_ssize_t lo, hi
         double fill
         const void *x
         const void *w
@@ -22,6 +23,20 @@ cdef extern from "_direct.h":
         void *scratch
         Py_ssize_t scratch_elems
     void vc_direct_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil
+
+
+cdef tuple _longest_run(const long long[::1] t):
+    """[lo, hi) of the longest run of t whose entries are x's, one after another."""
+    cdef Py_ssize_t u, start = 0, lo = 0, hi = 0
+    for u in range(t.shape[0]):
+        if t[u] < 0:
+            start = u + 1
+            continue
+        if u > start and t[u] != t[u - 1] + 1:
+            start = u
+        if u + 1 - start > hi - lo:
+            lo, hi = start, u + 1
+    return lo, hi
 
 
 def direct_conv(int pass_, const floating[::1] a, const floating[::1] w,
@@ -64,6 +79,8 @@ def direct_conv(int pass_, const floating[::1] a, const floating[::1] w,
         J.idx[ax] = &t[0]
         taps *= J.k[ax]
     J.fill = geometry.fill
+    # the longest run of padded columns reading consecutive entries of x: copied at once
+    J.lo, J.hi = _longest_run(tables[2])
     S = J.i[0] * J.i[1] * J.i[2]
     P = J.o[0] * J.o[1] * J.o[2]
     expect("w", w.shape[0], cout * J.cig * taps)
