@@ -176,28 +176,15 @@ static inline const T *vc_prow_##SUF(const vc_direct *J, const T *pm, Py_ssize_t
     return pm + ((od * J->s[0] + kd * J->d[0]) * J->pp[1] + oh * J->s[1] + kh * J->d[1])  \
         * J->pp[2];                                                                       \
 }                                                                                         \
-/* yr[ow] = (init ? b : yr[ow]) + sum over nt taps of wv[t] * src[t][ow * sw]: a block of  \
- * VB outputs summed in registers over the taps, stored once */                          \
+/* yr[ow] = (init ? b : yr[ow]) + sum over nt taps of wv[t] * src[t][ow * sw]: blocks of   \
+ * outputs summed over the taps, stored once (in registers: VC_ROW_VECTORS) */           \
 VC_INLINE void vc_row_##SUF(T *restrict yr, Py_ssize_t W, Py_ssize_t sw, int nt,      \
                                 const T *const *src, const T *wv, int init, T b) {       \
     Py_ssize_t ow0 = 0, i;                                                                \
     int t;                                                                                \
     VC_ROW_VECTORS(T, V)                                                                  \
-    for (; ow0 + VB <= W; ow0 += VB) {                                                    \
-        T acc[VB];                                                                        \
-        for (i = 0; i < VB; i++) acc[i] = init ? b : yr[ow0 + i];                         \
-        for (t = 0; t < nt; t++) {                                                        \
-            const T v = wv[t];                                                            \
-            const T *restrict s = src[t] + ow0 * sw;                                      \
-            if (sw == 1)                                                                  \
-                for (i = 0; i < VB; i++) acc[i] += v * s[i];                              \
-            else                                                                          \
-                for (i = 0; i < VB; i++) acc[i] += v * s[i * sw];                         \
-        }                                                                                 \
-        for (i = 0; i < VB; i++) yr[ow0 + i] = acc[i];                                    \
-    }                                                                                     \
-    if (ow0 < W) {              /* the last, shorter block */                         \
-        const Py_ssize_t nb = W - ow0;                                                    \
+    for (; ow0 < W; ow0 += VB) {                                                          \
+        const Py_ssize_t nb = W - ow0 < VB ? W - ow0 : VB;                                \
         T acc[VB];                                                                        \
         for (i = 0; i < nb; i++) acc[i] = init ? b : yr[ow0 + i];                         \
         for (t = 0; t < nt; t++) {                                                        \

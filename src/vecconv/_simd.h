@@ -15,21 +15,7 @@
 #define VC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VC_CLONES
-
-/* Registers for a block of outputs summed over several terms: GCC's and clang's vector
- * types, 64 bytes (one AVX-512 register, two AVX2 ones, four SSE2 ones: the compiler
- * lowers them per version). Elsewhere the kernels keep their plain loops. */
-#if defined(__GNUC__)
-#define VC_VECTORS 1
-typedef float vc_vf __attribute__((vector_size(64)));
-typedef double vc_vd __attribute__((vector_size(64)));
-#define VC_INLINE static inline __attribute__((always_inline))
-#else
-#define VC_INLINE static inline
 #endif
-
-#endif
-
 
 /* Registers for a block of outputs summed over several terms: GCC's and clang's vector
  * types, 64 bytes (one AVX-512 register, two AVX2 ones, four SSE2 ones: the compiler
