@@ -23,76 +23,112 @@
 /* Stride-1 rows in blocks of two vector registers, summed over the taps in registers
  * (a plain array of VB sums stayed in memory): ow0 moves past the blocks it did. */
 #ifdef VC_VECTORS
+/* s = the vector at p (unaligned) */
+#define VC_LOAD(s, p) memcpy(&(s), (p), sizeof(s))
+/* a (even taps) and c (odd taps): two chains of sums, so that the additions overlap;
+ * ow0's block of `nv` vectors from yr's or b's start, the taps, a + c stored */
+#define VC_ROW_BLOCK(T, V, NV)                                                            \
+    {                                                                                     \
+        V a[NV], c[NV], s0;                                                               \
+        int q;                                                                            \
+        for (q = 0; q < NV; q++) {                                                        \
+            const V zero = {0};                                                           \
+            c[q] = zero;                                                                  \
+            if (init) a[q] = zero + b;                                                    \
+            else VC_LOAD(a[q], yr + ow0 + q * L);                                         \
+        }                                                                                 \
+        for (t = 0; t + 1 < nt; t += 2)                                                   \
+            for (q = 0; q < NV; q++) {                                                    \
+                VC_LOAD(s0, src[t] + ow0 + q * L);                                        \
+                a[q] += wv[t] * s0;                                                       \
+                VC_LOAD(s0, src[t + 1] + ow0 + q * L);                                    \
+                c[q] += wv[t + 1] * s0;                                                   \
+            }                                                                             \
+        for (; t < nt; t++)                                                               \
+            for (q = 0; q < NV; q++) {                                                    \
+                VC_LOAD(s0, src[t] + ow0 + q * L);                                        \
+                a[q] += wv[t] * s0;                                                       \
+            }                                                                             \
+        for (q = 0; q < NV; q++) {                                                        \
+            a[q] += c[q];                                                                 \
+            memcpy(yr + ow0 + q * L, &a[q], sizeof(V));                                   \
+        }                                                                                 \
+    }
+/* Stride-1 rows in blocks of vector registers summed over the taps: ow0 moves past the
+ * columns done. A row computed afresh (init) ends with one vector overlapping the block
+ * before it: its columns get the same values again, bit for bit. */
 #define VC_ROW_VECTORS(T, V)                                                              \
     if (sw == 1) {                                                                        \
         const Py_ssize_t L = (Py_ssize_t)(sizeof(V) / sizeof(T));                         \
-        for (; ow0 + 2 * L <= W; ow0 += 2 * L) {                                          \
-            V a0, a1, s0, s1;                                                             \
-            if (init) {                                                                   \
-                const V zero = {0};                                                       \
-                a0 = zero + b;                                                            \
-                a1 = a0;                                                                  \
-            } else {                                                                      \
-                memcpy(&a0, yr + ow0, sizeof(V));                                         \
-                memcpy(&a1, yr + ow0 + L, sizeof(V));                                     \
-            }                                                                             \
-            for (t = 0; t < nt; t++) {                                                    \
-                memcpy(&s0, src[t] + ow0, sizeof(V));                                     \
-                memcpy(&s1, src[t] + ow0 + L, sizeof(V));                                 \
-                a0 += wv[t] * s0;                                                         \
-                a1 += wv[t] * s1;                                                         \
-            }                                                                             \
-            memcpy(yr + ow0, &a0, sizeof(V));                                             \
-            memcpy(yr + ow0 + L, &a1, sizeof(V));                                         \
-        }                                                                                 \
-        for (; ow0 + L <= W; ow0 += L) {                                                  \
-            V a0, s0;                                                                     \
-            if (init) {                                                                   \
-                const V zero = {0};                                                       \
-                a0 = zero + b;                                                            \
-            } else {                                                                      \
-                memcpy(&a0, yr + ow0, sizeof(V));                                         \
-            }                                                                             \
-            for (t = 0; t < nt; t++) {                                                    \
-                memcpy(&s0, src[t] + ow0, sizeof(V));                                     \
-                a0 += wv[t] * s0;                                                         \
-            }                                                                             \
-            memcpy(yr + ow0, &a0, sizeof(V));                                             \
+        for (; ow0 + 2 * L <= W; ow0 += 2 * L) VC_ROW_BLOCK(T, V, 2)                      \
+        for (; ow0 + L <= W; ow0 += L) VC_ROW_BLOCK(T, V, 1)                              \
+        if (init && ow0 < W && W >= L) {                                                  \
+            ow0 = W - L;                                                                  \
+            VC_ROW_BLOCK(T, V, 1)                                                         \
+            ow0 = W;                                                                      \
         }                                                                                 \
     }
-#else
-#define VC_ROW_VECTORS(T, V)
-#endif
 
-/* dW of stride-1 rows: per tap, a block of one vector register summed over the image's
- * rows in a register, then added to the tap's partial sums; done = the columns covered */
-#ifdef VC_VECTORS
-#define VC_DW_VECTORS(SUF, T, V)                                                              \
-    if (sw == 1) {                                                                        \
+/* dW's columns [ow0, end) of one tap in blocks of one or two vectors of type V, each
+ * summed over the image's rows in registers (even and odd rows apart: up to four chains
+ * of additions) and then added to the tap's partial sums */
+#define VC_DW_BLOCKS(SUF, T, V, end)                                                      \
+    {                                                                                     \
         const Py_ssize_t L = (Py_ssize_t)(sizeof(V) / sizeof(T));                         \
-        done = W - W % L;                                                                 \
+        Py_ssize_t nv, q;                                                                 \
+        for (; ow0 + L <= (end); ow0 += nv * L) {                                         \
+            V a[2] = {{0}}, e[2] = {{0}}, d0, s0, p0;                                     \
+            nv = (end) - ow0 >= 2 * L ? 2 : 1;                                            \
+            for (od = 0; od < o0; od++) {                                                 \
+                const T *dr = dy + od * o1 * W + ow0;                                     \
+                const T *sr = vc_prow_##SUF(J, pm, od, 0, kd, kh) + shift + ow0;          \
+                for (oh = 0; oh + 1 < o1; oh += 2) {                                      \
+                    for (q = 0; q < nv; q++) {                                            \
+                        VC_LOAD(d0, dr + q * L);                                          \
+                        VC_LOAD(s0, sr + q * L);                                          \
+                        a[q] += d0 * s0;                                                  \
+                        VC_LOAD(d0, dr + W + q * L);                                      \
+                        VC_LOAD(s0, sr + step + q * L);                                   \
+                        e[q] += d0 * s0;                                                  \
+                    }                                                                     \
+                    dr += 2 * W;                                                          \
+                    sr += 2 * step;                                                       \
+                }                                                                         \
+                if (oh < o1)                                                              \
+                    for (q = 0; q < nv; q++) {                                            \
+                        VC_LOAD(d0, dr + q * L);                                          \
+                        VC_LOAD(s0, sr + q * L);                                          \
+                        a[q] += d0 * s0;                                                  \
+                    }                                                                     \
+            }                                                                             \
+            for (q = 0; q < nv; q++) {                                                    \
+                VC_LOAD(p0, acc + ow0 + q * L);                                           \
+                p0 += a[q] + e[q];                                                        \
+                memcpy(acc + ow0 + q * L, &p0, sizeof(V));                                \
+            }                                                                             \
+        }                                                                                 \
+    }
+/* dW of stride-1 rows, per tap: full vectors, then one half-width vector for the rest of
+ * a row (8 of ResNet's 56 columns in float32); done = the columns the blocks covered */
+#define VC_DW_VECTORS(SUF, T, V, VH)                                                      \
+    if (sw == 1) {                                                                        \
+        const Py_ssize_t o0 = J->o[0], o1 = J->o[1], step = J->s[1] * J->pp[2];           \
+        const Py_ssize_t full = W - W % (Py_ssize_t)(sizeof(V) / sizeof(T));              \
+        const Py_ssize_t half = (Py_ssize_t)(sizeof(VH) / sizeof(T));                     \
+        done = W - full >= half ? full + half : full;                                     \
         for (kd = 0; kd < J->k[0]; kd++)                                                  \
             for (kh = 0; kh < J->k[1]; kh++)                                              \
                 for (kw = 0; kw < J->k[2]; kw++) {                                        \
                     T *acc = part + ((kd * J->k[1] + kh) * J->k[2] + kw) * W;             \
-                    Py_ssize_t ow0;                                                       \
-                    for (ow0 = 0; ow0 < done; ow0 += L) {                                 \
-                        V a = {0}, d0, s0, p0;                                            \
-                        for (od = 0; od < J->o[0]; od++)                                  \
-                            for (oh = 0; oh < J->o[1]; oh++) {                            \
-                                memcpy(&d0, dy + (od * J->o[1] + oh) * W + ow0, sizeof(V)); \
-                                memcpy(&s0, vc_prow_##SUF(J, pm, od, oh, kd, kh)          \
-                                       + kw * J->d[2] + ow0, sizeof(V));                  \
-                                a += d0 * s0;                                             \
-                            }                                                             \
-                        memcpy(&p0, acc + ow0, sizeof(V));                                \
-                        p0 += a;                                                          \
-                        memcpy(acc + ow0, &p0, sizeof(V));                                \
-                    }                                                                     \
+                    const Py_ssize_t shift = kw * J->d[2];                                \
+                    Py_ssize_t ow0 = 0;                                                   \
+                    VC_DW_BLOCKS(SUF, T, V, full)                                         \
+                    VC_DW_BLOCKS(SUF, T, VH, done)                                        \
                 }                                                                         \
     }
 #else
-#define VC_DW_VECTORS(SUF, T, V)
+#define VC_ROW_VECTORS(T, V)
+#define VC_DW_VECTORS(SUF, T, V, VH)
 #endif
 
 /* taps summed per pass over an output row (their pointers and weights on the stack) */
@@ -237,6 +273,60 @@ VC_CLONES static void vc_direct_forward_##SUF(const vc_direct *J, Py_ssize_t u, 
     if (J->cig == 0)                                                                      \
         for (od = 0; od < P; od++) y[od] = b;                                             \
 }                                                                                         \
+/* dx's padded map of a stride-1 layer, row by row as the forward pass makes y: padded   \
+ * row (ad, ah) = sum over the taps whose output row (ad - kd d0, ah - kh d1) exists of    \
+ * w[tap] times that row of dy shifted by kw d2, read from a copy of dy with (k2 - 1) d2  \
+ * zeros on each side (dyp, after dW's partial sums in the scratch) */                   \
+VC_INLINE void vc_direct_dx_gather_##SUF(const vc_direct *J, Py_ssize_t n, Py_ssize_t c,  \
+                                         T *pm) {                                         \
+    const Py_ssize_t ci = c % J->cig, g = c / J->cig;                                     \
+    const Py_ssize_t P = J->o[0] * J->o[1] * J->o[2], W = J->o[2];                        \
+    const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2], rows = J->o[0] * J->o[1];        \
+    const Py_ssize_t E = (J->k[2] - 1) * J->d[2], Wp = W + 2 * E, sw = 1;                 \
+    T *dyp = pm + J->pp[0] * J->pp[1] * J->pp[2] + taps * W;                              \
+    const T *src[VC_TAP_GROUP];                                                           \
+    T wv[VC_TAP_GROUP];                                                                   \
+    Py_ssize_t j, r, ad, ah, od, oh, kd, kh, kw;                                          \
+    int nt, first;                                                                        \
+    (void)sw;                                                                             \
+    for (j = g * J->cog; j < (g + 1) * J->cog; j++) {                                     \
+        const T *w = (const T *)J->w + (j * J->cig + ci) * taps;                          \
+        const T *dy = (const T *)J->dy + (n * J->cout + j) * P;                           \
+        for (r = 0; r < rows; r++) {                                                      \
+            T *d = dyp + r * Wp;                                                          \
+            memset(d, 0, E * sizeof(T));                                                  \
+            memcpy(d + E, dy + r * W, W * sizeof(T));                                     \
+            memset(d + E + W, 0, E * sizeof(T));                                          \
+        }                                                                                 \
+        for (ad = 0; ad < J->pp[0]; ad++)                                                 \
+            for (ah = 0; ah < J->pp[1]; ah++) {                                           \
+                T *row = pm + (ad * J->pp[1] + ah) * J->pp[2];                            \
+                nt = 0;                                                                   \
+                first = j == g * J->cog;                                                  \
+                for (kd = 0; kd < J->k[0]; kd++) {                                        \
+                    od = ad - kd * J->d[0];                                               \
+                    if (od < 0 || od >= J->o[0]) continue;                                \
+                    for (kh = 0; kh < J->k[1]; kh++) {                                    \
+                        const T *dr;                                                      \
+                        oh = ah - kh * J->d[1];                                           \
+                        if (oh < 0 || oh >= J->o[1]) continue;                            \
+                        dr = dyp + (od * J->o[1] + oh) * Wp + E;                          \
+                        for (kw = 0; kw < J->k[2]; kw++) {                                \
+                            wv[nt] = w[(kd * J->k[1] + kh) * J->k[2] + kw];               \
+                            src[nt++] = dr - kw * J->d[2];                                \
+                            if (nt == VC_TAP_GROUP) {                                     \
+                                vc_row_##SUF(row, J->pp[2], 1, nt, src, wv, first, (T)0); \
+                                nt = 0;                                                   \
+                                first = 0;                                                \
+                            }                                                             \
+                        }                                                                 \
+                    }                                                                     \
+                }                                                                         \
+                if (nt || first)                                                          \
+                    vc_row_##SUF(row, J->pp[2], 1, nt, src, wv, first, (T)0);             \
+            }                                                                             \
+    }                                                                                     \
+}                                                                                         \
 VC_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
     const Py_ssize_t n = u / J->C, c = u % J->C, ci = c % J->cig, g = c / J->cig;         \
     const Py_ssize_t S = J->i[0] * J->i[1] * J->i[2], P = J->o[0] * J->o[1] * J->o[2];    \
@@ -244,6 +334,12 @@ VC_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
     const Py_ssize_t PP = J->pp[0] * J->pp[1] * J->pp[2];                                 \
     T *dx = (T *)J->dx + (n * J->C + c) * S;                                              \
     Py_ssize_t j, od, oh, kd, kh, kw, ow, e;                                              \
+    if (J->s[0] == 1 && J->s[1] == 1 && sw == 1 && J->cog > 0) {                          \
+        vc_direct_dx_gather_##SUF(J, n, c, pm);                                           \
+        for (e = 0; e < S; e++) dx[e] = 0;                                                \
+        vc_fold_##SUF(J, pm, dx);                                                         \
+        return;                                                                           \
+    }                                                                                     \
     for (e = 0; e < PP; e++) pm[e] = 0;                                                   \
     for (j = g * J->cog; j < (g + 1) * J->cog; j++) {                                     \
         const T *w = (const T *)J->w + (j * J->cig + ci) * taps;                          \
@@ -281,7 +377,7 @@ VC_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
         const T *dy = (const T *)J->dy + (n * J->cout + j) * P;                           \
         Py_ssize_t done = 0;    /* columns the vector blocks summed */                    \
         vc_pad_##SUF(J, (const T *)J->x + (n * J->C + c) * S, pm);                        \
-        VC_DW_VECTORS(SUF, T, V)                                                             \
+        VC_DW_VECTORS(SUF, T, V, V##h)                                                         \
         if (done < W)                                                                     \
         for (od = 0; od < J->o[0]; od++)                                                  \
             for (oh = 0; oh < J->o[1]; oh++) {                                            \

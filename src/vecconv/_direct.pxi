@@ -110,7 +110,10 @@ def direct_conv(int pass_, const floating[::1] a, const floating[::1] w,
         J.dy, J.dx = &a[0], &out[0]
     else:
         J.x, J.dy, J.dw = &a[0], &b[0], &out[0]
+    # the padded map, dW's partial sums, and (stride 1) dx's copy of dy with its sides
     J.scratch_elems = J.pp[0] * J.pp[1] * J.pp[2] + taps * J.o[2]
+    if J.s[0] == 1 and J.s[1] == 1 and J.s[2] == 1:
+        J.scratch_elems += J.o[0] * J.o[1] * (J.o[2] + 2 * (J.k[2] - 1) * J.d[2])
     J.scratch = alloc_buffers(slots * J.scratch_elems * sizeof(floating))
     try:
         with nogil:

@@ -47,8 +47,14 @@ def tables(geometry, mode):
 
 
 def scratch_elems(geometry):
-    """Elements of one unit's scratch: the padded map and dW's partial sums."""
-    return math.prod(padded_extent(geometry)) + geometry.taps * geometry.out[2]
+    """Elements of one unit's scratch: the padded map, dW's partial sums, and for a
+    stride-1 layer dx's copy of a map of dy with (k - 1) * dilation zeros each side of its
+    rows (as _direct.pxi counts it)."""
+    g = geometry
+    elems = math.prod(padded_extent(g)) + g.taps * g.out[2]
+    if g.stride == (1, 1, 1):
+        elems += g.out[0] * g.out[1] * (g.out[2] + 2 * (g.kernel[2] - 1) * g.dilation[2])
+    return elems
 
 
 def fits(geometry, itemsize, workspace):

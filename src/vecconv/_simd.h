@@ -24,6 +24,8 @@
 #define VC_VECTORS 1
 typedef float vc_vf __attribute__((vector_size(64)));
 typedef double vc_vd __attribute__((vector_size(64)));
+typedef float vc_vfh __attribute__((vector_size(32)));     /* half of one: rows' rests */
+typedef double vc_vdh __attribute__((vector_size(32)));
 #define VC_INLINE static inline __attribute__((always_inline))
 #else
 #define VC_INLINE static inline
