@@ -503,7 +503,10 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
                         row[w * sw] += seg[w]
                 elif sw == 1 and cb - ca > 16:
                     memcpy(seg + ca, row + ca, (cb - ca) * sizeof(floating))
-                else:       # strided, or too short to repay a call
+                elif sw == 1:       # too short to repay a call: a loop the compiler widens
+                    for w in range(ca, cb):
+                        seg[w] = row[w]
+                else:
                     for w in range(ca, cb):
                         seg[w] = row[w * sw]
                 # the columns whose W tap is in the padding: [wa, ca) and [cb, wb)
