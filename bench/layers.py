@@ -125,6 +125,40 @@ def case_row(name, batch, dt, repeats):
                 error=err, error_im2col=err_im2col, error_torch=err_torch)
 
 
+#: the 3x3 stride-1 layers whose forward throughput the issue compares with a GEMM
+THREE_BY_THREE = ["resnet l1", "resnet l2", "resnet l3", "resnet l4", "volume 3-D"]
+
+
+def roofline(batch, repeats):
+    """The machine's best 2048^3 float32 GEMM in this process (NumPy's OpenBLAS and
+    PyTorch's MKL, all threads) and the forward pass of the 3 x 3 stride-1 layers in
+    float32 as effective throughput: the direct convolution's 2 N Cout C taps positions
+    flops over the time, for vecconv (its route) and PyTorch, interleaved."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2048, 2048)).astype(np.float32)
+    b = rng.standard_normal((2048, 2048)).astype(np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    t = harness.interleaved({"numpy": lambda: a @ b, "torch": lambda: ta @ tb}, repeats,
+                            warmup=2)
+    gemm = {k: 2 * 2048**3 / v["median"] / 1e9 for k, v in t.items()}
+    rows = []
+    for name in THREE_BY_THREE:
+        xs, ws, opts = LAYERS[name]
+        opts = dict(opts)
+        n = max(1, opts.pop("batch", 8) * batch // 8)
+        x = rng.standard_normal((n,) + xs).astype(np.float32)
+        w = (rng.standard_normal(ws) / math.sqrt(math.prod(ws[1:]))).astype(np.float32)
+        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+        fn = TORCH_CONV[len(ws) - 2]
+        t = harness.interleaved({"vecconv": lambda: vecconv.conv(x, w, **opts),
+                                 "torch": lambda: fn(tx, tw, **opts)}, repeats, warmup=2)
+        flops = 2.0 * n * ws[0] * math.prod(ws[1:]) * math.prod(xs[1:])   # 'same' padding
+        route = vecconv.conv_plan(x.shape, w.shape, **opts)["forward"]
+        rows.append(dict(case=name, route=str(route), **{
+            f"{k}_gflops": flops / v["median"] / 1e9 for k, v in t.items()}))
+    return dict(gemm_gflops=gemm, best_gemm_gflops=max(gemm.values()), layers=rows)
+
+
 def summarise(rows):
     out = {}
     for dt in ("float32", "float64"):
@@ -165,9 +199,18 @@ def main(argv=None):
     for dt, s in summary.items():
         print(f"{dt}: faster on {s['faster']} of {s['of']}, geometric mean "
               f"{s['geomean']:.2f}x")
+    roof = None
+    if "float32" in args.dtypes and not args.only and not args.smoke:
+        roof = roofline(batch, repeats)
+        print(f"best 2048^3 float32 GEMM here: {roof['best_gemm_gflops']:.0f} GFLOP/s "
+              + ", ".join(f"{k} {v:.0f}" for k, v in roof["gemm_gflops"].items()))
+        for r in roof["layers"]:
+            print(f"  {r['case']:12s} forward float32, direct-convolution flops / time: "
+                  f"vecconv {r['vecconv_gflops']:.0f} GFLOP/s ({r['route']}), PyTorch "
+                  f"{r['torch_gflops']:.0f}")
     if args.json:
         harness.write_json(args.json, dict(machine=facts, batch=batch, rows=rows,
-                                           summary=summary))
+                                           summary=summary, roofline=roof))
     return 0
 
 

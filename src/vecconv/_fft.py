@@ -10,8 +10,11 @@ samples.
 
 The output is cut into tiles (overlap-save): each tile reads its input region, padded as
 the padding mode says through numpy.pad's index map, so neither the padded input nor a
-whole map's transform is ever made. The tile size is chosen so that the transformed
-kernels and one chunk of images' transforms fit the workspace budget.
+whole map's transform is ever made (a tile inside x reads a view of it). The tile is the
+one of least modelled work among the transform lengths FFTs do fastest (``_lengths``),
+within a cache-sized transform (``TILE_ELEMENTS``) and the workspace budget: the
+transformed kernels and a chunk of images' transforms. Tiles and chunks run on the
+threads at once, each transform on one thread.
 
 A NaN or inf would reach every output of its tile through the transform, and a value far
 above the rest of its image would drown the tile's small outputs in its rounding error,
