@@ -36,7 +36,26 @@ CASES = {
     "groups": ((9, 6, 10, 9), (20, 3, 3, 3), dict(groups=2, dilation=(1, 2))),
     "groups-bands": ((2, 6, 21, 19), (20, 3, 3, 3), dict(groups=2, padding=2, workspace=3000)),
     "one-image": ((1, 16, 48, 48), (16, 16, 3, 3), dict(padding=1)),
+    "wide-staged": ((10, 128, 6, 6), (256, 128, 3, 3), dict(padding=1)),
 }
+
+
+def test_large_weights_on_small_maps_stage_wide_tiles(monkeypatch):
+    """ResNet's 7 x 7 stage: a weight matrix of WIDE_WEIGHTS entries or more on maps of
+    few positions is staged in tiles of at least WIDE_STAGE columns (fewer tiles than
+    MIN_UNITS), and gives what per-image tiles give."""
+    from vecconv import _plan
+    xs, ws, opts = CASES["wide-staged"]
+    plan = _plan.plan_conv(xs, ws, None, np.float64, conv_options(2, padding=1), None)
+    s = plan.schedule
+    assert plan.route is _plan.Route.STAGED and s.tile_images * 36 >= _plan.WIDE_STAGE
+    assert s.n_tiles < _plan.MIN_UNITS
+    wide = _run("wide-staged", np.float64)
+    monkeypatch.setattr(_plan, "WIDE_WEIGHTS", 2**62)
+    narrow_plan = _plan.plan_conv(xs, ws, None, np.float64, conv_options(2, padding=1), None)
+    assert narrow_plan.schedule.tile_images * 36 < _plan.WIDE_STAGE
+    for a, r in zip(wide, _run("wide-staged", np.float64)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12 * np.abs(r).max())
 
 
 def _run(case, dtype, seed=0):

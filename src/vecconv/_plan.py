@@ -45,6 +45,12 @@ ROUND_ELEMS = 1 << 24
 #: measured with bench/bench.py, C1 forward+backward 3.0 -> 1.6 ms in float32, 2.8 -> 2.0
 #: in float64, while MNIST-like's 32 maps ran slower staged).
 STAGE_COUT = 8
+#: A staged tile's products are at least WIDE_STAGE columns wide when the weight matrix
+#: holds WIDE_WEIGHTS entries or more: ResNet-18's 512-channel 7 x 7 stage made products
+#: of 49 columns, which the BLAS ran at 60% of its speed at 196 (forward + backward of 8
+#: images, float32: 49 -> 40 ms), though that leaves fewer tiles than MIN_UNITS.
+WIDE_STAGE = 192
+WIDE_WEIGHTS = 2**18
 #: At most this many dW accumulators (chunks of a round, each summed by one unit) ...
 MAX_ACCUMULATORS = 8
 #: ... and no more than fit this many bytes, but at least 2: each is zeroed and added up
@@ -94,11 +100,13 @@ def _tile_budget(workspace, itemsize):
     return max(min(workspace, _config.TILE_BYTES) // itemsize, 1)
 
 
-def _tile_images(n, rows, positions, budget, staged):
+def _tile_images(n, rows, positions, budget, staged, weights=0):
     """Whole images per tile: within the budget, at least MIN_UNITS tiles, and a staged
-    tile (one GEMM) wide enough (STAGE_WIDTH columns) to run well, even if that leaves
-    fewer than MIN_UNITS tiles."""
-    floor = _ceil_div(_config.STAGE_WIDTH, positions) if staged else 1
+    tile (one GEMM) wide enough (STAGE_WIDTH columns, WIDE_STAGE for a weight matrix of
+    ``weights`` >= WIDE_WEIGHTS entries) to run well, even if that leaves fewer than
+    MIN_UNITS tiles."""
+    width = WIDE_STAGE if weights >= WIDE_WEIGHTS else _config.STAGE_WIDTH
+    floor = _ceil_div(width, positions) if staged else 1
     return max(1, min(budget // (rows * positions), max(_ceil_div(n, MIN_UNITS), floor), n,
                       INT32_MAX // max(positions, 1)))
 
@@ -227,7 +235,8 @@ def _gemm_route(n, geometry, cout, groups, itemsize, workspace, masked, finite):
     budget = _tile_budget(workspace, itemsize)
     if (n >= MIN_UNITS and k_rows * positions <= budget
             and (positions < _config.STAGE_BELOW or cout // groups <= STAGE_COUT)
-            and _tile_images(n, k_rows + cout, positions, budget, True) > 1):
+            and _tile_images(n, k_rows + cout, positions, budget, True,
+                             cout * k_rows // groups**2) > 1):
         return Route.STAGED
     return Route.IM2COL
 
@@ -244,7 +253,7 @@ def make_schedule(route, n, geometry, cout, groups, itemsize, workspace):
     per_image = k_rows * P
     if n >= MIN_UNITS and per_image <= budget:
         rows = k_rows + (cout if staged else 0)
-        tile_images = _tile_images(n, rows, P, budget, staged)
+        tile_images = _tile_images(n, rows, P, budget, staged, cout * k_rows // groups**2)
         tile_positions = P
         n_tiles = _ceil_div(n, tile_images)
         buf_elems = rows * tile_images * P
@@ -523,6 +532,7 @@ def tunables():
     """The knobs a plan depends on besides its arguments (tests and the benchmark change
     them): part of a kept plan's key."""
     return (_config.TILE_BYTES, _config.STAGE_BELOW, _config.STAGE_WIDTH, ROUND_ELEMS,
+            WIDE_STAGE, WIDE_WEIGHTS,
             MIN_UNITS, MIN_BAND, MAX_ACCUMULATORS, ACCUMULATOR_BYTES, STAGE_COUT,
             _fft.FFT_COST, _direct.AUTO_CHANNELS,
             _fft.FFT_MIN_TAPS, _fft.TILE_ELEMENTS, _fft.TILE_COST,
