@@ -43,4 +43,25 @@ VC_CLONES static void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t
 VC_WINO_AXIS(vc_wino_axis_f, float)
 VC_WINO_AXIS(vc_wino_axis_d, double)
 
+/* The gather's inner step for a run of L tiles whose inputs all lie inside one row of x:
+ * element e2 of tile kk reads src[e2 + kk m] into dst[e2 * tb + kk], for e2 < a. The
+ * tile step m = 2 (the route's tiles) has its own loop: a constant stride the compiler
+ * widens (a deinterleave), where the Cython loop copied one value at a time. */
+#define VC_WINO_TAKE(NAME, T)                                                             \
+VC_CLONES static void NAME(T *dst, Py_ssize_t tb, const T *src, Py_ssize_t L,             \
+                           Py_ssize_t m, Py_ssize_t a) {                                  \
+    Py_ssize_t e2, kk;                                                                    \
+    for (e2 = 0; e2 < a; e2++) {                                                          \
+        T *restrict d = dst + e2 * tb;                                                    \
+        const T *restrict s = src + e2;                                                   \
+        if (m == 2)                                                                       \
+            for (kk = 0; kk < L; kk++) d[kk] = s[2 * kk];                                 \
+        else                                                                              \
+            for (kk = 0; kk < L; kk++) d[kk] = s[kk * m];                                 \
+    }                                                                                     \
+}
+
+VC_WINO_TAKE(vc_wino_take_f, float)
+VC_WINO_TAKE(vc_wino_take_d, double)
+
 #endif

@@ -99,6 +99,10 @@ cdef extern from "_winograd.h":
     void vc_wino_axis_d(const double *src, Py_ssize_t src_step, double *dst,
                         Py_ssize_t dst_step, const Py_ssize_t *dims, int ax,
                         const double *M, Py_ssize_t rows, Py_ssize_t nb) noexcept nogil
+    void vc_wino_take_f(float *dst, Py_ssize_t tb, const float *src, Py_ssize_t L,
+                        Py_ssize_t m, Py_ssize_t a) noexcept nogil
+    void vc_wino_take_d(double *dst, Py_ssize_t tb, const double *src, Py_ssize_t L,
+                        Py_ssize_t m, Py_ssize_t a) noexcept nogil
 
 
 cdef inline void wino_axis(const floating *src, Py_ssize_t src_step, floating *dst,
@@ -162,7 +166,7 @@ cdef void wino_gather(const Wino *w, const floating *xc, floating *d, Py_ssize_t
     """d[e, k] (elements w.tb apart) = the padded input of channel c that element e of
     tile g0 + k reads; tiles are taken in runs along the last axis, whose inputs lie in
     one row of x, each element read for a run at once."""
-    cdef Py_ssize_t k = 0, L, kk, lo, hi, e0, e1, e2, i0, i1, i2, n, e, base, tb = w.tb
+    cdef Py_ssize_t k = 0, L, kk, klo, khi, e0, e1, e2, i0, i1, i2, n, e, base, tb = w.tb
     cdef Py_ssize_t q[3]
     cdef Py_ssize_t S = w.i[0] * w.i[1] * w.i[2], W = w.i[2], m2 = w.m[2]
     cdef const floating *row
@@ -184,20 +188,28 @@ cdef void wino_gather(const Wino *w, const floating *xc, floating *d, Py_ssize_t
                     e += w.e[2]
                     continue
                 row = xc + (n * w.C + c) * S + (i0 * w.i[1] + i1) * W
+                # tiles klo..khi of the run read inside the row for every e2: the widened
+                # copy; the others through the padding's fold
+                base = q[2] * m2 - w.p[2]
+                klo = imin(imax(ceil_div(-base, m2), 0), L)
+                khi = klo
+                if W - w.e[2] - base >= 0:
+                    khi = imax(imin((W - w.e[2] - base) // m2 + 1, L), klo)
+                if khi > klo:
+                    if floating is float:
+                        vc_wino_take_f(d + e * tb + k + klo, tb, row + base + klo * m2,
+                                       khi - klo, m2, w.e[2])
+                    else:
+                        vc_wino_take_d(d + e * tb + k + klo, tb, row + base + klo * m2,
+                                       khi - klo, m2, w.e[2])
                 for e2 in range(w.e[2]):
                     dk = d + e * tb + k
                     e += 1
-                    # tile q2 + kk reads row[base + kk m2]: inside for lo <= kk < hi
-                    base = q[2] * m2 - w.p[2] + e2
-                    lo = imin(imax(ceil_div(-base, m2), 0), L)
-                    hi = imax(imin(ceil_div(W - base, m2), L), lo)
-                    for kk in range(lo, hi):
-                        dk[kk] = row[base + kk * m2]
-                    for kk in range(lo):
-                        i2 = fold_index(base + kk * m2, W, w.mode)
+                    for kk in range(klo):
+                        i2 = fold_index(base + e2 + kk * m2, W, w.mode)
                         dk[kk] = fill if i2 < 0 else row[i2]
-                    for kk in range(hi, L):
-                        i2 = fold_index(base + kk * m2, W, w.mode)
+                    for kk in range(khi, L):
+                        i2 = fold_index(base + e2 + kk * m2, W, w.mode)
                         dk[kk] = fill if i2 < 0 else row[i2]
         k += L
         q[2] += L - 1
