@@ -180,3 +180,72 @@ def test_the_route_keeps_to_the_workspace_and_its_memory_is_counted():
     counted = tplan.memory() + tplan.memory(backward=True, need_dx=False)
     assert top <= counted + xt.nbytes + 2**16, (top, counted)
     del conv_options
+
+
+@pytest.mark.parametrize("shape,ws,opts", [
+    ((1, 2, 1, 6), (2, 1, 1, 3), dict()),                                   # 2-D, one row
+    ((2, 3, 20), (6, 1, 3), dict(padding=2, dilation=2)),                   # 1-D
+    ((1, 2, 5, 6, 18), (2, 1, 3, 3, 3), dict(padding=1, padding_mode="reflect"))])
+def test_a_weight_that_is_not_finite_reaches_only_what_its_tap_reaches(shape, ws, opts):
+    """A stride-1 dx pass gathers each padded row from dy with zero sides; an inf weight
+    would turn those zeros into NaN (inf * 0) where im2col adds nothing: such weights
+    take the scattering pass, and dx equals im2col's, NaN for NaN."""
+    rng = np.random.default_rng(5)
+    groups = shape[1]
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(ws)
+    dy = rng.standard_normal(vc.conv(x, w, groups=groups, **opts).shape)
+    for bad in (np.inf, -np.inf, np.nan):
+        wb = w.copy()
+        wb.reshape(-1)[0] = bad
+        assert vc.conv_plan(shape, ws, groups=groups, **opts)["dx"] == "direct"
+        got = vc.conv_backward(dy, x, wb, groups=groups, algorithm="direct", **opts)[0]
+        ref = vc.conv_backward(dy, x, wb, groups=groups, algorithm="im2col", **opts)[0]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+        ok = np.isfinite(ref)
+        assert ok.any() and np.abs(got[ok] - ref[ok]).max() <= 1e-12 * np.abs(ref[ok]).max()
+
+
+@pytest.mark.parametrize("xs,ws,opts", [
+    ((2, 4, 7, 40), (8, 2, 3, 3), dict(groups=2, padding=1)),        # 2 maps a group: sums
+    ((1, 3, 9, 37), (6, 1, 5, 5), dict(groups=3, padding=2)),        # 25 taps: two groups
+    ((2, 2, 9, 70), (2, 1, 3, 3), dict(groups=2, stride=(2, 1), padding=1)),
+    ((1, 2, 5, 6, 35), (4, 1, 3, 3, 3), dict(groups=2, dilation=2, padding=2)),
+    ((1, 2, 8, 33), (2, 1, 3, 3), dict(groups=2, padding=1, workspace="tight"))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_blocks_on_every_branch_agree(xs, ws, opts, dtype):
+    """The direct kernels' branches at widths that fill vectors: a sum carried over input
+    maps, taps past one group of 16, a stride the dx pass scatters, a 3-D dilated gather,
+    and a workspace too small for the gathered dx's copy of dy (it scatters)."""
+    from vecconv import _direct, _plan
+    from vecconv._options import conv_options
+    if opts.get("workspace") == "tight":
+        plan = _plan.plan_conv(xs, ws, None, dtype, conv_options(
+            2, groups=2, padding=1, algorithm="direct"), None)
+        opts = dict(opts, workspace=_direct.scratch_elems(plan.geometry) * dtype().itemsize)
+        assert not _direct._gathers(plan.geometry, dtype().itemsize, opts["workspace"])
+    case = test_the_direct_route_agrees_with_float64_im2col_in_every_pass.hypothesis
+    case.inner_test((xs, ws, opts, dtype, 11))
+
+
+def test_the_dx_pass_gathers_under_finite_weights_and_scatters_otherwise(monkeypatch):
+    from vecconv import _direct, _engine
+    seen = []
+    real = _engine.direct_conv
+
+    def spy(pass_, *args):
+        if pass_ == _direct.DX:
+            seen.append(args[-2])           # the gather flag
+        return real(pass_, *args)
+
+    monkeypatch.setattr(_engine, "direct_conv", spy)
+    x = np.ones((1, 2, 6, 20))
+    w = np.ones((2, 1, 3, 3))
+    dy = np.ones((1, 2, 6, 20))
+    ref = vc.conv_backward(dy, x, w, groups=2, padding=1, algorithm="im2col")[0]
+    np.testing.assert_array_equal(
+        vc.conv_backward(dy, x, w, groups=2, padding=1, algorithm="direct")[0], ref)
+    w[1, 0, 2, 2] = np.inf
+    vc.conv_backward(dy, x, w, groups=2, padding=1, algorithm="direct")
+    assert seen == [True, False]

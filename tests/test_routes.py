@@ -251,13 +251,14 @@ def test_the_fft_route_gives_the_same_bits_on_any_thread_count(xs, ws, workspace
     image chunks are independent, so the thread count changes no bit."""
     from vecconv import _fft
     pools = []
+    run_tasks = _fft._run_tasks
 
-    class Counted(_fft.ThreadPoolExecutor):
-        def __init__(self, n, **kw):
-            pools.append(n)
-            super().__init__(n, **kw)
+    def counted(one, tasks, concurrent):
+        if concurrent > 1:
+            pools.append(concurrent)
+        return run_tasks(one, tasks, concurrent)
 
-    monkeypatch.setattr(_fft, "ThreadPoolExecutor", Counted)
+    monkeypatch.setattr(_fft, "_run_tasks", counted)
     rng = np.random.default_rng(7)
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
@@ -273,3 +274,79 @@ def test_the_fft_route_gives_the_same_bits_on_any_thread_count(xs, ws, workspace
     assert bool(pools) == (xs != (3, 12, 60, 60)), pools
     ref = vc.conv(x.astype(np.float64), w.astype(np.float64), algorithm="im2col")
     assert np.abs(got[1] - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_an_error_in_one_tile_stops_the_others_and_the_route_still_works(monkeypatch):
+    """A tile that raises (here its inverse transform; a Ctrl-C alike): no tile not yet
+    begun starts, the helpers are waited for, the error reaches the caller, and the next
+    call gives the same bits as before."""
+    import scipy.fft
+
+    from vecconv import _fft
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 1, 700, 700)).astype(np.float32)
+    w = rng.standard_normal((2, 1, 31, 31)).astype(np.float32)
+    with vc.config(threads=2):
+        good = vc.conv2d(x, w, algorithm="fft")
+    calls = []
+    real = scipy.fft.irfftn
+
+    def failing(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(_fft.scipy.fft, "irfftn", failing)
+    with vc.config(threads=2), pytest.raises(KeyboardInterrupt):
+        vc.conv2d(x, w, algorithm="fft")
+    tiles = vc.conv_plan(x.shape, w.shape)["fft_tile"]
+    assert len(calls) < -(-670 // tiles[0]) * -(-670 // tiles[1])   # not every tile ran
+    monkeypatch.setattr(_fft.scipy.fft, "irfftn", real)
+    with vc.config(threads=2):
+        np.testing.assert_array_equal(vc.conv2d(x, w, algorithm="fft"), good)
+
+
+def test_tiles_run_on_the_calling_thread_when_no_thread_can_start(monkeypatch):
+    """As at the interpreter's shutdown: a helper thread that cannot start leaves its
+    tiles to the calling thread."""
+    import threading
+
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 2, 300, 300)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 21, 21)).astype(np.float32)
+    with vc.config(threads=1):
+        ref = vc.conv2d(x, w, algorithm="fft")
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with vc.config(threads=2):
+        np.testing.assert_array_equal(vc.conv2d(x, w, algorithm="fft"), ref)
+
+
+def test_an_image_gives_the_same_bits_alone_and_in_a_batch():
+    """The tile is chosen without the batch size."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((4, 1, 600, 600)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 31, 31)).astype(np.float32)
+    assert vc.conv_plan(x.shape, w.shape)["fft_tile"] == vc.conv_plan(x[:1].shape,
+                                                                      w.shape)["fft_tile"]
+    np.testing.assert_array_equal(vc.conv2d(x, w, algorithm="fft")[2:3],
+                                  vc.conv2d(x[2:3], w, algorithm="fft"))
+
+
+@pytest.mark.parametrize("workspace", [20_000, 86_202, 2**20])
+def test_tiles_hold_at_least_the_kernels_extent_of_outputs(workspace):
+    """Smaller tiles would transform more overlap than outputs (and make a task per few
+    outputs): the planner refuses the route instead."""
+    from vecconv._options import conv_options
+    for xs, ws in (((32, 2, 96, 96), (16, 2, 11, 11)), ((128, 1, 64, 64), (2, 1, 13, 13))):
+        try:
+            plan = _plan.plan_conv(xs, ws, None, np.float32,
+                                   conv_options(2, algorithm="fft"), workspace)
+        except ValueError as exc:
+            assert "cannot run these kernels" in str(exc)
+            continue
+        tile = plan.fft_tiles[0]
+        assert all(t >= min(k, n - k + 1) for t, k, n in zip(tile, ws[2:], xs[2:])), tile

@@ -303,6 +303,16 @@ def _layers_page(name, data):
     for dt, sm in data.get("summary", {}).items():
         out += [f"- {dt}: faster on {sm['faster']} of {sm['of']}, geometric mean "
                 f"{sm['geomean']:.2f}×."]
+    roof = data.get("roofline")
+    if roof:
+        gemm = ", ".join(f"{k} {v:.0f}" for k, v in roof["gemm_gflops"].items())
+        out += ["", f"The machine's best 2048³ float32 GEMM in the same process: "
+                f"{roof['best_gemm_gflops']:.0f} GFLOP/s ({gemm}). The 3×3 stride-1 layers' "
+                "forward pass in float32 as effective throughput (the direct convolution's "
+                "flops over the time; a Winograd route does fewer):", ""]
+        out += _table(["layer", "vecconv route", "vecconv GFLOP/s", "PyTorch GFLOP/s"],
+                      [[r["case"], r["route"], f"{r['vecconv_gflops']:.0f}",
+                        f"{r['torch_gflops']:.0f}"] for r in roof["layers"]])
     return out + [""]
 
 

@@ -20,14 +20,18 @@
 
 #include "_simd.h"
 
-/* Stride-1 rows in blocks of two vector registers, summed over the taps in registers
- * (a plain array of VB sums stayed in memory): ow0 moves past the blocks it did. */
+/* Blocks of output columns summed in vector variables (GCC's and clang's vector types,
+ * _simd.h: 64 bytes, one AVX-512 register, two AVX2 or four SSE2 ones), where a plain
+ * array of sums stayed in memory. These macros are the bodies of the kernels below and
+ * use their variables by name: vc_row's (yr, W, nt, src, wv, init, b; ow0 and t its
+ * counters, L the vector's length) and vc_direct_dw's (J, pm, dy, part, kd, kh, od, oh;
+ * acc, shift and step of the tap). */
 #ifdef VC_VECTORS
 /* s = the vector at p (unaligned) */
 #define VC_LOAD(s, p) memcpy(&(s), (p), sizeof(s))
 /* a (even taps) and c (odd taps): two chains of sums, so that the additions overlap;
- * ow0's block of `nv` vectors from yr's or b's start, the taps, a + c stored */
-#define VC_ROW_BLOCK(T, V, NV)                                                            \
+ * ow0's block of NV vectors from yr's or b's start, the taps, a + c stored */
+#define VC_ROW_BLOCK(V, NV)                                                               \
     {                                                                                     \
         V a[NV], c[NV], s0;                                                               \
         int q;                                                                            \
@@ -60,30 +64,34 @@
 #define VC_ROW_VECTORS(T, V)                                                              \
     if (sw == 1) {                                                                        \
         const Py_ssize_t L = (Py_ssize_t)(sizeof(V) / sizeof(T));                         \
-        for (; ow0 + 2 * L <= W; ow0 += 2 * L) VC_ROW_BLOCK(T, V, 2)                      \
-        for (; ow0 + L <= W; ow0 += L) VC_ROW_BLOCK(T, V, 1)                              \
+        for (; ow0 + 2 * L <= W; ow0 += 2 * L) VC_ROW_BLOCK(V, 2)                         \
+        for (; ow0 + L <= W; ow0 += L) VC_ROW_BLOCK(V, 1)                                 \
         if (init && ow0 < W && W >= L) {                                                  \
             ow0 = W - L;                                                                  \
-            VC_ROW_BLOCK(T, V, 1)                                                         \
+            VC_ROW_BLOCK(V, 1)                                                            \
             ow0 = W;                                                                      \
         }                                                                                 \
     }
 
-/* dW's columns [ow0, end) of one tap in blocks of one or two vectors of type V, each
- * summed over the image's rows in registers (even and odd rows apart: up to four chains
- * of additions) and then added to the tap's partial sums */
-#define VC_DW_BLOCKS(SUF, T, V, end)                                                      \
+/* dW's columns [ow0, end) of one tap in blocks of NV vectors of type V, each summed
+ * over the image's rows in registers (even and odd rows apart: 2 NV chains of
+ * additions) and then added to the tap's partial sums */
+#define VC_DW_BLOCKS(SUF, T, V, NV, end)                                                  \
     {                                                                                     \
         const Py_ssize_t L = (Py_ssize_t)(sizeof(V) / sizeof(T));                         \
-        Py_ssize_t nv, q;                                                                 \
-        for (; ow0 + L <= (end); ow0 += nv * L) {                                         \
-            V a[2] = {{0}}, e[2] = {{0}}, d0, s0, p0;                                     \
-            nv = (end) - ow0 >= 2 * L ? 2 : 1;                                            \
+        Py_ssize_t q;                                                                     \
+        for (; ow0 + NV * L <= (end); ow0 += NV * L) {                                    \
+            V a[NV], e[NV], d0, s0, p0;                                                   \
+            for (q = 0; q < NV; q++) {                                                    \
+                const V zero = {0};                                                       \
+                a[q] = zero;                                                              \
+                e[q] = zero;                                                              \
+            }                                                                             \
             for (od = 0; od < o0; od++) {                                                 \
                 const T *dr = dy + od * o1 * W + ow0;                                     \
                 const T *sr = vc_prow_##SUF(J, pm, od, 0, kd, kh) + shift + ow0;          \
                 for (oh = 0; oh + 1 < o1; oh += 2) {                                      \
-                    for (q = 0; q < nv; q++) {                                            \
+                    for (q = 0; q < NV; q++) {                                            \
                         VC_LOAD(d0, dr + q * L);                                          \
                         VC_LOAD(s0, sr + q * L);                                          \
                         a[q] += d0 * s0;                                                  \
@@ -95,13 +103,13 @@
                     sr += 2 * step;                                                       \
                 }                                                                         \
                 if (oh < o1)                                                              \
-                    for (q = 0; q < nv; q++) {                                            \
+                    for (q = 0; q < NV; q++) {                                            \
                         VC_LOAD(d0, dr + q * L);                                          \
                         VC_LOAD(s0, sr + q * L);                                          \
                         a[q] += d0 * s0;                                                  \
                     }                                                                     \
             }                                                                             \
-            for (q = 0; q < nv; q++) {                                                    \
+            for (q = 0; q < NV; q++) {                                                    \
                 VC_LOAD(p0, acc + ow0 + q * L);                                           \
                 p0 += a[q] + e[q];                                                        \
                 memcpy(acc + ow0 + q * L, &p0, sizeof(V));                                \
@@ -122,8 +130,9 @@
                     T *acc = part + ((kd * J->k[1] + kh) * J->k[2] + kw) * W;             \
                     const Py_ssize_t shift = kw * J->d[2];                                \
                     Py_ssize_t ow0 = 0;                                                   \
-                    VC_DW_BLOCKS(SUF, T, V, full)                                         \
-                    VC_DW_BLOCKS(SUF, T, VH, done)                                        \
+                    VC_DW_BLOCKS(SUF, T, V, 2, full)                                      \
+                    VC_DW_BLOCKS(SUF, T, V, 1, full)                                      \
+                    VC_DW_BLOCKS(SUF, T, VH, 1, done)                                     \
                 }                                                                         \
     }
 #else
@@ -142,6 +151,7 @@ typedef struct vc_direct {
     Py_ssize_t pp[3];           /* the padded extent each axis reads */
     const long long *idx[3];    /* per padded position: the entry of x it reads, or -1 */
     Py_ssize_t lo, hi;          /* padded columns [lo, hi) read x's entries idx[2][lo] on */
+    int gather;                 /* dx (every stride 1, finite weights): gather from dyp */
     double fill;
     const void *x, *w, *bias, *dy;
     void *y, *dx, *dw;
@@ -149,7 +159,7 @@ typedef struct vc_direct {
     Py_ssize_t scratch_elems;
 } vc_direct;
 
-#define VC_DIRECT_KERNELS(SUF, T, VB, V)                                                       \
+#define VC_DIRECT_KERNELS(SUF, T, VB, V, VH)                                                     \
 /* pm = map padded: pm[a, b, c] = x[idx0[a], idx1[b], idx2[c]], or the fill */             \
 static void vc_pad_##SUF(const vc_direct *J, const T *x, T *pm) {                         \
     Py_ssize_t a, b, c, i0, i1, i2;                                                       \
@@ -282,13 +292,12 @@ VC_INLINE void vc_direct_dx_gather_##SUF(const vc_direct *J, Py_ssize_t n, Py_ss
     const Py_ssize_t ci = c % J->cig, g = c / J->cig;                                     \
     const Py_ssize_t P = J->o[0] * J->o[1] * J->o[2], W = J->o[2];                        \
     const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2], rows = J->o[0] * J->o[1];        \
-    const Py_ssize_t E = (J->k[2] - 1) * J->d[2], Wp = W + 2 * E, sw = 1;                 \
+    const Py_ssize_t E = (J->k[2] - 1) * J->d[2], Wp = W + 2 * E;                         \
     T *dyp = pm + J->pp[0] * J->pp[1] * J->pp[2] + taps * W;                              \
     const T *src[VC_TAP_GROUP];                                                           \
     T wv[VC_TAP_GROUP];                                                                   \
     Py_ssize_t j, r, ad, ah, od, oh, kd, kh, kw;                                          \
     int nt, first;                                                                        \
-    (void)sw;                                                                             \
     for (j = g * J->cog; j < (g + 1) * J->cog; j++) {                                     \
         const T *w = (const T *)J->w + (j * J->cig + ci) * taps;                          \
         const T *dy = (const T *)J->dy + (n * J->cout + j) * P;                           \
@@ -334,7 +343,7 @@ VC_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
     const Py_ssize_t PP = J->pp[0] * J->pp[1] * J->pp[2];                                 \
     T *dx = (T *)J->dx + (n * J->C + c) * S;                                              \
     Py_ssize_t j, od, oh, kd, kh, kw, ow, e;                                              \
-    if (J->s[0] == 1 && J->s[1] == 1 && sw == 1 && J->cog > 0) {                          \
+    if (J->gather && J->cog > 0) {                                                        \
         vc_direct_dx_gather_##SUF(J, n, c, pm);                                           \
         for (e = 0; e < S; e++) dx[e] = 0;                                                \
         vc_fold_##SUF(J, pm, dx);                                                         \
@@ -377,7 +386,7 @@ VC_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
         const T *dy = (const T *)J->dy + (n * J->cout + j) * P;                           \
         Py_ssize_t done = 0;    /* columns the vector blocks summed */                    \
         vc_pad_##SUF(J, (const T *)J->x + (n * J->C + c) * S, pm);                        \
-        VC_DW_VECTORS(SUF, T, V, V##h)                                                         \
+        VC_DW_VECTORS(SUF, T, V, VH)                                                       \
         if (done < W)                                                                     \
         for (od = 0; od < J->o[0]; od++)                                                  \
             for (oh = 0; oh < J->o[1]; oh++) {                                            \
@@ -404,8 +413,8 @@ VC_CLONES static void vc_direct_dw_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
     }                                                                                     \
 }
 
-VC_DIRECT_KERNELS(f, float, 32, vc_vf)
-VC_DIRECT_KERNELS(d, double, 16, vc_vd)
+VC_DIRECT_KERNELS(f, float, 32, vc_vf, vc_vfh)
+VC_DIRECT_KERNELS(d, double, 16, vc_vd, vc_vdh)
 
 /* The pool's entry: one unit of the job's pass, in its float type. */
 static void vc_direct_unit(void *ctx, Py_ssize_t u, int slot) {

@@ -12,6 +12,7 @@ cdef extern from "_direct.h":
         Py_ssize_t pp[3]
         const long long *idx[3]
         Py_ssize_t lo, hi
+        int gather
         double fill
         const void *x
         const void *w
@@ -42,13 +43,16 @@ cdef tuple _longest_run(const long long[::1] t):
 def direct_conv(int pass_, const floating[::1] a, const floating[::1] w,
                 const floating[::1] b, floating[::1] out, bint has_bias,
                 Geometry geometry, tuple tables, Py_ssize_t N, Py_ssize_t cout,
-                Py_ssize_t groups, int threads, int slots):
+                Py_ssize_t groups, int threads, int slots, bint gather=False,
+                Py_ssize_t scratch_elems=0):
     """One pass of a grouped convolution, map by map.
 
     pass_ 0 (forward): a = x, b = bias, out = y. pass_ 1 (dx): a = dy, out = dx. pass_ 2
     (dW): a = x, b = dy, out = dw (Cout, C/groups * taps). w is (Cout, C/groups * taps).
     ``tables`` holds per axis the padded positions' entries of x (int64, -1 for the
-    fill)."""
+    fill). ``gather`` (dx, every stride 1, finite weights): each padded row summed from a
+    copy of dy with zero sides, which ``scratch_elems`` (per slot, as _direct.py counts
+    it; at least what the pass needs) must hold."""
     cdef vc_direct J
     cdef int ax
     cdef const long long[::1] t
@@ -110,10 +114,14 @@ def direct_conv(int pass_, const floating[::1] a, const floating[::1] w,
         J.dy, J.dx = &a[0], &out[0]
     else:
         J.x, J.dy, J.dw = &a[0], &b[0], &out[0]
-    # the padded map, dW's partial sums, and (stride 1) dx's copy of dy with its sides
-    J.scratch_elems = J.pp[0] * J.pp[1] * J.pp[2] + taps * J.o[2]
-    if J.s[0] == 1 and J.s[1] == 1 and J.s[2] == 1:
-        J.scratch_elems += J.o[0] * J.o[1] * (J.o[2] + 2 * (J.k[2] - 1) * J.d[2])
+    # the padded map and dW's partial sums; a gathering dx pass: its copy of dy
+    need = J.pp[0] * J.pp[1] * J.pp[2] + taps * J.o[2]
+    J.gather = gather and pass_ == 1
+    if J.gather:
+        if J.s[0] != 1 or J.s[1] != 1 or J.s[2] != 1:
+            raise ValueError("vecconv engine: only a stride-1 dx pass gathers")
+        need += J.o[0] * J.o[1] * (J.o[2] + 2 * (J.k[2] - 1) * J.d[2])
+    J.scratch_elems = imax(scratch_elems, need)
     J.scratch = alloc_buffers(slots * J.scratch_elems * sizeof(floating))
     try:
         with nogil:

@@ -6,7 +6,8 @@ Eq. 1 literally, map by map (the kernels in ``_direct.h``): each output row is t
 over the taps of w[tap] times a shifted row of the padded input map; dx (eq. 16-18) the
 same windows walked backwards into a padded map folded back through the padding; dW
 (eq. 12) per tap the sum of delta times the shifted input. Each output is computed from
-its window alone, as im2col computes it: a NaN or inf stays where it is read.
+its window alone, as im2col computes it: a NaN or inf stays where it is read (a stride-1
+dx pass gathers from a zero-sided copy of dy only under finite weights).
 """
 
 from __future__ import annotations
@@ -46,34 +47,64 @@ def tables(geometry, mode):
                  for n, p, count in zip(g.size, g.pad, padded_extent(g)))
 
 
-def scratch_elems(geometry):
-    """Elements of one unit's scratch: the padded map, dW's partial sums, and for a
-    stride-1 layer dx's copy of a map of dy with (k - 1) * dilation zeros each side of its
-    rows (as _direct.pxi counts it)."""
+def _base_elems(geometry):
+    """A unit's padded map and dW's partial sums (taps rows of output columns)."""
     g = geometry
-    elems = math.prod(padded_extent(g)) + g.taps * g.out[2]
-    if g.stride == (1, 1, 1):
-        elems += g.out[0] * g.out[1] * (g.out[2] + 2 * (g.kernel[2] - 1) * g.dilation[2])
+    return math.prod(padded_extent(g)) + g.taps * g.out[2]
+
+
+def _gather_elems(geometry):
+    """dx's copy of one map of dy with (k - 1) * dilation zeros each side of its rows, for
+    the gathered dx of a stride-1 layer (none at other strides)."""
+    g = geometry
+    if g.stride != (1, 1, 1):
+        return 0
+    return g.out[0] * g.out[1] * (g.out[2] + 2 * (g.kernel[2] - 1) * g.dilation[2])
+
+
+def _gathers(geometry, itemsize, workspace):
+    """Whether a stride-1 dx pass may gather (its copy of dy fits the workspace beside the
+    padded map); else it scatters into the padded map, in the base scratch."""
+    extra = _gather_elems(geometry)
+    return extra > 0 and (_base_elems(geometry) + extra) * itemsize <= workspace
+
+
+def scratch_elems(geometry, pass_=FORWARD, itemsize=1, workspace=0):
+    """Elements of one unit's scratch for ``pass_``: the padded map and dW's partial
+    sums, and for a dx pass that gathers, the copy of dy (at most: a weight that is not
+    finite makes it scatter)."""
+    elems = _base_elems(geometry)
+    if pass_ == DX and _gathers(geometry, itemsize, workspace):
+        elems += _gather_elems(geometry)
     return elems
 
 
 def fits(geometry, itemsize, workspace):
-    """Whether one unit's scratch fits the workspace."""
-    return scratch_elems(geometry) * itemsize <= workspace
+    """Whether one unit's scratch fits the workspace (every pass can run in the base
+    scratch)."""
+    return _base_elems(geometry) * itemsize <= workspace
 
 
-def slots(geometry, itemsize, workspace, threads):
-    """Participants the workspace has a scratch map for (at least 1: the planner took the
+def slots(geometry, itemsize, workspace, threads, pass_=FORWARD):
+    """Participants the workspace has a scratch for (at least 1: the planner took the
     route only if one fits)."""
-    return max(1, min(threads, workspace // max(scratch_elems(geometry) * itemsize, 1)))
+    elems = scratch_elems(geometry, pass_, itemsize, workspace)
+    return max(1, min(threads, workspace // max(elems * itemsize, 1)))
 
 
 def run(pass_, a, w2, b, out, has_bias, plan, threads):
     """One pass on the route: forward (a = x, b = bias, out = y), dx (a = dy, out = dx) or
     dW (a = x, b = dy, out = dW (Cout, C/groups * taps)); flat clean arrays of
-    plan.dtype."""
+    plan.dtype.
+
+    A stride-1 dx pass gathers each padded row from a copy of dy with zero sides, which a
+    weight that is not finite would spread (inf * 0) to positions its tap never reaches:
+    such weights scatter instead, as im2col does."""
     g = plan.geometry
-    n_slots = slots(g, plan.dtype.itemsize, plan.workspace, threads)
+    itemsize, workspace = plan.dtype.itemsize, plan.workspace
+    gather = pass_ == DX and _gathers(g, itemsize, workspace) and bool(np.isfinite(w2).all())
+    elems = _base_elems(g) + (_gather_elems(g) if gather else 0)
+    n_slots = max(1, min(threads, workspace // max(elems * itemsize, 1)))
     _engine.direct_conv(pass_, a, w2.reshape(-1), b, out, has_bias, g,
                         tables(g, plan.options.padding_mode), plan.out_shape[0],
-                        plan.w_shape[0], plan.groups, threads, n_slots)
+                        plan.w_shape[0], plan.groups, threads, n_slots, gather, elems)

@@ -14,7 +14,8 @@ whole map's transform is ever made (a tile inside x reads a view of it). The til
 one of least modelled work among the transform lengths FFTs do fastest (``_lengths``),
 within a cache-sized transform (``TILE_ELEMENTS``) and the workspace budget: the
 transformed kernels and a chunk of images' transforms. Tiles and chunks run on the
-threads at once, each transform on one thread.
+threads at once (each transform on one thread), or one at a time with the transforms split
+over the threads.
 
 A NaN or inf would reach every output of its tile through the transform, and a value far
 above the rest of its image would drown the tile's small outputs in its rounding error,
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 import numpy as np
 import scipy.fft
@@ -59,13 +60,14 @@ def _next_len(n):
 
 def _lengths(span, e):
     """Candidate transform lengths of one axis whose outputs span ``span`` with kernels of
-    extent ``e``: 2^k and 3 * 2^k above the extent (the lengths the FFT does fastest),
-    and the whole padded axis's fast length."""
+    extent ``e``: 2^k and 3 * 2^k giving a tile of at least e outputs (the lengths the FFT
+    does fastest; smaller tiles would spend more on their overlap than on outputs), and
+    the whole padded axis's fast length."""
     whole = _next_len(span + e - 1)
     found = {whole}
     f = 4
     while f < whole:
-        found.update(c for c in (f, 3 * f // 2) if e < c < whole)
+        found.update(c for c in (f, 3 * f // 2) if 2 * e - 1 <= c < whole)
         f *= 2
     return sorted(found)
 
@@ -80,15 +82,16 @@ def _cost(n, tile, size, span, cout, c, cin_g):
             + 4.0 * n * cout * cin_g * f * n_tiles + TILE_COST * n_tiles)
 
 
-def tile_shape(n, geometry, d, cout, cin_g, groups, itemsize, workspace):
+def tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace):
     """(stride-1 outputs per tile, transform size) per spatial axis, and images per
     chunk, or None when the route cannot take this convolution within the workspace.
 
     Of the tiles whose transform lengths are fast ones (``_lengths``) and hold at most
     ``TILE_ELEMENTS`` entries (or the fewest, when the kernels need more), the one of least
-    work for these n images that fits the budget. The budget holds everything the route
-    allocates besides the output: the dilated kernels and their transforms (Cout,
-    C/groups, F/2, complex), and per image of a chunk the tile read from x, its
+    work per image that fits the budget: chosen without the batch size, so an image gives
+    the same bits alone or in any batch. The budget holds everything the route
+    allocates besides the output: the dilated kernels, their zero-padded copy and their
+    transforms (Cout, C/groups, F/2, complex), and per image of a chunk the tile read from x, its
     transform, the transformed outputs with the products' temporaries, and the outputs
     transformed back.
     """
@@ -110,7 +113,8 @@ def tile_shape(n, geometry, d, cout, cin_g, groups, itemsize, workspace):
         if full > cap:
             continue
         half = math.prod(size[:-1]) * (size[-1] // 2 + 1)
-        kernels = cout * cin_g * (half * complex_item + math.prod(ext) * itemsize)
+        # the dilated kernels, the zero-padded copy the transform makes of them, theirs
+        kernels = cout * cin_g * (half * complex_item + (math.prod(ext) + full) * itemsize)
         per_image = (c * full * itemsize                  # the tile read from x
                      + c * half * complex_item            # its transform
                      + 3 * cout * half * complex_item     # products, sum, a temporary
@@ -119,7 +123,7 @@ def tile_shape(n, geometry, d, cout, cin_g, groups, itemsize, workspace):
             continue
         # each transform size is what the tile needs, no more
         tile = tuple(min(f - e + 1, u) for f, e, u in zip(size, ext, span))
-        cost = _cost(max(n, 1), tile, size, span, cout, c, cin_g)
+        cost = _cost(1, tile, size, span, cout, c, cin_g)
         if best is None or cost < best[0]:
             images = max(1, (workspace - maps - kernels) // per_image)
             best = (cost, (tile, tuple(size), images))
@@ -143,6 +147,49 @@ def _run(index, constant):
             or (index.size > 1 and not (np.diff(index) == 1).all()):
         return None
     return slice(int(index[0]), int(index[-1]) + 1)
+
+
+def _run_tasks(one, tasks, concurrent):
+    """one(task) for every task, on the calling thread and ``concurrent`` - 1 helper
+    threads, each taking the next task in turn (no queue of them is made).
+
+    An error or Ctrl-C in any of them: no task not yet begun starts, the helpers finish
+    theirs and the first error is raised. A helper that cannot start (the interpreter
+    shutting down) leaves its share to the others: every task is independent.
+    """
+    remaining = iter(tasks)
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors = []
+
+    def work():
+        try:
+            while not stop.is_set():
+                with lock:
+                    task = next(remaining, None)
+                if task is None:
+                    return
+                one(task)
+        except BaseException as exc:        # Ctrl-C too: stop the others, raise below
+            errors.append(exc)
+            stop.set()
+
+    helpers = []
+    for _ in range(concurrent - 1):
+        helper = threading.Thread(target=work, name="vecconv-fft", daemon=True)
+        try:
+            helper.start()
+        except RuntimeError:                # no new thread now
+            break
+        helpers.append(helper)
+    try:
+        work()
+        for helper in helpers:
+            helper.join()
+    finally:
+        stop.set()                          # (a Ctrl-C while waiting for the helpers)
+    if errors:
+        raise errors[0]
 
 
 def forward(x, w, bias, plan, threads):
@@ -184,7 +231,9 @@ def forward(x, w, bias, plan, threads):
     fill = dtype.type(o.fill_value)
     starts = [range(0, u, t) for u, t in zip(span, tile)]
     # Tiles (and chunks of images) are independent: ``threads`` of them run at once, each
-    # transform on one thread (a single tile's transform split over threads ran slower).
+    # transform on one thread (a single tile's transform split over threads ran slower);
+    # a call of one task at a time (one tile, or one fits the budget) splits its
+    # transforms over the threads instead.
     # With the elementwise products a chunk's size changes no bit, so the budget's images
     # are shared among the threads; the batched products keep the plan's chunk.
     chunk = max(1, min(images // threads, -(-n // threads))) if cin_g <= 8 else images
@@ -240,16 +289,7 @@ def forward(x, w, bias, plan, threads):
         y[(slice(n0, n0 + nb), slice(None)) + tuple(dst)] = \
             yt[(slice(None), slice(None)) + tuple(src)]
 
-    if concurrent == 1:
-        for task in tasks:
-            one(task)
-    else:
-        pool = ThreadPoolExecutor(concurrent, thread_name_prefix="vecconv-fft")
-        try:
-            for _ in pool.map(one, tasks):
-                pass
-        finally:                  # an error or Ctrl-C: no tile not yet begun starts
-            pool.shutdown(wait=True, cancel_futures=True)
+    _run_tasks(one, tasks, concurrent)
     if bias is not None:
         y += bias.reshape((1, -1) + (1,) * d)
     return y

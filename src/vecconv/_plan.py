@@ -47,9 +47,11 @@ ROUND_ELEMS = 1 << 24
 STAGE_COUT = 8
 #: A staged tile's products are at least WIDE_STAGE columns wide when the weight matrix
 #: holds WIDE_WEIGHTS entries or more: ResNet-18's 512-channel 7 x 7 stage made products
-#: of 49 columns, which the BLAS ran at 60% of its speed at 196 (forward + backward of 8
-#: images, float32: 49 -> 40 ms), though that leaves fewer tiles than MIN_UNITS.
-WIDE_STAGE = 192
+#: of 49 columns, which the BLAS ran at 60-70% of its speed at 98 or more. Forward +
+#: backward of 8 images, interleaved, medians of 11: float32 39.7 -> 37.1 ms, float64
+#: 94.2 -> 82.1 ms (192 columns: the same within noise, with half the tiles). This leaves
+#: fewer tiles than MIN_UNITS (4 at batch 8): fewer threads share such a call.
+WIDE_STAGE = 96
 WIDE_WEIGHTS = 2**18
 #: At most this many dW accumulators (chunks of a round, each summed by one unit) ...
 MAX_ACCUMULATORS = 8
@@ -138,7 +140,7 @@ def select_route(n, geometry, cout, groups, itemsize, workspace, *, masked=False
             and math.prod(geometry.size) > 0 \
             and (algorithm == "fft" or geometry.taps >= _fft.FFT_MIN_TAPS):
         cin_g = geometry.channels // groups
-        tiles = _fft.tile_shape(n, geometry, d, cout, cin_g, groups, itemsize, workspace)
+        tiles = _fft.tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace)
         if algorithm == "fft":
             if tiles is None:
                 raise ValueError(f"algorithm='fft' cannot run these kernels within a "
@@ -386,8 +388,10 @@ class Plan:
         route = {"forward": self.route, "dx": self.dx_route or self.backward_route,
                  "dw": self.dw_route or self.backward_route}[kind]
         if route is Route.DIRECT:
-            return _direct.slots(self.geometry, self.dtype.itemsize, self.workspace,
-                                 threads) * _direct.scratch_elems(self.geometry)
+            pass_ = {"forward": _direct.FORWARD, "dx": _direct.DX, "dw": _direct.DW}[kind]
+            args = (self.geometry, self.dtype.itemsize, self.workspace)
+            return _direct.slots(*args, threads, pass_) * _direct.scratch_elems(
+                self.geometry, pass_, *args[1:])
         if route is Route.WINOGRAD and kind == "dw":
             m, sched = self.dw_winograd
             args = (self.geometry, self.w_shape[0], self.groups, m, sched)

@@ -2,8 +2,9 @@
  * the baseline x86-64 (SSE2), and GCC's target_clones adds AVX2 and AVX-512 versions of
  * a function, the best one chosen when the library loads (through an ifunc: glibc on
  * Linux). Elsewhere (other compilers, other platforms, musl) the one baseline version.
- * C11 without -ffast-math: no contraction into FMAs, so every version gives the same
- * bits. Used by _winograd.h and _direct.h. */
+ * GCC in C11 mode without -ffast-math contracts no product and sum into an FMA, so every
+ * version gives the same bits (clang's default, -ffp-contract=on, may fuse them: its
+ * builds are deterministic, their bits its own). Used by _winograd.h and _direct.h. */
 #ifndef VECCONV_SIMD_H
 #define VECCONV_SIMD_H
 
