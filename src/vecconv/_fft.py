@@ -274,6 +274,8 @@ def forward(x, w, bias, plan, threads):
                     np.multiply(xs[:, None, i], ks[None, :, i], out=tmp)
                     acc += tmp
             else:                     # many: one (images x C_g)(C_g x Cout_g) product
+                # per frequency (NumPy's BLAS: on concurrent tiles its threads may
+                # outnumber the cores for a moment; these products are small)
                 prod = np.matmul(xs.reshape(nb, cin_g, -1).transpose(2, 0, 1),
                                  ks.reshape(cout_g, cin_g, -1).transpose(2, 1, 0))
                 acc[...] = prod.transpose(1, 2, 0).reshape((nb, cout_g) + xs.shape[2:])
