@@ -442,6 +442,62 @@ cdef inline void padded_columns(const Geom *g, floating *seg, floating *base, Py
             seg[w] = base[iw]
 
 
+cdef extern from "_patches.h":
+    # dst[r * dstep + w] = (or +=) src[r * sstep + w], r < rows, w < width
+    void vc_patch_rows_f(float *dst, Py_ssize_t dstep, const float *src, Py_ssize_t sstep,
+                         Py_ssize_t rows, Py_ssize_t width) noexcept nogil
+    void vc_patch_rows_d(double *dst, Py_ssize_t dstep, const double *src,
+                         Py_ssize_t sstep, Py_ssize_t rows, Py_ssize_t width) noexcept nogil
+    void vc_patch_add_rows_f(float *dst, Py_ssize_t dstep, const float *src,
+                             Py_ssize_t sstep, Py_ssize_t rows,
+                             Py_ssize_t width) noexcept nogil
+    void vc_patch_add_rows_d(double *dst, Py_ssize_t dstep, const double *src,
+                             Py_ssize_t sstep, Py_ssize_t rows,
+                             Py_ssize_t width) noexcept nogil
+
+
+cdef bint inside_rows(const Geom *g, floating *x, floating *seg, Py_ssize_t c,
+                      const Tap *tp, Py_ssize_t r_first, Py_ssize_t r_end,
+                      bint scatter) noexcept nogil:
+    """Tap tp's patch rows r_first..r_end of channel c (whole output rows, stride 1 along
+    W) at once when every one of them reads inside the map, and say so: copied from x
+    (im2col), or added back into it (scatter, col2im); else touch nothing (the walk does
+    it row by row)."""
+    cdef Py_ssize_t W = g.o[2], o1 = g.o[1], r = r_first, od, oh, n, i0, step
+    cdef floating *row
+    cdef floating *rows
+    while r < r_end:            # check: one run of rows per output plane (od)
+        od = r // o1
+        oh = r % o1
+        n = imin(o1 - oh, r_end - r)
+        i0 = od * g.s[0] + tp.off0
+        if (i0 < 0 or i0 >= g.i[0] or oh * g.s[1] + tp.off1 < 0
+                or (oh + n - 1) * g.s[1] + tp.off1 >= g.i[1]):
+            return False
+        r += n
+    r = r_first
+    while r < r_end:            # copy
+        od = r // o1
+        oh = r % o1
+        n = imin(o1 - oh, r_end - r)
+        i0 = od * g.s[0] + tp.off0
+        row = x + ((c * g.i[0] + i0) * g.i[1] + oh * g.s[1] + tp.off1) * g.i[2] + tp.iw0
+        step = g.s[1] * g.i[2]
+        rows = seg + (r - r_first) * W
+        if floating is float:
+            if scatter:
+                vc_patch_add_rows_f(row, step, rows, W, n, W)
+            else:
+                vc_patch_rows_f(rows, W, row, step, n, W)
+        else:
+            if scatter:
+                vc_patch_add_rows_d(row, step, rows, W, n, W)
+            else:
+                vc_patch_rows_d(rows, W, row, step, n, W)
+        r += n
+    return True
+
+
 cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
                      Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1,
                      bint scatter) noexcept nogil:
@@ -468,11 +524,16 @@ cdef void patch_walk(const Geom *g, floating *x, floating *cols, Py_ssize_t ld,
     cdef floating *seg
     cdef floating *base
     cdef floating *row
+    cdef bint whole_rows = sw == 1 and p0 % W == 0 and p1 % W == 0
     if p1 <= p0:
         return
     for c in range(c0, c1):
         for t in range(g.taps):
             tp = &g.tap[t]
+            if whole_rows and tp.lo <= 0 and tp.hi >= W and inside_rows(
+                    g, x, cols + ((c - c0) * g.taps + t) * ld, c, tp, r_first, r_end,
+                    scatter):
+                continue            # every row inside the map: copied (or added) at once
             od = od_first           # output row r = od*o1 + oh, counted without dividing
             oh = oh_first
             for r in range(r_first, r_end):
