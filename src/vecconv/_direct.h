@@ -151,7 +151,8 @@ typedef struct vc_direct {
     Py_ssize_t pp[3];           /* the padded extent each axis reads */
     const long long *idx[3];    /* per padded position: the entry of x it reads, or -1 */
     Py_ssize_t lo, hi;          /* padded columns [lo, hi) read x's entries idx[2][lo] on */
-    int gather;                 /* dx (every stride 1, finite weights): gather from dyp */
+    int gather;                 /* dx (every stride 1): gather from dyp, for each input map
+                                 * whose weights are finite (else scatter, as im2col) */
     double fill;
     const void *x, *w, *bias, *dy;
     void *y, *dx, *dw;
@@ -336,6 +337,19 @@ VC_INLINE void vc_direct_dx_gather_##SUF(const vc_direct *J, Py_ssize_t n, Py_ss
             }                                                                             \
     }                                                                                     \
 }                                                                                         \
+/* whether the weights that reach input map c (its group's, for its place in the group)  \
+ * are all finite: x - x is 0 for a finite x, NaN for an inf or NaN (no -ffast-math) */   \
+static int vc_group_finite_##SUF(const vc_direct *J, Py_ssize_t c) {                      \
+    const Py_ssize_t ci = c % J->cig, g = c / J->cig;                                     \
+    const Py_ssize_t taps = J->k[0] * J->k[1] * J->k[2];                                  \
+    Py_ssize_t j, t;                                                                      \
+    for (j = g * J->cog; j < (g + 1) * J->cog; j++) {                                     \
+        const T *w = (const T *)J->w + (j * J->cig + ci) * taps;                          \
+        for (t = 0; t < taps; t++)                                                        \
+            if (!(w[t] - w[t] == 0)) return 0;                                            \
+    }                                                                                     \
+    return 1;                                                                             \
+}                                                                                         \
 VC_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm) { \
     const Py_ssize_t n = u / J->C, c = u % J->C, ci = c % J->cig, g = c / J->cig;         \
     const Py_ssize_t S = J->i[0] * J->i[1] * J->i[2], P = J->o[0] * J->o[1] * J->o[2];    \
@@ -343,7 +357,7 @@ VC_CLONES static void vc_direct_dx_##SUF(const vc_direct *J, Py_ssize_t u, T *pm
     const Py_ssize_t PP = J->pp[0] * J->pp[1] * J->pp[2];                                 \
     T *dx = (T *)J->dx + (n * J->C + c) * S;                                              \
     Py_ssize_t j, od, oh, kd, kh, kw, ow, e;                                              \
-    if (J->gather && J->cog > 0) {                                                        \
+    if (J->gather && J->cog > 0 && vc_group_finite_##SUF(J, c)) {                         \
         vc_direct_dx_gather_##SUF(J, n, c, pm);                                           \
         for (e = 0; e < S; e++) dx[e] = 0;                                                \
         vc_fold_##SUF(J, pm, dx);                                                         \

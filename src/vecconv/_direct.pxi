@@ -50,9 +50,10 @@ def direct_conv(int pass_, const floating[::1] a, const floating[::1] w,
     pass_ 0 (forward): a = x, b = bias, out = y. pass_ 1 (dx): a = dy, out = dx. pass_ 2
     (dW): a = x, b = dy, out = dw (Cout, C/groups * taps). w is (Cout, C/groups * taps).
     ``tables`` holds per axis the padded positions' entries of x (int64, -1 for the
-    fill). ``gather`` (dx, every stride 1, finite weights): each padded row summed from a
-    copy of dy with zero sides, which ``scratch_elems`` (per slot, as _direct.py counts
-    it; at least what the pass needs) must hold."""
+    fill). ``gather`` (dx, every stride 1): each padded row summed from a copy of dy with
+    zero sides, for the input maps whose weights are finite (the others scatter), which
+    ``scratch_elems`` (per slot, as _direct.py counts it; at least what the pass needs)
+    must hold."""
     cdef vc_direct J
     cdef int ax
     cdef const long long[::1] t

@@ -7,7 +7,7 @@ over the taps of w[tap] times a shifted row of the padded input map; dx (eq. 16-
 same windows walked backwards into a padded map folded back through the padding; dW
 (eq. 12) per tap the sum of delta times the shifted input. Each output is computed from
 its window alone, as im2col computes it: a NaN or inf stays where it is read (a stride-1
-dx pass gathers from a zero-sided copy of dy only under finite weights).
+dx pass gathers from a zero-sided copy of dy only for maps whose weights are finite).
 """
 
 from __future__ import annotations
@@ -62,11 +62,18 @@ def _gather_elems(geometry):
     return g.out[0] * g.out[1] * (g.out[2] + 2 * (g.kernel[2] - 1) * g.dilation[2])
 
 
+def table_bytes(geometry):
+    """The padding's index tables (an int64 per padded position of each axis) and the
+    temporaries that make them: held beside the scratch for the whole pass."""
+    return 16 * sum(padded_extent(geometry))
+
+
 def _gathers(geometry, itemsize, workspace):
     """Whether a stride-1 dx pass may gather (its copy of dy fits the workspace beside the
     padded map); else it scatters into the padded map, in the base scratch."""
     extra = _gather_elems(geometry)
-    return extra > 0 and (_base_elems(geometry) + extra) * itemsize <= workspace
+    return extra > 0 and ((_base_elems(geometry) + extra) * itemsize
+                          + table_bytes(geometry) <= workspace)
 
 
 def scratch_elems(geometry, pass_=FORWARD, itemsize=1, workspace=0):
@@ -80,16 +87,17 @@ def scratch_elems(geometry, pass_=FORWARD, itemsize=1, workspace=0):
 
 
 def fits(geometry, itemsize, workspace):
-    """Whether one unit's scratch fits the workspace (every pass can run in the base
-    scratch)."""
-    return _base_elems(geometry) * itemsize <= workspace
+    """Whether one unit's scratch and the padding's tables fit the workspace (every pass
+    can run in the base scratch)."""
+    return _base_elems(geometry) * itemsize + table_bytes(geometry) <= workspace
 
 
 def slots(geometry, itemsize, workspace, threads, pass_=FORWARD):
     """Participants the workspace has a scratch for (at least 1: the planner took the
     route only if one fits)."""
     elems = scratch_elems(geometry, pass_, itemsize, workspace)
-    return max(1, min(threads, workspace // max(elems * itemsize, 1)))
+    room = workspace - table_bytes(geometry)
+    return max(1, min(threads, room // max(elems * itemsize, 1)))
 
 
 def run(pass_, a, w2, b, out, has_bias, plan, threads):
@@ -99,12 +107,13 @@ def run(pass_, a, w2, b, out, has_bias, plan, threads):
 
     A stride-1 dx pass gathers each padded row from a copy of dy with zero sides, which a
     weight that is not finite would spread (inf * 0) to positions its tap never reaches:
-    such weights scatter instead, as im2col does."""
+    an input map whose weights are not all finite scatters instead, as im2col does (the
+    engine decides per map, so one group's weights change no other group's bits)."""
     g = plan.geometry
     itemsize, workspace = plan.dtype.itemsize, plan.workspace
-    gather = pass_ == DX and _gathers(g, itemsize, workspace) and bool(np.isfinite(w2).all())
+    gather = pass_ == DX and _gathers(g, itemsize, workspace)
     elems = _base_elems(g) + (_gather_elems(g) if gather else 0)
-    n_slots = max(1, min(threads, workspace // max(elems * itemsize, 1)))
+    n_slots = slots(g, itemsize, workspace, threads, pass_)
     _engine.direct_conv(pass_, a, w2.reshape(-1), b, out, has_bias, g,
                         tables(g, plan.options.padding_mode), plan.out_shape[0],
                         plan.w_shape[0], plan.groups, threads, n_slots, gather, elems)

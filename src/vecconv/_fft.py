@@ -14,8 +14,7 @@ whole map's transform is ever made (a tile inside x reads a view of it). The til
 one of least modelled work among the transform lengths FFTs do fastest (``_lengths``),
 within a cache-sized transform (``TILE_ELEMENTS``) and the workspace budget: the
 transformed kernels and a chunk of images' transforms. Tiles and chunks run on the
-threads at once (each transform on one thread), or one at a time with the transforms split
-over the threads.
+threads at once, each transform on one thread.
 
 A NaN or inf would reach every output of its tile through the transform, and a value far
 above the rest of its image would drown the tile's small outputs in its rounding error,
@@ -88,12 +87,13 @@ def tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace):
 
     Of the tiles whose transform lengths are fast ones (``_lengths``) and hold at most
     ``TILE_ELEMENTS`` entries (or the fewest, when the kernels need more), the one of least
-    work per image that fits the budget: chosen without the batch size, so an image gives
-    the same bits alone or in any batch. The budget holds everything the route
-    allocates besides the output: the dilated kernels, their zero-padded copy and their
-    transforms (Cout, C/groups, F/2, complex), and per image of a chunk the tile read from x, its
-    transform, the transformed outputs with the products' temporaries, and the outputs
-    transformed back.
+    work per image that fits the budget, chosen without the batch size: with at most 8
+    input maps per group (elementwise products) an image gives the same bits alone or in
+    any batch; with more, NumPy's batched product may round a few ulps apart. The budget
+    holds everything the route allocates besides the output: the dilated kernels, their
+    zero-padded copy and their transforms (Cout, C/groups, F/2, complex), and per image of
+    a chunk the tile read from x, its transform, the transformed outputs with the
+    products' temporaries, and the outputs transformed back.
     """
     lead = 3 - d
     ext = list(extents(geometry.dilation[lead:], geometry.kernel[lead:]))
@@ -175,19 +175,19 @@ def _run_tasks(one, tasks, concurrent):
             stop.set()
 
     helpers = []
-    for _ in range(concurrent - 1):
-        helper = threading.Thread(target=work, name="vecconv-fft", daemon=True)
-        try:
-            helper.start()
-        except RuntimeError:                # no new thread now
-            break
-        helpers.append(helper)
     try:
+        for _ in range(concurrent - 1):
+            helper = threading.Thread(target=work, name="vecconv-fft", daemon=True)
+            try:
+                helper.start()
+            except RuntimeError:            # no new thread now
+                break
+            helpers.append(helper)
         work()
+    finally:                                # (a Ctrl-C while starting them, too)
+        stop.set()
         for helper in helpers:
             helper.join()
-    finally:
-        stop.set()                          # (a Ctrl-C while waiting for the helpers)
     if errors:
         raise errors[0]
 
@@ -224,23 +224,24 @@ def forward(x, w, bias, plan, threads):
     # the kernels, dilated, transformed once (conjugated: correlation, not convolution)
     wd = np.zeros((cout, cin_g) + tuple(ext), dtype=dtype)
     wd[(slice(None), slice(None)) + tuple(slice(None, None, dl) for dl in g.dilation[lead:])] = w
-    kf = scipy.fft.rfftn(wd, s=size, axes=axes, workers=threads)
+    kf = scipy.fft.rfftn(wd, s=size, axes=axes)
     del wd
     np.conjugate(kf, out=kf)
     y = np.empty((n, cout) + tuple(out), dtype=dtype)
     fill = dtype.type(o.fill_value)
     starts = [range(0, u, t) for u, t in zip(span, tile)]
     # Tiles (and chunks of images) are independent: ``threads`` of them run at once, each
-    # transform on one thread (a single tile's transform split over threads ran slower);
-    # a call of one task at a time (one tile, or one fits the budget) splits its
-    # transforms over the threads instead.
+    # transform on one thread (a single tile's transform split over threads ran slower).
+    # SciPy's own transform threads are never used: a fork from another thread during a
+    # call could hang in their pool (SciPy's fork handler) and fail the parent's calls.
     # With the elementwise products a chunk's size changes no bit, so the budget's images
     # are shared among the threads; the batched products keep the plan's chunk.
     chunk = max(1, min(images // threads, -(-n // threads))) if cin_g <= 8 else images
-    corners = list(np.ndindex(*[len(r) for r in starts]))
-    tasks = [(n0, corner) for n0 in range(0, n, chunk) for corner in corners]
-    concurrent = max(1, min(threads, images // min(chunk, n), len(tasks)))
-    workers = threads if concurrent == 1 else 1
+    # (made as they are taken: a list of them grew with images x tiles past the budget)
+    tasks = itertools.product(range(0, n, chunk), itertools.product(*map(range, map(len,
+                                                                                  starts))))
+    count = -(-n // chunk) * math.prod(len(r) for r in starts)
+    concurrent = max(1, min(threads, images // min(chunk, n), count))
 
     def one(task):
         n0, corner = task
@@ -259,7 +260,7 @@ def forward(x, w, bias, plan, threads):
                 m = constant[a][reach[a]]
                 if m.any():
                     region[(slice(None), slice(None)) + (slice(None),) * a + (m,)] = fill
-        xf = scipy.fft.rfftn(region, s=size, axes=axes, workers=workers)
+        xf = scipy.fft.rfftn(region, s=size, axes=axes)
         del region
         nb = xf.shape[0]
         yf = np.empty((nb, cout) + xf.shape[2:], dtype=xf.dtype)
@@ -281,7 +282,7 @@ def forward(x, w, bias, plan, threads):
                 acc[...] = prod.transpose(1, 2, 0).reshape((nb, cout_g) + xs.shape[2:])
                 del prod
         del xf, tmp
-        yt = scipy.fft.irfftn(yf, s=size, axes=axes, workers=workers)
+        yt = scipy.fft.irfftn(yf, s=size, axes=axes)
         # the stride-1 outputs of this tile; the stride keeps every s-th
         src, dst = [], []
         for a in range(d):

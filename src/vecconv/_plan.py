@@ -391,7 +391,8 @@ class Plan:
             pass_ = {"forward": _direct.FORWARD, "dx": _direct.DX, "dw": _direct.DW}[kind]
             args = (self.geometry, self.dtype.itemsize, self.workspace)
             return _direct.slots(*args, threads, pass_) * _direct.scratch_elems(
-                self.geometry, pass_, *args[1:])
+                self.geometry, pass_, *args[1:]) \
+                + -(-_direct.table_bytes(self.geometry) // self.dtype.itemsize)
         if route is Route.WINOGRAD and kind == "dw":
             m, sched = self.dw_winograd
             args = (self.geometry, self.w_shape[0], self.groups, m, sched)

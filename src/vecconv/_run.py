@@ -266,8 +266,9 @@ def _engine_backward(dy, x, w2, plan, need_dx, need_dw):
     dw2 = None
     if need_dw:
         dw2 = acc[0]
-        for i in range(1, n_acc):       # a fixed order: the same bits with any thread count
-            dw2 += acc[i]
+        with np.errstate(invalid="ignore"):     # inf + -inf from two chunks: NaN, quietly
+            for i in range(1, n_acc):   # a fixed order: the same bits with any thread count
+                dw2 += acc[i]
     return dx, dw2
 
 
