@@ -350,3 +350,25 @@ def test_tiles_hold_at_least_the_kernels_extent_of_outputs(workspace):
             continue
         tile = plan.fft_tiles[0]
         assert all(t >= min(k, n - k + 1) for t, k, n in zip(tile, ws[2:], xs[2:])), tile
+
+
+def test_the_route_never_uses_scipys_transform_threads(monkeypatch):
+    """SciPy's transform pool is not fork-safe from another thread (a child could hang in
+    its fork handler): the route's parallelism is its own helper threads."""
+    import scipy.fft
+
+    from vecconv import _fft
+    seen = []
+    for name in ("rfftn", "irfftn"):
+        real = getattr(scipy.fft, name)
+
+        def spy(*args, _real=real, **kw):
+            seen.append(kw.get("workers"))
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(_fft.scipy.fft, name, spy)
+    x = np.random.default_rng(13).standard_normal((3, 2, 200, 200)).astype(np.float32)
+    w = np.ones((2, 2, 21, 21), np.float32)
+    with vc.config(threads=2):
+        vc.conv2d(x, w, algorithm="fft")
+    assert seen and all(v in (None, 1) for v in seen)
