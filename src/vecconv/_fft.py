@@ -57,6 +57,12 @@ def _next_len(n):
     return scipy.fft.next_fast_len(int(n), real=True)
 
 
+def _span(geometry, d):
+    """Per spatial axis: the stride-1 outputs that cover the strided ones, (o - 1) s + 1."""
+    lead = 3 - d
+    return [(o - 1) * s + 1 for o, s in zip(geometry.out[lead:], geometry.stride[lead:])]
+
+
 def _lengths(span, e):
     """Candidate transform lengths of one axis whose outputs span ``span`` with kernels of
     extent ``e``: 2^k and 3 * 2^k giving a tile of at least e outputs (the lengths the FFT
@@ -97,7 +103,7 @@ def tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace):
     """
     lead = 3 - d
     ext = list(extents(geometry.dilation[lead:], geometry.kernel[lead:]))
-    span = [(o - 1) * s + 1 for o, s in zip(geometry.out[lead:], geometry.stride[lead:])]
+    span = _span(geometry, d)
     if min(geometry.size[lead:]) == 0 or max(span + ext) > MAX_AXIS:
         return None             # nothing to transform, or transforms past any memory
     c = cin_g * groups
@@ -133,8 +139,7 @@ def tile_shape(geometry, d, cout, cin_g, groups, itemsize, workspace):
 def cost_ratio(n, geometry, d, cout, cin_g, groups, tiles):
     """The FFT route's estimated time over im2col's, in GEMM-flop units."""
     tile, size, _ = tiles
-    lead = 3 - d
-    span = [(o - 1) * s + 1 for o, s in zip(geometry.out[lead:], geometry.stride[lead:])]
+    span = _span(geometry, d)
     direct = 2.0 * n * cout * cin_g * geometry.taps * geometry.positions
     work = _cost(n, tile, size, span, cout, cin_g * groups, cin_g)
     return FFT_COST * work / max(direct, 1.0)
@@ -209,7 +214,7 @@ def forward(x, w, bias, plan, threads):
     ext = list(extents(g.dilation[lead:], g.kernel[lead:]))
     stride = g.stride[lead:]
     out = g.out[lead:]
-    span = [(oo - 1) * s + 1 for oo, s in zip(out, stride)]
+    span = _span(g, d)
     sizes = plan.x_shape[2:]
     pads_before = g.pad[lead:]
     pads_after = [(oo - 1) * s + e - sz - pb for oo, s, e, sz, pb in
