@@ -353,6 +353,55 @@ def test_the_transforms_are_exact_identities():
         np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), want, atol=1e-12)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, opts", [
+    ((3, 5, 13, 11), (4, 5, 3, 3), dict(padding=1)),
+    ((2, 4, 9), (6, 2, 3), dict(padding=2, groups=2)),
+    ((2, 3, 5, 7, 6), (4, 3, 3, 3, 3), dict(padding=1)),
+    ((2, 3, 7, 9), (4, 3, 3, 1), dict(padding=(1, 0), padding_mode="circular")),
+    ((2, 2, 6, 6), (3, 2, 3, 3), dict(padding=2, padding_mode="constant", fill_value=0.5)),
+])
+def test_f2_transforms_by_their_own_loops_give_the_generic_loops_bits(dtype, xs, ws, opts):
+    """F(2, 3)'s transforms (B^T, A^T and dW's A) run by loops of their own; they make the
+    same products and sums, in the same order, as the loop for any transform matrix."""
+    from vecconv import _engine
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    opts = dict(opts, algorithm="winograd")
+    dy = rng.standard_normal(vc.conv(x, w, **opts).shape).astype(dtype)
+    got = {}
+    try:
+        for own in (True, False):
+            _engine.set_winograd_own_loops(own)
+            got[own] = (vc.conv(x, w, **opts),) + vc.conv_backward(dy, x, w, **opts)[:2]
+    finally:
+        _engine.set_winograd_own_loops(True)
+    for a, b in zip(got[True], got[False]):
+        np.testing.assert_array_equal(a, b)
+    ref = (vc.conv(x, w, **dict(opts, algorithm="im2col")),) + vc.conv_backward(
+        dy, x, w, **dict(opts, algorithm="im2col"))[:2]
+    for a, b in zip(got[True], ref):
+        assert_close(a, b, against="regrouped", scale=peak(b))
+
+
+def test_the_generic_transform_loop_serves_a_larger_tile(monkeypatch):
+    """m = 3 (5 x 5 transforms: no loop of their own) is still the convolution."""
+    monkeypatch.setitem(_winograd.TILE, ("float64", 2), 3)
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2, 3, 10, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    opts = dict(padding=1, algorithm="winograd")
+    y = vc.conv(x, w, **opts)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = vc.conv_backward(dy, x, w, **opts)
+    ref = dict(padding=1, algorithm="im2col")
+    rdx, rdw, _ = vc.conv_backward(dy, x, w, **ref)
+    assert_close(y, vc.conv(x, w, **ref), against="regrouped", scale=peak(y))
+    assert_close(dx, rdx, against="regrouped", scale=peak(rdx))
+    assert_close(dw, rdw, against="regrouped", scale=peak(rdw))
+
 # ----------------------------------------------------------------------------- front ends
 def test_conv_transpose_takes_the_route_for_its_forward_and_dx():
     rng = np.random.default_rng(10)

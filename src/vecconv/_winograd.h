@@ -43,6 +43,77 @@ VC_CLONES static void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t
 VC_WINO_AXIS(vc_wino_axis_f, float)
 VC_WINO_AXIS(vc_wino_axis_d, double)
 
+/* The same for the route's tile today, F(2, 3) at the points 0, 1, -1, whose transforms
+ * have the entries 0, +-1/2 and +-1: B^T (4 x 4, kind VC_WINO_BT2), A^T (2 x 4, inverse,
+ * VC_WINO_AT2) and A (4 x 2, dy in the dW pass, VC_WINO_A2). Each output is made from its
+ * nonzero terms in one pass over the tiles, where the loop above passes once per term
+ * (reading and writing the output again each time). The products are the same (exact:
+ * a power of two times a value) and are summed in the same order, so the bits are the
+ * same; the kind is set only for a matrix equal to these entries (wino_kind). */
+/* The rows an output reads and the rows it writes never overlap (another buffer): GCC
+   honours restrict on parameters only, and its run-time overlap checks stop at 10 pairs. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define VC_IVDEP _Pragma("GCC ivdep")
+#else
+#define VC_IVDEP
+#endif
+
+enum { VC_WINO_GENERIC = 0, VC_WINO_BT2 = 1, VC_WINO_AT2 = 2, VC_WINO_A2 = 3 };
+
+#define VC_WINO_AXIS2(NAME, T)                                                            \
+VC_CLONES static void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t dst_step,  \
+                           const Py_ssize_t *dims, int ax, int kind, Py_ssize_t nb) {    \
+    const Py_ssize_t n = dims[ax], rows = kind == VC_WINO_AT2 ? 2 : 4;                   \
+    Py_ssize_t outer = 1, inner = 1, o, q, k, sl, dl;                                     \
+    const T h = (T)0.5;                                                                   \
+    int a;                                                                                \
+    for (a = 0; a < ax; a++) outer *= dims[a];                                            \
+    for (a = ax + 1; a < 3; a++) inner *= dims[a];                                        \
+    sl = inner * src_step;                                                                \
+    dl = inner * dst_step;                                                                \
+    for (o = 0; o < outer; o++)                                                           \
+        for (q = 0; q < inner; q++) {                                                     \
+            const T *restrict s0 = src + (o * n * inner + q) * src_step;                  \
+            const T *restrict s1 = s0 + sl;                                               \
+            T *restrict d0 = dst + (o * rows * inner + q) * dst_step;                     \
+            T *restrict d1 = d0 + dl;                                                     \
+            if (kind == VC_WINO_BT2) {                                                    \
+                const T *restrict s2 = s1 + sl;                                           \
+                const T *restrict s3 = s2 + sl;                                           \
+                T *restrict d2 = d1 + dl;                                                 \
+                T *restrict d3 = d2 + dl;                                                 \
+                VC_IVDEP                                                                  \
+                for (k = 0; k < nb; k++) {                                                \
+                    d0[k] = s0[k] + (-s2[k]);                                             \
+                    d1[k] = h * s1[k] + h * s2[k];                                        \
+                    d2[k] = (-h) * s1[k] + h * s2[k];                                     \
+                    d3[k] = (-s1[k]) + s3[k];                                             \
+                }                                                                         \
+            } else if (kind == VC_WINO_AT2) {                                             \
+                const T *restrict s2 = s1 + sl;                                           \
+                const T *restrict s3 = s2 + sl;                                           \
+                VC_IVDEP                                                                  \
+                for (k = 0; k < nb; k++) {                                                \
+                    d0[k] = (s0[k] + s1[k]) + s2[k];                                      \
+                    d1[k] = (s1[k] + (-s2[k])) + s3[k];                                   \
+                }                                                                         \
+            } else {                                                                      \
+                T *restrict d2 = d1 + dl;                                                 \
+                T *restrict d3 = d2 + dl;                                                 \
+                VC_IVDEP                                                                  \
+                for (k = 0; k < nb; k++) {                                                \
+                    d0[k] = s0[k];                                                        \
+                    d1[k] = s0[k] + s1[k];                                                \
+                    d2[k] = s0[k] + (-s1[k]);                                             \
+                    d3[k] = s1[k];                                                        \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+}
+
+VC_WINO_AXIS2(vc_wino_axis2_f, float)
+VC_WINO_AXIS2(vc_wino_axis2_d, double)
+
 /* The gather's inner step for a run of L tiles whose inputs all lie inside one row of x:
  * element e2 of tile kk reads src[e2 + kk m] into dst[e2 * tb + kk], for e2 < a. The
  * tile step m = 2 (the route's tiles) has its own loop: a constant stride the compiler

@@ -57,6 +57,8 @@ ctypedef struct Wino:
     double fill
     const double *BT[3]         # (a x a) per axis; NULL: the axis is not transformed
     const double *AT[3]         # (m x a) per axis
+    int kind_bt[3]              # VC_WINO_* of BT and AT per axis (_winograd.h)
+    int kind_at[3]
     const void *x
     const void *U               # (T, Cout, C/groups)
     const void *bias
@@ -99,6 +101,14 @@ cdef extern from "_winograd.h":
     void vc_wino_axis_d(const double *src, Py_ssize_t src_step, double *dst,
                         Py_ssize_t dst_step, const Py_ssize_t *dims, int ax,
                         const double *M, Py_ssize_t rows, Py_ssize_t nb) noexcept nogil
+    enum:
+        VC_WINO_GENERIC, VC_WINO_BT2, VC_WINO_AT2, VC_WINO_A2
+    void vc_wino_axis2_f(const float *src, Py_ssize_t src_step, float *dst,
+                         Py_ssize_t dst_step, const Py_ssize_t *dims, int ax, int kind,
+                         Py_ssize_t nb) noexcept nogil
+    void vc_wino_axis2_d(const double *src, Py_ssize_t src_step, double *dst,
+                         Py_ssize_t dst_step, const Py_ssize_t *dims, int ax, int kind,
+                         Py_ssize_t nb) noexcept nogil
     void vc_wino_take_f(float *dst, Py_ssize_t tb, const float *src, Py_ssize_t L,
                         Py_ssize_t m, Py_ssize_t a) noexcept nogil
     void vc_wino_take_d(double *dst, Py_ssize_t tb, const double *src, Py_ssize_t L,
@@ -107,13 +117,61 @@ cdef extern from "_winograd.h":
 
 cdef inline void wino_axis(const floating *src, Py_ssize_t src_step, floating *dst,
                            Py_ssize_t dst_step, Py_ssize_t *dims, int ax, const double *M,
-                           Py_ssize_t rows, Py_ssize_t nb) noexcept nogil:
-    """dst = M applied along axis ax of src (_winograd.h); dims[ax] becomes rows."""
-    if floating is float:
+                           int kind, Py_ssize_t rows, Py_ssize_t nb) noexcept nogil:
+    """dst = M applied along axis ax of src (_winograd.h; by its own loop when M is one
+    of F(2, 3)'s, ``kind``); dims[ax] becomes rows."""
+    if kind != VC_WINO_GENERIC:
+        if floating is float:
+            vc_wino_axis2_f(src, src_step, dst, dst_step, dims, ax, kind, nb)
+        else:
+            vc_wino_axis2_d(src, src_step, dst, dst_step, dims, ax, kind, nb)
+    elif floating is float:
         vc_wino_axis_f(src, src_step, dst, dst_step, dims, ax, M, rows, nb)
     else:
         vc_wino_axis_d(src, src_step, dst, dst_step, dims, ax, M, rows, nb)
     dims[ax] = rows
+
+
+# F(2, 3)'s transforms at the points 0, 1, -1 (vecconv._winograd.matrices(2)), which
+# _winograd.h applies by their own loops
+cdef double WINO_BT2[16]
+cdef double WINO_AT2[8]
+cdef double WINO_A2[8]
+WINO_BT2[:] = [1, 0, -1, 0, 0, 0.5, 0.5, 0, 0, -0.5, 0.5, 0, 0, -1, 0, 1]
+WINO_AT2[:] = [1, 1, 1, 0, 0, 1, -1, 1]
+WINO_A2[:] = [1, 0, 1, 1, 1, -1, 0, 1]
+
+
+# False: every transform by the generic loop (tests compare the two)
+cdef bint wino_own_loops = True
+
+
+def set_winograd_own_loops(bint on):
+    """Whether F(2, 3)'s transforms take their own loops (the default) or the generic one:
+    the same bits either way, which the tests check."""
+    global wino_own_loops
+    wino_own_loops = on
+
+
+cdef int wino_kind(const double[:, ::1] mat) noexcept:
+    """The VC_WINO_* kind of a transform: one of F(2, 3)'s when equal to it entry by
+    entry, else generic."""
+    cdef const double *ref = NULL
+    cdef int kind = VC_WINO_GENERIC, i
+    if not wino_own_loops:
+        return VC_WINO_GENERIC
+    if mat.shape[0] == 4 and mat.shape[1] == 4:
+        ref, kind = WINO_BT2, VC_WINO_BT2
+    elif mat.shape[0] == 2 and mat.shape[1] == 4:
+        ref, kind = WINO_AT2, VC_WINO_AT2
+    elif mat.shape[0] == 4 and mat.shape[1] == 2:
+        ref, kind = WINO_A2, VC_WINO_A2
+    else:
+        return VC_WINO_GENERIC
+    for i in range(mat.shape[0] * mat.shape[1]):
+        if mat[i // mat.shape[1], i % mat.shape[1]] != ref[i]:
+            return VC_WINO_GENERIC
+    return kind
 
 
 cdef floating *wino_chain(const Wino *w, const floating *src, Py_ssize_t src_step,
@@ -142,9 +200,11 @@ cdef floating *wino_chain(const Wino *w, const floating *src, Py_ssize_t src_ste
         else:
             out, out_step = nxt, w.tb
         if inverse:
-            wino_axis(cur, cur_step, out, out_step, dims, a, w.AT[a], w.m[a], nb)
+            wino_axis(cur, cur_step, out, out_step, dims, a, w.AT[a], w.kind_at[a], w.m[a],
+                      nb)
         else:
-            wino_axis(cur, cur_step, out, out_step, dims, a, w.BT[a], w.a[a], nb)
+            wino_axis(cur, cur_step, out, out_step, dims, a, w.BT[a], w.kind_bt[a], w.a[a],
+                      nb)
         cur, cur_step = out, w.tb
         nxt = buf2 if out == buf1 else buf1
     return out
@@ -361,11 +421,13 @@ cdef int wino_setup(Wino *w, Geometry geometry, tuple m, list BT, list AT, Py_ss
             if mat.shape[0] != w.a[a] or mat.shape[1] != w.a[a]:
                 raise ValueError("vecconv engine: B^T does not match the tile")
             w.BT[a] = &mat[0, 0]
+            w.kind_bt[a] = wino_kind(mat)
             mat = AT[a]
             keep.append(mat)
             if mat.shape[0] != w.m[a] or mat.shape[1] != w.a[a]:
                 raise ValueError("vecconv engine: A^T does not match the tile")
             w.AT[a] = &mat[0, 0]
+            w.kind_at[a] = wino_kind(mat)
         w.e[a] = w.a[a]
         w.nt[a] = (w.o[a] + w.m[a] - 1) // w.m[a]
         w.T *= w.a[a]
@@ -529,6 +591,7 @@ def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating
             if mat.shape[0] != wx.a[a] or mat.shape[1] != wx.m[a]:
                 raise ValueError("vecconv engine: A does not match the tile")
             wd.BT[a] = &mat[0, 0]
+            wd.kind_bt[a] = wino_kind(mat)
     wd.mode, wd.fill = 0, 0.0
     expect("x", x.shape[0], N * wx.C * wx.i[0] * wx.i[1] * wx.i[2])
     expect("dy", dy.shape[0], N * cout * wx.o[0] * wx.o[1] * wx.o[2])
