@@ -1,6 +1,7 @@
 """vecconv's own parallel runtime: same bits for any thread count, fork safety, nothing
 process-wide (environment, other libraries' thread counts), import-order independence."""
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -198,7 +199,35 @@ def test_two_python_threads_share_the_engine(big_grain):
 
 # ----------------------------------------------------------------------------- fork
 def _child_result(queue):
-    queue.put([a.tolist() for a in _run("one-image", np.float64)])
+    before = vc.runtime_info()["openmp_jobs"]
+    res = [a.tolist() for a in _run("one-image", np.float64)]
+    queue.put((res, vc.runtime_info()["openmp_jobs"] - before))
+
+
+@contextlib.contextmanager
+def _joining(join):
+    """Jobs on the process's OpenMP runtime (PyTorch's libgomp, loaded here) or on
+    vecconv's own workers."""
+    from vecconv import _config, _engine
+    if join:
+        torch = pytest.importorskip("torch")
+        torch.ones(4, 4).sum()
+    _engine.set_join_openmp(join)
+    try:
+        yield
+    finally:
+        _engine.set_join_openmp(_config.JOIN_OPENMP)
+
+
+def _parent_used(join, before):
+    """The parent's job ran where ``join`` says."""
+    info = vc.runtime_info()
+    if not (info["pool"] and info["private_blas"]):
+        return
+    if join:
+        assert info["openmp_jobs"] > before
+    else:
+        assert info["workers"] >= 1 and info["openmp_jobs"] == before
 
 
 def _check_child(res, ref):
@@ -245,13 +274,16 @@ def test_the_busy_machine_policy_is_turned_on_by_the_environment():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_multiprocessing_fork_child_computes(big_grain):
+@pytest.mark.parametrize("join", [False, True], ids=["own-workers", "openmp"])
+def test_multiprocessing_fork_child_computes(big_grain, join):
     """A child forked after the parent's workers ran (multiprocessing's default start
-    method on Linux) computes the right answer; vecconv <= 0.1 hung here forever."""
-    with vc.threads(2):
+    method on Linux) computes the right answer; vecconv <= 0.1 hung here forever. After
+    a parent whose jobs ran on PyTorch's OpenMP threads, the child never uses them
+    (libgomp's pool hangs in a forked child)."""
+    with vc.threads(2), _joining(join):
+        before = vc.runtime_info()["openmp_jobs"]
         ref = _run("one-image", np.float64)
-        info = vc.runtime_info()
-        assert info["workers"] >= 1 or not (info["pool"] and info["private_blas"])
+        _parent_used(join, before)
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
         procs = [ctx.Process(target=_child_result, args=(queue,)) for _ in range(2)]
@@ -261,22 +293,29 @@ def test_multiprocessing_fork_child_computes(big_grain):
         for p in procs:
             p.join(timeout=60)
             assert p.exitcode == 0
-    for res in results:
+    for res, openmp_jobs in results:
         _check_child(res, ref)
+        assert openmp_jobs == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_os_fork_child_computes_and_starts_its_own_workers(big_grain, tmp_path):
+@pytest.mark.parametrize("join", [False, True], ids=["own-workers", "openmp"])
+def test_os_fork_child_computes_and_starts_its_own_workers(big_grain, tmp_path, join):
     out_path = tmp_path / "child.json"
-    with vc.threads(2):
+    with vc.threads(2), _joining(join):
+        jobs = vc.runtime_info()["openmp_jobs"]
         ref = _run("one-image", np.float64)
+        _parent_used(join, jobs)
         pid = os.fork()
         if pid == 0:            # the child: no parent workers here; compute, report, exit
             try:
                 before = vc.runtime_info()["workers"]
+                jobs = vc.runtime_info()["openmp_jobs"]
                 res = [a.tolist() for a in _run("one-image", np.float64)]
                 after = vc.runtime_info()["workers"]
-                out_path.write_text(json.dumps(dict(res=res, before=before, after=after)))
+                out_path.write_text(json.dumps(dict(
+                    res=res, before=before, after=after,
+                    openmp_jobs=vc.runtime_info()["openmp_jobs"] - jobs)))
             finally:
                 os._exit(0)
         deadline = time.monotonic() + 60
@@ -292,6 +331,7 @@ def test_os_fork_child_computes_and_starts_its_own_workers(big_grain, tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     out = json.loads(out_path.read_text())
     assert out["before"] == 0                     # the parent's workers are not the child's
+    assert out["openmp_jobs"] == 0                # nor, in a child, libgomp's
     if vc.runtime_info()["pool"] and vc.runtime_info()["private_blas"]:
         assert out["after"] >= 1                  # it started workers of its own
     _check_child(out["res"], ref)
@@ -328,9 +368,9 @@ def _clean_env(**extra):
     return env
 
 
-def _probe(first):
+def _probe(first, **env):
     out = subprocess.run([sys.executable, "-c", _PROBE, first], capture_output=True,
-                         text=True, timeout=300, env=_clean_env())
+                         text=True, timeout=300, env=_clean_env(**env))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -399,14 +439,36 @@ def test_threadpoolctl_cannot_make_the_private_blas_multithreaded_mid_call(big_g
 
 
 def test_import_order_does_not_matter():
-    """With PyTorch (and its OpenMP runtime) imported first, vecconv runs on its own
-    workers and gives the same numbers as when imported alone."""
+    """With PyTorch (and its OpenMP runtime) imported first, vecconv's jobs run on that
+    runtime's threads (VECCONV_JOIN_OPENMP=0: on its own workers) and give the same
+    numbers as when imported alone."""
     pytest.importorskip("torch")
     alone = _probe("vecconv")
     after_torch = _probe("torch")
-    assert after_torch["sums"] == alone["sums"]
-    assert after_torch["info"]["workers"] == alone["info"]["workers"]
+    own = _probe("torch", VECCONV_JOIN_OPENMP="0")
+    assert after_torch["sums"] == alone["sums"] == own["sums"]
+    assert alone["info"]["openmp_jobs"] == own["info"]["openmp_jobs"] == 0
+    assert after_torch["info"]["workers"] == 0 < own["info"]["workers"]
+    assert after_torch["info"]["openmp_jobs"] > 0
     assert after_torch["changed"] == {}
+
+
+def test_jobs_on_pytorchs_openmp_threads_give_the_same_bits(big_grain):
+    """With PyTorch's libgomp in the process: every case on its threads, on vecconv's
+    own, and on one thread, the same bits; also two Python threads at once."""
+    with vc.threads(1):
+        refs = {c: _run(c, np.float64) for c in CASES}
+    with vc.threads(2), _joining(True):
+        before = vc.runtime_info()["openmp_jobs"]
+        for c, ref in refs.items():
+            for a, r in zip(_run(c, np.float64), ref):
+                np.testing.assert_array_equal(a, r)
+        _parent_used(True, before)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            got = list(pool.map(lambda c: (c, _run(c, np.float64)), list(CASES) * 2))
+        for c, res in got:
+            for a, r in zip(res, refs[c]):
+                np.testing.assert_array_equal(a, r)
 
 
 def test_without_the_private_blas_results_are_the_same():

@@ -90,6 +90,13 @@ POOL_GRAIN = env_int("VECCONV_POOL_GRAIN", 1 << 17, 0)
 ADAPT_THREADS = os.environ.get("VECCONV_ADAPT_THREADS", "0").strip().lower() in (
     "1", "true", "yes", "on")
 
+#: VECCONV_JOIN_OPENMP=0: never run jobs on the process's OpenMP runtime. By default,
+#: where another library (PyTorch) has loaded libgomp, vecconv's jobs run on its threads:
+#: after each PyTorch call they spin for some milliseconds, and a job of vecconv's own
+#: threads started meanwhile shared the cores with them (``_runtime.h``).
+JOIN_OPENMP = os.environ.get("VECCONV_JOIN_OPENMP", "1").strip().lower() not in (
+    "0", "false", "no", "off")
+
 #: The column buffers' default budget.
 DEFAULT_WORKSPACE = 64 * 2**20
 

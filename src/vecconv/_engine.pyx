@@ -57,6 +57,8 @@ cdef extern from "_runtime.h":
     void vc_flag(int *flag) noexcept nogil
     void vc_stall_counts(long long *stalls, long long *calm_jobs) noexcept nogil
     void vc_set_stall_policy(int adaptive, long long calm_for_ns) noexcept nogil
+    void vc_set_join_omp(int on) noexcept nogil
+    long long vc_omp_job_count() noexcept nogil
     enum: VC_MAX_THREADS
 
 cdef enum:
@@ -112,6 +114,17 @@ def set_stall_policy(bint adaptive, double calm_for=-1.0):
 
 def set_num_threads(int n):
     vc_set_num_threads(n)
+
+
+def set_join_openmp(bint on):
+    """Whether jobs may run on the process's OpenMP runtime when another library loaded
+    one (_runtime.h)."""
+    vc_set_join_omp(on)
+
+
+def openmp_jobs():
+    """Jobs run on the process's OpenMP runtime so far (-1: this build cannot)."""
+    return vc_omp_job_count()
 
 
 # ----------------------------------------------------------------------------- checks

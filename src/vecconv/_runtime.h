@@ -15,6 +15,14 @@
  *    caller arriving meanwhile runs its own job alone.
  *  - fork safety: a pthread_atfork child handler forgets the parent's workers; the child
  *    starts its own when it first needs them.
+ *  - a process whose OpenMP runtime is already loaded by another library (PyTorch's
+ *    libgomp): there the job runs on that runtime's threads instead (vc_omp_run). After
+ *    each of its parallel regions, libgomp's idle threads spin for some milliseconds
+ *    before they sleep; a job of vecconv's own threads started meanwhile shares the cores
+ *    with them (a 17 ms job took 19.7 ms right after a PyTorch convolution, 17.1 after a
+ *    pause), while a job handed to those same threads starts at once (17.0 either way).
+ *    vecconv never loads an OpenMP runtime itself, and never uses one in a forked child
+ *    (libgomp's pool hangs there).
  *  - a private BLAS: SciPy's OpenBLAS has one process-wide thread count
  *    (openblas_set_num_threads_local() changes it for every thread in the pthreads build
  *    that SciPy ships). The engine's workers need single-threaded GEMMs, so the engine
@@ -73,6 +81,8 @@ static int vc_nthreads = 1;          /* the setting (vecconv.set_num_threads) */
 
 typedef struct vc_job {
     vc_task_fn fn;
+    long long t_caller;    /* OpenMP jobs: when the calling thread ran out of units */
+    Py_ssize_t mine;       /* ... and how many it ran */
     void *ctx;
     Py_ssize_t n_units;
     Py_ssize_t next;       /* next unit to claim (atomic) */
@@ -109,10 +119,43 @@ static long long vc_calm_until = 0;     /* monotonic ns; under vc_mu */
 static long long vc_stalls = 0;         /* stalls seen (under vc_mu) */
 static long long vc_calm_jobs = 0;      /* jobs run alone because of one (under vc_mu) */
 
+/* The process's OpenMP runtime (see the top of this file), glibc/Linux only: found with
+   dl_iterate_phdr among the libraries already loaded, looked for again only when the
+   process has loaded more since the last look. vc_join_omp: the setting
+   (VECCONV_JOIN_OPENMP); vc_omp_forked: this is a forked child, which never uses it. */
+#if VC_HAVE_DLOPEN && defined(__linux__) && defined(__GLIBC__)
+#define VC_JOIN_OMP 1
+#include <dlfcn.h>
+#include <link.h>
+typedef void (*vc_gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+static vc_gomp_parallel_fn vc_gomp_parallel = NULL;
+static int (*vc_omp_thread_num)(void) = NULL;
+static unsigned long long vc_omp_adds = 0;  /* libraries loaded at the last look */
+#else
+#define VC_JOIN_OMP 0
+#endif
+static int vc_join_omp = 1;
+static int vc_omp_forked = 0;
+static long long vc_omp_jobs = 0;       /* jobs run on the OpenMP runtime (under vc_mu) */
+
 static long long vc_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* A job began at t0, its caller ran `mine` units until t1, and the last participant left
+   at t2 (under vc_mu): a wait for a descheduled worker counts as a stall. */
+static void vc_note_stall(long long t0, long long t1, long long t2, Py_ssize_t mine) {
+    if (t2 - t1 > VC_STALL_MIN_NS
+            && (double)(t2 - t1) > VC_STALL_UNITS * (double)(t1 - t0)
+                                   / (double)(mine > 0 ? mine : 1)) {
+        /* one stall may be the machine's moment (a shared host's steal); a second within
+           VC_STALL_WINDOW_NS is a busy machine */
+        if (t2 - vc_last_stall < VC_STALL_WINDOW_NS) vc_calm_until = t2 + VC_CALM_NS;
+        vc_last_stall = t2;
+        vc_stalls++;
+    }
 }
 
 /* Claim and run units until none is left; returns how many this participant ran. */
@@ -161,6 +204,7 @@ static void vc_fork_child(void) {
     vc_spawn_failed = 0;
     vc_calm_until = 0;
     vc_last_stall = -VC_STALL_WINDOW_NS;
+    vc_omp_forked = 1;
 }
 
 /* Called once when the module is imported, before any worker exists: the fork handlers
@@ -189,6 +233,58 @@ static int vc_spawn_worker(void) {
 static int vc_workers_started(void) { return vc_started; }
 
 
+#if VC_JOIN_OMP
+static int vc_count_adds(struct dl_phdr_info *info, size_t size, void *data) {
+    if (size >= offsetof(struct dl_phdr_info, dlpi_adds) + sizeof(info->dlpi_adds))
+        *(unsigned long long *)data = info->dlpi_adds;
+    return 1;                           /* (the count is in every entry: one is enough) */
+}
+
+static int vc_find_gomp(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    if (info->dlpi_name == NULL || strstr(info->dlpi_name, "libgomp") == NULL) return 0;
+    strncpy((char *)data, info->dlpi_name, 4095);
+    return 1;
+}
+
+/* Look for a libgomp that is loaded already (under vc_mu). RTLD_NOLOAD never loads one;
+   the handle kept holds it in the process. */
+static void vc_look_for_omp(void) {
+    unsigned long long adds = 0;
+    char name[4096];
+    void *h;
+    dl_iterate_phdr(vc_count_adds, &adds);
+    if (adds == vc_omp_adds) return;
+    vc_omp_adds = adds;
+    name[0] = name[4095] = 0;
+    dl_iterate_phdr(vc_find_gomp, name);
+    if (!name[0]) return;
+    h = dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (h == NULL) return;
+    vc_gomp_parallel = (vc_gomp_parallel_fn)dlsym(h, "GOMP_parallel");
+    vc_omp_thread_num = (int (*)(void))dlsym(h, "omp_get_thread_num");
+    if (vc_gomp_parallel == NULL || vc_omp_thread_num == NULL) {
+        vc_gomp_parallel = NULL;
+        vc_omp_thread_num = NULL;
+        dlclose(h);
+    }
+}
+
+/* Each thread of the OpenMP team claims units, its team number its slot (the team has
+   at most the threads asked for: the job's slots). */
+static void vc_omp_body(void *arg) {
+    vc_job *job = (vc_job *)arg;
+    int slot = vc_omp_thread_num();
+    Py_ssize_t mine;
+    if (slot < 0 || slot >= job->max_slots) return;
+    mine = vc_claim(job, slot);
+    if (slot == 0) {
+        job->mine = mine;
+        job->t_caller = vc_now_ns();
+    }
+}
+#endif
+
 static void vc_run_serial(vc_task_fn fn, void *ctx, Py_ssize_t n_units) {
     Py_ssize_t u;
     for (u = 0; u < n_units; u++) fn(ctx, u, 0);
@@ -215,6 +311,29 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
         vc_run_serial(fn, ctx, n_units);
         return;
     }
+#if VC_JOIN_OMP
+    if (vc_join_omp && !vc_omp_forked) {
+        if (vc_gomp_parallel == NULL) vc_look_for_omp();
+        if (vc_gomp_parallel != NULL) {
+            job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
+            job.max_slots = threads;
+            job.slots = threads;        /* (full: none of vecconv's own workers joins) */
+            job.active = 0;
+            job.mine = 0;
+            job.t_caller = t0;
+            vc_current = &job;          /* a second caller meanwhile runs its job alone */
+            vc_omp_jobs++;
+            pthread_mutex_unlock(&vc_mu);
+            vc_gomp_parallel(vc_omp_body, &job, (unsigned)threads, 0);
+            t2 = vc_now_ns();
+            pthread_mutex_lock(&vc_mu);
+            vc_current = NULL;
+            vc_note_stall(t0, job.t_caller, t2, job.mine);
+            pthread_mutex_unlock(&vc_mu);
+            return;
+        }
+    }
+#endif
     while (vc_started < threads - 1 && !vc_spawn_failed) {
         if (!vc_spawn_worker()) { vc_spawn_failed = 1; break; }
         vc_started++;
@@ -235,16 +354,23 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     if (vc_current == &job) vc_current = NULL;     /* closed: no worker joins from now on */
     while (job.active > 0) pthread_cond_wait(&vc_left, &vc_mu);
     t2 = vc_now_ns();
-    if (t2 - t1 > VC_STALL_MIN_NS
-            && (double)(t2 - t1) > VC_STALL_UNITS * (double)(t1 - t0)
-                                   / (double)(mine > 0 ? mine : 1)) {
-        /* one stall may be the machine's moment (a shared host's steal); a second within
-           VC_STALL_WINDOW_NS is a busy machine */
-        if (t2 - vc_last_stall < VC_STALL_WINDOW_NS) vc_calm_until = t2 + VC_CALM_NS;
-        vc_last_stall = t2;
-        vc_stalls++;
-    }
+    vc_note_stall(t0, t1, t2, mine);
     pthread_mutex_unlock(&vc_mu);
+}
+
+/* Whether jobs may go to the process's OpenMP runtime (VECCONV_JOIN_OPENMP), and how
+   many did; -1 where this build cannot. */
+static void vc_set_join_omp(int on) {
+    pthread_mutex_lock(&vc_mu);
+    vc_join_omp = on;
+    pthread_mutex_unlock(&vc_mu);
+}
+static long long vc_omp_job_count(void) {
+    long long n;
+    pthread_mutex_lock(&vc_mu);
+    n = VC_JOIN_OMP ? vc_omp_jobs : -1;
+    pthread_mutex_unlock(&vc_mu);
+    return n;
 }
 
 /* Python's view of the stall policy: (stalls seen, jobs run alone because of them). */
@@ -268,6 +394,8 @@ static void vc_set_stall_policy(int adaptive, long long calm_for_ns) {
 
 static void vc_runtime_init(void) {}
 static int vc_workers_started(void) { return 0; }
+static void vc_set_join_omp(int on) { (void)on; }
+static long long vc_omp_job_count(void) { return -1; }
 static void vc_stall_counts(long long *stalls, long long *calm_jobs) {
     *stalls = 0;
     *calm_jobs = 0;

@@ -1,8 +1,9 @@
 """The engine's runtime: its private BLAS, what it reports, and threadpoolctl's view of it.
 
 The engine runs each call on the calling thread and a small pool of worker threads of
-its own (``_runtime.h``); every worker does its share end to end (im2col, GEMM, col2im)
-with single-threaded GEMMs on a private OpenBLAS. Importing vecconv changes no
+its own (``_runtime.h``), or, where another library (PyTorch) has loaded an OpenMP
+runtime, on that runtime's threads; every worker does its share end to end (im2col,
+GEMM, col2im) with single-threaded GEMMs on a private OpenBLAS. Importing vecconv changes no
 environment variable and no other library's thread count. The settings themselves live
 in ``_config``.
 """
@@ -58,6 +59,7 @@ class RuntimeInfo(TypedDict):
     workers: int
     stalls: int
     calm_jobs: int
+    openmp_jobs: int
 
 
 def runtime_info() -> RuntimeInfo:
@@ -74,13 +76,15 @@ def runtime_info() -> RuntimeInfo:
         times a job waited for a worker that the machine had descheduled;
         ``calm_jobs``: the jobs run on the calling thread alone because of them (with
         VECCONV_ADAPT_THREADS=1, two stalls within 0.1 s send the next 0.2 s of jobs
-        there).
+        there); ``openmp_jobs``: the jobs run on the threads of the process's OpenMP
+        runtime, which another library (PyTorch) loaded (-1 where this build cannot;
+        VECCONV_JOIN_OPENMP=0 turns it off).
     """
     stalls, calm_jobs = _engine.stall_counts()
     return RuntimeInfo(num_threads=_config.get_num_threads(), pool=_engine.have_threads(),
                        private_blas=_engine.private_blas(),
                        workers=_engine.workers_started(), stalls=stalls,
-                       calm_jobs=calm_jobs)
+                       calm_jobs=calm_jobs, openmp_jobs=_engine.openmp_jobs())
 
 
 # ----------------------------------------------------------------------------- threadpoolctl
@@ -171,6 +175,7 @@ def _unwatch() -> None:
 
 _engine.set_num_threads(_config.DEFAULT_THREADS)
 _engine.set_stall_policy(_config.ADAPT_THREADS)
+_engine.set_join_openmp(_config.JOIN_OPENMP)
 _load_private_blas()
 if "threadpoolctl" in sys.modules:
     _register_threadpoolctl()
