@@ -212,7 +212,7 @@ def _joining(join):
     if join:
         torch = pytest.importorskip("torch")
         torch.ones(4, 4).sum()
-    _engine.set_join_openmp(join)
+    _engine.set_join_openmp(join, 0.0)     # (ends a rest that a real stall began)
     try:
         yield
     finally:
@@ -451,6 +451,29 @@ def test_import_order_does_not_matter():
     assert after_torch["info"]["workers"] == 0 < own["info"]["workers"]
     assert after_torch["info"]["openmp_jobs"] > 0
     assert after_torch["changed"] == {}
+
+
+def test_after_a_stall_jobs_rest_on_vecconvs_own_workers(big_grain):
+    """On a busy machine libgomp's calling thread waits for team threads the scheduler has
+    not run; after such a stall (forced here) the jobs of the next second run on vecconv's
+    own workers, with the same bits, and then on libgomp's threads again."""
+    with vc.threads(1):
+        ref = _run("one-image", np.float64)
+    with vc.threads(2), _joining(True):
+        from vecconv import _engine
+        try:
+            _engine.set_join_openmp(True, 30.0)
+            before = vc.runtime_info()["openmp_jobs"]
+            resting = _run("one-image", np.float64)
+            _parent_used(False, before)
+        finally:
+            _engine.set_join_openmp(True, 0.0)
+        before = vc.runtime_info()["openmp_jobs"]
+        joined = _run("one-image", np.float64)
+        _parent_used(True, before)
+    for a, b, r in zip(resting, joined, ref):
+        np.testing.assert_array_equal(a, r)
+        np.testing.assert_array_equal(b, r)
 
 
 def test_jobs_on_pytorchs_openmp_threads_give_the_same_bits(big_grain):

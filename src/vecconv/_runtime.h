@@ -136,6 +136,15 @@ static unsigned long long vc_omp_adds = 0;  /* libraries loaded at the last look
 #endif
 static int vc_join_omp = 1;
 static int vc_omp_forked = 0;
+/* A busy machine: at the end of a parallel region libgomp's calling thread waits
+   (spinning) for every thread of the team, also one the scheduler has not run yet, where
+   vecconv's own pool never waits for a worker that has not started (a LeNet-5 step
+   beside two busy processes: 11-15 ms on libgomp's threads, 6-7 ms on vecconv's, 3-4
+   idle). After a job whose caller waited so (a stall, as vc_note_stall tells), the jobs
+   of the next VC_OMP_REST_NS run on vecconv's own workers; then one tries libgomp's
+   threads again. */
+#define VC_OMP_REST_NS 1000000000LL
+static long long vc_omp_rest_until = 0;   /* monotonic ns; under vc_mu */
 static long long vc_omp_jobs = 0;       /* jobs run on the OpenMP runtime (under vc_mu) */
 
 static long long vc_now_ns(void) {
@@ -145,8 +154,9 @@ static long long vc_now_ns(void) {
 }
 
 /* A job began at t0, its caller ran `mine` units until t1, and the last participant left
-   at t2 (under vc_mu): a wait for a descheduled worker counts as a stall. */
-static void vc_note_stall(long long t0, long long t1, long long t2, Py_ssize_t mine) {
+   at t2 (under vc_mu): a wait for a descheduled worker counts as a stall. Returns
+   whether it was one. */
+static int vc_note_stall(long long t0, long long t1, long long t2, Py_ssize_t mine) {
     if (t2 - t1 > VC_STALL_MIN_NS
             && (double)(t2 - t1) > VC_STALL_UNITS * (double)(t1 - t0)
                                    / (double)(mine > 0 ? mine : 1)) {
@@ -155,7 +165,9 @@ static void vc_note_stall(long long t0, long long t1, long long t2, Py_ssize_t m
         if (t2 - vc_last_stall < VC_STALL_WINDOW_NS) vc_calm_until = t2 + VC_CALM_NS;
         vc_last_stall = t2;
         vc_stalls++;
+        return 1;
     }
+    return 0;
 }
 
 /* Claim and run units until none is left; returns how many this participant ran. */
@@ -205,6 +217,7 @@ static void vc_fork_child(void) {
     vc_calm_until = 0;
     vc_last_stall = -VC_STALL_WINDOW_NS;
     vc_omp_forked = 1;
+    vc_omp_rest_until = 0;
 }
 
 /* Called once when the module is imported, before any worker exists: the fork handlers
@@ -312,7 +325,7 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
         return;
     }
 #if VC_JOIN_OMP
-    if (vc_join_omp && !vc_omp_forked) {
+    if (vc_join_omp && !vc_omp_forked && t0 >= vc_omp_rest_until) {
         if (vc_gomp_parallel == NULL) vc_look_for_omp();
         if (vc_gomp_parallel != NULL) {
             job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
@@ -328,7 +341,8 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
             t2 = vc_now_ns();
             pthread_mutex_lock(&vc_mu);
             vc_current = NULL;
-            vc_note_stall(t0, job.t_caller, t2, job.mine);
+            if (vc_note_stall(t0, job.t_caller, t2, job.mine))
+                vc_omp_rest_until = t2 + VC_OMP_REST_NS;
             pthread_mutex_unlock(&vc_mu);
             return;
         }
@@ -358,11 +372,13 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     pthread_mutex_unlock(&vc_mu);
 }
 
-/* Whether jobs may go to the process's OpenMP runtime (VECCONV_JOIN_OPENMP), and how
-   many did; -1 where this build cannot. */
-static void vc_set_join_omp(int on) {
+/* Whether jobs may go to the process's OpenMP runtime (VECCONV_JOIN_OPENMP) and, for
+   tests, the end of a rest from now (ns; < 0 keeps it); and how many jobs went there, -1
+   where this build cannot. */
+static void vc_set_join_omp(int on, long long rest_for_ns) {
     pthread_mutex_lock(&vc_mu);
     vc_join_omp = on;
+    if (rest_for_ns >= 0) vc_omp_rest_until = rest_for_ns ? vc_now_ns() + rest_for_ns : 0;
     pthread_mutex_unlock(&vc_mu);
 }
 static long long vc_omp_job_count(void) {
@@ -394,7 +410,7 @@ static void vc_set_stall_policy(int adaptive, long long calm_for_ns) {
 
 static void vc_runtime_init(void) {}
 static int vc_workers_started(void) { return 0; }
-static void vc_set_join_omp(int on) { (void)on; }
+static void vc_set_join_omp(int on, long long rest_for_ns) { (void)on; (void)rest_for_ns; }
 static long long vc_omp_job_count(void) { return -1; }
 static void vc_stall_counts(long long *stalls, long long *calm_jobs) {
     *stalls = 0;
