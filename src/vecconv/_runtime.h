@@ -140,11 +140,16 @@ static int vc_omp_forked = 0;
    (spinning) for every thread of the team, also one the scheduler has not run yet, where
    vecconv's own pool never waits for a worker that has not started (a LeNet-5 step
    beside two busy processes: 11-15 ms on libgomp's threads, 6-7 ms on vecconv's, 3-4
-   idle). After a job whose caller waited so (a stall, as vc_note_stall tells), the jobs
-   of the next VC_OMP_REST_NS run on vecconv's own workers; then one tries libgomp's
-   threads again. */
-#define VC_OMP_REST_NS 1000000000LL
+   idle). After two jobs within VC_STALL_WINDOW_NS whose caller waited so for over
+   VC_OMP_STALL_NS, the jobs of the next VC_OMP_REST_NS run on vecconv's own workers; then
+   they try libgomp's threads again. On an idle shared host a sleeping team thread took
+   up to 3.1 ms to come (41 batch-1 jobs: 90% within 0.4 ms), beside two busy processes
+   6-7.5 ms; a rest begun by an idle host's waits cost a batch-1 layer 1.5-2x (it then
+   ran beside PyTorch's spinning threads). */
+#define VC_OMP_STALL_NS 3500000LL
+#define VC_OMP_REST_NS 200000000LL
 static long long vc_omp_rest_until = 0;   /* monotonic ns; under vc_mu */
+static long long vc_omp_last_stall = -VC_STALL_WINDOW_NS;
 static long long vc_omp_jobs = 0;       /* jobs run on the OpenMP runtime (under vc_mu) */
 
 static long long vc_now_ns(void) {
@@ -218,6 +223,7 @@ static void vc_fork_child(void) {
     vc_last_stall = -VC_STALL_WINDOW_NS;
     vc_omp_forked = 1;
     vc_omp_rest_until = 0;
+    vc_omp_last_stall = -VC_STALL_WINDOW_NS;
 }
 
 /* Called once when the module is imported, before any worker exists: the fork handlers
@@ -341,8 +347,12 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
             t2 = vc_now_ns();
             pthread_mutex_lock(&vc_mu);
             vc_current = NULL;
-            if (vc_note_stall(t0, job.t_caller, t2, job.mine))
-                vc_omp_rest_until = t2 + VC_OMP_REST_NS;
+            if (vc_note_stall(t0, job.t_caller, t2, job.mine)
+                    && t2 - job.t_caller > VC_OMP_STALL_NS) {
+                if (t2 - vc_omp_last_stall < VC_STALL_WINDOW_NS)
+                    vc_omp_rest_until = t2 + VC_OMP_REST_NS;
+                vc_omp_last_stall = t2;
+            }
             pthread_mutex_unlock(&vc_mu);
             return;
         }
