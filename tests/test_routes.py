@@ -372,3 +372,49 @@ def test_the_route_never_uses_scipys_transform_threads(monkeypatch):
     with vc.config(threads=2):
         vc.conv2d(x, w, algorithm="fft")
     assert seen and all(v in (None, 1) for v in seen)
+
+
+# ----------------------------------------------------------------------------- dW by maps
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, opts", [
+    ((1, 12, 7, 7), (10, 12, 3, 3), dict(padding=1)),
+    ((2, 5, 9, 8), (6, 5, 3, 2), dict(stride=2, padding=(1, 0), padding_mode="reflect")),
+    ((3, 4, 5), (7, 4, 3), dict(padding=2, dilation=2, padding_mode="circular")),
+    ((1, 3, 4, 4, 4), (2, 3, 3, 3, 3), dict(padding=1, padding_mode="constant",
+                                            fill_value=0.5)),
+    ((2, 6, 5, 5), (6, 4, 4, 4), dict(stride=2, padding=1, transposed=True)),
+])
+def test_dw_of_few_positions_is_one_product_by_output_maps(dtype, xs, ws, opts):
+    """Where the batch has few output positions in all, dW is one product over the whole
+    patch matrix, cut by output maps: the same answer (float64 reference, and the chunked
+    route's, which a workspace too small for the patch matrix takes), the same bits on 1
+    and 2 threads."""
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    opts = dict(opts, algorithm="im2col")
+    transposed = opts.pop("transposed", False)
+    fwd = vc.conv_transpose if transposed else vc.conv
+    bwd = vc.conv_transpose_backward if transposed else vc.conv_backward
+    dy = rng.standard_normal(fwd(x, w, **opts).shape).astype(dtype)
+    if not transposed:
+        plan = _plan.plan_conv(xs, ws, None, np.dtype(dtype),
+                               conv_options(len(ws) - 2, **opts), None)
+        assert plan.dw_by_maps()
+        assert plan.buffers("dw") == (xs[1] * plan.geometry.taps + ws[0]) \
+            * xs[0] * plan.geometry.positions
+    with vc.threads(1):
+        one = bwd(dy, x, w, **opts)
+    with vc.threads(2):
+        two = bwd(dy, x, w, **opts)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    chunked = bwd(dy, x, w, workspace=64, **opts)
+    exact = bwd(dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64),
+                **opts)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12,
+                                                                       atol=1e-12)
+    scale = np.abs(exact[1]).max()
+    np.testing.assert_allclose(one[1] / scale, exact[1] / scale, **tol)
+    np.testing.assert_allclose(chunked[1] / scale, exact[1] / scale, **tol)
+    np.testing.assert_allclose(one[0], exact[0], **tol)

@@ -60,6 +60,13 @@ MAX_ACCUMULATORS = 8
 #: 512 x 512 x 3 x 3 layer, float32, 7 x 7 maps: dW 39.6 -> 16.6 ms with 2 of 9.4 MB
 #: instead of 6; smaller weights unchanged; bench/layers.py).
 ACCUMULATOR_BYTES = 16 * 2**20
+#: dW of a batch with at most this many output positions in all (ResNet-18's 14 x 14 and
+#: 7 x 7 stages at one image) is one product over the whole batch's patch matrix, its rows
+#: (output maps) cut into blocks over the threads (``_run.matmul``), where the chunked
+#: route's rank-64 updates of whole dW accumulators ran far below the BLAS's speed:
+#: float32 256 x 256 x 3 x 3 at 14 x 14, 2.55 -> 1.90 ms; 512 x 512 x 3 x 3 at 7 x 7,
+#: 3.84 -> 1.97 ms (medians of 9, interleaved); 784 positions and more gained nothing.
+DW_BY_MAPS_POSITIONS = 256
 
 
 # ----------------------------------------------------------------------------- records
@@ -405,10 +412,25 @@ class Plan:
                                            self.dtype.itemsize, self.workspace, threads)
             adjoint = math.prod(self.w_shape) if kind == "dx" else 0   # dx's kernels
             return _winograd.memory(geometry, cout, self.groups, m, sched, slots) + adjoint
+        if kind == "dw" and self.dw_by_maps():         # the batch's patch matrix, dy's rows
+            n, cout = self.out_shape[:2]
+            return (self.geometry.channels * self.geometry.taps + cout) * n \
+                * self.geometry.positions
         columns = self.slots(threads) * self.schedule.buf_elems
         if kind == "dw":                               # and the dW accumulators
             columns += self.schedule.n_acc * math.prod(self.w_shape)
         return columns
+
+    def dw_by_maps(self):
+        """Whether dW on the GEMM routes is one product over the whole batch's patch
+        matrix (few positions in all: DW_BY_MAPS_POSITIONS), cut by output maps, within
+        the workspace."""
+        n, cout = self.out_shape[:2]
+        positions = n * self.geometry.positions
+        elems = (self.geometry.channels * self.geometry.taps + cout) * positions
+        return (self.backward_route in (Route.IM2COL, Route.STAGED) and self.groups == 1
+                and not self.masked and 0 < positions <= DW_BY_MAPS_POSITIONS
+                and elems * self.dtype.itemsize <= self.workspace)
 
     def winograd_pass(self, dx=False):
         """(geometry, output maps, (m, schedule)) of the forward pass (dx False) or the dx

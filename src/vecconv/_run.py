@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from . import _direct, _engine, _fft, _winograd
-from ._plan import Plan, Route, pool_threads, threads_for
+from ._plan import Plan, Route, pool_threads, threads_for, unfold_units
 from ._validate import check_fits, copy_bytes, floats, nbytes_of
 
 
@@ -255,11 +255,25 @@ def forward(x, w2, bias, plan):
     return y
 
 
+def _dw_by_maps(dy, x, plan):
+    """dW (eq. 12) for a batch of few positions in all: delta (Cout x N*positions) times
+    the whole batch's patch matrix transposed, in blocks of output maps over the threads
+    (``Plan.dw_by_maps``)."""
+    n, cout = plan.out_shape[:2]
+    cols = unfold(x, plan, unfold_units(plan))
+    delta = dy.reshape(n, cout, -1).transpose(1, 0, 2).reshape(cout, -1)   # image-major
+    return matmul(delta, cols, trans_b=True)
+
+
 def _engine_backward(dy, x, w2, plan, need_dx, need_dw):
     dt = plan.dtype
     empty = np.empty(0, dtype=dt)
     if x is None:                       # the dx pass alone needs no x (conv_transpose)
         x, need_dw = empty, False
+    if need_dw and plan.dw_by_maps():
+        dw2 = _dw_by_maps(dy, x, plan)
+        dx = _engine_backward(dy, None, w2, plan, True, False)[0] if need_dx else None
+        return dx, dw2
     dx = np.zeros(plan.x_shape, dtype=dt) if need_dx else None
     k = math.prod(plan.w_shape[1:])
     n_acc = plan.schedule.n_acc
