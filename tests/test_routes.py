@@ -383,12 +383,15 @@ def test_the_route_never_uses_scipys_transform_threads(monkeypatch):
     ((1, 3, 4, 4, 4), (2, 3, 3, 3, 3), dict(padding=1, padding_mode="constant",
                                             fill_value=0.5)),
     ((2, 6, 5, 5), (6, 4, 4, 4), dict(stride=2, padding=1, transposed=True)),
+    ((1, 16, 6, 6), (80, 16, 3, 3), dict(padding=1)),         # output maps in 3 blocks
 ])
-def test_dw_of_few_positions_is_one_product_by_output_maps(dtype, xs, ws, opts):
+def test_dw_of_few_positions_is_one_product_by_output_maps(dtype, xs, ws, opts, monkeypatch):
     """Where the batch has few output positions in all, dW is one product over the whole
     patch matrix, cut by output maps: the same answer (float64 reference, and the chunked
     route's, which a workspace too small for the patch matrix takes), the same bits on 1
     and 2 threads."""
+    from vecconv import _config
+    monkeypatch.setattr(_config, "GRAIN_FLOPS", 0)          # small products on 2 threads
     rng = np.random.default_rng(31)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)

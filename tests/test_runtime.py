@@ -79,15 +79,17 @@ def big_grain(monkeypatch):
     monkeypatch.setattr(_plan, "ROUND_ELEMS", 2000)
 
 
+@pytest.mark.parametrize("join", [False, True], ids=["own-workers", "openmp"])
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_results_are_bit_identical_for_any_thread_count(case, dtype, big_grain):
+def test_results_are_bit_identical_for_any_thread_count(case, dtype, big_grain, join):
     """How the work is cut does not depend on the thread count, and dW's chunks are
-    added in a fixed order: 1, 2 and 5 threads give the same bits."""
+    added in a fixed order: 1, 2 and 5 threads give the same bits, on vecconv's own
+    workers and on PyTorch's OpenMP threads."""
     with vc.threads(1):
         ref = _run(case, dtype)
     for n in (2, 5):
-        with vc.threads(n):
+        with vc.threads(n), _joining(join):
             for _ in range(3):
                 for a, r in zip(_run(case, dtype), ref):
                     np.testing.assert_array_equal(a, r)
@@ -184,12 +186,13 @@ def test_private_blas_is_put_back_to_one_thread(big_grain):
             np.testing.assert_array_equal(a, r)
 
 
-def test_two_python_threads_share_the_engine(big_grain):
+@pytest.mark.parametrize("join", [False, True], ids=["own-workers", "openmp"])
+def test_two_python_threads_share_the_engine(big_grain, join):
     """Two callers at once: one gets the workers, the other runs its job alone; both
     give the serial answer."""
     with vc.threads(1):
         refs = {c: _run(c, np.float64) for c in CASES}
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with _joining(join), ThreadPoolExecutor(max_workers=2) as pool:
         for _ in range(3):
             got = list(pool.map(lambda c: (c, _run(c, np.float64)), list(CASES) * 2))
             for c, res in got:
@@ -209,14 +212,21 @@ def _joining(join):
     """Jobs on the process's OpenMP runtime (PyTorch's libgomp, loaded here) or on
     vecconv's own workers."""
     from vecconv import _config, _engine
+    torch, before = None, None
     if join:
         torch = pytest.importorskip("torch")
+        # libgomp's setting must allow vecconv's threads (Dask's workers, threadpoolctl
+        # or OMP_NUM_THREADS may have left it at 1 here; vecconv then keeps to its own)
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(before, 5))
         torch.ones(4, 4).sum()
     _engine.set_join_openmp(join, 0.0)     # (ends a rest that a real stall began)
     try:
         yield
     finally:
         _engine.set_join_openmp(_config.JOIN_OPENMP)
+        if torch is not None:
+            torch.set_num_threads(before)
 
 
 def _parent_used(join, before):
@@ -354,16 +364,31 @@ x = rng.standard_normal((2, 5, 40, 33)); w = rng.standard_normal((7, 5, 5, 4))
 y = vc.conv2d(x, w, padding=2, stride=(2, 1))
 dx, dw, db = vc.conv2d_backward(np.cos(y), x, w, padding=2, stride=(2, 1))
 maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
+def _auxv(pid):
+    try:
+        with open(f"/proc/{pid}/auxv", "rb") as f:
+            return f.read()
+    except OSError as e:
+        return repr(e)
+aux = (_auxv("self"), _auxv(os.getppid()))
 print(json.dumps(dict(changed=changed, gomp="libgomp" in maps, info=vc.runtime_info(),
+                      auxv=[a if isinstance(a, str) else len(a) for a in aux] + [aux[0] == aux[1]],
                       tpc="threadpoolctl" in sys.modules,
                       sums=[float(a.sum()) for a in (y, dx, dw, db)])))
 """
 
 
+#: the environment when this module was collected: Dask's distributed, once it has run in
+#: this process, sets OMP_NUM_THREADS=1 (and more) in os.environ for the processes it
+#: starts, and every subprocess started later would inherit them
+_START_ENV = dict(os.environ)
+
+
 def _clean_env(**extra):
     """The environment of a fresh process, without what this test process's own imports
-    put there (threadpoolctl's import sets KMP_DUPLICATE_LIB_OK)."""
-    env = {k: v for k, v in os.environ.items() if k != "KMP_DUPLICATE_LIB_OK"}
+    put there (threadpoolctl's import sets KMP_DUPLICATE_LIB_OK; Dask's distributed sets
+    OMP_NUM_THREADS=1, under which libgomp's setting is one thread)."""
+    env = {k: v for k, v in _START_ENV.items() if k != "KMP_DUPLICATE_LIB_OK"}
     env.update(extra)
     return env
 
@@ -448,14 +473,14 @@ def test_import_order_does_not_matter():
     own = _probe("torch", VECCONV_JOIN_OPENMP="0")
     assert after_torch["sums"] == alone["sums"] == own["sums"]
     assert alone["info"]["openmp_jobs"] == own["info"]["openmp_jobs"] == 0
-    assert after_torch["info"]["workers"] == 0 < own["info"]["workers"]
-    assert after_torch["info"]["openmp_jobs"] > 0
+    assert own["info"]["workers"] > 0
+    assert after_torch["info"]["openmp_jobs"] > 0, after_torch
     assert after_torch["changed"] == {}
 
 
 def test_after_a_stall_jobs_rest_on_vecconvs_own_workers(big_grain):
     """On a busy machine libgomp's calling thread waits for team threads the scheduler has
-    not run; after such a stall (forced here) the jobs of the next second run on vecconv's
+    not run; after such stalls (forced here) the jobs of the next 0.2 s run on vecconv's
     own workers, with the same bits, and then on libgomp's threads again."""
     with vc.threads(1):
         ref = _run("one-image", np.float64)
@@ -692,3 +717,90 @@ def test_the_dense_layers_product_gives_the_same_bits_for_any_thread_count(big_g
             np.testing.assert_array_equal(got, results[0])
         np.testing.assert_allclose(results[0], (a.T if trans_a else a) @ b, rtol=1e-12,
                                    atol=1e-12)
+
+
+_FORK_LATE = r"""
+import os, signal, sys
+import torch
+torch.set_num_threads(2)
+torch.nn.functional.conv2d(torch.ones(2, 8, 64, 64), torch.ones(8, 8, 3, 3)).sum()
+pid = os.fork()
+if pid == 0:                     # the child imports vecconv only now: no fork handler ran
+    signal.alarm(60)
+    if sys.argv[1] == "dataloader":
+        torch.set_num_threads(1)     # as PyTorch's DataLoader does in its workers
+    import numpy as np
+    import vecconv as vc
+    from vecconv import _config
+    _config.GRAIN_FLOPS = 0
+    vc.set_num_threads(2)
+    y = vc.conv2d(np.ones((4, 8, 40, 40)), np.ones((8, 8, 3, 3)))
+    ok = float(y.sum()) == 4 * 8 * 38 * 38 * 72.0
+    os._exit(0 if ok and vc.runtime_info()["openmp_jobs"] == 0 else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("how", ["fork", "dataloader"])
+def test_a_child_forked_before_vecconv_was_imported_never_uses_the_parents_openmp(how):
+    """A parent that ran PyTorch forks before importing vecconv; the child imports it:
+    no fork handler of vecconv's ran, and libgomp's pool there is the parent's copy
+    without its threads (a job on it hangs). vecconv sees that the pool has no threads in
+    this process (and, in a DataLoader worker, PyTorch's one-thread setting) and computes
+    on its own workers."""
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, "-c", _FORK_LATE, how], capture_output=True,
+                         text=True, timeout=180, env=_clean_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0", (out.stdout, out.stderr)
+
+
+def _mp_child(queue):
+    import vecconv
+    from vecconv import _config
+    _config.GRAIN_FLOPS = 0
+    y = vecconv.conv2d(np.ones((4, 8, 40, 40)), np.ones((8, 8, 3, 3)))
+    queue.put((float(y.sum()), vecconv.runtime_info()["openmp_jobs"]))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_multiprocessing_child_keeps_to_vecconvs_own_workers():
+    """Checked at import: a process that multiprocessing started never joins libgomp (a
+    forked one's pool may be its parent's)."""
+    code = ("import multiprocessing as mp, sys\n"
+            "sys.path.insert(0, %r)\n"
+            "import torch\n"
+            "torch.nn.functional.conv2d(torch.ones(2, 8, 64, 64), torch.ones(8, 8, 3, 3))\n"
+            "from test_runtime import _mp_child\n"
+            "ctx = mp.get_context('fork'); q = ctx.Queue()\n"
+            "p = ctx.Process(target=_mp_child, args=(q,)); p.start()\n"
+            "print(q.get(timeout=120)); p.join(60)\n") % os.path.dirname(__file__)
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=180, env=_clean_env())
+    assert out.returncode == 0, out.stderr
+    total, jobs = eval(out.stdout.strip().splitlines()[-1])
+    assert total == 4 * 8 * 38 * 38 * 72.0 and jobs == 0
+
+
+@pytest.mark.parametrize("join", [False, True], ids=["own-workers", "openmp"])
+def test_every_thread_computes_in_the_callers_floating_point_environment(big_grain, join):
+    """Flush-to-zero set by the caller (PyTorch's set_flush_denormal) holds on every
+    participant, also threads made before it was set: 1 and 2 threads, the same bits."""
+    torch = pytest.importorskip("torch")
+    x = np.full((4, 8, 24, 24), 1e-300) * np.arange(1, 5).reshape(4, 1, 1, 1)
+    w = np.full((8, 8, 3, 3), 1e-10)
+    with vc.threads(2), _joining(join):
+        vc.conv2d(x, w)                 # threads exist before the setting changes
+        if not torch.set_flush_denormal(True):
+            pytest.skip("no flush-to-zero on this CPU")
+        try:
+            with vc.threads(1):
+                ref = vc.conv2d(x, w)
+            got = vc.conv2d(x, w)
+        finally:
+            torch.set_flush_denormal(False)
+    assert not ref.any()                # flushed: subnormal products are zero
+    np.testing.assert_array_equal(got, ref)

@@ -131,7 +131,7 @@ def _winograd_ok(plan, x, w, others=(), fill=True):
     bounded by max|w| times the entries (two passes over w, no copy, no float64 sum:
     a 512 x 512 x 3 x 3 layer's abs-and-sum took 7% of its forward pass)."""
     n = x.shape[0]
-    top = np.finfo(plan.dtype).max / 4
+    top = float(np.finfo(plan.dtype).max) / 4       # (Python floats: no overflow warning)
     w_sum = 1.0
     if w is not None and w.size:
         w_sum = max(float(w.max()), -float(w.min())) * float(w.size)   # (NaN stays NaN)

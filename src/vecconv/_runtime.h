@@ -15,14 +15,18 @@
  *    caller arriving meanwhile runs its own job alone.
  *  - fork safety: a pthread_atfork child handler forgets the parent's workers; the child
  *    starts its own when it first needs them.
- *  - a process whose OpenMP runtime is already loaded by another library (PyTorch's
- *    libgomp): there the job runs on that runtime's threads instead (vc_omp_run). After
- *    each of its parallel regions, libgomp's idle threads spin for some milliseconds
- *    before they sleep; a job of vecconv's own threads started meanwhile shares the cores
- *    with them (a 17 ms job took 19.7 ms right after a PyTorch convolution, 17.1 after a
- *    pause), while a job handed to those same threads starts at once (17.0 either way).
- *    vecconv never loads an OpenMP runtime itself, and never uses one in a forked child
- *    (libgomp's pool hangs there).
+ *  - a process whose OpenMP runtime is already loaded and running by another library
+ *    (PyTorch's libgomp): there the job runs on that runtime's threads instead
+ *    (vc_omp_body). After each of its parallel regions, libgomp's idle threads spin for
+ *    some milliseconds before they sleep; a job of vecconv's own threads started
+ *    meanwhile shares the cores with them (a 17 ms job took 19.7 ms right after a
+ *    PyTorch convolution, 17.1 after a pause), while a job handed to those same threads
+ *    starts at once (17.0 either way). vecconv never loads an OpenMP runtime itself, and
+ *    never uses one where its pool may be a parent's (vc_omp_usable: libgomp's pool
+ *    hangs a forked child).
+ *  - every participant runs with the calling thread's floating-point environment
+ *    (flush-to-zero and denormals-are-zero on x86 included): threads made earlier, or by
+ *    libgomp, keep their own otherwise, and results would depend on the thread count.
  *  - a private BLAS: SciPy's OpenBLAS has one process-wide thread count
  *    (openblas_set_num_threads_local() changes it for every thread in the pthreads build
  *    that SciPy ships). The engine's workers need single-threaded GEMMs, so the engine
@@ -78,9 +82,11 @@ static int vc_nthreads = 1;          /* the setting (vecconv.set_num_threads) */
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
+#include <fenv.h>
 
 typedef struct vc_job {
     vc_task_fn fn;
+    fenv_t fenv;           /* the calling thread's floating-point environment */
     long long t_caller;    /* OpenMP jobs: when the calling thread ran out of units */
     Py_ssize_t mine;       /* ... and how many it ran */
     void *ctx;
@@ -119,17 +125,23 @@ static long long vc_calm_until = 0;     /* monotonic ns; under vc_mu */
 static long long vc_stalls = 0;         /* stalls seen (under vc_mu) */
 static long long vc_calm_jobs = 0;      /* jobs run alone because of one (under vc_mu) */
 
-/* The process's OpenMP runtime (see the top of this file), glibc/Linux only: found with
-   dl_iterate_phdr among the libraries already loaded, looked for again only when the
-   process has loaded more since the last look. vc_join_omp: the setting
-   (VECCONV_JOIN_OPENMP); vc_omp_forked: this is a forked child, which never uses it. */
+/* The process's OpenMP runtime (see the top of this file), glibc/Linux only: a libgomp
+   found with dl_iterate_phdr among the libraries already loaded (looked for again only
+   when the process has loaded more), and used only where vc_omp_usable says its pool is
+   this process's. vc_join_omp: the setting (VECCONV_JOIN_OPENMP, and 0 in a
+   multiprocessing child: _runtime.py); vc_omp_forked: a fork happened since vecconv was
+   loaded (this is the child). */
 #if VC_HAVE_DLOPEN && defined(__linux__) && defined(__GLIBC__)
 #define VC_JOIN_OMP 1
 #include <dlfcn.h>
 #include <link.h>
+#include <stdio.h>
+#include <unistd.h>
 typedef void (*vc_gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
-static vc_gomp_parallel_fn vc_gomp_parallel = NULL;
+static vc_gomp_parallel_fn vc_gomp_parallel = NULL;  /* set once, under vc_omp_mu */
 static int (*vc_omp_thread_num)(void) = NULL;
+static int (*vc_omp_max_threads)(void) = NULL;
+static pthread_mutex_t vc_omp_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long vc_omp_adds = 0;  /* libraries loaded at the last look */
 #else
 #define VC_JOIN_OMP 0
@@ -145,7 +157,8 @@ static int vc_omp_forked = 0;
    they try libgomp's threads again. On an idle shared host a sleeping team thread took
    up to 3.1 ms to come (41 batch-1 jobs: 90% within 0.4 ms), beside two busy processes
    6-7.5 ms; a rest begun by an idle host's waits cost a batch-1 layer 1.5-2x (it then
-   ran beside PyTorch's spinning threads). */
+   ran beside PyTorch's spinning threads). These waits are libgomp's and feed only this
+   rest, not the stall counts of vecconv's own pool. */
 #define VC_OMP_STALL_NS 3500000LL
 #define VC_OMP_REST_NS 200000000LL
 static long long vc_omp_rest_until = 0;   /* monotonic ns; under vc_mu */
@@ -201,6 +214,7 @@ static void *vc_worker(void *arg) {
         slot = job->slots++;
         job->active++;
         pthread_mutex_unlock(&vc_mu);
+        fesetenv(&job->fenv);       /* the caller's (a worker has no other use for its own) */
         vc_claim(job, slot);
         pthread_mutex_lock(&vc_mu);
         if (--job->active == 0) pthread_cond_broadcast(&vc_left);
@@ -224,6 +238,9 @@ static void vc_fork_child(void) {
     vc_omp_forked = 1;
     vc_omp_rest_until = 0;
     vc_omp_last_stall = -VC_STALL_WINDOW_NS;
+#if VC_JOIN_OMP
+    pthread_mutex_init(&vc_omp_mu, NULL);
+#endif
 }
 
 /* Called once when the module is imported, before any worker exists: the fork handlers
@@ -259,48 +276,111 @@ static int vc_count_adds(struct dl_phdr_info *info, size_t size, void *data) {
     return 1;                           /* (the count is in every entry: one is enough) */
 }
 
+#define VC_OMP_NAMES 4
+typedef struct { char name[VC_OMP_NAMES][4096]; int n; } vc_omp_names;
+
+/* The loaded objects whose file name starts with "libgomp" (at most VC_OMP_NAMES). */
 static int vc_find_gomp(struct dl_phdr_info *info, size_t size, void *data) {
+    vc_omp_names *found = (vc_omp_names *)data;
+    const char *base;
     (void)size;
-    if (info->dlpi_name == NULL || strstr(info->dlpi_name, "libgomp") == NULL) return 0;
-    strncpy((char *)data, info->dlpi_name, 4095);
-    return 1;
+    if (info->dlpi_name == NULL) return 0;
+    base = strrchr(info->dlpi_name, '/');
+    base = base ? base + 1 : info->dlpi_name;
+    if (strncmp(base, "libgomp", 7) != 0 || found->n == VC_OMP_NAMES) return 0;
+    strncpy(found->name[found->n], info->dlpi_name, 4095);
+    found->name[found->n][4095] = 0;
+    found->n++;
+    return 0;
 }
 
-/* Look for a libgomp that is loaded already (under vc_mu). RTLD_NOLOAD never loads one;
-   the handle kept holds it in the process. */
+/* Look for a libgomp that is loaded already (under vc_omp_mu, never vc_mu: the loader's
+   lock is taken here). RTLD_NOLOAD never loads one; the handle kept holds it in the
+   process. The first whose entry points all resolve is used. */
 static void vc_look_for_omp(void) {
     unsigned long long adds = 0;
-    char name[4096];
-    void *h;
+    static vc_omp_names found;
+    int i;
     dl_iterate_phdr(vc_count_adds, &adds);
     if (adds == vc_omp_adds) return;
     vc_omp_adds = adds;
-    name[0] = name[4095] = 0;
-    dl_iterate_phdr(vc_find_gomp, name);
-    if (!name[0]) return;
-    h = dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (h == NULL) return;
-    vc_gomp_parallel = (vc_gomp_parallel_fn)dlsym(h, "GOMP_parallel");
-    vc_omp_thread_num = (int (*)(void))dlsym(h, "omp_get_thread_num");
-    if (vc_gomp_parallel == NULL || vc_omp_thread_num == NULL) {
-        vc_gomp_parallel = NULL;
-        vc_omp_thread_num = NULL;
+    found.n = 0;
+    dl_iterate_phdr(vc_find_gomp, &found);
+    for (i = 0; i < found.n; i++) {
+        void *h = dlopen(found.name[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+        void *par, *num, *max;
+        if (h == NULL) continue;
+        par = dlsym(h, "GOMP_parallel");
+        num = dlsym(h, "omp_get_thread_num");
+        max = dlsym(h, "omp_get_max_threads");
+        if (par != NULL && num != NULL && max != NULL) {
+            vc_omp_thread_num = (int (*)(void))num;
+            vc_omp_max_threads = (int (*)(void))max;
+            __atomic_store_n(&vc_gomp_parallel, (vc_gomp_parallel_fn)par, __ATOMIC_RELEASE);
+            return;
+        }
         dlclose(h);
     }
 }
 
-/* Each thread of the OpenMP team claims units, its team number its slot (the team has
-   at most the threads asked for: the job's slots). */
+/* The first bytes of a /proc file (0: unreadable). */
+static size_t vc_read_proc(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    size_t n;
+    if (f == NULL) return 0;
+    n = fread(buf, 1, cap, f);
+    fclose(f);
+    return n;
+}
+
+/* Whether this process may hold a copy of its parent's libgomp pool: it was forked and
+   has not exec'd since. The auxiliary vector is set at exec (its entries hold addresses
+   of the new stack, AT_RANDOM's among them) and copied by fork, so a forked child's
+   equals its parent's, byte for byte, and an exec'd one's does not. Unreadable: assumed
+   so. */
+static int vc_forked_from_parent(void) {
+    static char mine[4096], theirs[4096];
+    char path[64];
+    size_t a, b;
+    a = vc_read_proc("/proc/self/auxv", mine, sizeof mine);
+    snprintf(path, sizeof path, "/proc/%ld/auxv", (long)getppid());
+    b = vc_read_proc(path, theirs, sizeof theirs);
+    return a == 0 || b == 0 || (a == b && memcmp(mine, theirs, a) == 0);
+}
+
+/* Whether a job of `threads` may go to libgomp (under vc_mu, vc_gomp_parallel set). Its
+   pool must be this process's, not a parent's copy without threads (libgomp's pool hangs
+   a child forked after it ran): a child forked after vecconv was loaded knows it from
+   vecconv's fork handler; one that loads vecconv only after the fork compares its
+   auxiliary vector with its parent's, once (vc_forked_from_parent). libgomp's thread
+   setting here (omp_get_max_threads: PyTorch's set_num_threads, 1 in its DataLoader
+   workers) must allow the team; the team is always that setting, so that libgomp keeps
+   its threads from call to call. */
+static int vc_omp_state = 0;       /* 0: not looked at, 1: this process's pool, -1: not */
+static int vc_omp_usable(int threads, long long now) {
+    if (!vc_join_omp || vc_omp_forked || now < vc_omp_rest_until) return 0;
+    if (vc_omp_state == 0) vc_omp_state = vc_forked_from_parent() ? -1 : 1;
+    return vc_omp_state > 0 && vc_omp_max_threads() >= threads;
+}
+
+/* Each thread of the OpenMP team claims units, its team number its slot (threads past
+   the job's slots leave at once), in the caller's floating-point environment. */
 static void vc_omp_body(void *arg) {
     vc_job *job = (vc_job *)arg;
     int slot = vc_omp_thread_num();
     Py_ssize_t mine;
+    fenv_t own;
     if (slot < 0 || slot >= job->max_slots) return;
-    mine = vc_claim(job, slot);
     if (slot == 0) {
+        mine = vc_claim(job, 0);
         job->mine = mine;
         job->t_caller = vc_now_ns();
+        return;
     }
+    fegetenv(&own);
+    fesetenv(&job->fenv);
+    vc_claim(job, slot);
+    fesetenv(&own);
 }
 #endif
 
@@ -317,6 +397,15 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     Py_ssize_t mine;
     if (threads <= 1 || n_units <= 1) { vc_run_serial(fn, ctx, n_units); return; }
     if (threads > n_units) threads = (int)n_units;
+#if VC_JOIN_OMP
+    if (__atomic_load_n(&vc_gomp_parallel, __ATOMIC_ACQUIRE) == NULL
+            && __atomic_load_n(&vc_join_omp, __ATOMIC_RELAXED)
+            && !__atomic_load_n(&vc_omp_forked, __ATOMIC_RELAXED)) {
+        pthread_mutex_lock(&vc_omp_mu);
+        vc_look_for_omp();
+        pthread_mutex_unlock(&vc_omp_mu);
+    }
+#endif
     pthread_mutex_lock(&vc_mu);
     if (vc_current != NULL) {           /* another thread's job has the workers */
         pthread_mutex_unlock(&vc_mu);
@@ -331,31 +420,31 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
         return;
     }
 #if VC_JOIN_OMP
-    if (vc_join_omp && !vc_omp_forked && t0 >= vc_omp_rest_until) {
-        if (vc_gomp_parallel == NULL) vc_look_for_omp();
-        if (vc_gomp_parallel != NULL) {
-            job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
-            job.max_slots = threads;
-            job.slots = threads;        /* (full: none of vecconv's own workers joins) */
-            job.active = 0;
-            job.mine = 0;
-            job.t_caller = t0;
-            vc_current = &job;          /* a second caller meanwhile runs its job alone */
-            vc_omp_jobs++;
-            pthread_mutex_unlock(&vc_mu);
-            vc_gomp_parallel(vc_omp_body, &job, (unsigned)threads, 0);
-            t2 = vc_now_ns();
-            pthread_mutex_lock(&vc_mu);
-            vc_current = NULL;
-            if (vc_note_stall(t0, job.t_caller, t2, job.mine)
-                    && t2 - job.t_caller > VC_OMP_STALL_NS) {
-                if (t2 - vc_omp_last_stall < VC_STALL_WINDOW_NS)
-                    vc_omp_rest_until = t2 + VC_OMP_REST_NS;
-                vc_omp_last_stall = t2;
-            }
-            pthread_mutex_unlock(&vc_mu);
-            return;
+    if (vc_gomp_parallel != NULL && vc_omp_usable(threads, t0)) {
+        int team = vc_omp_max_threads();
+        job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
+        job.max_slots = threads;
+        job.slots = threads;        /* (full: none of vecconv's own workers joins) */
+        job.active = 0;
+        job.mine = 0;
+        job.t_caller = t0;
+        fegetenv(&job.fenv);
+        vc_current = &job;          /* a second caller meanwhile runs its job alone */
+        vc_omp_jobs++;
+        pthread_mutex_unlock(&vc_mu);
+        vc_gomp_parallel(vc_omp_body, &job, (unsigned)team, 0);
+        t2 = vc_now_ns();
+        pthread_mutex_lock(&vc_mu);
+        vc_current = NULL;
+        if (t2 - job.t_caller > VC_OMP_STALL_NS
+                && (double)(t2 - job.t_caller) > VC_STALL_UNITS * (double)(job.t_caller - t0)
+                                                 / (double)(job.mine > 0 ? job.mine : 1)) {
+            if (t2 - vc_omp_last_stall < VC_STALL_WINDOW_NS)
+                vc_omp_rest_until = t2 + VC_OMP_REST_NS;
+            vc_omp_last_stall = t2;
         }
+        pthread_mutex_unlock(&vc_mu);
+        return;
     }
 #endif
     while (vc_started < threads - 1 && !vc_spawn_failed) {
@@ -364,6 +453,7 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
     }
     job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
     job.max_slots = threads; job.slots = 1; job.active = 0;
+    fegetenv(&job.fenv);
     if (vc_started > 0) {
         int w;
         vc_current = &job;

@@ -175,7 +175,17 @@ def _unwatch() -> None:
 
 _engine.set_num_threads(_config.DEFAULT_THREADS)
 _engine.set_stall_policy(_config.ADAPT_THREADS)
-_engine.set_join_openmp(_config.JOIN_OPENMP)
+
+
+def _multiprocessing_child() -> bool:
+    """Whether this process was started by multiprocessing (its module is imported before
+    any of the child's code runs): a forked one holds a copy of its parent's libgomp pool
+    without its threads, so vecconv's jobs stay on its own workers there."""
+    mp = sys.modules.get("multiprocessing")
+    return mp is not None and mp.parent_process() is not None
+
+
+_engine.set_join_openmp(_config.JOIN_OPENMP and not _multiprocessing_child())
 _load_private_blas()
 if "threadpoolctl" in sys.modules:
     _register_threadpoolctl()

@@ -73,15 +73,17 @@ VC_CLONES static void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t
     dl = inner * dst_step;                                                                \
     for (o = 0; o < outer; o++)                                                           \
         for (q = 0; q < inner; q++) {                                                     \
-            const T *restrict s0 = src + (o * n * inner + q) * src_step;                  \
-            const T *restrict s1 = s0 + sl;                                               \
-            T *restrict d0 = dst + (o * rows * inner + q) * dst_step;                     \
-            T *restrict d1 = d0 + dl;                                                     \
+            const T *sb = src + (o * n * inner + q) * src_step;                           \
+            T *db = dst + (o * rows * inner + q) * dst_step;                              \
+            const T *restrict s0 = sb;                                                    \
+            const T *restrict s1 = sb + sl;                                               \
+            T *restrict d0 = db;                                                          \
+            T *restrict d1 = db + dl;                                                     \
             if (kind == VC_WINO_BT2) {                                                    \
-                const T *restrict s2 = s1 + sl;                                           \
-                const T *restrict s3 = s2 + sl;                                           \
-                T *restrict d2 = d1 + dl;                                                 \
-                T *restrict d3 = d2 + dl;                                                 \
+                const T *restrict s2 = sb + 2 * sl;                                       \
+                const T *restrict s3 = sb + 3 * sl;                                       \
+                T *restrict d2 = db + 2 * dl;                                             \
+                T *restrict d3 = db + 3 * dl;                                             \
                 VC_IVDEP                                                                  \
                 for (k = 0; k < nb; k++) {                                                \
                     d0[k] = s0[k] + (-s2[k]);                                             \
@@ -90,16 +92,16 @@ VC_CLONES static void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t
                     d3[k] = (-s1[k]) + s3[k];                                             \
                 }                                                                         \
             } else if (kind == VC_WINO_AT2) {                                             \
-                const T *restrict s2 = s1 + sl;                                           \
-                const T *restrict s3 = s2 + sl;                                           \
+                const T *restrict s2 = sb + 2 * sl;                                       \
+                const T *restrict s3 = sb + 3 * sl;                                       \
                 VC_IVDEP                                                                  \
                 for (k = 0; k < nb; k++) {                                                \
                     d0[k] = (s0[k] + s1[k]) + s2[k];                                      \
                     d1[k] = (s1[k] + (-s2[k])) + s3[k];                                   \
                 }                                                                         \
             } else {                                                                      \
-                T *restrict d2 = d1 + dl;                                                 \
-                T *restrict d3 = d2 + dl;                                                 \
+                T *restrict d2 = db + 2 * dl;                                             \
+                T *restrict d3 = db + 3 * dl;                                             \
                 VC_IVDEP                                                                  \
                 for (k = 0; k < nb; k++) {                                                \
                     d0[k] = s0[k];                                                        \
