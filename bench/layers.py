@@ -116,7 +116,12 @@ def case_row(name, batch, dt, repeats):
     err_torch = _errors([a.detach().numpy() for a in _theirs(tx, tw, tb, opts)], ref)
     plan = None if opts.get("transposed") else vecconv.conv_plan((n,) + xs, ws, dtype=dt,
                                                                  **opts)
-    return dict(case=name, dtype=dt, batch=n, x=(n,) + xs, w=ws, options=opts,
+    # the direct convolution's products, forward + dx + dW: every kernel entry meets every
+    # position of the convolution's output (the transposed one's input) once per pass
+    y = _ours(x, w, opts)[0]
+    positions = math.prod((x if opts.get("transposed") else y).shape[2:])
+    flops = 3 * 2.0 * n * math.prod(ws) * positions
+    return dict(case=name, dtype=dt, batch=n, x=(n,) + xs, w=ws, options=opts, flops=flops,
                 routes=None if plan is None else {k: str(v) for k, v in plan.items()},
                 vecconv_ms=t["vecconv"]["median"] * 1e3, torch_ms=t["torch"]["median"] * 1e3,
                 vecconv_range_ms=(t["vecconv"]["min"] * 1e3, t["vecconv"]["max"] * 1e3),
@@ -208,6 +213,15 @@ def main(argv=None):
             print(f"  {r['case']:12s} forward float32, direct-convolution flops / time: "
                   f"vecconv {r['vecconv_gflops']:.0f} GFLOP/s ({r['route']}), PyTorch "
                   f"{r['torch_gflops']:.0f}")
+        # the ceiling of any method that does the direct convolution's products (im2col,
+        # direct kernels): those flops at the best GEMM's rate, against PyTorch's time
+        print("float32 speed-up over PyTorch that the direct convolution's products at the "
+              "best GEMM's rate would give:")
+        for r in rows:
+            if r["dtype"] == "float32":
+                r["gemm_bound_ms"] = r["flops"] / roof["best_gemm_gflops"] / 1e6
+                print(f"  {r['case']:20s} {r['torch_ms'] / r['gemm_bound_ms']:5.2f}x "
+                      f"(vecconv {r['speedup']:.2f}x)")
     if args.json:
         harness.write_json(args.json, dict(machine=facts, batch=batch, rows=rows,
                                            summary=summary, roofline=roof))

@@ -313,6 +313,17 @@ def _layers_page(name, data):
         out += _table(["layer", "vecconv route", "vecconv GFLOP/s", "PyTorch GFLOP/s"],
                       [[r["case"], r["route"], f"{r['vecconv_gflops']:.0f}",
                         f"{r['torch_gflops']:.0f}"] for r in roof["layers"]])
+        bound = [r for r in data["rows"] if r.get("gemm_bound_ms")]
+        if bound:
+            out += ["", "The ceiling of any method that does the direct convolution's products "
+                    "(im2col, direct kernels): those products, forward + dx + dW, at the best "
+                    "GEMM's rate, against PyTorch's time in float32. Only a route that does "
+                    "fewer products (Winograd, FFT) can pass it.", ""]
+            out += _table(["layer", "PyTorch ms", "products at the GEMM's rate, ms",
+                           "ceiling ×", "vecconv ×"],
+                          [[r["case"], f"{r['torch_ms']:.2f}", f"{r['gemm_bound_ms']:.2f}",
+                            _fmt(r["torch_ms"] / r["gemm_bound_ms"]), _fmt(r["speedup"])]
+                           for r in bound])
     return out + [""]
 
 
