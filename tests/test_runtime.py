@@ -724,11 +724,18 @@ import os, signal, sys
 import torch
 torch.set_num_threads(2)
 torch.nn.functional.conv2d(torch.ones(2, 8, 64, 64), torch.ones(8, 8, 3, 3)).sum()
+out = sys.argv[2]
 pid = os.fork()
 if pid == 0:                     # the child imports vecconv only now: no fork handler ran
     signal.alarm(60)
     if sys.argv[1] == "dataloader":
         torch.set_num_threads(1)     # as PyTorch's DataLoader does in its workers
+    if sys.argv[1] == "daemon":      # double fork: a new session, the middle one exits
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        import time
+        time.sleep(0.5)              # orphaned: its group's leader is gone
     import numpy as np
     import vecconv as vc
     from vecconv import _config
@@ -736,25 +743,32 @@ if pid == 0:                     # the child imports vecconv only now: no fork h
     vc.set_num_threads(2)
     y = vc.conv2d(np.ones((4, 8, 40, 40)), np.ones((8, 8, 3, 3)))
     ok = float(y.sum()) == 4 * 8 * 38 * 38 * 72.0
-    os._exit(0 if ok and vc.runtime_info()["openmp_jobs"] == 0 else 3)
-_, status = os.waitpid(pid, 0)
-print(os.waitstatus_to_exitcode(status))
+    with open(out, "w") as f:
+        f.write("0" if ok and vc.runtime_info()["openmp_jobs"] == 0 else "3")
+    os._exit(0)
+os.waitpid(pid, 0)
 """
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-@pytest.mark.parametrize("how", ["fork", "dataloader"])
-def test_a_child_forked_before_vecconv_was_imported_never_uses_the_parents_openmp(how):
+@pytest.mark.parametrize("how", ["fork", "dataloader", "daemon"])
+def test_a_child_forked_before_vecconv_was_imported_never_uses_the_parents_openmp(
+        how, tmp_path):
     """A parent that ran PyTorch forks before importing vecconv; the child imports it:
     no fork handler of vecconv's ran, and libgomp's pool there is the parent's copy
     without its threads (a job on it hangs). vecconv sees that the pool has no threads in
     this process (and, in a DataLoader worker, PyTorch's one-thread setting) and computes
     on its own workers."""
     pytest.importorskip("torch")
-    out = subprocess.run([sys.executable, "-c", _FORK_LATE, how], capture_output=True,
-                         text=True, timeout=180, env=_clean_env())
+    result = tmp_path / "child"
+    out = subprocess.run([sys.executable, "-c", _FORK_LATE, how, str(result)],
+                         capture_output=True, text=True, timeout=180, env=_clean_env())
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0", (out.stdout, out.stderr)
+    deadline = time.monotonic() + 90            # (the daemon outlives its parent)
+    while not result.exists() or not result.read_text():
+        assert time.monotonic() < deadline, "the child hung (or died)"
+        time.sleep(0.1)
+    assert result.read_text() == "0"
 
 
 def _mp_child(queue):

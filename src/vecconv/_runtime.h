@@ -137,6 +137,7 @@ static long long vc_calm_jobs = 0;      /* jobs run alone because of one (under 
 #include <link.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <errno.h>
 typedef void (*vc_gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 static vc_gomp_parallel_fn vc_gomp_parallel = NULL;  /* set once, under vc_omp_mu */
 static int (*vc_omp_thread_num)(void) = NULL;
@@ -245,8 +246,14 @@ static void vc_fork_child(void) {
 
 /* Called once when the module is imported, before any worker exists: the fork handlers
    are in place before the first fork that could find a worker or the lock held. */
+#if VC_JOIN_OMP
+static void vc_omp_import(void);
+#endif
 static void vc_runtime_init(void) {
     pthread_atfork(vc_fork_prepare, vc_fork_parent, vc_fork_child);
+#if VC_JOIN_OMP
+    vc_omp_import();
+#endif
 }
 
 /* A worker takes no signals: Python's handlers run in the main thread, and a signal
@@ -337,13 +344,22 @@ static size_t vc_read_proc(const char *path, char *buf, size_t cap) {
    has not exec'd since. The auxiliary vector is set at exec (its entries hold addresses
    of the new stack, AT_RANDOM's among them) and copied by fork, so a forked child's
    equals its parent's, byte for byte, and an exec'd one's does not. Unreadable: assumed
-   so. */
+   so. The parent read must be the one that forked it: an orphan (reparented to init, or
+   its process group's leader gone) or a daemon (a session leader, as after setsid)
+   cannot tell, and is assumed so too. Looked at once, when vecconv is imported, and only
+   if libgomp is loaded by then (else every later fork passes vecconv's fork handler).
+   What still passes: a child whose parent exec'd after the fork, or that a subreaper
+   adopted while its group's leader lives (PyTorch's own parallel calls hang in such a
+   child too); VECCONV_JOIN_OPENMP=0 is the way out there. */
 static int vc_forked_from_parent(void) {
     static char mine[4096], theirs[4096];
     char path[64];
     size_t a, b;
+    pid_t parent = getppid(), group = getpgid(0);
+    if (parent <= 1 || getsid(0) == getpid()) return 1;
+    if (group != getpid() && kill(group, 0) != 0 && errno == ESRCH) return 1;  /* orphaned */
     a = vc_read_proc("/proc/self/auxv", mine, sizeof mine);
-    snprintf(path, sizeof path, "/proc/%ld/auxv", (long)getppid());
+    snprintf(path, sizeof path, "/proc/%ld/auxv", (long)parent);
     b = vc_read_proc(path, theirs, sizeof theirs);
     return a == 0 || b == 0 || (a == b && memcmp(mine, theirs, a) == 0);
 }
@@ -356,11 +372,18 @@ static int vc_forked_from_parent(void) {
    setting here (omp_get_max_threads: PyTorch's set_num_threads, 1 in its DataLoader
    workers) must allow the team; the team is always that setting, so that libgomp keeps
    its threads from call to call. */
-static int vc_omp_state = 0;       /* 0: not looked at, 1: this process's pool, -1: not */
+static int vc_omp_state = 1;       /* 1: this process's pool (vc_omp_import), -1: not */
 static int vc_omp_usable(int threads, long long now) {
     if (!vc_join_omp || vc_omp_forked || now < vc_omp_rest_until) return 0;
-    if (vc_omp_state == 0) vc_omp_state = vc_forked_from_parent() ? -1 : 1;
     return vc_omp_state > 0 && vc_omp_max_threads() >= threads;
+}
+
+/* At import: a libgomp loaded already may be a parent's copy (vc_forked_from_parent). */
+static void vc_omp_import(void) {
+    static vc_omp_names found;
+    found.n = 0;
+    dl_iterate_phdr(vc_find_gomp, &found);
+    if (found.n > 0 && vc_forked_from_parent()) vc_omp_state = -1;
 }
 
 /* Each thread of the OpenMP team claims units, its team number its slot (threads past
