@@ -220,7 +220,9 @@ def _joining(join):
         before = torch.get_num_threads()
         torch.set_num_threads(max(before, 5))
         torch.ones(4, 4).sum()
-    _engine.set_join_openmp(join, 0.0)     # (ends a rest that a real stall began)
+    # (ends a rest that a real stall began; this test process is no forked child, though
+    # started in the background by a shell that has exited it looks orphaned)
+    _engine.set_join_openmp(join, 0.0, trust=True)
     try:
         yield
     finally:
@@ -394,8 +396,12 @@ def _clean_env(**extra):
 
 
 def _probe(first, **env):
+    # a process group of its own, whose leader (the probe) lives: the check at import
+    # takes a process whose group's leader is gone for an orphan of a fork
+    group = dict(process_group=0) if sys.version_info >= (3, 11) else dict(
+        preexec_fn=os.setpgrp)
     out = subprocess.run([sys.executable, "-c", _PROBE, first], capture_output=True,
-                         text=True, timeout=300, env=_clean_env(**env))
+                         text=True, timeout=300, env=_clean_env(**env), **group)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -57,7 +57,7 @@ cdef extern from "_runtime.h":
     void vc_flag(int *flag) noexcept nogil
     void vc_stall_counts(long long *stalls, long long *calm_jobs) noexcept nogil
     void vc_set_stall_policy(int adaptive, long long calm_for_ns) noexcept nogil
-    void vc_set_join_omp(int on, long long rest_for_ns) noexcept nogil
+    void vc_set_join_omp(int on, long long rest_for_ns, int trust) noexcept nogil
     long long vc_omp_job_count() noexcept nogil
     enum: VC_MAX_THREADS
 
@@ -116,11 +116,13 @@ def set_num_threads(int n):
     vc_set_num_threads(n)
 
 
-def set_join_openmp(bint on, double rest_for=-1.0):
+def set_join_openmp(bint on, double rest_for=-1.0, bint trust=False):
     """Whether jobs may run on the process's OpenMP runtime when another library loaded
     one (_runtime.h); ``rest_for`` >= 0 (tests): they run on vecconv's own workers for
-    that many seconds from now, as after a stall (0 ends a rest)."""
-    vc_set_join_omp(on, <long long>(rest_for * 1e9) if rest_for >= 0 else -1)
+    that many seconds from now, as after a stall (0 ends a rest); ``trust`` (tests): take
+    the process's libgomp pool as its own, whatever the check at import concluded (a
+    test process started in the background by a shell that has exited looks orphaned)."""
+    vc_set_join_omp(on, <long long>(rest_for * 1e9) if rest_for >= 0 else -1, trust)
 
 
 def openmp_jobs():

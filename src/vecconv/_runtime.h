@@ -496,12 +496,18 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
 }
 
 /* Whether jobs may go to the process's OpenMP runtime (VECCONV_JOIN_OPENMP) and, for
-   tests, the end of a rest from now (ns; < 0 keeps it); and how many jobs went there, -1
-   where this build cannot. */
-static void vc_set_join_omp(int on, long long rest_for_ns) {
+   tests, the end of a rest from now (ns; < 0 keeps it) and `trust`: take this process's
+   libgomp pool as its own whatever vc_omp_import concluded; and how many jobs went
+   there, -1 where this build cannot. */
+static void vc_set_join_omp(int on, long long rest_for_ns, int trust) {
     pthread_mutex_lock(&vc_mu);
     vc_join_omp = on;
     if (rest_for_ns >= 0) vc_omp_rest_until = rest_for_ns ? vc_now_ns() + rest_for_ns : 0;
+#if VC_JOIN_OMP
+    if (trust) vc_omp_state = 1;
+#else
+    (void)trust;
+#endif
     pthread_mutex_unlock(&vc_mu);
 }
 static long long vc_omp_job_count(void) {
@@ -533,7 +539,9 @@ static void vc_set_stall_policy(int adaptive, long long calm_for_ns) {
 
 static void vc_runtime_init(void) {}
 static int vc_workers_started(void) { return 0; }
-static void vc_set_join_omp(int on, long long rest_for_ns) { (void)on; (void)rest_for_ns; }
+static void vc_set_join_omp(int on, long long rest_for_ns, int trust) {
+    (void)on; (void)rest_for_ns; (void)trust;
+}
 static long long vc_omp_job_count(void) { return -1; }
 static void vc_stall_counts(long long *stalls, long long *calm_jobs) {
     *stalls = 0;
