@@ -64,8 +64,9 @@ ACCUMULATOR_BYTES = 16 * 2**20
 #: 7 x 7 stages at one image) is one product over the whole batch's patch matrix, its rows
 #: (output maps) cut into blocks over the threads (``_run.matmul``), where the chunked
 #: route's rank-64 updates of whole dW accumulators ran far below the BLAS's speed:
-#: float32 256 x 256 x 3 x 3 at 14 x 14, 2.55 -> 1.90 ms; 512 x 512 x 3 x 3 at 7 x 7,
-#: 3.84 -> 1.97 ms (medians of 9, interleaved); 784 positions and more gained nothing.
+#: 256 x 256 x 3 x 3 at 14 x 14, one image, 3.11 -> 2.56 ms (float32), 5.73 -> 4.21
+#: (float64); 512 x 512 x 3 x 3 at 7 x 7, 4.63 -> 3.45 and 16.1 -> 12.7 (medians of 11,
+#: the two interleaved in one process); 784 positions in all were level or slower.
 DW_BY_MAPS_POSITIONS = 256
 
 

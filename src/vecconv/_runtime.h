@@ -173,20 +173,25 @@ static long long vc_now_ns(void) {
 }
 
 /* A job began at t0, its caller ran `mine` units until t1, and the last participant left
-   at t2 (under vc_mu): a wait for a descheduled worker counts as a stall. Returns
-   whether it was one. */
-static int vc_note_stall(long long t0, long long t1, long long t2, Py_ssize_t mine) {
-    if (t2 - t1 > VC_STALL_MIN_NS
-            && (double)(t2 - t1) > VC_STALL_UNITS * (double)(t1 - t0)
-                                   / (double)(mine > 0 ? mine : 1)) {
+   at t2: whether the caller then waited over min_ns and over VC_STALL_UNITS times its
+   own mean time per unit (a participant descheduled while it held a unit, or one that
+   came late). */
+static int vc_waited(long long t0, long long t1, long long t2, Py_ssize_t mine,
+                     long long min_ns) {
+    return t2 - t1 > min_ns
+        && (double)(t2 - t1) > VC_STALL_UNITS * (double)(t1 - t0)
+                               / (double)(mine > 0 ? mine : 1);
+}
+
+/* vecconv's own pool (under vc_mu): such a wait counts as a stall. */
+static void vc_note_stall(long long t0, long long t1, long long t2, Py_ssize_t mine) {
+    if (vc_waited(t0, t1, t2, mine, VC_STALL_MIN_NS)) {
         /* one stall may be the machine's moment (a shared host's steal); a second within
            VC_STALL_WINDOW_NS is a busy machine */
         if (t2 - vc_last_stall < VC_STALL_WINDOW_NS) vc_calm_until = t2 + VC_CALM_NS;
         vc_last_stall = t2;
         vc_stalls++;
-        return 1;
     }
-    return 0;
 }
 
 /* Claim and run units until none is left; returns how many this participant ran. */
@@ -287,6 +292,7 @@ static int vc_count_adds(struct dl_phdr_info *info, size_t size, void *data) {
 typedef struct { char name[VC_OMP_NAMES][4096]; int n; } vc_omp_names;
 
 /* The loaded objects whose file name starts with "libgomp" (at most VC_OMP_NAMES). */
+static vc_omp_names vc_omp_found;       /* (under vc_omp_mu, or at import) */
 static int vc_find_gomp(struct dl_phdr_info *info, size_t size, void *data) {
     vc_omp_names *found = (vc_omp_names *)data;
     const char *base;
@@ -304,17 +310,21 @@ static int vc_find_gomp(struct dl_phdr_info *info, size_t size, void *data) {
 /* Look for a libgomp that is loaded already (under vc_omp_mu, never vc_mu: the loader's
    lock is taken here). RTLD_NOLOAD never loads one; the handle kept holds it in the
    process. The first whose entry points all resolve is used. */
+static int vc_scan_gomp(void) {
+    vc_omp_found.n = 0;
+    dl_iterate_phdr(vc_find_gomp, &vc_omp_found);
+    return vc_omp_found.n;
+}
+
 static void vc_look_for_omp(void) {
     unsigned long long adds = 0;
-    static vc_omp_names found;
-    int i;
+    int i, n;
     dl_iterate_phdr(vc_count_adds, &adds);
     if (adds == vc_omp_adds) return;
     vc_omp_adds = adds;
-    found.n = 0;
-    dl_iterate_phdr(vc_find_gomp, &found);
-    for (i = 0; i < found.n; i++) {
-        void *h = dlopen(found.name[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    n = vc_scan_gomp();
+    for (i = 0; i < n; i++) {
+        void *h = dlopen(vc_omp_found.name[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
         void *par, *num, *max;
         if (h == NULL) continue;
         par = dlsym(h, "GOMP_parallel");
@@ -380,10 +390,7 @@ static int vc_omp_usable(int threads, long long now) {
 
 /* At import: a libgomp loaded already may be a parent's copy (vc_forked_from_parent). */
 static void vc_omp_import(void) {
-    static vc_omp_names found;
-    found.n = 0;
-    dl_iterate_phdr(vc_find_gomp, &found);
-    if (found.n > 0 && vc_forked_from_parent()) vc_omp_state = -1;
+    if (vc_scan_gomp() > 0 && vc_forked_from_parent()) vc_omp_state = -1;
 }
 
 /* Each thread of the OpenMP team claims units, its team number its slot (threads past
@@ -442,16 +449,14 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
         vc_run_serial(fn, ctx, n_units);
         return;
     }
+    job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
+    job.max_slots = threads; job.slots = 1; job.active = 0;
+    job.mine = 0; job.t_caller = t0;
+    fegetenv(&job.fenv);
 #if VC_JOIN_OMP
     if (vc_gomp_parallel != NULL && vc_omp_usable(threads, t0)) {
         int team = vc_omp_max_threads();
-        job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
-        job.max_slots = threads;
         job.slots = threads;        /* (full: none of vecconv's own workers joins) */
-        job.active = 0;
-        job.mine = 0;
-        job.t_caller = t0;
-        fegetenv(&job.fenv);
         vc_current = &job;          /* a second caller meanwhile runs its job alone */
         vc_omp_jobs++;
         pthread_mutex_unlock(&vc_mu);
@@ -459,9 +464,7 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
         t2 = vc_now_ns();
         pthread_mutex_lock(&vc_mu);
         vc_current = NULL;
-        if (t2 - job.t_caller > VC_OMP_STALL_NS
-                && (double)(t2 - job.t_caller) > VC_STALL_UNITS * (double)(job.t_caller - t0)
-                                                 / (double)(job.mine > 0 ? job.mine : 1)) {
+        if (vc_waited(t0, job.t_caller, t2, job.mine, VC_OMP_STALL_NS)) {
             if (t2 - vc_omp_last_stall < VC_STALL_WINDOW_NS)
                 vc_omp_rest_until = t2 + VC_OMP_REST_NS;
             vc_omp_last_stall = t2;
@@ -474,9 +477,6 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
         if (!vc_spawn_worker()) { vc_spawn_failed = 1; break; }
         vc_started++;
     }
-    job.fn = fn; job.ctx = ctx; job.n_units = n_units; job.next = 0;
-    job.max_slots = threads; job.slots = 1; job.active = 0;
-    fegetenv(&job.fenv);
     if (vc_started > 0) {
         int w;
         vc_current = &job;
