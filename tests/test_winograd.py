@@ -228,6 +228,7 @@ def test_the_kernel_gradient_sums_its_chunks_and_leaves_nonfinite_batches_to_im2
     w = rng.standard_normal((6, 10, 3, 3))
     dy = rng.standard_normal((4, 6, 17, 15))
     ref = vc.conv2d_backward(dy, x, w, padding=1, algorithm="im2col", input_grad=False)[1]
+    monkeypatch.setattr(_winograd, "WHOLE_GRAD_BYTES", 0)     # chunks, not every tile
     for chunks in (1, 3, 8):
         monkeypatch.setattr(_winograd, "MAX_CHUNKS", chunks)
         monkeypatch.setattr(_winograd, "FUSED_BYTES", 1)     # rounds of MIN_GRAD_TILES
@@ -248,7 +249,7 @@ def test_the_kernel_gradient_sums_its_chunks_and_leaves_nonfinite_batches_to_im2
 @pytest.mark.parametrize("fused", [True, False])
 def test_the_same_bits_with_any_thread_count(dtype, fused, monkeypatch):
     """Every cut is the shapes' and the workspace's, never the thread count's: the
-    kernels' transform too (in blocks of WEIGHT_BLOCK; 600 kernels here: a partial one)."""
+    kernels' transform too (test_kernel_transforms cuts it into several units)."""
     monkeypatch.setattr(_winograd, "FUSED_BYTES", 2**40 if fused else 0)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 24, 30, 30)).astype(dtype)
@@ -262,6 +263,106 @@ def test_the_same_bits_with_any_thread_count(dtype, fused, monkeypatch):
     for got in results[1:]:
         for a, b in zip(got, results[0]):
             np.testing.assert_array_equal(a, b)
+
+
+class _Axes:
+    """A geometry's kernel sizes, all the kernels' transform reads."""
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", [(1, 1, 3), (1, 3, 3), (3, 3, 3)])
+def test_kernel_transforms(dtype, kernel):
+    """The engine's loop over kernels: U = K vec(g) for each kernel and K^T dU for dW,
+    against float64 products; the same bits on 1, 2 and 3 threads (over 4096 kernels:
+    several units, a short last block)."""
+    from vecconv import _engine
+    rng = np.random.default_rng(21)
+    m = tuple(2 if k == 3 else 1 for k in kernel)
+    K = np.ascontiguousarray(_winograd.weight_transform(_Axes(kernel), m), dtype=dtype)
+    T, taps = K.shape
+    pairs = 111 * 41
+    w = rng.standard_normal((pairs, taps)).astype(dtype)
+    outs = {}
+    for threads in (1, 2, 3):
+        u = np.empty(T * pairs, dtype)
+        _engine.winograd_kernels(w.reshape(-1), u, K, pairs, "forward", threads)
+        dw = np.empty(pairs * taps, dtype)
+        _engine.winograd_kernels(u, dw, K, pairs, "inverse", threads)
+        outs[threads] = (u, dw)
+    for got in (outs[2], outs[3]):
+        for a, b in zip(got, outs[1]):
+            np.testing.assert_array_equal(a, b)
+    u, dw = outs[1]
+    K64 = K.astype(np.float64)
+    tol = 8 * np.finfo(dtype).eps
+    np.testing.assert_allclose(u.reshape(T, pairs), K64 @ w.T.astype(np.float64),
+                               rtol=tol, atol=tol * 8)
+    np.testing.assert_allclose(dw.reshape(pairs, taps), (K64.T @ u.reshape(T, pairs)).T,
+                               rtol=tol, atol=tol * 64)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1, 3), (1, 3, 3), (3, 3, 3), (3, 1, 3)])
+def test_flipped_kernels_transform_to_permuted_taps(kernel):
+    """dx reads the forward pass's U: the flipped kernel's transform is the kernel's,
+    its taps permuted (the same products, summed in another order), for F(2, 3); a tile
+    whose points are
+    not closed under 1/p has no such permutation and transforms a flipped copy."""
+    rng = np.random.default_rng(5)
+    m = tuple(2 if k == 3 else 1 for k in kernel)
+    perm = _winograd.flip_permutation(kernel, m)
+    K = _winograd.weight_transform(_Axes(kernel), m)
+    g = rng.standard_normal((7, math.prod(kernel)))
+    np.testing.assert_allclose(K @ g[:, ::-1].T, (K @ g.T)[list(perm)], rtol=0,
+                               atol=64 * np.finfo(float).eps * np.abs(g).max())
+    assert sorted(perm) == list(range(K.shape[0]))
+    assert _winograd.flip_permutation(kernel, tuple(3 if k == 3 else 1 for k in kernel)) \
+        is None
+
+
+def test_kernel_transforms_refuse_bad_arguments():
+    from vecconv import _engine
+    K = np.ones((4, 3))
+    w = np.ones(6 * 3)
+    with pytest.raises(ValueError, match="unknown kernel transform"):
+        _engine.winograd_kernels(w, np.empty(24), K, 6, "sideways", 1)
+    with pytest.raises(ValueError, match="dst has"):
+        _engine.winograd_kernels(w, np.empty(23), K, 6, "forward", 1)
+    with pytest.raises(ValueError, match="bad threads"):
+        _engine.winograd_kernels(w, np.empty(24), K, 6, "forward", 0)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_kernel_gradient_of_every_tile_at_once(groups, monkeypatch):
+    """dW from every tile's V and dM at once (one product per transformed tap over all
+    the tiles), what few tiles and large kernels take, agrees with the chunks and with
+    im2col and gives the same bits on 1, 2 and 3 threads."""
+    rng = np.random.default_rng(17)
+    c = 40 * groups
+    x = rng.standard_normal((2, c, 5, 6))
+    w = rng.standard_normal((c, 40, 3, 3))
+    dy = rng.standard_normal((2, c, 5, 6))
+    opts = dict(padding=1, groups=groups)
+    plan = _plan.plan_conv(x.shape, w.shape, None, np.float64,
+                           conv_options(2, algorithm="winograd", **opts))
+    m = plan.dw_winograd[0]
+    assert plan.dw_winograd[1] == (18, 18, 1, True)            # 18 tiles
+    ref = vc.conv2d_backward(dy, x, w, algorithm="im2col", input_grad=False, **opts)[1]
+    got = []
+    for n in (1, 2, 3):
+        with vc.config(threads=n):
+            got.append(vc.conv2d_backward(dy, x, w, algorithm="winograd", input_grad=False,
+                                          **opts)[1])
+    for g in got[1:]:
+        np.testing.assert_array_equal(g, got[0])
+    assert_close(got[0], ref, against="regrouped", scale=peak(ref))
+    monkeypatch.setattr(_winograd, "WHOLE_GRAD_BYTES", 0)
+    sched = _winograd.grad_schedule(2, plan.geometry, c, groups, m, 8, 2**26, 1)
+    assert sched[3] is False
+    chunked = _winograd.weight_grad(x.reshape(2, c, -1), dy.reshape(2, c, -1), plan.geometry,
+                                    c, groups, m, sched, 2, 2)
+    assert_close(chunked.reshape(w.shape), got[0], against="regrouped", scale=peak(ref))
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -212,12 +212,11 @@ def _per_map_forward(x, w2, bias, plan):
 def _winograd_run(x, w2, bias, plan, dx=False):
     """The forward pass (or, dx True, the dx pass: x is dy) on the Winograd route."""
     geometry, cout, (m, sched) = plan.winograd_pass(dx)
-    if dx:
-        w2 = _winograd.adjoint(w2, plan.geometry, plan.groups)
     threads = plan.threads()
     slots = _winograd.slots_within(m, sched, geometry, cout, plan.groups,
                                    plan.dtype.itemsize, plan.workspace, threads)
-    y = _winograd.run(x, w2, bias, geometry, cout, plan.groups, m, sched, threads, slots)
+    y = _winograd.run(x, w2, bias, geometry, cout, plan.groups, m, sched, threads, slots,
+                      adjoint_of=plan.geometry if dx else None)
     return y.reshape(plan.x_shape if dx else plan.out_shape)
 
 

@@ -137,4 +137,100 @@ VC_CLONES static void NAME(T *dst, Py_ssize_t tb, const T *src, Py_ssize_t L,   
 VC_WINO_TAKE(vc_wino_take_f, float)
 VC_WINO_TAKE(vc_wino_take_d, double)
 
+/* The kernels' transforms, U = G g G^T for each kernel g, as one (rows x cols) matrix K
+ * (the Kronecker product of each axis's G, _winograd.weight_transform) applied to vec(g).
+ * K arrives as its nonzero terms, output by output (start[o] .. start[o + 1] of idx and
+ * val): each output is the sum of its terms in that order, kernel by kernel. With vector
+ * types the kernels of a block of 64 bytes go side by side, a short block padded, so
+ * that every kernel is made by the same operations: the same bits for any cut of the
+ * kernels over threads, and the plain loop's bits.
+ *   VC_KT_FORWARD: src (pairs, cols), dst (rows, pairs): U from the effective kernels;
+ *     the outputs are K's rows, idx their columns.
+ *   VC_KT_INVERSE: src (rows, pairs), dst (pairs, cols): dW = G^T dU G, K^T applied; the
+ *     outputs are K's columns, idx their rows.
+ * Pairs p0 .. p1 of U (or dU) are made; buf holds cols x VC_KT_BLOCKS x 64 bytes. */
+enum { VC_KT_FORWARD = 0, VC_KT_INVERSE = 2 };
+
+#ifdef VC_VECTORS
+/* (The forward transforms copy VC_KT_BLOCKS blocks' taps before they sum any: a vector
+ * read right after the scalar writes that filled it waits for them to reach the cache.) */
+#define VC_KT_BLOCKS 8
+/* U's rows for the kernels q0 .. q0 + nb, their taps at bq + c * SPAN (a vector each) */
+#define VC_KT_SUM(T, bq)                                                                  \
+    for (o = 0; o < rows; o++) {                                                          \
+        acc = zero;                                                                       \
+        for (e = start[o]; e < start[o + 1]; e++) {                                       \
+            memcpy(&b, (bq) + idx[e] * SPAN, sizeof b);                                   \
+            if (e == start[o]) acc = val[e] * b; else acc += val[e] * b;                  \
+        }                                                                                 \
+        if (nb == LANES) memcpy(dst + o * pairs + q0, &acc, sizeof acc);                  \
+        else memcpy(dst + o * pairs + q0, &acc, (size_t)nb * sizeof(T));                  \
+    }
+#define VC_WINO_KERNELS(NAME, T, V)                                                       \
+VC_CLONES static void NAME(const T *src, T *dst, const Py_ssize_t *start,                 \
+                           const Py_ssize_t *idx, const T *val, Py_ssize_t rows,           \
+                           Py_ssize_t cols, Py_ssize_t pairs, int mode, Py_ssize_t p0,     \
+                           Py_ssize_t p1, T *buf) {                                       \
+    enum { LANES = sizeof(V) / sizeof(T), SPAN = VC_KT_BLOCKS * LANES };                  \
+    const V zero = {0};                                                                   \
+    Py_ssize_t q0, o, e, l, c, nb, j0;                                                    \
+    V acc, b;                                                                             \
+    if (mode == VC_KT_INVERSE) {                                                          \
+        for (q0 = p0; q0 < p1; q0 += LANES) {                                             \
+            nb = p1 - q0 < LANES ? p1 - q0 : LANES;                                       \
+            for (o = 0; o < cols; o++) {                                                  \
+                acc = zero;                                                               \
+                for (e = start[o]; e < start[o + 1]; e++) {                               \
+                    if (nb == LANES) memcpy(&b, src + idx[e] * pairs + q0, sizeof b);     \
+                    else {                                                                \
+                        b = zero;                                                         \
+                        memcpy(&b, src + idx[e] * pairs + q0, (size_t)nb * sizeof(T));    \
+                    }                                                                     \
+                    if (e == start[o]) acc = val[e] * b; else acc += val[e] * b;          \
+                }                                                                         \
+                for (l = 0; l < nb; l++) dst[(q0 + l) * cols + o] = acc[l];               \
+            }                                                                             \
+        }                                                                                 \
+        return;                                                                           \
+    }                                                                                     \
+    for (j0 = p0; j0 < p1; j0 += SPAN) {                                                  \
+        /* buf: the span's taps, tap c of kernel j0 + l at c * SPAN + l, 0 past p1 */     \
+        for (l = 0; l < SPAN; l++) {                                                      \
+            const T *s = src + (j0 + l) * cols;                                           \
+            if (j0 + l >= p1)                                                             \
+                for (c = 0; c < cols; c++) buf[c * SPAN + l] = 0;                         \
+            else                                                                          \
+                for (c = 0; c < cols; c++) buf[c * SPAN + l] = s[c];                      \
+        }                                                                                 \
+        for (q0 = j0; q0 < p1 && q0 < j0 + SPAN; q0 += LANES) {                           \
+            nb = p1 - q0 < LANES ? p1 - q0 : LANES;                                       \
+            VC_KT_SUM(T, buf + (q0 - j0))                                                 \
+        }                                                                                 \
+    }                                                                                     \
+}
+VC_WINO_KERNELS(vc_wino_kernels_f, float, vc_vf)
+VC_WINO_KERNELS(vc_wino_kernels_d, double, vc_vd)
+#else
+#define VC_WINO_KERNELS(NAME, T)                                                          \
+static void NAME(const T *src, T *dst, const Py_ssize_t *start, const Py_ssize_t *idx,    \
+                 const T *val, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t pairs,        \
+                 int mode, Py_ssize_t p0, Py_ssize_t p1, T *buf) {                        \
+    Py_ssize_t q, o, e;                                                                   \
+    T acc, v;                                                                             \
+    (void)buf;                                                                            \
+    for (q = p0; q < p1; q++)                                                             \
+        for (o = 0; o < (mode == VC_KT_INVERSE ? cols : rows); o++) {                     \
+            acc = 0;                                                                      \
+            for (e = start[o]; e < start[o + 1]; e++) {                                   \
+                v = mode == VC_KT_INVERSE ? src[idx[e] * pairs + q] : src[q * cols + idx[e]]; \
+                if (e == start[o]) acc = val[e] * v; else acc += val[e] * v;              \
+            }                                                                             \
+            if (mode == VC_KT_INVERSE) dst[q * cols + o] = acc;                           \
+            else dst[o * pairs + q] = acc;                                                \
+        }                                                                                 \
+}
+VC_WINO_KERNELS(vc_wino_kernels_f, float)
+VC_WINO_KERNELS(vc_wino_kernels_d, double)
+#endif
+
 #endif

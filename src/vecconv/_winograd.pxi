@@ -31,6 +31,8 @@
 cdef enum:
     # transformed elements per call of the pool (fused rounds): Ctrl-C is honoured between
     WINO_ROUND_ELEMS = 1 << 24
+    # transformed taps at most (F(4, 3) in 3-D: 6 x 6 x 6)
+    WINO_MAX_T = 216
 
 
 ctypedef struct Wino:
@@ -60,7 +62,8 @@ ctypedef struct Wino:
     int kind_bt[3]              # VC_WINO_* of BT and AT per axis (_winograd.h)
     int kind_at[3]
     const void *x
-    const void *U               # (T, Cout, C/groups)
+    const void *U               # (T, Cout, C/groups); u_perm set: (T, C, Cout/groups)
+    const Py_ssize_t *u_perm    # dx: U[t] is the forward pass's U[u_perm[t]]^T per group
     const void *bias
     void *y
     void *V                     # (T, C, R)
@@ -113,6 +116,16 @@ cdef extern from "_winograd.h":
                         Py_ssize_t m, Py_ssize_t a) noexcept nogil
     void vc_wino_take_d(double *dst, Py_ssize_t tb, const double *src, Py_ssize_t L,
                         Py_ssize_t m, Py_ssize_t a) noexcept nogil
+    enum:
+        VC_KT_FORWARD, VC_KT_INVERSE
+    void vc_wino_kernels_f(const float *src, float *dst, const Py_ssize_t *start,
+                           const Py_ssize_t *idx, const float *val, Py_ssize_t rows,
+                           Py_ssize_t cols, Py_ssize_t pairs, int mode, Py_ssize_t p0,
+                           Py_ssize_t p1, float *buf) noexcept nogil
+    void vc_wino_kernels_d(const double *src, double *dst, const Py_ssize_t *start,
+                           const Py_ssize_t *idx, const double *val, Py_ssize_t rows,
+                           Py_ssize_t cols, Py_ssize_t pairs, int mode, Py_ssize_t p0,
+                           Py_ssize_t p1, double *buf) noexcept nogil
 
 
 cdef inline void wino_axis(const floating *src, Py_ssize_t src_step, floating *dst,
@@ -324,6 +337,12 @@ cdef inline void wino_products(const Wino *w, const floating *V, floating *M,
                                Py_ssize_t count, Py_ssize_t t, Py_ssize_t gi) noexcept nogil:
     """Step 2: M[t] (Cout/g x count) = U[t] (Cout/g x C/g) . V[t] (C/g x count), group gi."""
     cdef const floating *U = <const floating *>w.U
+    if w.u_perm != NULL:            # dx: the forward pass's kernels (C x Cout/g), transposed
+        gemm(True, False, w.cog, count, w.cig, <floating>1,
+             U + (w.u_perm[t] * w.C + gi * w.cig) * w.cog, w.cog,
+             V + (t * w.C + gi * w.cig) * w.R, w.R, <floating>0,
+             M + (t * w.cout + gi * w.cog) * w.R, w.R)
+        return
     gemm(False, False, w.cog, count, w.cig, <floating>1,
          U + (t * w.cout + gi * w.cog) * w.cig, w.cig,
          V + (t * w.C + gi * w.cig) * w.R, w.R, <floating>0,
@@ -447,14 +466,18 @@ def winograd_forward(const floating[::1] x, const floating[::1] U, const floatin
                      floating[::1] y, bint has_bias, Geometry geometry, tuple m, list BT,
                      list AT, Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups,
                      Py_ssize_t tb, Py_ssize_t R, Py_ssize_t cblk, Py_ssize_t jblk,
-                     bint fused, int threads, int slots):
+                     bint fused, int threads, int slots, tuple u_perm=None):
     """y = conv(x) + bias on the Winograd route: U the transformed kernels (T, Cout,
     C/groups), m the outputs per tile per axis, BT/AT per axis the (a x a) and (m x a)
     float64 transforms (None for an untransformed axis, whose m is 1). Stride and
     dilation 1; a kernel axis of 1 or 3 taps. Rounds of R tiles; transform units of tb
-    tiles and cblk channels (in) or jblk output maps (out); fused: a unit is a round."""
+    tiles and cblk channels (in) or jblk output maps (out); fused: a unit is a round.
+    u_perm (dx): U holds the forward pass's transformed kernels, (T, C, Cout/groups) in
+    this pass's terms, and this pass's U[t] is, group by group, U[u_perm[t]] transposed
+    (the flipped kernels' transform permutes the taps: _winograd.flip_permutation)."""
     cdef Wino w
-    cdef Py_ssize_t units, per_call, n_units
+    cdef Py_ssize_t units, per_call, n_units, t
+    cdef Py_ssize_t perm[WINO_MAX_T]
     cdef list keep = []
     memset(&w, 0, sizeof(Wino))
     w.f64 = floating is double
@@ -467,6 +490,14 @@ def winograd_forward(const floating[::1] x, const floating[::1] U, const floatin
                          "2**31")
     expect("x", x.shape[0], N * w.C * w.i[0] * w.i[1] * w.i[2])
     expect("U", U.shape[0], w.T * cout * w.cig)
+    if u_perm is not None:
+        if len(u_perm) != w.T or w.T > WINO_MAX_T:
+            raise ValueError("vecconv engine: u_perm must hold one tap per transformed tap")
+        for t in range(w.T):
+            perm[t] = u_perm[t]
+            if not 0 <= perm[t] < w.T:
+                raise ValueError("vecconv engine: u_perm holds a tap out of range")
+        w.u_perm = perm
     expect("bias", bias.shape[0], cout if has_bias else bias.shape[0])
     expect("y", y.shape[0], N * cout * w.o[0] * w.o[1] * w.o[2])
     if w.tiles == 0 or cout == 0:
@@ -513,12 +544,108 @@ def winograd_forward(const floating[::1] x, const floating[::1] U, const floatin
         free_buffers(w.bufs if fused else w.V)
 
 
+# ------------------------------------------------------------------- the kernels' transform
+cdef enum:
+    # kernels per unit of the pool: a constant, so that the cut depends on the shapes only
+    WINO_KERNEL_UNIT = 4096
+
+
+ctypedef struct WinoKernels:
+    bint f64
+    const void *src
+    void *dst
+    const Py_ssize_t *start     # K's nonzero terms, output by output (_winograd.h)
+    const Py_ssize_t *idx
+    const void *val
+    Py_ssize_t rows, cols, pairs, buf_elems
+    int mode
+    void *bufs
+
+
+cdef void wino_kernels_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
+    cdef WinoKernels *k = <WinoKernels *>ctx
+    cdef Py_ssize_t p0 = u * WINO_KERNEL_UNIT
+    cdef Py_ssize_t p1 = imin(p0 + WINO_KERNEL_UNIT, k.pairs)
+    if k.f64:
+        vc_wino_kernels_d(<const double *>k.src, <double *>k.dst, k.start, k.idx,
+                          <const double *>k.val, k.rows, k.cols, k.pairs, k.mode, p0, p1,
+                          <double *>k.bufs + slot * k.buf_elems)
+    else:
+        vc_wino_kernels_f(<const float *>k.src, <float *>k.dst, k.start, k.idx,
+                          <const float *>k.val, k.rows, k.cols, k.pairs, k.mode, p0, p1,
+                          <float *>k.bufs + slot * k.buf_elems)
+
+
+def winograd_kernels(const floating[::1] src, floating[::1] dst, const floating[:, ::1] K,
+                     Py_ssize_t pairs, str mode, int threads):
+    """The kernels' transforms by K (T x taps, the Kronecker product of each axis's G):
+    mode 'forward', U (T, pairs) from w (pairs, taps); 'inverse', dW (pairs, taps) = K^T
+    applied to dU (T, pairs). Every kernel's sums run in the same order, whatever the
+    threads (_winograd.h)."""
+    cdef WinoKernels k
+    cdef Py_ssize_t rows = K.shape[0], cols = K.shape[1], units, o, i, n_out, e = 0
+    cdef void *terms
+    cdef Py_ssize_t *start
+    cdef Py_ssize_t *idx
+    cdef floating *val
+    cdef floating v
+    memset(&k, 0, sizeof(WinoKernels))
+    if mode == "forward":
+        k.mode = VC_KT_FORWARD
+    elif mode == "inverse":
+        k.mode = VC_KT_INVERSE
+    else:
+        raise ValueError(f"vecconv engine: unknown kernel transform {mode!r}")
+    if threads < 1 or rows < 1 or cols < 1 or pairs < 0:
+        raise ValueError("vecconv engine: bad threads or transform")
+    expect("src", src.shape[0], pairs * (rows if k.mode == VC_KT_INVERSE else cols))
+    expect("dst", dst.shape[0], pairs * (cols if k.mode == VC_KT_INVERSE else rows))
+    if pairs == 0:
+        return
+    # K's nonzero terms per output: its rows (forward) or its columns (inverse)
+    n_out = cols if k.mode == VC_KT_INVERSE else rows
+    k.buf_elems = cols * 16 * 8         # VC_KT_BLOCKS blocks of 64 bytes (float32) per tap
+    units = (pairs + WINO_KERNEL_UNIT - 1) // WINO_KERNEL_UNIT
+    threads = <int>imin(threads, units)
+    terms = alloc_buffers((n_out + 1 + rows * cols) * sizeof(Py_ssize_t)
+                          + (rows * cols + threads * k.buf_elems) * sizeof(floating))
+    start = <Py_ssize_t *>terms
+    idx = start + n_out + 1
+    val = <floating *>(idx + rows * cols)
+    start[0] = 0
+    for o in range(n_out):
+        for i in range(rows if k.mode == VC_KT_INVERSE else cols):
+            v = K[i, o] if k.mode == VC_KT_INVERSE else K[o, i]
+            if v != 0:
+                idx[e] = i
+                val[e] = v
+                e += 1
+        start[o + 1] = e
+    k.f64 = floating is double
+    k.src, k.dst = &src[0], &dst[0]
+    k.start, k.idx, k.val = start, idx, val
+    k.rows, k.cols, k.pairs = rows, cols, pairs
+    k.bufs = val + rows * cols
+    try:
+        with nogil:
+            vc_run(wino_kernels_unit, &k, units, threads)
+        PyErr_CheckSignals()
+    finally:
+        free_buffers(terms)
+
+
 # ----------------------------------------------------------------------------- dW
 ctypedef struct WinoGrad:
     Wino *wx                    # x, transformed as the forward pass does (B^T d B)
     Wino *wd                    # dy: tiles of m outputs, transformed by A (the adjoint of A^T)
     void *acc                   # (chunks, T, Cout, C/groups): one dU per chunk
     Py_ssize_t chunk            # tiles per chunk
+    # whole: every tile's V and dM at once (the batch's, R = tiles), made by units of tb
+    # tiles and blk channels (phase 0), then one product per transformed tap and group
+    # over all the tiles (phase 1) into the one dU: no accumulators to add
+    bint whole
+    int phase
+    Py_ssize_t tblocks, blk, xblocks, dblocks
 
 
 cdef void wgrad_run(WinoGrad *g, Py_ssize_t u, int slot, floating dummy) noexcept nogil:
@@ -548,9 +675,43 @@ cdef void wgrad_run(WinoGrad *g, Py_ssize_t u, int slot, floating dummy) noexcep
         first += count
 
 
+cdef void wgrad_whole(WinoGrad *g, Py_ssize_t u, int slot, floating dummy) noexcept nogil:
+    """Unit u of a phase of the whole-batch dW: phase 0 transforms tiles k0.. of a block
+    of x's channels into V or of dy's into dM; phase 1 is dU[t] = dM[t] V[t]^T of one
+    transformed tap and group, over every tile."""
+    cdef Wino *wx = g.wx
+    cdef Wino *wd = g.wd
+    cdef floating *V = <floating *>wx.V
+    cdef floating *D = <floating *>wx.M
+    cdef floating *acc = <floating *>g.acc
+    cdef Py_ssize_t blk, k0, c0, t, gi
+    if g.phase == 1:
+        t, gi = u // wx.groups, u % wx.groups
+        gemm(False, True, wx.cog, wx.cig, wx.tiles, <floating>1,
+             D + (t * wx.cout + gi * wx.cog) * wx.R, wx.R,
+             V + (t * wx.C + gi * wx.cig) * wx.R, wx.R, <floating>0,
+             acc + (t * wx.cout + gi * wx.cog) * wx.cig, wx.cig)
+        return
+    blk = u % g.tblocks
+    k0 = blk * wx.tb
+    c0 = (u // g.tblocks) * g.blk
+    if c0 < wx.C:
+        wino_in(wx, V, 0, wx.tiles, k0, c0, imin(c0 + g.blk, wx.C),
+                <floating *>wx.bufs + slot * wx.buf_elems)
+    else:
+        c0 -= g.xblocks * g.blk
+        wino_in(wd, D, 0, wx.tiles, k0, c0, imin(c0 + g.blk, wd.C),
+                <floating *>wx.bufs + slot * wx.buf_elems)
+
+
 cdef void wgrad_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
     cdef WinoGrad *g = <WinoGrad *>ctx
-    if g.wx.f64:
+    if g.whole:
+        if g.wx.f64:
+            wgrad_whole(g, u, slot, <double>0)
+        else:
+            wgrad_whole(g, u, slot, <float>0)
+    elif g.wx.f64:
         wgrad_run(g, u, slot, <double>0)
     else:
         wgrad_run(g, u, slot, <float>0)
@@ -559,10 +720,13 @@ cdef void wgrad_unit(void *ctx, Py_ssize_t u, int slot) noexcept nogil:
 def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating[::1] acc,
                          Geometry geometry, tuple m, list BT, list AT, list A,
                          Py_ssize_t N, Py_ssize_t cout, Py_ssize_t groups, Py_ssize_t tb,
-                         Py_ssize_t R, Py_ssize_t chunks, int threads, int slots):
+                         Py_ssize_t R, Py_ssize_t chunks, int threads, int slots,
+                         bint whole=False, Py_ssize_t blk=64):
     """acc (chunks, T, Cout, C/groups), zeroed by the caller, += dU of each chunk of the
     tiles: dU[t] = sum over tiles of (A dy A^T)[t] (B^T d B)[t]^T; the caller adds the
-    chunks in order and takes dW = G^T dU G. A per axis: the (a x m) transpose of A^T."""
+    chunks in order and takes dW = G^T dU G. A per axis: the (a x m) transpose of A^T.
+    whole (R the batch's tiles, one chunk): acc = dU, written (not added to), from every
+    tile's V and dM at once, transformed by units of tb tiles and blk channels."""
     cdef Wino wx, wd
     cdef WinoGrad g
     cdef list keep = []
@@ -570,9 +734,11 @@ def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating
     cdef const double[:, ::1] mat
     memset(&wx, 0, sizeof(Wino))
     wx.f64 = floating is double
-    if slots < 1 or threads < 1 or tb < 1 or R < tb or chunks < 1:
+    if slots < 1 or threads < 1 or tb < 1 or R < tb or chunks < 1 or blk < 1:
         raise ValueError("vecconv engine: bad slots, threads, tiles or chunks")
     wino_setup(&wx, geometry, m, BT, AT, N, cout, groups, keep)
+    if whole and (chunks != 1 or R != wx.tiles):
+        raise ValueError("vecconv engine: a whole-batch dW is one chunk of every tile")
     wx.tb, wx.R = tb, R
     if max(wx.cig, wx.cog, R) >= 2**31:
         raise ValueError("vecconv engine: a BLAS dimension of the Winograd route is past "
@@ -599,14 +765,36 @@ def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating
     if wx.tiles == 0 or cout == 0:
         return
     wx.x, wd.x = &x[0], &dy[0]
-    wx.buf_elems = 3 * wx.T * tb + wx.T * R * (wx.C + cout)
     g.wx, g.wd = &wx, &wd
     g.acc = &acc[0]
     g.chunk = (wx.tiles + chunks - 1) // chunks
+    threads = imin(threads, slots)
+    if whole:
+        wx.buf_elems = 3 * wx.T * tb
+        wx.V = alloc_buffers((wx.T * R * (wx.C + cout) + slots * wx.buf_elems)
+                             * sizeof(floating))
+        wx.M = <floating *>wx.V + wx.T * wx.C * R
+        wx.bufs = <floating *>wx.M + wx.T * cout * R
+        g.whole, g.blk = True, blk
+        g.tblocks = (R + tb - 1) // tb
+        g.xblocks, g.dblocks = (wx.C + blk - 1) // blk, (cout + blk - 1) // blk
+        try:
+            g.phase = 0
+            with nogil:
+                vc_run(wgrad_unit, &g, g.tblocks * (g.xblocks + g.dblocks), threads)
+            PyErr_CheckSignals()
+            g.phase = 1
+            with nogil:
+                vc_run(wgrad_unit, &g, wx.T * groups, threads)
+            PyErr_CheckSignals()
+        finally:
+            free_buffers(wx.V)
+        return
+    wx.buf_elems = 3 * wx.T * tb + wx.T * R * (wx.C + cout)
     wx.bufs = alloc_buffers(slots * wx.buf_elems * sizeof(floating))
     try:
         with nogil:
-            vc_run(wgrad_unit, &g, (wx.tiles + g.chunk - 1) // g.chunk, imin(threads, slots))
+            vc_run(wgrad_unit, &g, (wx.tiles + g.chunk - 1) // g.chunk, threads)
         PyErr_CheckSignals()
     finally:
         free_buffers(wx.bufs)

@@ -66,6 +66,14 @@ MIN_GRAD_TILES = 64
 MAX_CHUNKS = 8
 #: ... which take at most this many bytes (but there are at least 2 chunks).
 ACCUMULATOR_BYTES = 16 * 2**20
+#: The dW pass takes every tile at once (V and dM of the batch, one product per
+#: transformed tap over all the tiles, no accumulators) when the workspace holds them and
+#: a chunk's round of them would take no more than one accumulator (which each round
+#: reads and writes again: few tiles, large kernels, ResNet's 7 x 7 and 14 x 14 stages),
+#: and they take at most this many bytes; its transform units are blocks of GRAD_BLOCK
+#: channels.
+WHOLE_GRAD_BYTES = 2**62
+GRAD_BLOCK = 64
 #: A fused unit's V and M take at most this many bytes (within a core's L2 cache) ...
 FUSED_BYTES = 2**20
 #: ... for at least this many tiles, or the rounds are shared step by step.
@@ -144,8 +152,9 @@ def plan(n, geometry, cout, groups, itemsize, workspace):
 #: 32 images, a 3-D volume layer, 3 and 16 channels; bench/layers.py): per transformed
 #: tap, tile and channel (input or output) of the transforms ...
 TRANSFORM_COST = 45.0
-#: ... per element of the transformed kernels U (made on every call) ...
-WEIGHT_COST = 180.0
+#: ... per element of the transformed kernels U (made on every call, by the engine's
+#: loop over kernels: 1.8 ms for 512 x 512 3 x 3 kernels on 2 threads) ...
+WEIGHT_COST = 100.0
 #: ... per call (checks, allocations, waking the pool) ...
 CALL_COST = 3.3e7
 #: ... and im2col's time per floating-point operation of its GEMMs, in the same unit.
@@ -239,38 +248,64 @@ def weight_transform(geometry, m):
     return K
 
 
-#: Kernels per block of the product that transforms them: a constant, so that each
-#: kernel is transformed in the same block shape (and so to the same bits) whatever the
-#: thread count that shares the blocks out.
-WEIGHT_BLOCK = 256
-
-
 def transform_weights(w, geometry, m, dtype, threads=1):
-    """U (T, Cout, C/groups) from the effective kernels w (Cout, C/groups, taps): one
-    product U = K vec(w)^T in the working dtype on the engine's BLAS, in blocks of
-    WEIGHT_BLOCK kernels spread over ``threads``. (K's entries, products of powers of the
-    points, are exact in float32.)"""
+    """U (T, Cout, C/groups) from the effective kernels w (Cout, C/groups, taps): U[t] =
+    (G g G^T)[t] for each kernel g, K vec(g) with K = ``weight_transform`` (its entries,
+    products of powers of the points, exact in float32), in the engine's loop over
+    blocks of kernels spread over ``threads`` (the same bits for any count)."""
     K = np.ascontiguousarray(weight_transform(geometry, m), dtype=dtype)
-    taps = K.shape[1]
-    wf = np.ascontiguousarray(w, dtype=dtype).reshape(-1, taps)
-    pairs = wf.shape[0]
-    U = np.empty((K.shape[0], pairs), dtype=dtype)
-    cols = WEIGHT_BLOCK
-    full = pairs // cols
-    if full:
-        _engine.gemm_into(K, wf[:cols], U[:, :cols], trans_b=True, count=full,
-                          b_step=cols * taps, c_step=cols, threads=min(threads, full))
-    if full * cols < pairs:
-        _engine.gemm_into(K, wf[full * cols:], U[:, full * cols:], trans_b=True)
-    return U.reshape((K.shape[0],) + tuple(w.shape[:2]))
+    cout, cig = w.shape[0], w.shape[1]
+    U = np.empty(K.shape[0] * cout * cig, dtype=dtype)
+    _engine.winograd_kernels(np.ascontiguousarray(w, dtype=dtype).reshape(-1), U, K,
+                             cout * cig, "forward", threads)
+    return U.reshape(K.shape[0], cout, cig)
 
 
-def run(x, w, bias, geometry, cout, groups, m, sched, threads, slots):
+@functools.lru_cache(maxsize=None)
+def flip_permutation(kernel, m):
+    """The transformed taps' permutation p with (G flip(g) G^T)[t] = (G g G^T)[p[t]] for
+    every kernel g (each axis's rows of G reversed along g are rows of G: at the points
+    0, 1, -1 and infinity, F(2, 3)'s, flipping g swaps 0 and infinity), as a tuple; None
+    where some axis's points have no such permutation (they are not closed under 1/p).
+    dx's kernels are the forward pass's flipped and exchanged: its U[t] is the forward
+    pass's U[p[t]] transposed, with no transform of its own."""
+    perms = []
+    for k, mm in zip(kernel, m):
+        if k != 3:
+            perms.append((0,))
+            continue
+        G = matrices(mm)[1]
+        rows = []
+        for row in G[:, ::-1]:
+            hit = [j for j in range(G.shape[0]) if np.array_equal(G[j], row)]
+            if not hit:
+                return None
+            rows.append(hit[0])
+        perms.append(tuple(rows))
+    sizes = [len(p) for p in perms]
+    return tuple(int(np.ravel_multi_index((perms[0][a], perms[1][b], perms[2][c]), sizes))
+                 for a in range(sizes[0]) for b in range(sizes[1]) for c in range(sizes[2]))
+
+
+def run(x, w, bias, geometry, cout, groups, m, sched, threads, slots, adjoint_of=None):
     """The engine's Winograd pass: y (N, Cout, positions) from a clean x and the
-    effective kernels w (Cout, C/groups * taps), on the schedule ``schedule`` gave."""
+    effective kernels w (Cout, C/groups * taps), on the schedule ``schedule`` gave.
+
+    ``adjoint_of`` (the forward pass's geometry): the dx pass, w the forward pass's
+    kernels, of which it takes the ``adjoint``: by reading their transform transposed,
+    its taps permuted (``flip_permutation``), or else from a transform of a copy."""
     n = x.shape[0]
     dtype = x.dtype
-    U = transform_weights(w.reshape(cout, -1, geometry.taps), geometry, m, dtype, threads)
+    perm = None
+    if adjoint_of is None:
+        U = transform_weights(w.reshape(cout, -1, geometry.taps), geometry, m, dtype,
+                              threads)
+    else:
+        perm = flip_permutation(tuple(geometry.kernel), tuple(m))
+        if perm is None:
+            w = adjoint(w, adjoint_of, groups)
+        U = transform_weights(w.reshape(w.shape[0], -1, geometry.taps), geometry, m, dtype,
+                              threads)
     BT, AT = [], []
     for a in range(3):
         at, bt = (None, None)
@@ -282,35 +317,45 @@ def run(x, w, bias, geometry, cout, groups, m, sched, threads, slots):
     b = bias if bias is not None else np.empty(0, dtype=dtype)
     _engine.winograd_forward(x.reshape(-1), U.reshape(-1), b, y.reshape(-1),
                              bias is not None, geometry, tuple(m), BT, AT, n, cout, groups,
-                             *sched, threads, slots)
+                             *sched, threads, slots, perm)
     return y
 
 
 def grad_schedule(n, geometry, cout, groups, m, itemsize, workspace, slots):
-    """(tiles per transform unit, tiles per round, chunks) of the dW pass, or None when
-    the workspace cannot hold it: each chunk of the tiles sums its own dU (T x Cout x
+    """(tiles per transform unit, tiles per round, chunks, whole) of the dW pass, or None
+    when the workspace cannot hold it.
+
+    whole (see WHOLE_GRAD_BYTES): V and dM of every tile are made at once, shared by the
+    pool, and each transformed tap's dU is one product over all the tiles (one round,
+    one chunk). Else each chunk of the tiles sums its own dU (T x Cout x
     C/groups; at most MAX_CHUNKS, within ACCUMULATOR_BYTES but at least 2), each slot
-    transforms a round of x's and dy's tiles into its own V and dM."""
+    transforming a round of x's and dy's tiles into its own V and dM."""
     T = transformed_taps(geometry, m)
     c = geometry.channels
     tiles = n * math.prod(-(-o // mm) for o, mm in zip(geometry.out, m))
     per_tile = T * (c + cout) * itemsize
-    R = max(1, min(tiles, max(FUSED_BYTES // per_tile, MIN_GRAD_TILES)))
-    tb = min(UNIT_TILES, R)
     du = T * cout * (c // groups) * itemsize
+    R = max(1, min(tiles, max(FUSED_BYTES // per_tile, MIN_GRAD_TILES)))
+    if 0 < tiles * per_tile <= WHOLE_GRAD_BYTES and R * per_tile <= du:
+        tb = min(UNIT_TILES, tiles)
+        if slots * 3 * T * tb * itemsize + tiles * per_tile + du <= workspace:
+            return tb, tiles, 1, True
+    tb = min(UNIT_TILES, R)
     chunks = max(1, min(MAX_CHUNKS, -(-tiles // R), max(2, ACCUMULATOR_BYTES // max(du, 1))))
     total = slots * (3 * T * tb * itemsize + R * per_tile) + chunks * du
     if total > workspace:
         return None
-    return tb, R, chunks
+    return tb, R, chunks, False
 
 
 def grad_memory(geometry, cout, groups, m, sched, slots):
-    """Elements the dW pass allocates: each slot's scratch, V and dM, the chunks' dU."""
-    tb, R, chunks = sched
+    """Elements the dW pass allocates: each slot's scratch, V and dM (each slot's, or
+    the batch's once: whole), the chunks' dU."""
+    tb, R, chunks, whole = sched
     T = transformed_taps(geometry, m)
     c = geometry.channels
-    return slots * T * (3 * tb + R * (c + cout)) + chunks * T * cout * (c // groups)
+    return (slots * 3 * T * tb + (1 if whole else slots) * T * R * (c + cout)
+            + chunks * T * cout * (c // groups))
 
 
 def grad_slots(geometry, cout, groups, m, sched, itemsize, workspace, threads):
@@ -322,8 +367,9 @@ def grad_slots(geometry, cout, groups, m, sched, itemsize, workspace, threads):
 
 def weight_grad(x, dy, geometry, cout, groups, m, sched, threads, slots):
     """dW (Cout, C/groups * taps) on the route from clean x and dy: the chunks' dU added
-    in a fixed order, then dW = G^T dU G (one product with the Kronecker matrix K)."""
-    tb, R, chunks = sched
+    in a fixed order (whole: the one dU), then dW = G^T dU G (K^T applied in the
+    engine's kernel loop)."""
+    tb, R, chunks, whole = sched
     dtype = x.dtype
     T = transformed_taps(geometry, m)
     cig = geometry.channels // groups
@@ -335,22 +381,24 @@ def weight_grad(x, dy, geometry, cout, groups, m, sched, threads, slots):
         BT.append(bt)
         AT.append(at)
         A.append(None if at is None else np.ascontiguousarray(at.T))
-    acc = np.zeros((chunks, T, cout, cig), dtype=dtype)
+    acc = (np.empty if whole else np.zeros)((chunks, T, cout, cig), dtype=dtype)
     _engine.winograd_weight_grad(x.reshape(-1), dy.reshape(-1), acc.reshape(-1), geometry,
                                  tuple(m), BT, AT, A, x.shape[0], cout, groups, tb, R,
-                                 chunks, threads, slots)
+                                 chunks, threads, slots, whole, GRAD_BLOCK)
     du = acc[0]
     for i in range(1, chunks):          # a fixed order: the same bits for any threads
         du += acc[i]
     K = np.ascontiguousarray(weight_transform(geometry, m), dtype=dtype)
-    dw = np.empty((cout * cig, K.shape[1]), dtype=dtype)
-    _engine.gemm_into(du.reshape(T, -1), K, dw, trans_a=True)
+    dw = np.empty(cout * cig * K.shape[1], dtype=dtype)
+    _engine.winograd_kernels(du.reshape(-1), dw, K, cout * cig, "inverse", threads)
     return dw.reshape(cout, -1)
 
 
 def adjoint(w, geometry, groups):
     """The kernels of dx's correlation from the effective kernels w (Cout, C/g * taps):
-    flipped, input and output channels exchanged within each group ((C, Cout/g, *k))."""
+    flipped, input and output channels exchanged within each group ((C, Cout/g, *k)).
+    (Where ``flip_permutation`` exists the route reads the forward pass's transform
+    instead of transforming this copy.)"""
     k = tuple(geometry.kernel)
     cout = w.shape[0]
     cig = geometry.channels // groups
