@@ -67,12 +67,13 @@ MAX_CHUNKS = 8
 #: ... which take at most this many bytes (but there are at least 2 chunks).
 ACCUMULATOR_BYTES = 16 * 2**20
 #: The dW pass takes every tile at once (V and dM of the batch, one product per
-#: transformed tap over all the tiles, no accumulators) when the workspace holds them and
-#: a chunk's round of them would take no more than one accumulator (which each round
-#: reads and writes again: few tiles, large kernels, ResNet's 7 x 7 and 14 x 14 stages),
-#: and they take at most this many bytes; its transform units are blocks of GRAD_BLOCK
-#: channels.
-WHOLE_GRAD_BYTES = 2**62
+#: transformed tap over all the tiles, no accumulators) when the workspace holds them, a
+#: chunk's round of them would take no more than one accumulator (which each round reads
+#: and writes again: few tiles, large kernels, ResNet's 7 x 7 and 14 x 14 stages), and
+#: they take at most this many bytes (beyond, they go through memory where the chunks'
+#: rounds stay in a core's cache: ResNet's 28 x 28 stage at batch 8 took twice as long);
+#: its transform units are blocks of GRAD_BLOCK channels.
+WHOLE_GRAD_BYTES = 16 * 2**20
 GRAD_BLOCK = 64
 #: A fused unit's V and M take at most this many bytes (within a core's L2 cache) ...
 FUSED_BYTES = 2**20
