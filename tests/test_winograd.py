@@ -301,6 +301,24 @@ def test_kernel_transforms(dtype, kernel):
                                rtol=tol, atol=tol * 8)
     np.testing.assert_allclose(dw.reshape(pairs, taps), (K64.T @ u.reshape(T, pairs)).T,
                                rtol=tol, atol=tol * 64)
+    # bit for bit: each output is its nonzero terms summed in order, in the dtype
+    some = slice(4090, 4100)                    # across two units
+    want_u = np.zeros((T, 10), dtype)
+    want_dw = np.zeros((10, taps), dtype)
+    for o in range(T):
+        first = True
+        for c in np.flatnonzero(K[o]):
+            term = K[o, c] * w[some, c]
+            want_u[o] = term if first else want_u[o] + term
+            first = False
+    for c in range(taps):
+        first = True
+        for o in np.flatnonzero(K[:, c]):
+            term = K[o, c] * u.reshape(T, pairs)[o, some]
+            want_dw[:, c] = term if first else want_dw[:, c] + term
+            first = False
+    np.testing.assert_array_equal(u.reshape(T, pairs)[:, some], want_u)
+    np.testing.assert_array_equal(dw.reshape(pairs, taps)[some], want_dw)
 
 
 @pytest.mark.parametrize("kernel", [(1, 1, 3), (1, 3, 3), (3, 3, 3), (3, 1, 3)])
@@ -317,6 +335,7 @@ def test_flipped_kernels_transform_to_permuted_taps(kernel):
     np.testing.assert_allclose(K @ g[:, ::-1].T, (K @ g.T)[list(perm)], rtol=0,
                                atol=64 * np.finfo(float).eps * np.abs(g).max())
     assert sorted(perm) == list(range(K.shape[0]))
+    assert all(perm[p] == t for t, p in enumerate(perm))     # (its own inverse)
     assert _winograd.flip_permutation(kernel, tuple(3 if k == 3 else 1 for k in kernel)) \
         is None
 
@@ -331,6 +350,33 @@ def test_kernel_transforms_refuse_bad_arguments():
         _engine.winograd_kernels(w, np.empty(23), K, 6, "forward", 1)
     with pytest.raises(ValueError, match="bad threads"):
         _engine.winograd_kernels(w, np.empty(24), K, 6, "forward", 0)
+    with pytest.raises(ValueError, match="src has"):
+        _engine.winograd_kernels(w[:-1], np.empty(24), K, 6, "forward", 1)
+    with pytest.raises(ValueError, match="too many kernels"):    # (pairs * 4 wraps to 24)
+        _engine.winograd_kernels(w, np.empty(24), K, 2**62 + 6, "forward", 1)
+
+
+def test_every_tile_at_once_over_several_tile_blocks():
+    """The whole-batch dW in float32 over 330 tiles (a round of 64 would take no more
+    than one dU): three transform units of tiles, the last one short, split over threads; the same bits on 1, 2 and 3 threads, im2col's
+    answer."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((3, 128, 21, 19)).astype(np.float32)
+    w = rng.standard_normal((128, 128, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((3, 128, 21, 19)).astype(np.float32)
+    plan = _plan.plan_conv(x.shape, w.shape, None, np.float32,
+                           conv_options(2, padding=1, algorithm="winograd"))
+    assert plan.dw_winograd[1] == (128, 330, 1, True)
+    got = []
+    for n in (1, 2, 3):
+        with vc.config(threads=n):
+            got.append(vc.conv2d_backward(dy, x, w, padding=1, algorithm="winograd",
+                                          input_grad=False)[1])
+    for g in got[1:]:
+        np.testing.assert_array_equal(g, got[0])
+    ref = vc.conv2d_backward(dy.astype(np.float64), x.astype(np.float64),
+                             w.astype(np.float64), padding=1, input_grad=False)[1]
+    assert_close(got[0], ref, against="regrouped", scale=peak(ref))
 
 
 @pytest.mark.parametrize("groups", [1, 2])

@@ -411,7 +411,10 @@ class Plan:
             geometry, cout, (m, sched) = self.winograd_pass(kind == "dx")
             slots = _winograd.slots_within(m, sched, geometry, cout, self.groups,
                                            self.dtype.itemsize, self.workspace, threads)
-            adjoint = math.prod(self.w_shape) if kind == "dx" else 0   # dx's kernels
+            adjoint = 0     # dx's kernels, copied where their transform is no permutation
+            if kind == "dx" and _winograd.flip_permutation(tuple(geometry.kernel),
+                                                           tuple(m)) is None:
+                adjoint = math.prod(self.w_shape)
             return _winograd.memory(geometry, cout, self.groups, m, sched, slots) + adjoint
         if kind == "dw" and self.dw_by_maps():         # the batch's patch matrix, dy's rows
             n, cout = self.out_shape[:2]
@@ -568,6 +571,7 @@ def tunables():
             _winograd.MIN_FUSED, _winograd.TRANSFORM_COST, _winograd.WEIGHT_COST,
             _winograd.CALL_COST, _winograd.IM2COL_COST, _winograd.AUTO_BELOW,
             _winograd.MIN_GRAD_TILES, _winograd.MAX_CHUNKS, _winograd.ACCUMULATOR_BYTES,
+            _winograd.WHOLE_GRAD_BYTES, _winograd.GRAD_BLOCK,
             tuple(sorted(_winograd.TILE.items())))
 
 

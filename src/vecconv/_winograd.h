@@ -148,13 +148,16 @@ VC_WINO_TAKE(vc_wino_take_d, double)
  *     the outputs are K's rows, idx their columns.
  *   VC_KT_INVERSE: src (rows, pairs), dst (pairs, cols): dW = G^T dU G, K^T applied; the
  *     outputs are K's columns, idx their rows.
- * Pairs p0 .. p1 of U (or dU) are made; buf holds cols x VC_KT_BLOCKS x 64 bytes. */
-enum { VC_KT_FORWARD = 0, VC_KT_INVERSE = 2 };
+ * Pairs p0 .. p1 of U (or dU) are made; buf (the forward transform's) holds
+ * VC_KT_BUF_ELEMS(cols) values. */
+enum { VC_KT_FORWARD = 0, VC_KT_INVERSE = 1 };
 
-#ifdef VC_VECTORS
-/* (The forward transforms copy VC_KT_BLOCKS blocks' taps before they sum any: a vector
+/* (The forward transform copies VC_KT_BLOCKS blocks' taps before it sums any: a vector
  * read right after the scalar writes that filled it waits for them to reach the cache.) */
 #define VC_KT_BLOCKS 8
+#define VC_KT_BUF_ELEMS(cols) ((cols) * VC_KT_BLOCKS * 16)   /* 64 bytes of float32 */
+
+#ifdef VC_VECTORS
 /* U's rows for the kernels q0 .. q0 + nb, their taps at bq + c * SPAN (a vector each) */
 #define VC_KT_SUM(T, bq)                                                                  \
     for (o = 0; o < rows; o++) {                                                          \
@@ -196,11 +199,12 @@ VC_CLONES static void NAME(const T *src, T *dst, const Py_ssize_t *start,       
     for (j0 = p0; j0 < p1; j0 += SPAN) {                                                  \
         /* buf: the span's taps, tap c of kernel j0 + l at c * SPAN + l, 0 past p1 */     \
         for (l = 0; l < SPAN; l++) {                                                      \
-            const T *s = src + (j0 + l) * cols;                                           \
-            if (j0 + l >= p1)                                                             \
+            if (j0 + l >= p1) {                                                           \
                 for (c = 0; c < cols; c++) buf[c * SPAN + l] = 0;                         \
-            else                                                                          \
+            } else {                                                                      \
+                const T *s = src + (j0 + l) * cols;                                       \
                 for (c = 0; c < cols; c++) buf[c * SPAN + l] = s[c];                      \
+            }                                                                             \
         }                                                                                 \
         for (q0 = j0; q0 < p1 && q0 < j0 + SPAN; q0 += LANES) {                           \
             nb = p1 - q0 < LANES ? p1 - q0 : LANES;                                       \

@@ -6,8 +6,8 @@
 # inputs d, and y = A^T [(G g) * (B^T d)] (elementwise product, a entries). Along several
 # axes the transforms act on each axis in turn. Cut the output into tiles of m outputs per
 # axis; for each tile and input channel c, V[t, c] = (B^T d B)[t] for each of the
-# T = prod(a) transformed taps t; for each kernel, U[t, j, c] = (G g_jc G^T)[t] (made once,
-# in Python: vecconv._winograd). The sum over input channels of eq. 1 is then, for every
+# T = prod(a) transformed taps t; for each kernel, U[t, j, c] = (G g_jc G^T)[t] (made once
+# per call, by winograd_kernels below). The sum over input channels of eq. 1 is then, for every
 # transformed tap t, one matrix product over a batch of tiles:
 #
 #     M[t] (Cout x tiles) = U[t] (Cout x C) . V[t] (C x tiles)
@@ -97,6 +97,10 @@ cdef inline void wino_next(const Wino *w, Py_ssize_t *n, Py_ssize_t *q) noexcept
                 n[0] += 1
 
 
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
+
 cdef extern from "_winograd.h":
     void vc_wino_axis_f(const float *src, Py_ssize_t src_step, float *dst,
                         Py_ssize_t dst_step, const Py_ssize_t *dims, int ax, const double *M,
@@ -118,6 +122,7 @@ cdef extern from "_winograd.h":
                         Py_ssize_t m, Py_ssize_t a) noexcept nogil
     enum:
         VC_KT_FORWARD, VC_KT_INVERSE
+    Py_ssize_t VC_KT_BUF_ELEMS(Py_ssize_t cols)
     void vc_wino_kernels_f(const float *src, float *dst, const Py_ssize_t *start,
                            const Py_ssize_t *idx, const float *val, Py_ssize_t rows,
                            Py_ssize_t cols, Py_ssize_t pairs, int mode, Py_ssize_t p0,
@@ -491,7 +496,10 @@ def winograd_forward(const floating[::1] x, const floating[::1] U, const floatin
     expect("x", x.shape[0], N * w.C * w.i[0] * w.i[1] * w.i[2])
     expect("U", U.shape[0], w.T * cout * w.cig)
     if u_perm is not None:
-        if len(u_perm) != w.T or w.T > WINO_MAX_T:
+        if w.T > WINO_MAX_T:
+            raise ValueError(f"vecconv engine: u_perm serves at most {WINO_MAX_T} "
+                             f"transformed taps, got {w.T}")
+        if len(u_perm) != w.T:
             raise ValueError("vecconv engine: u_perm must hold one tap per transformed tap")
         for t in range(w.T):
             perm[t] = u_perm[t]
@@ -598,13 +606,15 @@ def winograd_kernels(const floating[::1] src, floating[::1] dst, const floating[
         raise ValueError(f"vecconv engine: unknown kernel transform {mode!r}")
     if threads < 1 or rows < 1 or cols < 1 or pairs < 0:
         raise ValueError("vecconv engine: bad threads or transform")
+    if pairs > PY_SSIZE_T_MAX // max(rows, cols):
+        raise ValueError("vecconv engine: too many kernels for the transform")
     expect("src", src.shape[0], pairs * (rows if k.mode == VC_KT_INVERSE else cols))
     expect("dst", dst.shape[0], pairs * (cols if k.mode == VC_KT_INVERSE else rows))
     if pairs == 0:
         return
     # K's nonzero terms per output: its rows (forward) or its columns (inverse)
     n_out = cols if k.mode == VC_KT_INVERSE else rows
-    k.buf_elems = cols * 16 * 8         # VC_KT_BLOCKS blocks of 64 bytes (float32) per tap
+    k.buf_elems = VC_KT_BUF_ELEMS(cols) if k.mode == VC_KT_FORWARD else 0
     units = (pairs + WINO_KERNEL_UNIT - 1) // WINO_KERNEL_UNIT
     threads = <int>imin(threads, units)
     terms = alloc_buffers((n_out + 1 + rows * cols) * sizeof(Py_ssize_t)
@@ -762,13 +772,15 @@ def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating
     expect("x", x.shape[0], N * wx.C * wx.i[0] * wx.i[1] * wx.i[2])
     expect("dy", dy.shape[0], N * cout * wx.o[0] * wx.o[1] * wx.o[2])
     expect("acc", acc.shape[0], chunks * wx.T * cout * wx.cig)
+    blk = imin(blk, max(wx.C, cout, 1))     # (no block count past the channels' own)
     if wx.tiles == 0 or cout == 0:
+        if whole and acc.shape[0]:          # (acc is written, not added to: no tile, 0)
+            memset(&acc[0], 0, acc.shape[0] * sizeof(floating))
         return
     wx.x, wd.x = &x[0], &dy[0]
     g.wx, g.wd = &wx, &wd
     g.acc = &acc[0]
     g.chunk = (wx.tiles + chunks - 1) // chunks
-    threads = imin(threads, slots)
     if whole:
         wx.buf_elems = 3 * wx.T * tb
         wx.V = alloc_buffers((wx.T * R * (wx.C + cout) + slots * wx.buf_elems)
@@ -779,11 +791,12 @@ def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating
         g.tblocks = (R + tb - 1) // tb
         g.xblocks, g.dblocks = (wx.C + blk - 1) // blk, (cout + blk - 1) // blk
         try:
-            g.phase = 0
+            g.phase = 0                 # (per-slot scratch: at most slots participants)
             with nogil:
-                vc_run(wgrad_unit, &g, g.tblocks * (g.xblocks + g.dblocks), threads)
+                vc_run(wgrad_unit, &g, g.tblocks * (g.xblocks + g.dblocks),
+                       imin(threads, slots))
             PyErr_CheckSignals()
-            g.phase = 1
+            g.phase = 1                 # (no scratch)
             with nogil:
                 vc_run(wgrad_unit, &g, wx.T * groups, threads)
             PyErr_CheckSignals()
@@ -794,7 +807,7 @@ def winograd_weight_grad(const floating[::1] x, const floating[::1] dy, floating
     wx.bufs = alloc_buffers(slots * wx.buf_elems * sizeof(floating))
     try:
         with nogil:
-            vc_run(wgrad_unit, &g, (wx.tiles + g.chunk - 1) // g.chunk, threads)
+            vc_run(wgrad_unit, &g, (wx.tiles + g.chunk - 1) // g.chunk, imin(threads, slots))
         PyErr_CheckSignals()
     finally:
         free_buffers(wx.bufs)

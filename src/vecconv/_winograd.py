@@ -269,7 +269,8 @@ def flip_permutation(kernel, m):
     0, 1, -1 and infinity, F(2, 3)'s, flipping g swaps 0 and infinity), as a tuple; None
     where some axis's points have no such permutation (they are not closed under 1/p).
     dx's kernels are the forward pass's flipped and exchanged: its U[t] is the forward
-    pass's U[p[t]] transposed, with no transform of its own."""
+    kernels' U[p[t]] transposed, so dx transforms the forward kernels as they are, with
+    no flipped, exchanged copy. (Flipping twice is no flip: p is its own inverse.)"""
     perms = []
     for k, mm in zip(kernel, m):
         if k != 3:
