@@ -481,13 +481,15 @@ def test_import_order_does_not_matter():
     assert alone["info"]["openmp_jobs"] == own["info"]["openmp_jobs"] == 0
     assert own["info"]["workers"] > 0
     assert after_torch["info"]["openmp_jobs"] > 0, after_torch
+    assert isinstance(after_torch["info"]["openmp_rests"], int)
+    assert 0 <= after_torch["info"]["openmp_rests"] <= after_torch["info"]["openmp_jobs"]
     assert after_torch["changed"] == {}
 
 
 def test_after_a_stall_jobs_rest_on_vecconvs_own_workers(big_grain):
     """On a busy machine libgomp's calling thread waits for team threads the scheduler has
-    not run; after such stalls (forced here) the jobs of the next 0.2 s run on vecconv's
-    own workers, with the same bits, and then on libgomp's threads again."""
+    not run; after such stalls (a rest forced here) the jobs run on vecconv's own
+    workers, with the same bits, and then on libgomp's threads again."""
     with vc.threads(1):
         ref = _run("one-image", np.float64)
     with vc.threads(2), _joining(True):

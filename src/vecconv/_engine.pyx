@@ -58,7 +58,7 @@ cdef extern from "_runtime.h":
     void vc_stall_counts(long long *stalls, long long *calm_jobs) noexcept nogil
     void vc_set_stall_policy(int adaptive, long long calm_for_ns) noexcept nogil
     void vc_set_join_omp(int on, long long rest_for_ns, int trust) noexcept nogil
-    long long vc_omp_job_count() noexcept nogil
+    long long vc_omp_job_count(long long *rests) noexcept nogil
     enum: VC_MAX_THREADS
 
 cdef enum:
@@ -126,8 +126,11 @@ def set_join_openmp(bint on, double rest_for=-1.0, bint trust=False):
 
 
 def openmp_jobs():
-    """Jobs run on the process's OpenMP runtime so far (-1: this build cannot)."""
-    return vc_omp_job_count()
+    """(jobs run on the process's OpenMP runtime so far, rests from it begun after its
+    threads stalled) (-1, -1: this build cannot)."""
+    cdef long long rests
+    cdef long long jobs = vc_omp_job_count(&rests)
+    return jobs, rests
 
 
 # ----------------------------------------------------------------------------- checks

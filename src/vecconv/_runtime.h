@@ -154,15 +154,22 @@ static int vc_omp_forked = 0;
    vecconv's own pool never waits for a worker that has not started (a LeNet-5 step
    beside two busy processes: 11-15 ms on libgomp's threads, 6-7 ms on vecconv's, 3-4
    idle). After two jobs within VC_STALL_WINDOW_NS whose caller waited so for over
-   VC_OMP_STALL_NS, the jobs of the next VC_OMP_REST_NS run on vecconv's own workers; then
-   they try libgomp's threads again. On an idle shared host a sleeping team thread took
-   up to 3.1 ms to come (41 batch-1 jobs: 90% within 0.4 ms), beside two busy processes
+   VC_OMP_STALL_NS, the jobs of a rest run on vecconv's own workers; then they try
+   libgomp's threads again. On an idle shared host a sleeping team thread took up to
+   3.1 ms to come (41 batch-1 jobs: 90% within 0.4 ms), beside two busy processes
    6-7.5 ms; a rest begun by an idle host's waits cost a batch-1 layer 1.5-2x (it then
-   ran beside PyTorch's spinning threads). These waits are libgomp's and feed only this
-   rest, not the stall counts of vecconv's own pool. */
+   ran beside PyTorch's spinning threads), and on a noisy host such rests came often
+   enough to halve whole runs of batch-1 layers. So a rest starts short, VC_OMP_REST_MIN_NS,
+   and doubles with each rest that follows another within VC_OMP_REST_NS of its end, up
+   to VC_OMP_REST_NS: a busy machine's stalls, which return at once, reach the long rest
+   within a few; an idle host's odd stall costs a short one. These waits are libgomp's and
+   feed only this rest, not the stall counts of vecconv's own pool. */
 #define VC_OMP_STALL_NS 3500000LL
 #define VC_OMP_REST_NS 200000000LL
+#define VC_OMP_REST_MIN_NS 10000000LL
 static long long vc_omp_rest_until = 0;   /* monotonic ns; under vc_mu */
+static long long vc_omp_rest_ns = VC_OMP_REST_MIN_NS;     /* the next rest's length */
+static long long vc_omp_rests = 0;      /* rests begun (under vc_mu) */
 static long long vc_omp_last_stall = -VC_STALL_WINDOW_NS;
 static long long vc_omp_jobs = 0;       /* jobs run on the OpenMP runtime (under vc_mu) */
 
@@ -243,6 +250,7 @@ static void vc_fork_child(void) {
     vc_last_stall = -VC_STALL_WINDOW_NS;
     vc_omp_forked = 1;
     vc_omp_rest_until = 0;
+    vc_omp_rest_ns = VC_OMP_REST_MIN_NS;
     vc_omp_last_stall = -VC_STALL_WINDOW_NS;
 #if VC_JOIN_OMP
     pthread_mutex_init(&vc_omp_mu, NULL);
@@ -465,8 +473,16 @@ static void vc_run(vc_task_fn fn, void *ctx, Py_ssize_t n_units, int threads) {
         pthread_mutex_lock(&vc_mu);
         vc_current = NULL;
         if (vc_waited(t0, job.t_caller, t2, job.mine, VC_OMP_STALL_NS)) {
-            if (t2 - vc_omp_last_stall < VC_STALL_WINDOW_NS)
-                vc_omp_rest_until = t2 + VC_OMP_REST_NS;
+            if (t2 - vc_omp_last_stall < VC_STALL_WINDOW_NS) {
+                /* a rest soon after the last one's end: twice as long; else the shortest */
+                if (t2 - vc_omp_rest_until < VC_OMP_REST_NS)
+                    vc_omp_rest_ns = vc_omp_rest_ns * 2 < VC_OMP_REST_NS
+                                     ? vc_omp_rest_ns * 2 : VC_OMP_REST_NS;
+                else
+                    vc_omp_rest_ns = VC_OMP_REST_MIN_NS;
+                vc_omp_rest_until = t2 + vc_omp_rest_ns;
+                vc_omp_rests++;
+            }
             vc_omp_last_stall = t2;
         }
         pthread_mutex_unlock(&vc_mu);
@@ -510,10 +526,11 @@ static void vc_set_join_omp(int on, long long rest_for_ns, int trust) {
 #endif
     pthread_mutex_unlock(&vc_mu);
 }
-static long long vc_omp_job_count(void) {
+static long long vc_omp_job_count(long long *rests) {
     long long n;
     pthread_mutex_lock(&vc_mu);
     n = VC_JOIN_OMP ? vc_omp_jobs : -1;
+    *rests = VC_JOIN_OMP ? vc_omp_rests : -1;
     pthread_mutex_unlock(&vc_mu);
     return n;
 }
@@ -542,7 +559,7 @@ static int vc_workers_started(void) { return 0; }
 static void vc_set_join_omp(int on, long long rest_for_ns, int trust) {
     (void)on; (void)rest_for_ns; (void)trust;
 }
-static long long vc_omp_job_count(void) { return -1; }
+static long long vc_omp_job_count(long long *rests) { *rests = -1; return -1; }
 static void vc_stall_counts(long long *stalls, long long *calm_jobs) {
     *stalls = 0;
     *calm_jobs = 0;

@@ -60,6 +60,7 @@ class RuntimeInfo(TypedDict):
     stalls: int
     calm_jobs: int
     openmp_jobs: int
+    openmp_rests: int
 
 
 def runtime_info() -> RuntimeInfo:
@@ -78,13 +79,18 @@ def runtime_info() -> RuntimeInfo:
         VECCONV_ADAPT_THREADS=1, two stalls within 0.1 s send the next 0.2 s of jobs
         there); ``openmp_jobs``: the jobs run on the threads of the process's OpenMP
         runtime, which another library (PyTorch) loaded (-1 where this build cannot;
-        VECCONV_JOIN_OPENMP=0 turns it off).
+        VECCONV_JOIN_OPENMP=0 turns it off); ``openmp_rests``: the rests from those
+        threads after two jobs within 0.1 s waited over 3.5 ms for one of them (a busy
+        machine: the next jobs run on vecconv's own; a rest lasts 10 ms, twice the last
+        one's length if that ended under 0.2 s before, at most 0.2 s).
     """
     stalls, calm_jobs = _engine.stall_counts()
+    openmp_jobs, openmp_rests = _engine.openmp_jobs()
     return RuntimeInfo(num_threads=_config.get_num_threads(), pool=_engine.have_threads(),
                        private_blas=_engine.private_blas(),
                        workers=_engine.workers_started(), stalls=stalls,
-                       calm_jobs=calm_jobs, openmp_jobs=_engine.openmp_jobs())
+                       calm_jobs=calm_jobs, openmp_jobs=openmp_jobs,
+                       openmp_rests=openmp_rests)
 
 
 # ----------------------------------------------------------------------------- threadpoolctl
