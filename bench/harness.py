@@ -48,15 +48,21 @@ def _batch(fn, number):
     return calls
 
 
-def interleaved(fns, repeats, *, warmup=1, number=1, budget=None, rewarm=False):
+def interleaved(fns, repeats, *, warmup=1, number=1, budget=None, rewarm=False, settle=0.0):
     """Each callable of ``fns`` (name -> callable) timed ``repeats`` times, round-robin:
     every round times each callable once, in the order given.
 
     warmup: untimed calls of each callable before its first timing (``rewarm``: before
     every timing). number: calls per timing, the time reported per call. budget: seconds
     per callable; after the third round, stop once the rounds so far took longer than
-    budget times the number of callables. Returns {name: dict(median, min, max, n)}.
+    budget times the number of callables. settle: seconds to sleep first, so that threads
+    the caller's own work left spinning are idle (NumPy's OpenBLAS spins about 0.1 s
+    after a threaded call: a norm of the previous case's error kept the first rounds of a
+    batch-1 layer, 3.5 ms a call, at 6-7 ms for whichever library it fell on).
+    Returns {name: dict(median, min, max, n)}.
     """
+    if settle:
+        time.sleep(settle)
     if not rewarm:
         for fn in fns.values():
             for _ in range(warmup):

@@ -51,6 +51,10 @@ LAYERS = {
     "lenet C3": ((6, 14, 14), (16, 6, 5, 5), dict(batch=64)),
 }
 
+#: seconds each timing sleeps first: the previous case's error norms (NumPy's threaded
+#: OpenBLAS) and the 2048^3 GEMMs leave threads spinning for about 0.1 s
+SETTLE = 0.3
+
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 TORCH_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -109,7 +113,7 @@ def case_row(name, batch, dt, repeats):
                      dtype=tx.dtype, requires_grad=True)
     t = harness.interleaved({"vecconv": lambda: _ours(x, w, opts),
                              "torch": lambda: _theirs(tx, tw, tb, opts)},
-                            repeats, warmup=2)
+                            repeats, warmup=2, settle=SETTLE)
     ref = _reference(x, w, opts)
     err = _errors(_ours(x, w, opts), ref)
     err_im2col = _errors(_ours(x, w, opts, "im2col"), ref)
@@ -144,7 +148,7 @@ def roofline(batch, repeats):
     b = rng.standard_normal((2048, 2048)).astype(np.float32)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     t = harness.interleaved({"numpy": lambda: a @ b, "torch": lambda: ta @ tb}, repeats,
-                            warmup=2)
+                            warmup=2, settle=SETTLE)
     gemm = {k: 2 * 2048**3 / v["median"] / 1e9 for k, v in t.items()}
     rows = []
     for name in THREE_BY_THREE:
@@ -156,7 +160,8 @@ def roofline(batch, repeats):
         tx, tw = torch.from_numpy(x), torch.from_numpy(w)
         fn = TORCH_CONV[len(ws) - 2]
         t = harness.interleaved({"vecconv": lambda: vecconv.conv(x, w, **opts),
-                                 "torch": lambda: fn(tx, tw, **opts)}, repeats, warmup=2)
+                                 "torch": lambda: fn(tx, tw, **opts)}, repeats, warmup=2,
+                                settle=SETTLE)
         flops = 2.0 * n * ws[0] * math.prod(ws[1:]) * math.prod(xs[1:])   # 'same' padding
         route = vecconv.conv_plan(x.shape, w.shape, **opts)["forward"]
         rows.append(dict(case=name, route=str(route), **{
