@@ -158,8 +158,7 @@ static int vc_omp_forked = 0;
    libgomp's threads again. On an idle shared host a sleeping team thread took up to
    3.1 ms to come (41 batch-1 jobs: 90% within 0.4 ms), beside two busy processes
    6-7.5 ms; a rest begun by an idle host's waits cost a batch-1 layer 1.5-2x (it then
-   ran beside PyTorch's spinning threads), and on a noisy host such rests came often
-   enough to halve whole runs of batch-1 layers. So a rest starts short, VC_OMP_REST_MIN_NS,
+   ran beside PyTorch's spinning threads). So a rest starts short, VC_OMP_REST_MIN_NS,
    and doubles with each rest that follows another within VC_OMP_REST_NS of its end, up
    to VC_OMP_REST_NS: a busy machine's stalls, which return at once, reach the long rest
    within a few; an idle host's odd stall costs a short one. These waits are libgomp's and
