@@ -71,9 +71,10 @@ ACCUMULATOR_BYTES = 16 * 2**20
 #: chunk's round of them would take no more than one accumulator (which each round reads
 #: and writes again: few tiles, large kernels, ResNet's 7 x 7 and 14 x 14 stages), and
 #: they take at most this many bytes (beyond, they go through memory where the chunks'
-#: rounds stay in a core's cache: ResNet's 28 x 28 stage at batch 8 took twice as long);
-#: its transform units are blocks of GRAD_BLOCK channels.
-WHOLE_GRAD_BYTES = 16 * 2**20
+#: rounds stay in a core's cache: ResNet's 28 x 28 stage at batch 8, 25 MB, took twice as
+#: long; its 14 x 14 stage, 12.5 MB, was 10% faster alone but 10% slower with two Python
+#: threads calling at once); its transform units are blocks of GRAD_BLOCK channels.
+WHOLE_GRAD_BYTES = 8 * 2**20
 GRAD_BLOCK = 64
 #: A fused unit's V and M take at most this many bytes (within a core's L2 cache) ...
 FUSED_BYTES = 2**20
@@ -299,15 +300,12 @@ def run(x, w, bias, geometry, cout, groups, m, sched, threads, slots, adjoint_of
     n = x.shape[0]
     dtype = x.dtype
     perm = None
-    if adjoint_of is None:
-        U = transform_weights(w.reshape(cout, -1, geometry.taps), geometry, m, dtype,
-                              threads)
-    else:
+    if adjoint_of is not None:
         perm = flip_permutation(tuple(geometry.kernel), tuple(m))
         if perm is None:
             w = adjoint(w, adjoint_of, groups)
-        U = transform_weights(w.reshape(w.shape[0], -1, geometry.taps), geometry, m, dtype,
-                              threads)
+    U = transform_weights(w.reshape(w.shape[0], -1, geometry.taps), geometry, m, dtype,
+                          threads)
     BT, AT = [], []
     for a in range(3):
         at, bt = (None, None)
